@@ -1,0 +1,91 @@
+"""The ``stx-lab`` command line.
+
+Each subcommand is added by a small ``_add_<name>`` function; the work itself lives in the
+layer modules, imported inside the handlers so that ``stx-lab host-setup`` runs with the
+standard library alone on a host that has nothing installed yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pytest_starlingx.errors import StxError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``stx-lab``; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except StxError as exc:
+        print(f"stx-lab {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"stx-lab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="stx-lab", description="Bring up, inspect and remove StarlingX labs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_validate, _add_show, _add_doctor, _add_host_setup):
+        add(sub)
+    return parser
+
+
+Subparsers = argparse._SubParsersAction  # noqa: SLF001 - argparse has no public name for it
+
+
+def _add_validate(sub: Subparsers) -> None:
+    p = sub.add_parser("validate", help="check lab description files; exit 2 when one is invalid")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(handler=_validate)
+
+
+def _add_show(sub: Subparsers) -> None:
+    p = sub.add_parser("show", help="show a resolved lab (a YAML file or a topology name)")
+    p.add_argument("lab", metavar="FILE|TOPOLOGY")
+    p.set_defaults(handler=_show)
+
+
+def _add_doctor(sub: Subparsers) -> None:
+    p = sub.add_parser("doctor", help="check that this host can run labs, with a fix per problem")
+    p.add_argument("--uri", default="qemu:///system", help="libvirt connection URI")
+    p.set_defaults(handler=_doctor)
+
+
+def _add_host_setup(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "host-setup", help="install the Debian packages labs need and start libvirt (root)"
+    )
+    p.set_defaults(handler=_host_setup)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    raise NotImplementedError
+
+
+def _show(args: argparse.Namespace) -> int:
+    raise NotImplementedError
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    raise NotImplementedError
+
+
+def _host_setup(args: argparse.Namespace) -> int:
+    raise NotImplementedError
+
+
+if __name__ == "__main__":
+    sys.exit(main())
