@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pytest_starlingx.errors import StxError
 
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-Subparsers = argparse._SubParsersAction  # noqa: SLF001 - argparse has no public name for it
+# argparse has no public name for the object add_subparsers() returns.
+Subparsers = argparse._SubParsersAction
 
 
 def _add_validate(sub: Subparsers) -> None:
@@ -72,19 +74,61 @@ def _add_host_setup(sub: Subparsers) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from pytest_starlingx.errors import LabConfigError
+    from pytest_starlingx.labfile import load_lab
+
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            lab = load_lab(path)
+        except LabConfigError as exc:
+            print(exc, file=sys.stderr)
+            status = EXIT_USAGE
+        else:
+            print(f"{path}: ok ({lab.topology.value} lab {lab.name!r}, {len(lab.nodes)} nodes)")
+    return status
 
 
 def _show(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from pytest_starlingx.errors import LabConfigError
+    from pytest_starlingx.labfile import lab_from_mapping, load_lab
+    from pytest_starlingx.labshow import describe_lab
+    from pytest_starlingx.model import Topology
+
+    topologies = [t.value for t in Topology]
+    try:
+        if args.lab in topologies:
+            lab = lab_from_mapping({"topology": args.lab}, source=args.lab)
+        elif not Path(args.lab).exists() and not args.lab.endswith((".yaml", ".yml")):
+            print(
+                f"{args.lab}: neither a lab file nor a topology ({', '.join(topologies)})",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        else:
+            lab = load_lab(args.lab)
+    except LabConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    print(describe_lab(lab))
+    return EXIT_OK
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from pytest_starlingx.doctor import run_checks
+
+    checks = run_checks(args.uri)
+    for check in checks:
+        print(check.line())
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
 
 
 def _host_setup(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from pytest_starlingx.hostsetup import host_setup
+
+    for line in host_setup():
+        print(line)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,0 +1,559 @@
+"""Loading and validating lab descriptions (YAML files or plain mappings).
+
+Validation is strict and kind: every problem in a file is reported at once, each naming the
+file, the line, the key path (``nodes.worker-7``), the bad value and what is allowed.
+Passwords given literally are never echoed back.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pytest_starlingx.errors import LabConfigError
+from pytest_starlingx.model import (
+    DEFAULT_STORAGE_NODES,
+    DEFAULT_WORKERS,
+    NAME_PATTERN,
+    PASSWORD_USERS,
+    SIM_IMAGE,
+    TIMEOUT_PHASES,
+    Backend,
+    LabSpec,
+    MgmtSpec,
+    NodeOverride,
+    OamSpec,
+    PasswordSource,
+    Profile,
+    Topology,
+    node_names,
+    password_problems,
+    resolve_lab,
+)
+
+Path_ = tuple[str | int, ...]
+
+TOP_KEYS = (
+    "name",
+    "topology",
+    "backend",
+    "image",
+    "profile",
+    "workers",
+    "storage_nodes",
+    "node_defaults",
+    "nodes",
+    "oam",
+    "mgmt",
+    "passwords",
+    "timeouts",
+    "timeout_factor",
+)
+NODE_KEYS = ("memory_mib", "vcpus", "disks_gib")
+OAM_KEYS = ("subnet", "gateway", "floating", "controller_0", "controller_1")
+MGMT_KEYS = ("subnet",)
+PASSWORD_KEYS = ("env", "value", "generate")
+
+MAX_WORKERS = 20
+MAX_STORAGE_NODES = 8
+MIN_STORAGE_NODES = 2
+MEMORY_RANGE = (256, 1024 * 1024)
+VCPU_RANGE = (1, 64)
+DISK_RANGE = (1, 8192)
+MAX_DISKS = 8
+MAX_TIMEOUT_FACTOR = 100
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def load_lab(path: str | Path) -> LabSpec:
+    """Read, validate and resolve the lab description in ``path``.
+
+    Raises :class:`LabConfigError` listing every problem found.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabConfigError([f"{path}: cannot read the lab description: {exc}"]) from exc
+    return parse_lab(text, source=str(path), base_dir=path.parent, path=path)
+
+
+def parse_lab(
+    text: str, source: str = "<string>", base_dir: Path | None = None, path: Path | None = None
+) -> LabSpec:
+    """Validate and resolve a lab description given as YAML text."""
+    try:
+        doc = _compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise LabConfigError([f"{where}: the file is not valid YAML: {problem}"]) from None
+    if doc is None:
+        raise LabConfigError(
+            [
+                f"{source}: the file is empty; it needs at least `topology: "
+                f"{'|'.join(t.value for t in Topology)}`"
+            ]
+        )
+    checker = _Checker(source, doc.lines, base_dir or Path.cwd())
+    return checker.lab(doc.value, path)
+
+
+def lab_from_mapping(data: Mapping[str, Any], source: str = "<overrides>") -> LabSpec:
+    """Validate and resolve a lab description given as a mapping (e.g. marker arguments)."""
+    return _Checker(source, {}, Path.cwd()).lab(dict(data), None)
+
+
+# --- YAML with line numbers ------------------------------------------------------------------
+
+
+@dataclass
+class _Doc:
+    value: Any
+    lines: dict[Path_, int] = field(default_factory=dict)
+
+
+def _compose(text: str) -> _Doc | None:
+    """Parse YAML keeping the line of every key path; duplicate keys are errors."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if node is None:
+        return None
+    doc = _Doc(None)
+    constructor = yaml.constructor.SafeConstructor()
+    doc.value = _convert(node, (), doc.lines, constructor)
+    return doc
+
+
+def _convert(
+    node: yaml.Node, path: Path_, lines: dict[Path_, int], ctor: yaml.constructor.SafeConstructor
+) -> Any:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = ctor.construct_object(key_node, deep=True)
+            key = key if isinstance(key, str | int) else str(key)
+            if key in result:
+                raise yaml.MarkedYAMLError(
+                    problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark
+                )
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            result[key] = _convert(value_node, (*path, key), lines, ctor)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, (*path, i), lines, ctor) for i, item in enumerate(node.value)]
+    return ctor.construct_object(node, deep=True)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _dotted(path: Path_) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _show(value: Any) -> str:
+    return (
+        repr(value)
+        if isinstance(value, str)
+        else yaml.safe_dump(value).strip().removesuffix("\n...").replace("\n", " ")
+    )
+
+
+def _suggest(word: str, allowed: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(word), list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Checker:
+    """Walks a lab mapping, collecting every problem before raising one LabConfigError."""
+
+    def __init__(self, source: str, lines: dict[Path_, int], base_dir: Path) -> None:
+        self.source = source
+        self.lines = lines
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+
+    def problem(self, path: Path_, message: str) -> None:
+        line = None
+        for depth in range(len(path), -1, -1):
+            line = self.lines.get(path[:depth])
+            if line is not None:
+                break
+        where = f"{self.source}:{line}" if line is not None else self.source
+        self.problems.append(f"{where}: {_dotted(path)}: {message}")
+
+    def sorted_problems(self) -> list[str]:
+        """The problems in file order (a stable sort by line number)."""
+
+        def line(problem: str) -> int:
+            head = problem.removeprefix(f"{self.source}:").split(":", 1)[0]
+            return int(head) if head.isdigit() else 0
+
+        return sorted(self.problems, key=line)
+
+    # generic checks -----------------------------------------------------------------------
+
+    def mapping(self, value: Any, path: Path_, allowed: tuple[str, ...]) -> dict[str, Any]:
+        """``value`` as a dict whose unknown keys are reported; {} when it is no mapping."""
+        if not isinstance(value, dict):
+            example = f"e.g. `{allowed[0]}: ...`" if allowed else "a mapping"
+            self.problem(path, f"expected a mapping of keys ({example}), got {_show(value)}")
+            return {}
+        known = {}
+        for key, item in value.items():
+            if key in allowed:
+                known[key] = item
+            else:
+                hint = _suggest(key, allowed) or f"; allowed keys: {', '.join(allowed)}"
+                self.problem((*path, key), f"unknown key{hint}")
+        return known
+
+    def integer(self, value: Any, path: Path_, low: int, high: int, unit: str = "") -> int | None:
+        unit = f" {unit}" if unit else ""
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(
+                path, f"must be a whole number from {low} to {high}{unit}, got {_show(value)}"
+            )
+            return None
+        if not low <= value <= high:
+            self.problem(path, f"must be from {low} to {high}{unit}, got {value}")
+            return None
+        return value
+
+    def number(self, value: Any, path: Path_, high: float, unit: str = "") -> float | None:
+        unit = f" {unit}" if unit else ""
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= high:
+            self.problem(
+                path, f"must be a number above 0 and at most {high}{unit}, got {_show(value)}"
+            )
+            return None
+        return float(value)
+
+    def choice(self, value: Any, path: Path_, allowed: list[str]) -> str | None:
+        if isinstance(value, str) and value in allowed:
+            return value
+        self.problem(
+            path,
+            f"{_show(value)} is not allowed; use one of {', '.join(allowed)}"
+            f"{_suggest(value, allowed) if isinstance(value, str) else ''}",
+        )
+        return None
+
+    # the lab ------------------------------------------------------------------------------
+
+    def lab(self, data: Any, path: Path | None) -> LabSpec:
+        if not isinstance(data, dict):
+            self.problem(
+                (),
+                "the lab description must be a mapping of keys such as "
+                f"`topology: simplex`, not a {type(data).__name__}: {_show(data)}",
+            )
+            raise LabConfigError(self.problems)
+        data = self.mapping(data, (), TOP_KEYS)
+        topology = self.topology(data)
+        kwargs: dict[str, Any] = {"source": path}
+        if "name" in data:
+            kwargs["name"] = self.name(data["name"])
+        if "backend" in data:
+            kwargs["backend"] = self.choice(
+                data["backend"], ("backend",), [b.value for b in Backend]
+            )
+        if "image" in data:
+            kwargs["image"] = self.image(data["image"])
+        if "profile" in data:
+            kwargs["profile"] = self.choice(
+                data["profile"], ("profile",), [p.value for p in Profile]
+            )
+        kwargs["workers"] = self.count(data, "workers", topology)
+        kwargs["storage_nodes"] = self.count(data, "storage_nodes", topology)
+        if "node_defaults" in data:
+            kwargs["node_defaults"] = self.node_override(data["node_defaults"], ("node_defaults",))
+        if "nodes" in data:
+            kwargs["nodes"] = self.nodes(data["nodes"], topology, kwargs)
+        oam = self.oam(data.get("oam", {}), topology) if "oam" in data else OamSpec()
+        kwargs["oam"] = oam
+        if "mgmt" in data:
+            kwargs["mgmt"] = self.mgmt(data["mgmt"], oam)
+        if "passwords" in data:
+            kwargs["passwords"] = self.passwords(data["passwords"])
+        if "timeouts" in data:
+            kwargs["timeouts"] = self.timeouts(data["timeouts"])
+        if "timeout_factor" in data:
+            kwargs["timeout_factor"] = self.number(
+                data["timeout_factor"], ("timeout_factor",), MAX_TIMEOUT_FACTOR
+            )
+        if self.problems or topology is None:
+            raise LabConfigError(self.sorted_problems())
+        return resolve_lab(topology, **{k: v for k, v in kwargs.items() if v is not None})
+
+    def topology(self, data: dict[str, Any]) -> Topology | None:
+        if "topology" not in data:
+            self.problem(
+                ("topology",),
+                "missing; say which deployment option the lab is: "
+                f"{', '.join(t.value for t in Topology)}",
+            )
+            return None
+        found = self.choice(data["topology"], ("topology",), [t.value for t in Topology])
+        return Topology(found) if found else None
+
+    def name(self, value: Any) -> str | None:
+        if isinstance(value, str) and NAME_PATTERN.fullmatch(value):
+            return value
+        self.problem(
+            ("name",),
+            f"{_show(value)} is not a valid lab name: use 1-20 characters, "
+            "lower-case letters, digits and '-', starting with a letter",
+        )
+        return None
+
+    def image(self, value: Any) -> str | None:
+        if value == SIM_IMAGE:
+            return value
+        if not isinstance(value, str) or not value:
+            self.problem(
+                ("image",),
+                f"expected {SIM_IMAGE!r} or the path of a StarlingX ISO, got {_show(value)}",
+            )
+            return None
+        expanded = os.path.expandvars(value)
+        if "$" in expanded:
+            self.problem(
+                ("image",),
+                f"{value!r} names an environment variable that is not set; export it with "
+                "the path of your StarlingX ISO",
+            )
+            return None
+        iso = (self.base_dir / Path(expanded).expanduser()).resolve()
+        if not iso.is_file():
+            self.problem(
+                ("image",),
+                f"no such ISO file: {iso} (use {SIM_IMAGE!r} for the built-in simulator, "
+                "or a path to a StarlingX ISO)",
+            )
+            return None
+        return str(iso)
+
+    def count(self, data: dict[str, Any], key: str, topology: Topology | None) -> int | None:
+        if key not in data:
+            return None
+        owners = (Topology.STANDARD, Topology.STORAGE) if key == "workers" else (Topology.STORAGE,)
+        if topology is not None and topology not in owners:
+            kind = "workers" if key == "workers" else "storage nodes"
+            self.problem(
+                (key,),
+                f"a {topology.value} lab has no {kind}; remove the key or use "
+                f"topology {' or '.join(t.value for t in owners)}",
+            )
+            return None
+        low, high = (0, MAX_WORKERS) if key == "workers" else (MIN_STORAGE_NODES, MAX_STORAGE_NODES)
+        return self.integer(data[key], (key,), low, high)
+
+    def node_override(self, value: Any, path: Path_) -> NodeOverride:
+        data = self.mapping(value, path, NODE_KEYS)
+        memory = vcpus = None
+        disks: tuple[int, ...] | None = None
+        if "memory_mib" in data:
+            memory = self.integer(data["memory_mib"], (*path, "memory_mib"), *MEMORY_RANGE, "MiB")
+        if "vcpus" in data:
+            vcpus = self.integer(data["vcpus"], (*path, "vcpus"), *VCPU_RANGE)
+        if "disks_gib" in data:
+            disks = self.disks(data["disks_gib"], (*path, "disks_gib"))
+        return NodeOverride(memory, vcpus, disks)
+
+    def disks(self, value: Any, path: Path_) -> tuple[int, ...] | None:
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_DISKS:
+            self.problem(
+                path,
+                f"expected a list of 1 to {MAX_DISKS} disk sizes in GiB "
+                f"(e.g. [250, 200]), got {_show(value)}",
+            )
+            return None
+        sizes = [self.integer(v, (*path, i), *DISK_RANGE, "GiB") for i, v in enumerate(value)]
+        return None if None in sizes else tuple(s for s in sizes if s is not None)
+
+    def nodes(self, value: Any, topology: Topology | None, kwargs: dict[str, Any]) -> dict:
+        if topology is None:
+            return {}
+        workers = kwargs.get("workers")
+        storage = kwargs.get("storage_nodes")
+        names = [
+            name
+            for name, _ in node_names(
+                topology,
+                DEFAULT_WORKERS if workers is None else workers,
+                DEFAULT_STORAGE_NODES if storage is None else storage,
+            )
+        ]
+        if not isinstance(value, dict):
+            self.problem(
+                ("nodes",),
+                "expected a mapping of node names to sizes (e.g. "
+                f"`controller-0: {{memory_mib: 768}}`), got {_show(value)}",
+            )
+            return {}
+        overrides = {}
+        for name, item in value.items():
+            if name not in names:
+                self.problem(
+                    ("nodes", name),
+                    f"no such node in this {topology.value} lab "
+                    f"(it has {', '.join(names)})"
+                    f"{_suggest(name, names)}",
+                )
+                continue
+            overrides[name] = self.node_override(item, ("nodes", name))
+        return overrides
+
+    def address(self, value: Any, path: Path_) -> ipaddress.IPv4Address | None:
+        try:
+            return ipaddress.IPv4Address(value)
+        except ValueError:
+            self.problem(path, f"{_show(value)} is not an IPv4 address (e.g. 10.10.10.3)")
+            return None
+
+    def subnet(self, value: Any, path: Path_) -> ipaddress.IPv4Network | None:
+        try:
+            return ipaddress.IPv4Network(value)
+        except ValueError as exc:
+            hint = ""
+            if "host bits set" in str(exc):
+                hint = f"; did you mean {ipaddress.IPv4Network(value, strict=False)}?"
+            self.problem(path, f"{_show(value)} is not an IPv4 subnet such as 10.10.10.0/24{hint}")
+            return None
+
+    def oam(self, value: Any, topology: Topology | None) -> OamSpec:
+        data = self.mapping(value, ("oam",), OAM_KEYS)
+        default = OamSpec()
+        if topology is Topology.SIMPLEX and "controller_1" in data:
+            self.problem(
+                ("oam", "controller_1"), "a simplex lab has no controller-1; remove the key"
+            )
+            del data["controller_1"]
+        subnet = self.subnet(data["subnet"], ("oam", "subnet")) if "subnet" in data else None
+        fields: dict[str, Any] = {"subnet": subnet or default.subnet}
+        for key in OAM_KEYS[1:]:
+            fields[key] = (
+                self.address(data[key], ("oam", key)) if key in data else getattr(default, key)
+            )
+        if subnet is None and "subnet" in data:
+            return default
+        net = fields["subnet"]
+        used: dict[ipaddress.IPv4Address, str] = {}
+        addresses = OAM_KEYS[1:-1] if topology is Topology.SIMPLEX else OAM_KEYS[1:]
+        for key in addresses:
+            address = fields[key]
+            if address is None:
+                continue
+            if address not in net or address in (net.network_address, net.broadcast_address):
+                self.problem(
+                    ("oam", key),
+                    f"{address} is not a usable address in the OAM subnet "
+                    f"{net}; pick one inside it",
+                )
+            elif address in used:
+                self.problem(
+                    ("oam", key),
+                    f"{address} is already oam.{used[address]}; each OAM address must differ",
+                )
+            used.setdefault(address, key)
+        if any(v is None for v in fields.values()):
+            return default
+        return OamSpec(**fields)
+
+    def mgmt(self, value: Any, oam: OamSpec) -> MgmtSpec | None:
+        data = self.mapping(value, ("mgmt",), MGMT_KEYS)
+        if "subnet" not in data:
+            return None
+        subnet = self.subnet(data["subnet"], ("mgmt", "subnet"))
+        if subnet is None:
+            return None
+        if subnet.prefixlen > 28:
+            self.problem(
+                ("mgmt", "subnet"),
+                f"{subnet} is too small for a lab's management "
+                "network; use a /28 or larger (e.g. /24)",
+            )
+            return None
+        if subnet.overlaps(oam.subnet):
+            self.problem(
+                ("mgmt", "subnet"),
+                f"{subnet} overlaps the OAM subnet {oam.subnet}; the two networks must be distinct",
+            )
+            return None
+        return MgmtSpec(subnet)
+
+    def passwords(self, value: Any) -> dict[str, PasswordSource]:
+        data = self.mapping(value, ("passwords",), PASSWORD_USERS)
+        sources = {}
+        for user, item in data.items():
+            source = self.password(item, ("passwords", user))
+            if source is not None:
+                sources[user] = source
+        return sources
+
+    def password(self, value: Any, path: Path_) -> PasswordSource | None:
+        if isinstance(value, str):
+            return self.literal(value, path)
+        data = self.mapping(value, path, PASSWORD_KEYS)
+        if len(data) != 1:
+            if isinstance(value, dict) and len(data) == len(value):
+                self.problem(
+                    path,
+                    "give exactly one of `env: VARIABLE`, `value: PASSWORD` or `generate: true`",
+                )
+            return None
+        ((kind, item),) = data.items()
+        if kind == "env":
+            if isinstance(item, str) and ENV_NAME.fullmatch(item):
+                return PasswordSource(env=item)
+            self.problem(
+                (*path, "env"),
+                f"{_show(item)} is not an environment variable name (e.g. STX_SYSADMIN_PASSWORD)",
+            )
+            return None
+        if kind == "value":
+            return self.literal(item, (*path, "value"))
+        if item is not True:
+            self.problem(
+                (*path, "generate"),
+                f"must be true (a password is generated per lab), got {_show(item)}",
+            )
+            return None
+        return PasswordSource(generate=True)
+
+    def literal(self, value: Any, where: Path_) -> PasswordSource | None:
+        if not isinstance(value, str):
+            self.problem(where, "a password must be a string (value hidden)")
+            return None
+        missing = password_problems(value)
+        if missing:
+            self.problem(
+                where,
+                "the password does not meet StarlingX's policy (value hidden): "
+                f"it needs {', '.join(missing)}",
+            )
+            return None
+        return PasswordSource(value=value)
+
+    def timeouts(self, value: Any) -> dict[str, float]:
+        data = self.mapping(value, ("timeouts",), TIMEOUT_PHASES)
+        found = {}
+        for phase, item in data.items():
+            seconds = self.number(item, ("timeouts", phase), 7 * 24 * 3600, "seconds")
+            if seconds is not None:
+                found[phase] = seconds
+        return found

@@ -1,0 +1,398 @@
+"""The lab description: topologies, nodes, networks and sizes, as frozen dataclasses.
+
+A :class:`LabSpec` says what a lab is (topology, node sizes, addresses, passwords); where it
+runs (libvirt URI, storage pool, artifact directory) comes from options, not from here.
+Build one with :func:`resolve_lab` (from a topology name and overrides) or with
+:func:`pytest_starlingx.labfile.load_lab` (from a YAML file, validated).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+
+class Topology(StrEnum):
+    """The four StarlingX deployment options, named as users say them."""
+
+    SIMPLEX = "simplex"  # AIO-SX: controller-0
+    DUPLEX = "duplex"  # AIO-DX: controller-0/1
+    STANDARD = "standard"  # controller storage: controller-0/1 + workers
+    STORAGE = "storage"  # dedicated storage: controller-0/1 + workers + storage nodes
+
+    @property
+    def all_in_one(self) -> bool:
+        """True for the options whose controllers are also workers."""
+        return self in (Topology.SIMPLEX, Topology.DUPLEX)
+
+    @property
+    def system_mode(self) -> str:
+        """The bootstrap's ``system_mode``: duplex covers AIO-DX, standard and storage."""
+        return "simplex" if self is Topology.SIMPLEX else "duplex"
+
+
+class Personality(StrEnum):
+    """A StarlingX node identity."""
+
+    CONTROLLER = "controller"
+    WORKER = "worker"
+    STORAGE = "storage"
+
+
+class Backend(StrEnum):
+    """The hypervisors a lab can run on."""
+
+    LIBVIRT = "libvirt"
+    VIRTUALBOX = "virtualbox"
+
+
+class Profile(StrEnum):
+    """Node size profiles: StarlingX's documented minimums, or small simulator nodes."""
+
+    REAL = "real"
+    SIM = "sim"
+
+
+# The four lab networks in StarlingX's NIC order; the mgmt NIC is the network-boot NIC.
+NETWORKS: tuple[str, ...] = ("oam", "mgmt", "data0", "data1")
+BOOT_NETWORK = "mgmt"
+NIC_MODELS: Mapping[str, str] = {
+    "oam": "e1000",
+    "mgmt": "e1000",
+    "data0": "virtio",
+    "data1": "virtio",
+}
+
+SIM_IMAGE = "sim"
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,19}")
+PASSWORD_USERS: tuple[str, ...] = ("sysadmin", "admin")
+DEFAULT_PASSWORD_ENV: Mapping[str, str] = {
+    "sysadmin": "STX_SYSADMIN_PASSWORD",
+    "admin": "STX_ADMIN_PASSWORD",
+}
+
+DEFAULT_WORKERS = 2
+DEFAULT_STORAGE_NODES = 2
+
+
+@dataclass(frozen=True)
+class NodeSize:
+    """Memory, vCPUs and disk sizes of one node."""
+
+    memory_mib: int
+    vcpus: int
+    disks_gib: tuple[int, ...]
+
+
+# Node kinds: an all-in-one controller, a standard controller, a worker, a storage node.
+AIO, CONTROLLER, WORKER, STORAGE = "aio", "controller", "worker", "storage"
+
+# starlingx.md section 1.1: the libvirt templates of starlingx/tools.
+REAL_SIZES: Mapping[str, NodeSize] = {
+    AIO: NodeSize(18 * 1024, 6, (600, 200, 200)),
+    CONTROLLER: NodeSize(16 * 1024, 4, (250, 200)),
+    WORKER: NodeSize(16 * 1024, 4, (200, 200)),
+    STORAGE: NodeSize(16 * 1024, 4, (200, 200)),
+}
+# Simulator nodes: small, same disk counts (qcow2 is sparse, so sizes cost nothing).
+SIM_SIZES: Mapping[str, NodeSize] = {
+    AIO: NodeSize(512, 1, (20, 10, 10)),
+    CONTROLLER: NodeSize(512, 1, (20, 10)),
+    WORKER: NodeSize(512, 1, (20, 10)),
+    STORAGE: NodeSize(512, 1, (20, 10)),
+}
+SIZES: Mapping[Profile, Mapping[str, NodeSize]] = {Profile.REAL: REAL_SIZES, Profile.SIM: SIM_SIZES}
+
+# Per-phase timeouts in seconds (starlingx.md section 7). The simulator finishes in minutes.
+TIMEOUT_PHASES: tuple[str, ...] = (
+    "boot_menu", "install", "login", "bootstrap", "command", "unlock",
+    "secondary_install", "secondary_unlock",
+)  # fmt: skip
+REAL_TIMEOUTS: Mapping[str, float] = {
+    "boot_menu": 300, "install": 3600, "login": 600, "bootstrap": 5400, "command": 600,
+    "unlock": 9000, "secondary_install": 3600, "secondary_unlock": 3600,
+}  # fmt: skip
+SIM_TIMEOUTS: Mapping[str, float] = {
+    "boot_menu": 120, "install": 600, "login": 180, "bootstrap": 600, "command": 120,
+    "unlock": 900, "secondary_install": 900, "secondary_unlock": 900,
+}  # fmt: skip
+TIMEOUTS: Mapping[Profile, Mapping[str, float]] = {
+    Profile.REAL: REAL_TIMEOUTS,
+    Profile.SIM: SIM_TIMEOUTS,
+}
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    """One NIC: the lab network it is on and the emulated device model."""
+
+    network: str
+    model: str
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One StarlingX node as the hypervisor should build it."""
+
+    name: str  # controller-0, worker-1, storage-0
+    personality: Personality
+    memory_mib: int
+    vcpus: int
+    disks_gib: tuple[int, ...]
+    nics: tuple[NicSpec, ...]
+    all_in_one: bool = False  # a controller that is also a worker (AIO-SX/DX)
+    installs_from_iso: bool = False  # only controller-0; the others boot from the network
+
+    @property
+    def boot_nic_index(self) -> int:
+        """Index of the network-boot NIC (the mgmt NIC) in :attr:`nics`."""
+        return next(i for i, nic in enumerate(self.nics) if nic.network == BOOT_NETWORK)
+
+
+@dataclass(frozen=True)
+class OamSpec:
+    """The OAM (external) network: subnet, gateway, floating and per-controller addresses."""
+
+    subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.10.10.0/24")
+    gateway: ipaddress.IPv4Address = ipaddress.IPv4Address("10.10.10.1")
+    floating: ipaddress.IPv4Address = ipaddress.IPv4Address("10.10.10.2")
+    controller_0: ipaddress.IPv4Address = ipaddress.IPv4Address("10.10.10.3")
+    controller_1: ipaddress.IPv4Address = ipaddress.IPv4Address("10.10.10.4")
+
+
+@dataclass(frozen=True)
+class MgmtSpec:
+    """The management network (also PXE boot and cluster-host)."""
+
+    subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("192.168.204.0/24")
+
+
+@dataclass(frozen=True)
+class PasswordSource:
+    """Where a password comes from: an environment variable, a literal, or generated.
+
+    ``repr`` never shows a literal value.
+    """
+
+    env: str | None = None
+    value: str | None = field(default=None, repr=False)
+    generate: bool = False
+
+    def resolve(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The password, or ``None`` when it must be generated (and remembered) per lab."""
+        if self.value is not None:
+            return self.value
+        if self.env is not None:
+            found = (os.environ if environ is None else environ).get(self.env)
+            if found:
+                return found
+        return None
+
+
+def password_problems(password: str) -> list[str]:
+    """What StarlingX's password policy finds wrong with ``password`` (empty when none)."""
+    problems = []
+    if len(password) < 7:
+        problems.append("at least 7 characters")
+    if not any(c.isupper() for c in password):
+        problems.append("an upper-case letter")
+    if not any(c.isdigit() for c in password):
+        problems.append("a digit")
+    if all(c.isalnum() for c in password):
+        problems.append("a symbol")
+    return problems
+
+
+def generate_password() -> str:
+    """A fresh random password that meets StarlingX's policy."""
+    alphabet = string.ascii_letters + string.digits
+    body = "".join(secrets.choice(alphabet) for _ in range(12))
+    return f"St{secrets.choice(string.digits)}{body}*"
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    """A resolved lab: every node with its size and NICs, the networks and passwords."""
+
+    name: str
+    topology: Topology
+    backend: Backend
+    image: str  # "sim" or the path of a StarlingX ISO
+    profile: Profile
+    nodes: tuple[NodeSpec, ...]
+    oam: OamSpec
+    mgmt: MgmtSpec
+    passwords: Mapping[str, PasswordSource]
+    timeouts: Mapping[str, float]
+    timeout_factor: float = 1.0
+    source: Path | None = None  # the YAML file it came from, if any
+
+    @property
+    def uses_simulator(self) -> bool:
+        """True when the lab boots the built-in simulator guest."""
+        return self.image == SIM_IMAGE
+
+    @property
+    def workers(self) -> int:
+        """Number of worker nodes."""
+        return sum(1 for n in self.nodes if n.personality is Personality.WORKER)
+
+    @property
+    def storage_nodes(self) -> int:
+        """Number of storage nodes."""
+        return sum(1 for n in self.nodes if n.personality is Personality.STORAGE)
+
+    @property
+    def memory_mib(self) -> int:
+        """Total guest memory of the lab."""
+        return sum(n.memory_mib for n in self.nodes)
+
+    def node(self, name: str) -> NodeSpec:
+        """The node called ``name``; ``KeyError`` names the nodes the lab has."""
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"lab {self.name!r} has no node {name!r} (has {node_list(self.nodes)})")
+
+    def timeout(self, phase: str) -> float:
+        """The timeout of ``phase`` in seconds, scaled by the lab's factor."""
+        return self.timeouts[phase] * self.timeout_factor
+
+
+def node_list(nodes: tuple[NodeSpec, ...]) -> str:
+    """Node names joined for messages."""
+    return ", ".join(n.name for n in nodes)
+
+
+def node_names(topology: Topology, workers: int, storage_nodes: int) -> list[tuple[str, str]]:
+    """(name, kind) of every node of a topology, in StarlingX's order."""
+    if topology is Topology.SIMPLEX:
+        return [("controller-0", AIO)]
+    if topology is Topology.DUPLEX:
+        return [("controller-0", AIO), ("controller-1", AIO)]
+    names = [("controller-0", CONTROLLER), ("controller-1", CONTROLLER)]
+    if topology is Topology.STORAGE:
+        names += [(f"storage-{i}", STORAGE) for i in range(storage_nodes)]
+    names += [(f"worker-{i}", WORKER) for i in range(workers)]
+    return names
+
+
+@dataclass(frozen=True)
+class NodeOverride:
+    """Per-node (or default) size overrides from a lab description; ``None`` keeps the profile's."""
+
+    memory_mib: int | None = None
+    vcpus: int | None = None
+    disks_gib: tuple[int, ...] | None = None
+
+    def apply(self, size: NodeSize) -> NodeSize:
+        """``size`` with the overridden fields replaced."""
+        return NodeSize(
+            self.memory_mib if self.memory_mib is not None else size.memory_mib,
+            self.vcpus if self.vcpus is not None else size.vcpus,
+            self.disks_gib if self.disks_gib is not None else size.disks_gib,
+        )
+
+
+_PERSONALITY = {
+    AIO: Personality.CONTROLLER,
+    CONTROLLER: Personality.CONTROLLER,
+    WORKER: Personality.WORKER,
+    STORAGE: Personality.STORAGE,
+}
+
+
+def build_nodes(
+    topology: Topology,
+    profile: Profile,
+    workers: int,
+    storage_nodes: int,
+    defaults: NodeOverride = NodeOverride(),
+    overrides: Mapping[str, NodeOverride] | None = None,
+) -> tuple[NodeSpec, ...]:
+    """Every node of a topology, sized from the profile, then defaults, then per-node overrides."""
+    overrides = overrides or {}
+    nics = tuple(NicSpec(net, NIC_MODELS[net]) for net in NETWORKS)
+    nodes = []
+    for name, kind in node_names(topology, workers, storage_nodes):
+        size = defaults.apply(SIZES[profile][kind])
+        size = overrides.get(name, NodeOverride()).apply(size)
+        nodes.append(
+            NodeSpec(
+                name=name,
+                personality=_PERSONALITY[kind],
+                memory_mib=size.memory_mib,
+                vcpus=size.vcpus,
+                disks_gib=size.disks_gib,
+                nics=nics,
+                all_in_one=kind == AIO,
+                installs_from_iso=name == "controller-0",
+            )
+        )
+    return tuple(nodes)
+
+
+def default_passwords() -> dict[str, PasswordSource]:
+    """Environment variables by default; a policy-compliant password is generated when unset."""
+    return {user: PasswordSource(env=DEFAULT_PASSWORD_ENV[user]) for user in PASSWORD_USERS}
+
+
+def resolve_lab(
+    topology: Topology | str,
+    *,
+    name: str | None = None,
+    backend: Backend | str = Backend.LIBVIRT,
+    image: str = SIM_IMAGE,
+    profile: Profile | str | None = None,
+    workers: int | None = None,
+    storage_nodes: int | None = None,
+    node_defaults: NodeOverride = NodeOverride(),
+    nodes: Mapping[str, NodeOverride] | None = None,
+    oam: OamSpec | None = None,
+    mgmt: MgmtSpec | None = None,
+    passwords: Mapping[str, PasswordSource] | None = None,
+    timeouts: Mapping[str, float] | None = None,
+    timeout_factor: float = 1.0,
+    source: Path | None = None,
+) -> LabSpec:
+    """A lab of ``topology`` with defaults for everything not given.
+
+    Raises ``ValueError`` for an unknown topology, backend or profile; nothing else is
+    checked here. Files and user mappings go through :mod:`pytest_starlingx.labfile`,
+    which validates every key first and then calls this.
+    """
+    topology = Topology(topology)
+    profile = Profile(profile) if profile else (Profile.SIM if image == SIM_IMAGE else Profile.REAL)
+    if topology not in (Topology.STANDARD, Topology.STORAGE):
+        workers = 0
+    if topology is not Topology.STORAGE:
+        storage_nodes = 0
+    built = build_nodes(
+        topology,
+        profile,
+        workers=DEFAULT_WORKERS if workers is None else workers,
+        storage_nodes=DEFAULT_STORAGE_NODES if storage_nodes is None else storage_nodes,
+        defaults=node_defaults,
+        overrides=nodes,
+    )
+    return LabSpec(
+        name=name or topology.value,
+        topology=topology,
+        backend=Backend(backend),
+        image=image,
+        profile=profile,
+        nodes=built,
+        oam=oam or OamSpec(),
+        mgmt=mgmt or MgmtSpec(),
+        passwords={**default_passwords(), **(passwords or {})},
+        timeouts={**TIMEOUTS[profile], **(timeouts or {})},
+        timeout_factor=timeout_factor,
+        source=source,
+    )
