@@ -85,7 +85,8 @@ def _validate(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             status = EXIT_USAGE
         else:
-            print(f"{path}: ok ({lab.topology.value} lab {lab.name!r}, {len(lab.nodes)} nodes)")
+            nodes = f"{len(lab.nodes)} node{'s' if len(lab.nodes) > 1 else ''}"
+            print(f"{path}: ok ({lab.topology.value} lab {lab.name!r}, {nodes})")
     return status
 
 

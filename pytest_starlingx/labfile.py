@@ -70,6 +70,8 @@ VCPU_RANGE = (1, 64)
 DISK_RANGE = (1, 8192)
 MAX_DISKS = 8
 MAX_TIMEOUT_FACTOR = 100
+ISO9660_MAGIC = b"CD001"
+ISO9660_MAGIC_OFFSET = 0x8001  # the first volume descriptor, after the 32 KiB system area
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -111,6 +113,13 @@ def parse_lab(
 def lab_from_mapping(data: Mapping[str, Any], source: str = "<overrides>") -> LabSpec:
     """Validate and resolve a lab description given as a mapping (e.g. marker arguments)."""
     return _Checker(source, {}, Path.cwd()).lab(dict(data), None)
+
+
+def _is_iso9660(path: Path) -> bool:
+    """True when ``path`` carries the ISO 9660 volume descriptor signature."""
+    with path.open("rb") as iso:
+        iso.seek(ISO9660_MAGIC_OFFSET)
+        return iso.read(len(ISO9660_MAGIC)) == ISO9660_MAGIC
 
 
 # --- YAML with line numbers ------------------------------------------------------------------
@@ -343,6 +352,13 @@ class _Checker:
                 ("image",),
                 f"no such ISO file: {iso} (use {SIM_IMAGE!r} for the built-in simulator, "
                 "or a path to a StarlingX ISO)",
+            )
+            return None
+        if not _is_iso9660(iso):
+            self.problem(
+                ("image",),
+                f"{iso} is not an ISO image (no ISO 9660 signature); give the StarlingX "
+                "installer ISO itself",
             )
             return None
         return str(iso)

@@ -1,0 +1,151 @@
+"""``stx-lab doctor``: one line per thing a lab needs, each with a fix when it is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_starlingx.hostsetup import missing_packages
+from pytest_starlingx.kvmprobe import QEMU, kvm_works
+
+MIN_FREE_GIB = 10
+STATE_DIR = Path("/var/lib")
+FIX_SETUP = "run `stx-lab host-setup` as root"
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one check: ``ok`` None means informational (not needed by every lab)."""
+
+    name: str
+    ok: bool | None
+    detail: str
+    hint: str = ""
+
+    def line(self) -> str:
+        """``[ ok ] name: detail`` with the hint after a dash when there is a problem."""
+        mark = {True: " ok ", False: "FAIL", None: "info"}[self.ok]
+        hint = f" - {self.hint}" if self.hint and self.ok is not True else ""
+        return f"[{mark}] {self.name}: {self.detail}{hint}"
+
+
+def run_checks(uri: str) -> list[Check]:
+    """Every check, in the order a person would fix things."""
+    checks: list[Callable[[], Check]] = [
+        check_qemu,
+        lambda: check_libvirt(uri),
+        check_acceleration,
+        check_disk,
+        check_memory,
+        check_sim_tools,
+        check_vboxmanage,
+    ]
+    return [check() for check in checks]
+
+
+def check_qemu() -> Check:
+    """The QEMU system emulator for x86_64."""
+    path = shutil.which(QEMU)
+    if path is None:
+        return Check("qemu", False, f"{QEMU} not found", FIX_SETUP)
+    version = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    return Check("qemu", True, version.stdout.splitlines()[0] if version.stdout else path)
+
+
+def check_libvirt(uri: str) -> Check:
+    """A libvirt connection at ``uri`` and the versions on both ends."""
+    try:
+        import libvirt
+    except ImportError:
+        return Check(
+            "libvirt",
+            False,
+            "libvirt-python is not installed",
+            "pip install pytest-starlingx (it needs libvirt-dev: " + FIX_SETUP + ")",
+        )
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        return Check(
+            "libvirt",
+            False,
+            f"cannot connect to {uri}: {exc.get_error_message()}",
+            "start libvirtd and virtlogd: " + FIX_SETUP,
+        )
+    try:
+        lib = _version(conn.getLibVersion())
+        hyper = _version(conn.getVersion())
+    finally:
+        conn.close()
+    return Check("libvirt", True, f"{uri}: libvirt {lib}, {conn_type(uri)} {hyper}")
+
+
+def conn_type(uri: str) -> str:
+    """The hypervisor name in a libvirt URI (``qemu`` in ``qemu:///system``)."""
+    return uri.split(":", 1)[0].split("+", 1)[0]
+
+
+def _version(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def check_acceleration() -> Check:
+    """Whether KVM really runs a guest; software emulation (TCG) is the fallback."""
+    probe = kvm_works()
+    if probe.works:
+        return Check("acceleration", True, f"KVM works ({probe.reason})")
+    return Check(
+        "acceleration",
+        None,
+        f"KVM unusable: {probe.reason}; labs will use QEMU "
+        "software emulation (TCG), which is slower",
+        "the simulator is sized for TCG",
+    )
+
+
+def check_disk() -> Check:
+    """Free space where lab disks and state live."""
+    free = shutil.disk_usage(STATE_DIR).free / 2**30
+    ok = free >= MIN_FREE_GIB
+    hint = "" if ok else f"free space on {STATE_DIR}: simulator labs need {MIN_FREE_GIB} GiB"
+    return Check("disk", ok, f"{free:.0f} GiB free on {STATE_DIR}", hint)
+
+
+def check_memory() -> Check:
+    """Host memory available for guests."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    available = int(fields["MemAvailable"].split()[0]) // 1024
+    cores = os.cpu_count() or 1
+    return Check(
+        "memory",
+        True,
+        f"{available} MiB available, {cores} CPU cores "
+        "(a simulated simplex lab needs 512 MiB, a storage lab 3 GiB)",
+    )
+
+
+def check_sim_tools() -> Check:
+    """The Debian packages ``stx-lab sim build`` takes the guest from."""
+    from pytest_starlingx.sim.build import BUILD_PACKAGES
+
+    missing = missing_packages(BUILD_PACKAGES)
+    if missing:
+        return Check(
+            "simulator build", False, f"missing Debian packages: {' '.join(missing)}", FIX_SETUP
+        )
+    return Check("simulator build", True, f"all {len(BUILD_PACKAGES)} Debian packages installed")
+
+
+def check_vboxmanage() -> Check:
+    """VBoxManage, needed only for ``--stx-backend=virtualbox``."""
+    path = shutil.which("VBoxManage")
+    if path is None:
+        return Check(
+            "virtualbox", None, "VBoxManage not on PATH", "needed only for --stx-backend=virtualbox"
+        )
+    version = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    return Check("virtualbox", True, f"VBoxManage {version.stdout.strip()} at {path}")

@@ -1,0 +1,226 @@
+"""Lab description files: good ones resolve, bad ones name file, line, key path and a fix."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pytest_starlingx.errors import LabConfigError
+from pytest_starlingx.labfile import lab_from_mapping, load_lab, parse_lab
+from pytest_starlingx.model import Backend, Profile, Topology
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def problems(text: str) -> list[str]:
+    """Every problem line reported for a lab file with this text."""
+    with pytest.raises(LabConfigError) as info:
+        parse_lab(textwrap.dedent(text), source="lab.yaml")
+    return info.value.problems
+
+
+def test_the_issue_example_file_resolves(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lab = load_lab(EXAMPLES / "storage.yaml")
+    assert (lab.name, lab.topology, lab.backend) == ("lab1", Topology.STORAGE, Backend.LIBVIRT)
+    assert (lab.workers, lab.storage_nodes) == (2, 2)
+    assert lab.node("controller-0").memory_mib == 768
+    assert lab.node("worker-1").memory_mib == 512
+    assert str(lab.oam.floating) == "10.10.10.2"
+    assert lab.passwords["sysadmin"].env == "STX_SYSADMIN_PASSWORD"
+    assert lab.source == EXAMPLES / "storage.yaml"
+
+
+@pytest.mark.parametrize("name", ["simplex", "duplex", "standard", "storage"])
+def test_shipped_examples_resolve(name):
+    assert load_lab(EXAMPLES / f"{name}.yaml").topology.value == name
+
+
+def test_real_iso_example_takes_the_iso_from_the_environment(fake_iso, monkeypatch):
+    monkeypatch.setenv("STX_ISO", str(fake_iso))
+    lab = load_lab(EXAMPLES / "real-iso.yaml")
+    assert lab.image == str(fake_iso)
+    assert lab.profile is Profile.REAL
+    assert lab.node("controller-0").memory_mib == 18 * 1024
+    assert lab.passwords["admin"].generate
+
+
+def test_only_topology_is_required():
+    lab = parse_lab("topology: duplex\n")
+    assert (lab.name, len(lab.nodes), lab.image) == ("duplex", 2, "sim")
+
+
+def test_iso_path_is_relative_to_the_file(tmp_path, fake_iso):
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text(f"topology: simplex\nimage: {fake_iso.name}\n")
+    assert load_lab(lab_file).image == str(fake_iso)
+
+
+def test_mapping_source_validates_marker_overrides():
+    assert lab_from_mapping({"topology": "standard", "workers": 3}).workers == 3
+    with pytest.raises(LabConfigError, match=r"^<overrides>: workers: must be from 0 to 20"):
+        lab_from_mapping({"topology": "standard", "workers": 99})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "lab.yaml: the file is empty; it needs at least `topology: "
+             "simplex|duplex|standard|storage`"),
+        ("- simplex\n", "lab.yaml:1: (top level): the lab description must be a mapping of keys"),
+        ("topology: [simplex\n", "lab.yaml:2: the file is not valid YAML: expected ',' or ']'"),
+        ("topology: simplex\ntopology: duplex\n",
+         "lab.yaml:2: the file is not valid YAML: duplicate key 'topology'"),
+        ("name: x\n", "lab.yaml:1: topology: missing; say which deployment option the lab is: "
+                      "simplex, duplex, standard, storage"),
+        ("topology: simplx\n", "lab.yaml:1: topology: 'simplx' is not allowed; use one of simplex,"
+                               " duplex, standard, storage (did you mean 'simplex'?)"),
+        ("topology: simplex\nbackend: vbox\n",
+         "lab.yaml:2: backend: 'vbox' is not allowed; use one of libvirt, virtualbox"),
+        ("topology: simplex\nname: Lab_1\n", "lab.yaml:2: name: 'Lab_1' is not a valid lab name: "
+                                             "use 1-20 characters, lower-case letters"),
+        ("topology: simplex\nname: abcdefghijklmnopqrstu\n", "lab.yaml:2: name: "
+                                                             "'abcdefghijklmnopqrstu' is not a "
+                                                             "valid lab name"),
+        ("topology: simplex\nworkrs: 2\n", "lab.yaml:2: workrs: unknown key (did you mean "
+                                           "'workers'?)"),
+        ("topology: simplex\nflavour: big\n", "lab.yaml:2: flavour: unknown key; allowed keys: "
+                                              "name, topology"),
+        ("topology: duplex\nworkers: 2\n", "lab.yaml:2: workers: a duplex lab has no workers; "
+                                           "remove the key or use topology standard or storage"),
+        ("topology: standard\nstorage_nodes: 2\n", "lab.yaml:2: storage_nodes: a standard lab "
+                                                   "has no storage nodes"),
+        ("topology: standard\nworkers: -1\n", "lab.yaml:2: workers: must be from 0 to 20, got -1"),
+        ("topology: standard\nworkers: two\n", "lab.yaml:2: workers: must be a whole number from "
+                                               "0 to 20, got 'two'"),
+        ("topology: standard\nworkers: 2.5\n", "lab.yaml:2: workers: must be a whole number"),
+        ("topology: standard\nworkers: true\n", "lab.yaml:2: workers: must be a whole number"),
+        ("topology: storage\nstorage_nodes: 1\n", "lab.yaml:2: storage_nodes: must be from 2 to "
+                                                  "8, got 1"),
+        ("topology: simplex\nnode_defaults: {memory_mib: 0}\n",
+         "lab.yaml:2: node_defaults.memory_mib: must be from 256 to 1048576 MiB, got 0"),
+        ("topology: simplex\nnode_defaults: {vcpus: 0}\n",
+         "lab.yaml:2: node_defaults.vcpus: must be from 1 to 64, got 0"),
+        ("topology: simplex\nnode_defaults: {memory: 512}\n",
+         "lab.yaml:2: node_defaults.memory: unknown key (did you mean 'memory_mib'?)"),
+        ("topology: simplex\nnode_defaults: 512\n",
+         "lab.yaml:2: node_defaults: expected a mapping of keys (e.g. `memory_mib: ...`), got 512"),
+        ("topology: simplex\nnodes:\n  controller-0: {disks_gib: []}\n",
+         "lab.yaml:3: nodes.controller-0.disks_gib: expected a list of 1 to 8 disk sizes in GiB"),
+        ("topology: simplex\nnodes:\n  controller-0:\n    disks_gib: [10, 0]\n",
+         "lab.yaml:4: nodes.controller-0.disks_gib[1]: must be from 1 to 8192 GiB, got 0"),
+        ("topology: standard\nnodes:\n  worker-7: {memory_mib: 768}\n",
+         "lab.yaml:3: nodes.worker-7: no such node in this standard lab (it has controller-0, "
+         "controller-1, worker-0, worker-1)"),
+        ("topology: standard\nworkers: 8\nnodes:\n  worker-7: {memory_mib: 768}\n", None),
+        ("topology: simplex\nnodes: [controller-0]\n",
+         "lab.yaml:2: nodes: expected a mapping of node names to sizes"),
+        ("topology: simplex\nimage: /does/not/exist.iso\n",
+         "lab.yaml:2: image: no such ISO file: /does/not/exist.iso (use 'sim' for the built-in "
+         "simulator, or a path to a StarlingX ISO)"),
+        ("topology: simplex\nimage: /etc/hostname\n",
+         "lab.yaml:2: image: /etc/hostname is not an ISO image (no ISO 9660 signature)"),
+        ("topology: simplex\nimage: $STX_NO_SUCH_ISO_VAR\n",
+         "lab.yaml:2: image: '$STX_NO_SUCH_ISO_VAR' names an environment variable that is not "
+         "set"),
+        ("topology: simplex\nprofile: huge\n", "lab.yaml:2: profile: 'huge' is not allowed; use "
+                                               "one of real, sim"),
+        ("topology: simplex\noam: {subnet: 10.10.10.1/24}\n",
+         "lab.yaml:2: oam.subnet: '10.10.10.1/24' is not an IPv4 subnet such as 10.10.10.0/24; "
+         "did you mean 10.10.10.0/24?"),
+        ("topology: simplex\noam: {subnet: banana}\n", "lab.yaml:2: oam.subnet: 'banana' is not "
+                                                       "an IPv4 subnet"),
+        ("topology: duplex\noam:\n  gateway: 10.10.11.1\n",
+         "lab.yaml:3: oam.gateway: 10.10.11.1 is not a usable address in the OAM subnet "
+         "10.10.10.0/24; pick one inside it"),
+        ("topology: duplex\noam:\n  controller_0: 10.10.10.2\n",
+         "lab.yaml:3: oam.controller_0: 10.10.10.2 is already oam.floating; each OAM address "
+         "must differ"),
+        ("topology: duplex\noam:\n  floating: 10.10.10.255\n",
+         "lab.yaml:3: oam.floating: 10.10.10.255 is not a usable address"),
+        ("topology: duplex\noam:\n  floating: 10.10.10.300\n",
+         "lab.yaml:3: oam.floating: '10.10.10.300' is not an IPv4 address"),
+        ("topology: simplex\noam:\n  controller_1: 10.10.10.4\n",
+         "lab.yaml:3: oam.controller_1: a simplex lab has no controller-1; remove the key"),
+        ("topology: simplex\nmgmt: {subnet: 10.10.10.0/25}\n",
+         "lab.yaml:2: mgmt.subnet: 10.10.10.0/25 overlaps the OAM subnet 10.10.10.0/24"),
+        ("topology: simplex\nmgmt: {subnet: 192.168.204.0/30}\n",
+         "lab.yaml:2: mgmt.subnet: 192.168.204.0/30 is too small"),
+        ("topology: simplex\npasswords: {root: {env: X}}\n",
+         "lab.yaml:2: passwords.root: unknown key; allowed keys: sysadmin, admin"),
+        ("topology: simplex\npasswords: {sysadmin: {env: 1ABC}}\n",
+         "lab.yaml:2: passwords.sysadmin.env: '1ABC' is not an environment variable name"),
+        ("topology: simplex\npasswords: {sysadmin: {env: A, value: B}}\n",
+         "lab.yaml:2: passwords.sysadmin: give exactly one of `env: VARIABLE`, `value: PASSWORD` "
+         "or `generate: true`"),
+        ("topology: simplex\npasswords: {admin: {generate: yes please}}\n",
+         "lab.yaml:2: passwords.admin.generate: must be true"),
+        ("topology: simplex\npasswords: {admin: {valu: x}}\n",
+         "lab.yaml:2: passwords.admin.valu: unknown key (did you mean 'value'?)"),
+        ("topology: simplex\ntimeouts: {instal: 10}\n",
+         "lab.yaml:2: timeouts.instal: unknown key (did you mean 'install'?)"),
+        ("topology: simplex\ntimeouts: {unlock: 0}\n",
+         "lab.yaml:2: timeouts.unlock: must be a number above 0 and at most 604800 seconds, got 0"),
+        ("topology: simplex\ntimeout_factor: -2\n",
+         "lab.yaml:2: timeout_factor: must be a number above 0 and at most 100, got -2"),
+    ],
+)  # fmt: skip
+def test_bad_files_name_line_key_and_fix(text, expected):
+    if expected is None:
+        assert parse_lab(text).node("worker-7").memory_mib == 768
+        return
+    found = problems(text)
+    assert len(found) == 1, found
+    assert found[0].startswith(expected), found[0]
+
+
+@pytest.mark.parametrize(
+    ("password", "missing"),
+    [
+        ("Ab1*", "at least 7 characters"),
+        ("abcdefg1*", "an upper-case letter"),
+        ("Abcdefgh*", "a digit"),
+        ("Abcdefg12", "a symbol"),
+    ],
+)
+def test_literal_passwords_follow_the_policy_and_are_never_echoed(password, missing):
+    for text in (
+        f"topology: simplex\npasswords: {{sysadmin: '{password}'}}\n",
+        f"topology: simplex\npasswords:\n  admin: {{value: '{password}'}}\n",
+    ):
+        (line,) = problems(text)
+        assert "does not meet StarlingX's policy (value hidden)" in line
+        assert missing in line
+        assert password not in line
+
+
+def test_every_problem_is_reported_at_once_in_file_order():
+    found = problems(
+        """\
+        name: Bad Name
+        topology: standard
+        workers: 30
+        nodes:
+          worker-9: {memory_mib: 100}
+        oam: {gateway: 10.0.0.1}
+        extra: 1
+        """
+    )
+    assert [line.split(": ", 2)[:2] for line in found] == [
+        ["lab.yaml:1", "name"],
+        ["lab.yaml:3", "workers"],
+        ["lab.yaml:5", "nodes.worker-9"],
+        ["lab.yaml:6", "oam.gateway"],
+        ["lab.yaml:7", "extra"],
+    ]
+
+
+def test_unreadable_file_is_a_config_error(tmp_path):
+    with pytest.raises(LabConfigError, match="cannot read the lab description"):
+        load_lab(tmp_path / "missing.yaml")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00topology")
+    with pytest.raises(LabConfigError, match=r"binary\.yaml: cannot read"):
+        load_lab(binary)
