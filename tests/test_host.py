@@ -1,0 +1,60 @@
+"""``stx-lab doctor`` and ``stx-lab host-setup`` on this very machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pytest_starlingx.kvmprobe import kvm_works
+
+
+def stx_lab(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_starlingx.cli", *args],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_doctor_gives_a_true_picture_of_this_host():
+    done = stx_lab("doctor")
+    lines = {line.split("]", 1)[1].split(":", 1)[0].strip(): line
+             for line in done.stdout.splitlines()}  # fmt: skip
+    assert set(lines) == {"qemu", "libvirt", "acceleration", "disk", "memory",
+                          "simulator build", "virtualbox"}  # fmt: skip
+    assert lines["qemu"].startswith("[ ok ] qemu: QEMU emulator version")
+    assert lines["libvirt"].startswith("[ ok ] libvirt: qemu:///system: libvirt ")
+    probe = kvm_works()
+    if probe.works:
+        assert lines["acceleration"].startswith("[ ok ] acceleration: KVM works")
+    else:
+        assert lines["acceleration"].startswith("[info] acceleration: KVM unusable: ")
+        assert "software emulation (TCG)" in lines["acceleration"]
+    assert lines["simulator build"].startswith("[ ok ]")
+    assert lines["virtualbox"].startswith("[info] virtualbox: VBoxManage not on PATH")
+    failed = [line for line in lines.values() if line.startswith("[FAIL]")]
+    assert done.returncode == (1 if failed else 0), done.stdout
+
+
+def test_doctor_reports_an_unreachable_libvirt_with_a_fix():
+    done = stx_lab("doctor", "--uri", "qemu:///nosuchdriver")
+    assert done.returncode == 1
+    (line,) = [ln for ln in done.stdout.splitlines() if "libvirt:" in ln]
+    assert line.startswith("[FAIL] libvirt: cannot connect to qemu:///nosuchdriver")
+    assert "run `stx-lab host-setup` as root" in line
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="host-setup installs packages and needs root")
+def test_host_setup_is_idempotent():
+    first = stx_lab("host-setup")
+    assert first.returncode == 0, first.stderr
+    again = stx_lab("host-setup")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        "Debian packages: all installed",
+        "virtlogd: already running",
+        "libvirtd: already running",
+        "libvirt: answering on /run/libvirt/libvirt-sock",
+    ]
