@@ -110,18 +110,21 @@ SIM_SIZES: Mapping[str, NodeSize] = {
 }
 SIZES: Mapping[Profile, Mapping[str, NodeSize]] = {Profile.REAL: REAL_SIZES, Profile.SIM: SIM_SIZES}
 
-# Per-phase timeouts in seconds (starlingx.md section 7). The simulator finishes in minutes.
+# Per-phase timeouts in seconds (starlingx.md section 7): menu (power-on to the boot menu),
+# install (menu to `login:` after the ISO install), boot (a reboot to `login:`), login, command,
+# bootstrap, unlock (controller-0 to available), node_install and node_unlock (other nodes).
 TIMEOUT_PHASES: tuple[str, ...] = (
-    "boot_menu", "install", "login", "bootstrap", "command", "unlock",
-    "secondary_install", "secondary_unlock",
+    "menu", "install", "boot", "login", "command", "bootstrap", "unlock",
+    "node_install", "node_unlock",
 )  # fmt: skip
 REAL_TIMEOUTS: Mapping[str, float] = {
-    "boot_menu": 300, "install": 3600, "login": 600, "bootstrap": 5400, "command": 600,
-    "unlock": 9000, "secondary_install": 3600, "secondary_unlock": 3600,
+    "menu": 300, "install": 3600, "boot": 1200, "login": 120, "command": 600,
+    "bootstrap": 5400, "unlock": 9000, "node_install": 3600, "node_unlock": 3600,
 }  # fmt: skip
+# The simulator finishes each phase in seconds to minutes under software emulation.
 SIM_TIMEOUTS: Mapping[str, float] = {
-    "boot_menu": 120, "install": 600, "login": 180, "bootstrap": 600, "command": 120,
-    "unlock": 900, "secondary_install": 900, "secondary_unlock": 900,
+    "menu": 120, "install": 600, "boot": 300, "login": 60, "command": 120,
+    "bootstrap": 600, "unlock": 900, "node_install": 900, "node_unlock": 900,
 }  # fmt: skip
 TIMEOUTS: Mapping[Profile, Mapping[str, float]] = {
     Profile.REAL: REAL_TIMEOUTS,
