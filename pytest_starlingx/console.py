@@ -1,0 +1,867 @@
+"""A node's serial console: continuous reading, transcript, expect, boot menus, login, commands.
+
+One :class:`Console` per node, over the :class:`~pytest_starlingx.transport.Transport` its backend
+hands out. A reader thread per console reads all the time, so no output is delayed or lost while
+another node is driven; every byte goes to a ring buffer (:meth:`Console.tail`), to a timestamped
+transcript ``<artifacts>/<node>.console.log`` (secrets masked) and to a pexpect object, so waits
+use pexpect's matching::
+
+    with Console(transport, "controller-0", lab="simplex", artifacts=run_dir) as con:
+        with con.stage("install"):
+            con.select_menu("Debian All-in-one Install", "Serial Console", deadline=menu_dl)
+            con.expect(LOGIN, t.deadline("install"))
+            con.login("sysadmin", "sysadmin", t.deadline("login"), new_password=password)
+            print(con.run_checked("cat /etc/build.info", t.deadline("command")))
+
+A console is driven by one thread at a time; several consoles are driven from several threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import logging
+import queue
+import re
+import shlex
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+from pexpect import EOF, TIMEOUT
+from pexpect.spawnbase import SpawnBase
+
+from pytest_starlingx.errors import ConsoleError
+from pytest_starlingx.screen import Menu, Screen
+from pytest_starlingx.transport import Transport
+from pytest_starlingx.waits import Deadline, Progress
+
+log = logging.getLogger("pytest_starlingx.console")
+
+TAIL_LINES = 30
+MASK = "****"
+#: Longest command line :meth:`Console.run` sends; longer input goes through write_file().
+MAX_COMMAND = 1000
+
+KEYS: dict[str, bytes] = {
+    "up": b"\x1b[A",
+    "down": b"\x1b[B",
+    "enter": b"\r",
+    "esc": b"\x1b",
+    "tab": b"\t",
+    "ctrl-c": b"\x03",
+    "ctrl-d": b"\x04",
+}
+
+# Console patterns (starlingx.md 3.3). Not anchored at the end: busybox ash writes ESC[6n after
+# its prompt, and more output may follow in the same read.
+LOGIN = r"(?<!Last )(?<!last )login: ?"
+LOGIN_INCORRECT = r"Login incorrect"
+PASSWORD = r"[Pp]assword: ?"
+CURRENT_PASSWORD = r"Current password: ?|\(current\) UNIX password: ?"
+NEW_PASSWORD = r"New password: ?"
+RETYPE_PASSWORD = r"Retype new password: ?"
+PASSWORD_REJECTED = (
+    r"BAD PASSWORD:[^\r\n]*|Sorry, passwords do not match[^\r\n]*|"
+    r"You must choose a longer password[^\r\n]*|Password unchanged[^\r\n]*|"
+    r"passwd: (?![^\r\n]*success)[^\r\n]+"
+)
+SUDO_PASSWORD = r"\[sudo\] password for [^\r\n:]+: ?"
+#: ``sysadmin@controller-0:~$ ``, ``[sysadmin@controller-0 ~(keystone_admin)]$ ``,
+#: ``controller-0:~$ `` (CentOS era), and their root ``# `` forms.
+PROMPT = r"(?:[\w.-]+@[\w.-]+:[^\r\n]*?|\[[\w.-]+@[\w.-]+ [^\r\n]*?\]|[\w.-]+:~)[$#] "
+
+_ANSI = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[@-Z\\-_=>78])"
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_KERNEL_MESSAGE = re.compile(r"\[ *\d+\.\d+\] [^\n]*\n")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape sequences and control characters (tabs, newlines kept)."""
+    return _CONTROL.sub("", _ANSI.sub("", text))
+
+
+def clean_output(text: str, kernel_messages: bool = False) -> str:
+    """Command output as a program would see it: no escapes, ``\\n`` line ends, no printk lines."""
+    text = strip_ansi(text.replace("\r\n", "\n"))
+    if not kernel_messages:
+        text = _KERNEL_MESSAGE.sub("", text)
+    return text
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+class NodeConsoleError(ConsoleError):
+    """A console problem with its context: lab, node, stage and the console's last lines."""
+
+    def __init__(
+        self, summary: str, *, lab: str, node: str, stage: str | None, tail: Sequence[str]
+    ) -> None:
+        self.summary = summary
+        self.lab = lab
+        self.node = node
+        self.stage = stage
+        self.tail = list(tail)
+        where = f"lab {lab!r} node {node}" if lab else f"node {node}"
+        lines = "\n".join(f"    | {line}" for line in self.tail) or "    (no output)"
+        super().__init__(
+            f"{where}: stage {stage or '(none)'!r}: {summary}\n"
+            f"  last {len(self.tail)} console lines:\n{lines}"
+        )
+
+
+class ConsoleTimeout(NodeConsoleError):
+    """The awaited output did not come in time."""
+
+
+class ConsoleClosed(NodeConsoleError):
+    """The console closed (EOF) or the VM stopped while output was awaited."""
+
+
+class MenuError(NodeConsoleError):
+    """The boot menu on screen has no entry with the wanted text."""
+
+
+class LoginError(NodeConsoleError):
+    """Login failed: password refused, new password rejected, or no new password given."""
+
+
+class CommandFailed(NodeConsoleError):
+    """A command run with :meth:`Console.run_checked` exited non-zero (see ``result``)."""
+
+    result: Result | None = None
+
+
+E = TypeVar("E", bound=NodeConsoleError)
+
+# ---------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Match:
+    """What :meth:`Console.expect` found: which pattern, the match, and the text before it."""
+
+    index: int
+    match: re.Match[str]
+    before: str
+
+    @property
+    def text(self) -> str:
+        """The matched text."""
+        return self.match.group(0)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished command: its output (escapes stripped, ``\\n`` line ends) and exit status."""
+
+    command: str
+    output: str
+    exit_status: int
+
+    @property
+    def ok(self) -> bool:
+        """True when the exit status is 0."""
+        return self.exit_status == 0
+
+
+# ---------------------------------------------------------------------------------- internals
+
+
+class _Secrets:
+    """Strings never to be written to transcripts, logs or error messages."""
+
+    def __init__(self) -> None:
+        self._items: list[str] = []
+        self._lock = threading.Lock()
+
+    def add(self, secret: str) -> None:
+        with self._lock:
+            if secret and secret not in self._items:
+                self._items.append(secret)
+                self._items.sort(key=len, reverse=True)
+
+    def mask(self, text: str) -> str:
+        with self._lock:
+            for secret in self._items:
+                text = text.replace(secret, MASK)
+        return text
+
+    def contained_in(self, text: str) -> bool:
+        with self._lock:
+            return any(secret in text for secret in self._items)
+
+    def held_back(self, text: str) -> int:
+        """Length of the longest end of ``text`` that may be the start of a secret."""
+        with self._lock:
+            best = 0
+            for secret in self._items:
+                for n in range(min(len(secret) - 1, len(text)), best, -1):
+                    if secret.startswith(text[-n:]):
+                        best = n
+                        break
+        return best
+
+
+class _Transcript:
+    """The per-node transcript file and the ring buffer of recent lines, both masked."""
+
+    def __init__(self, node: str, path: Path | None, secrets: _Secrets, keep: int) -> None:
+        self._node = node
+        self._secrets = secrets
+        self._ring: deque[str] = deque(maxlen=keep)
+        self._partial = ""  # text of the current line not yet written to the file
+        self._line = ""  # the whole current line, for tail()
+        self._lock = threading.Lock()
+        self._file: TextIO | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("a", encoding="utf-8", buffering=1)
+
+    def output(self, text: str) -> None:
+        """Record decoded console output."""
+        with self._lock:
+            *complete, rest = text.split("\n")
+            for piece in complete:
+                self._write(self._partial + piece, "|")
+                self._ring.append(self._readable(self._line + piece))
+                self._partial = self._line = ""
+            self._partial += rest
+            self._line += rest
+
+    def idle(self) -> None:
+        """Nothing came for a while: write the unfinished line (a prompt, say) to the file."""
+        with self._lock:
+            keep = self._secrets.held_back(self._partial)
+            ready = self._partial[: len(self._partial) - keep]
+            if ready.strip("\r"):
+                self._write(ready, "|")
+                self._partial = self._partial[len(ready) :]
+
+    def note(self, text: str) -> None:
+        """Record something the console layer did (a stage, a key, a hidden input)."""
+        with self._lock:
+            self._write(text, ">>")
+
+    def tail(self, n: int) -> list[str]:
+        with self._lock:
+            lines = list(self._ring)
+            current = self._readable(self._line)
+        if current.strip():
+            lines.append(current)
+        return lines[-n:] if n > 0 else []
+
+    def close(self) -> None:
+        with self._lock:
+            if self._partial.strip("\r"):
+                self._write(self._partial, "|")
+            self._partial = ""
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def _readable(self, line: str) -> str:
+        # Later redraws of a line win over earlier ones, as on a terminal.
+        return self._secrets.mask(strip_ansi(line.rstrip("\r").rsplit("\r", 1)[-1])).rstrip()
+
+    def _write(self, line: str, sep: str) -> None:
+        masked = self._secrets.mask(line).replace("\r", "").replace("\x1b", "^[")
+        log.debug("%s %s %s", self._node, sep, masked, extra={"node": self._node})
+        if self._file is not None:
+            stamp = datetime.now().isoformat(sep=" ", timespec="milliseconds")
+            self._file.write(f"{stamp} {sep} {masked}\n")
+
+
+class _QueueSpawn(SpawnBase):  # type: ignore[misc]
+    """A pexpect object reading what the console's reader thread queued (labgrid-style)."""
+
+    def __init__(self, chunks: queue.Queue[bytes | None], write: Callable[[bytes], None]) -> None:
+        super().__init__(
+            timeout=None, maxread=65536, searchwindowsize=None,
+            encoding="utf-8", codec_errors="replace",
+        )  # fmt: skip
+        self.delayafterread = None
+        self._chunks = chunks
+        self._write = write
+        self._pending = b""
+
+    def read_nonblocking(self, size: int = 1, timeout: float | None = None) -> str:
+        if not self._pending:
+            try:
+                if timeout is None:
+                    item = self._chunks.get()
+                elif timeout > 0:
+                    item = self._chunks.get(timeout=timeout)
+                else:
+                    item = self._chunks.get_nowait()
+            except queue.Empty:
+                raise TIMEOUT("no console output within the timeout") from None
+            if item is None:
+                self._chunks.put(None)  # stay at EOF for later reads
+                self.flag_eof = True
+                raise EOF("console closed")
+            self._pending = item
+            while len(self._pending) < size:
+                try:
+                    more = self._chunks.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._chunks.put(None)
+                    break
+                self._pending += more
+        data, self._pending = self._pending[:size], self._pending[size:]
+        text: str = self._decoder.decode(data, final=False)
+        return text
+
+    def send(self, s: str | bytes) -> int:
+        data = s.encode("utf-8") if isinstance(s, str) else s
+        self._write(data)
+        return len(data)
+
+    def discard(self) -> None:
+        """Drop everything received but not yet matched."""
+        self._pending = b""
+        while True:
+            try:
+                item = self._chunks.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._chunks.put(None)
+                break
+        self.buffer = ""
+
+
+# ---------------------------------------------------------------------------------- console
+
+
+class Console:
+    """One node's serial console.
+
+    ``alive`` (e.g. the backend's ``is_running`` for this node) is polled every ``poll_every``
+    seconds during waits, so a dead VM fails a wait at once instead of at its deadline.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        node: str,
+        *,
+        lab: str = "",
+        artifacts: Path | None = None,
+        alive: Callable[[], bool] | None = None,
+        poll_every: float = 5.0,
+        ring_lines: int = 2000,
+        prompt: str = PROMPT,
+    ) -> None:
+        self.node = node
+        self.lab = lab
+        self.prompt = prompt
+        self.poll_every = poll_every
+        self.screen = Screen()
+        #: The password valid after :meth:`login`; answers sudo prompts.
+        self.password: str | None = None
+        self._transport = transport
+        self._alive = alive
+        self._secrets = _Secrets()
+        path = artifacts / f"{node}.console.log" if artifacts is not None else None
+        self.transcript_path = path
+        self._transcript = _Transcript(node, path, self._secrets, ring_lines)
+        self._chunks: queue.Queue[bytes | None] = queue.Queue()
+        self._child = _QueueSpawn(self._chunks, self._send_bytes)
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._closed_reason: str | None = None
+        self._reader: threading.Thread | None = None
+        self._stages: list[str] = []
+        self._extra = {"node": node}
+
+    # ---- lifecycle
+
+    def open(self) -> Console:
+        """Connect the transport and start reading."""
+        self._transport.connect()
+        self._reader = threading.Thread(
+            target=self._read_loop, name=f"console-{self.node}", daemon=True
+        )
+        self._reader.start()
+        log.debug("%s: console open", self.node, extra=self._extra)
+        return self
+
+    def close(self) -> None:
+        """Stop reading, close the transport and the transcript; idempotent."""
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+            self._reader = None
+        self._transport.close()
+        self._transcript.close()
+
+    def __enter__(self) -> Console:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _read_loop(self) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")("backslashreplace")
+        reason = "closed by the console layer"
+        try:
+            while not self._stop.is_set():
+                try:
+                    data = self._transport.read(4096, 0.2)
+                except EOFError:
+                    reason = "the other end closed the console"
+                    break
+                except OSError as exc:
+                    reason = f"reading the console failed: {exc}"
+                    break
+                if not data:
+                    self._transcript.idle()
+                    continue
+                self._transcript.output(decoder.decode(data))
+                self.screen.feed(data)
+                self._chunks.put(data)
+                with self._changed:
+                    self._changed.notify_all()
+        finally:
+            self._closed_reason = reason
+            self._chunks.put(None)
+            with self._changed:
+                self._changed.notify_all()
+            log.debug("%s: console reader stopped: %s", self.node, reason, extra=self._extra)
+
+    # ---- context for errors and logs
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Name what the console is used for; errors and the transcript mention it."""
+        self._stages.append(name)
+        self._transcript.note(f"stage {name} begins")
+        try:
+            yield
+        finally:
+            self._transcript.note(f"stage {name} ends")
+            self._stages.pop()
+
+    @property
+    def current_stage(self) -> str | None:
+        """The innermost stage set with :meth:`stage`, if any."""
+        return self._stages[-1] if self._stages else None
+
+    def tail(self, n: int = TAIL_LINES) -> list[str]:
+        """The last ``n`` console lines, escapes stripped, secrets masked."""
+        return self._transcript.tail(n)
+
+    def add_secret(self, secret: str) -> None:
+        """Mask ``secret`` wherever it would be written: transcript, logs, errors."""
+        self._secrets.add(secret)
+
+    def mask(self, text: str) -> str:
+        """``text`` with every registered secret replaced by ``****``."""
+        return self._secrets.mask(text)
+
+    def _error(self, cls: type[E], summary: str) -> E:
+        return cls(
+            self.mask(summary), lab=self.lab, node=self.node, stage=self.current_stage,
+            tail=self.tail(TAIL_LINES),
+        )  # fmt: skip
+
+    # ---- sending
+
+    def _send_bytes(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def send(self, text: str) -> None:
+        """Send ``text`` as is (no newline)."""
+        self._child.send(text)
+
+    def sendline(self, line: str = "") -> None:
+        """Send ``line`` and Enter (CR, as a terminal does)."""
+        self._child.send(line + "\r")
+
+    def send_key(self, key: str) -> None:
+        """Send a named key: up, down, enter, esc, tab, ctrl-c, ctrl-d."""
+        self._transcript.note(f"key {key}")
+        self._send_bytes(KEYS[key])
+
+    def send_secret(self, secret: str, enter: bool = True) -> None:
+        """Send a password; it is masked from now on and the transcript says ``****``."""
+        self.add_secret(secret)
+        self._transcript.note(f"sent {MASK}")
+        log.debug("%s: sent %s", self.node, MASK, extra=self._extra)
+        self._send_bytes(secret.encode("utf-8") + (b"\r" if enter else b""))
+
+    def interrupt(self) -> None:
+        """Ctrl-C: stop the command running in the foreground."""
+        self.send_key("ctrl-c")
+
+    def discard(self) -> None:
+        """Forget output received but not matched yet (it stays in the transcript)."""
+        self._child.discard()
+
+    # ---- waiting
+
+    def expect(
+        self,
+        patterns: str | re.Pattern[str] | Sequence[str | re.Pattern[str]],
+        deadline: Deadline,
+        what: str | None = None,
+    ) -> Match:
+        """Wait for the first of ``patterns`` (regexes) to appear in the output.
+
+        Raises :class:`ConsoleTimeout` when ``deadline`` expires and :class:`ConsoleClosed` on
+        EOF or when the VM is found stopped; both name lab, node, stage, ``what`` (default: the
+        patterns) and show the last 30 console lines.
+        """
+        if isinstance(patterns, str | re.Pattern):
+            patterns = [patterns]
+        compiled = [re.compile(p) if isinstance(p, str) else p for p in patterns]
+        what = what or " or ".join(repr(p.pattern) for p in compiled)
+        progress = Progress(what, deadline, log, extra=self._extra)
+        while True:
+            try:
+                index = self._child.expect_list(
+                    compiled, timeout=min(deadline.remaining, self.poll_every)
+                )
+            except TIMEOUT:
+                self._check_waiting(what, deadline)
+                progress.tick()
+                continue
+            except EOF:
+                raise self._error(
+                    ConsoleClosed,
+                    f"console closed ({self._closed_reason}) after {deadline.elapsed:.0f}s "
+                    f"while waiting for {what}",
+                ) from None
+            return Match(index, self._child.match, self._child.before)
+
+    def _check_waiting(self, what: str, deadline: Deadline) -> None:
+        """Raise when the deadline has expired or the VM has stopped."""
+        if deadline.expired:
+            raise self._error(
+                ConsoleTimeout, f"waited {deadline.elapsed:.0f}s for {what} (timeout reached)"
+            )
+        if self._alive is not None and not self._alive():
+            raise self._error(
+                ConsoleClosed,
+                f"the VM is not running any more (after {deadline.elapsed:.0f}s waiting for "
+                f"{what})",
+            )
+
+    def wait_screen(self, predicate: Callable[[Menu], bool], deadline: Deadline, what: str) -> Menu:
+        """Wait until the menu read from the screen satisfies ``predicate``; return it.
+
+        The predicate is checked on every bit of output and at least twice a second.
+        """
+        progress = Progress(what, deadline, log, extra=self._extra)
+        next_check = 0.0
+        with self._changed:
+            while True:
+                menu = self.screen.menu()
+                if predicate(menu):
+                    return menu
+                if self._closed_reason is not None:
+                    raise self._error(
+                        ConsoleClosed,
+                        f"console closed ({self._closed_reason}) waiting for {what} "
+                        f"(menu on screen: {menu or 'none'})",
+                    )
+                if deadline.expired or deadline.elapsed >= next_check:
+                    self._check_waiting(f"{what} (menu on screen: {menu or 'none'})", deadline)
+                    next_check = deadline.elapsed + self.poll_every
+                progress.tick()
+                self._changed.wait(min(deadline.remaining, 0.5))
+
+    # ---- boot menus
+
+    def select_menu(
+        self, *path: str | re.Pattern[str], deadline: Deadline, settle: float = 3.0
+    ) -> None:
+        """Select a boot-menu entry by its text; several texts walk nested menus.
+
+        Reads the highlighted entry from the screen, presses down/up until the wanted entry is
+        highlighted (checking the screen after every key), then Enter. Raises :class:`MenuError`
+        when a menu has stayed the same for ``settle`` seconds without the wanted entry.
+        """
+        for level, wanted in enumerate(path):
+            label = wanted.pattern if isinstance(wanted, re.Pattern) else wanted
+            menu = self._await_entry(wanted, label, deadline, settle)
+            for _ in range(2 * len(menu.entries) + 2):
+                current, target = menu.highlighted, menu.find(wanted)
+                if current is None or target is None:  # cannot happen: checked by the waits
+                    raise self._error(MenuError, f"lost menu entry {label!r}: {menu}")
+                if current.row == target.row:
+                    break
+                self.send_key("down" if target.row > current.row else "up")
+                menu = self.wait_screen(
+                    _moved_from(current.row, wanted),
+                    deadline,
+                    f"the highlight to move towards menu entry {label!r}",
+                )
+            else:
+                raise self._error(MenuError, f"could not highlight menu entry {label!r}: {menu}")
+            log.info("%s: menu entry %r selected", self.node, label, extra=self._extra)
+            if level < len(path) - 1:
+                self.screen.reset()  # the submenu is drawn on a cleared screen
+            self.send_key("enter")
+
+    def _await_entry(
+        self, wanted: str | re.Pattern[str], label: str, deadline: Deadline, settle: float
+    ) -> Menu:
+        """Wait for a menu with a highlight and ``wanted``; fail once it settled without it."""
+        seen = Menu(())
+        since = deadline.elapsed
+
+        def ready(menu: Menu) -> bool:
+            nonlocal seen, since
+            if menu.highlighted is not None and menu.find(wanted) is not None:
+                return True
+            if menu != seen:
+                seen, since = menu, deadline.elapsed
+            elif menu.highlighted is not None and deadline.elapsed - since >= settle:
+                raise self._error(MenuError, f"no menu entry {label!r} in the menu: {menu}")
+            return False
+
+        return self.wait_screen(ready, deadline, f"menu entry {label!r}")
+
+    # ---- login
+
+    def login(
+        self,
+        user: str,
+        password: str,
+        deadline: Deadline,
+        new_password: str | None = None,
+    ) -> str:
+        """Log in on the console and return the password that is now valid.
+
+        Handles the forced password change (Debian and CentOS prompts), a console already at a
+        shell (as ``user``), logged out, or busy with a command (Ctrl-C). When ``password`` is
+        refused and ``new_password`` is given, it tries ``new_password`` (a lab resumed after the
+        change). Afterwards ``TMOUT`` is off and sudo prompts are answered with the password.
+        """
+        for secret in (password, new_password):
+            if secret:
+                self.add_secret(secret)
+        candidates = [password] + ([new_password] if new_password else [])
+        tried = 0
+        current = password
+        patterns = {
+            "prompt": self.prompt,
+            "login": LOGIN,
+            "incorrect": LOGIN_INCORRECT,
+            "rejected": PASSWORD_REJECTED,
+            "retype": RETYPE_PASSWORD,
+            "new": NEW_PASSWORD,
+            "current": CURRENT_PASSWORD,
+            "password": PASSWORD,
+        }
+        names = list(patterns)
+        sent_password = sent_new = False
+        probes = 0  # Enter presses to wake a quiet console
+        self.discard()
+        self.interrupt()
+        for _ in range(40):
+            try:
+                step = self.expect(
+                    list(patterns.values()),
+                    deadline.within(5.0) if probes < 3 else deadline,
+                    what=f"a login or shell prompt for {user}",
+                )
+            except ConsoleTimeout:
+                if probes >= 3 or deadline.expired:
+                    raise
+                probes += 1
+                self.sendline()
+                continue
+            probes = 3
+            state = names[step.index]
+            self.discard()  # whatever followed the match is stale: answer this prompt only
+            if state == "login":
+                sent_password = False
+                self.sendline(user)
+            elif state == "password":
+                if tried >= len(candidates):
+                    raise self._error(LoginError, f"no password left to try for {user}")
+                current = candidates[tried]
+                sent_password = True
+                self.send_secret(current)
+            elif state == "incorrect" and sent_password:
+                tried += 1
+                sent_password = False
+                if tried >= len(candidates):
+                    raise self._error(
+                        LoginError, f"login as {user} refused: 'Login incorrect' for every password"
+                    )
+            elif state == "current":
+                self.send_secret(current)
+            elif state == "new":
+                if new_password is None:
+                    raise self._error(
+                        LoginError,
+                        f"the console demands a new password for {user}; pass new_password",
+                    )
+                if sent_new:
+                    raise self._error(LoginError, "the new password was rejected (asked again)")
+                self.send_secret(new_password)
+            elif state == "retype":
+                assert new_password is not None
+                sent_new = True
+                self.send_secret(new_password)
+                current = new_password
+            elif state == "rejected":
+                message = self.mask(step.text.strip())
+                raise self._error(LoginError, f"the new password was rejected: {message}")
+            elif state == "prompt":
+                whoami = self.run("export TMOUT=0; stty echo; id -un", deadline).output.strip()
+                if whoami == user:
+                    break
+                log.info(
+                    "%s: shell belongs to %r, leaving it", self.node, whoami, extra=self._extra
+                )
+                self.sendline("exit")
+        else:
+            raise self._error(LoginError, f"login as {user} did not reach a shell")
+        self.password = current
+        log.info("%s: logged in as %s", self.node, user, extra=self._extra)
+        return current
+
+    # ---- commands
+
+    def run(
+        self,
+        command: str,
+        deadline: Deadline,
+        *,
+        secrets: Sequence[str] = (),
+        kernel_messages: bool = False,
+    ) -> Result:
+        """Run one shell command line at the prompt; return its output and exit status.
+
+        The output is framed by unique markers whose echoed form cannot match, so echoed input
+        never counts as output. Escape sequences and (unless ``kernel_messages``) printk lines
+        interleaved by the kernel are removed. Commands holding ``secrets`` are sent with the
+        terminal's echo off and masked everywhere. Sudo prompts are answered with
+        :attr:`password`. ``command`` must be one line (no trailing ``&``, no ``#`` comment);
+        longer input goes through :meth:`write_file`.
+        """
+        command = command.strip().rstrip(";").rstrip()
+        if "\n" in command or "\r" in command:
+            raise ValueError("run() sends one line; write scripts with write_file()")
+        if len(command) > MAX_COMMAND:
+            raise ValueError(
+                f"command of {len(command)} characters; over {MAX_COMMAND} use write_file()"
+            )
+        if re.search(r"(?<!&)&$", command):
+            raise ValueError("run() waits for the command; do not end it with '&'")
+        for secret in secrets:
+            self.add_secret(secret)
+        hidden = bool(secrets) or self._secrets.contained_in(command)
+        if hidden:
+            self.run("stty -echo", deadline)
+        token = uuid.uuid4().hex[:16]
+        begin = f"__STX_{token}_B__"
+        line = f"echo __STX_{token}''_B__; {command}; echo __STX_{token}''_E_$?__"
+        if hidden:
+            line += "; stty echo"
+            self._transcript.note(f"run (echo off): {self.mask(command)}")
+        log.debug("%s: run %s", self.node, self.mask(command), extra=self._extra)
+        self.sendline(line)
+        sudo = [SUDO_PASSWORD] + ([PASSWORD] if "sudo" in command else [])
+        captured = ""
+        asked = 0
+        while True:
+            step = self.expect(
+                [rf"__STX_{token}_E_(\d+)__", *sudo],
+                deadline,
+                what=f"the end of command {self.mask(command)!r}",
+            )
+            captured += step.before
+            if step.index == 0:
+                break
+            captured += step.text
+            asked += 1
+            if self.password is None or asked > 1:
+                self.interrupt()
+                problem = "no password is known" if self.password is None else "it was refused"
+                raise self._error(LoginError, f"sudo asked for a password and {problem}")
+            self.send_secret(self.password)
+        _, found, output = captured.partition(begin)
+        if not found:  # the begin marker was mangled (a printk in the middle): drop the echo
+            output = captured.split("\n", 1)[-1]
+        output = clean_output(output, kernel_messages)
+        output = output.removeprefix("\n").removesuffix("\n")
+        return Result(command, output, int(step.match.group(1)))
+
+    def run_checked(self, command: str, deadline: Deadline, *, secrets: Sequence[str] = ()) -> str:
+        """Like :meth:`run`; return the output, raise :class:`CommandFailed` unless status 0."""
+        result = self.run(command, deadline, secrets=secrets)
+        if not result.ok:
+            out = "\n".join(result.output.splitlines()[-TAIL_LINES:])
+            error = self._error(
+                CommandFailed,
+                f"command {command!r} exited with status {result.exit_status}; output:\n{out}",
+            )
+            error.result = result
+            raise error
+        return result.output
+
+    def write_file(
+        self,
+        path: str,
+        content: str | bytes,
+        deadline: Deadline,
+        *,
+        mode: str | None = None,
+        secret: bool = False,
+        chunk: int = 256,
+    ) -> None:
+        """Write ``content`` to ``path`` on the node, in base64 chunks of one short line each.
+
+        Each chunk waits for its command to finish, so a serial line is never flooded and no
+        line reaches the terminal's 4 KiB limit. With ``secret`` (or when the content holds a
+        registered secret) the chunks are sent with echo off and masked, and the file is created
+        with umask 077.
+        """
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        secret = secret or self._secrets.contained_in(data.decode("utf-8", "replace"))
+        encoded = base64.b64encode(data).decode("ascii")
+        target, staging = shlex.quote(path), shlex.quote(f"{path}.stx-b64")
+        umask = "umask 077; " if secret else ""
+        self._transcript.note(
+            f"write_file {path} ({len(data)} bytes{', secret' if secret else ''})"
+        )
+        self.run_checked(f"{umask}: > {staging}", deadline)
+        for start in range(0, len(encoded), chunk):
+            piece = encoded[start : start + chunk]
+            self.run_checked(
+                f"printf %s {piece} >> {staging}", deadline, secrets=[piece] if secret else ()
+            )
+        finish = f"{umask}base64 -d {staging} > {target} && rm -f {staging}"
+        if mode:
+            finish += f" && chmod {shlex.quote(mode)} {target}"
+        self.run_checked(finish, deadline)
+
+
+def _moved_from(row: int, wanted: str | re.Pattern[str]) -> Callable[[Menu], bool]:
+    """Predicate: one entry highlighted, not the one on ``row``, and ``wanted`` on screen."""
+
+    def moved(menu: Menu) -> bool:
+        return (
+            menu.highlighted is not None
+            and menu.highlighted.row != row
+            and menu.find(wanted) is not None
+        )
+
+    return moved
