@@ -573,3 +573,40 @@ class _Checker:
             if seconds is not None:
                 found[phase] = seconds
         return found
+
+
+
+def lab_variant(
+    base: Mapping[str, Any], topology: str, overrides: Mapping[str, Any], source: str
+) -> LabSpec:
+    """A lab of ``topology`` built on ``base`` (a lab file's mapping) with ``overrides``.
+
+    Keys of the base that the topology cannot have (workers for a duplex lab, overrides of
+    nodes it lacks, controller-1's OAM address for simplex) are dropped rather than reported:
+    one base file serves every topology fixture. The overrides are validated strictly.
+    """
+    data = {**base, "topology": topology}
+    if topology != base.get("topology") and topology in {t.value for t in Topology}:
+        _drop_inapplicable(data, Topology(topology))
+    data.update(overrides)
+    return lab_from_mapping(data, source=source)
+
+
+def _drop_inapplicable(data: dict[str, Any], topology: Topology) -> None:
+    if topology not in (Topology.STANDARD, Topology.STORAGE):
+        data.pop("workers", None)
+    if topology is not Topology.STORAGE:
+        data.pop("storage_nodes", None)
+    if topology is Topology.SIMPLEX and isinstance(data.get("oam"), dict):
+        data["oam"] = {k: v for k, v in data["oam"].items() if k != "controller_1"}
+    if isinstance(data.get("nodes"), dict):
+        workers, storage = data.get("workers"), data.get("storage_nodes")
+        names = {
+            name
+            for name, _ in node_names(
+                topology,
+                workers if isinstance(workers, int) else DEFAULT_WORKERS,
+                storage if isinstance(storage, int) else DEFAULT_STORAGE_NODES,
+            )
+        }
+        data["nodes"] = {k: v for k, v in data["nodes"].items() if k in names}
