@@ -26,6 +26,7 @@ from pytest_starlingx.model import (
     PASSWORD_USERS,
     SIM_IMAGE,
     TIMEOUT_PHASES,
+    AddHosts,
     Backend,
     LabSpec,
     MgmtSpec,
@@ -56,6 +57,7 @@ TOP_KEYS = (
     "passwords",
     "timeouts",
     "timeout_factor",
+    "add_hosts",
 )
 NODE_KEYS = ("memory_mib", "vcpus", "disks_gib")
 OAM_KEYS = ("subnet", "gateway", "floating", "controller_0", "controller_1")
@@ -282,6 +284,10 @@ class _Checker:
             )
         if "image" in data:
             kwargs["image"] = self.image(data["image"])
+        if "add_hosts" in data:
+            kwargs["add_hosts"] = self.choice(
+                data["add_hosts"], ("add_hosts",), [a.value for a in AddHosts]
+            )
         if "profile" in data:
             kwargs["profile"] = self.choice(
                 data["profile"], ("profile",), [p.value for p in Profile]

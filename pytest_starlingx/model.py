@@ -53,6 +53,13 @@ class Backend(StrEnum):
     VIRTUALBOX = "virtualbox"
 
 
+class AddHosts(StrEnum):
+    """How the other nodes get their identity (starlingx.md 5.6)."""
+
+    DISCOVER = "discover"  # network-boot, then `host-update <id> personality=...`
+    HOST_ADD = "host-add"  # `host-add -n -p -m <mgmt MAC>` before power-on
+
+
 class Profile(StrEnum):
     """Node size profiles: StarlingX's documented minimums, or small simulator nodes."""
 
@@ -235,6 +242,7 @@ class LabSpec:
     passwords: Mapping[str, PasswordSource]
     timeouts: Mapping[str, float]
     timeout_factor: float = 1.0
+    add_hosts: AddHosts = AddHosts.DISCOVER
     source: Path | None = None  # the YAML file it came from, if any
 
     @property
@@ -363,6 +371,7 @@ def resolve_lab(
     passwords: Mapping[str, PasswordSource] | None = None,
     timeouts: Mapping[str, float] | None = None,
     timeout_factor: float = 1.0,
+    add_hosts: AddHosts | str = AddHosts.DISCOVER,
     source: Path | None = None,
 ) -> LabSpec:
     """A lab of ``topology`` with defaults for everything not given.
@@ -397,5 +406,6 @@ def resolve_lab(
         passwords={**default_passwords(), **(passwords or {})},
         timeouts={**TIMEOUTS[profile], **(timeouts or {})},
         timeout_factor=timeout_factor,
+        add_hosts=AddHosts(add_hosts),
         source=source,
     )

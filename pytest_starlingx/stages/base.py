@@ -1,0 +1,230 @@
+"""What stages are, what they get to work with, and the runner that orders and resumes them."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Mapping, MutableSet
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pytest_starlingx.console import Console
+from pytest_starlingx.errors import StageError, StxError
+from pytest_starlingx.model import LabSpec
+from pytest_starlingx.steps import StepRecorder
+from pytest_starlingx.stxtable import parse_properties, parse_table
+from pytest_starlingx.waits import Deadline, WaitTimeout, poll
+
+log = logging.getLogger("pytest_starlingx.stages")
+
+ACTIVE_CONTROLLER = "controller-0"
+OPENRC = "/etc/platform/openrc"
+AVAILABLE = {"administrative": "unlocked", "operational": "enabled", "availability": "available"}
+AVAILABLE_TEXT = "unlocked | enabled | available"
+
+
+class Machine(Protocol):
+    """The hardware side of a node, as stages may use it (no hypervisor words)."""
+
+    def power_on(self) -> None:
+        """Start the node with its console attached before it runs."""
+
+    def is_running(self) -> bool:
+        """True while the node is powered on."""
+
+    def mac(self, network: str) -> str:
+        """MAC address of the node's NIC on ``network`` (oam, mgmt, data0, data1)."""
+
+
+class Done(Protocol):
+    """Which stages are finished; persisted by the lab layer so a re-run resumes."""
+
+    def __contains__(self, key: object) -> bool: ...
+
+    def add(self, key: str) -> None: ...
+
+
+@dataclass
+class Bringup:
+    """Everything a stage works with: the lab, consoles, machines, passwords, timings."""
+
+    spec: LabSpec
+    consoles: Mapping[str, Console]
+    machines: Mapping[str, Machine]
+    passwords: Mapping[str, str]  # sysadmin, admin
+    recorder: StepRecorder
+    done: Done | MutableSet[str] = field(default_factory=set)
+    facts: dict[str, str] = field(default_factory=dict)  # e.g. interface names found
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _openrc: set[str] = field(default_factory=set)
+
+    def deadline(self, phase: str) -> Deadline:
+        """A fresh deadline for ``phase`` with the lab's timeouts and factor."""
+        return Deadline(self.spec.timeout(phase), what=phase)
+
+    def console_lock(self, node: str) -> threading.Lock:
+        """The lock that serialises commands on ``node``'s console."""
+        return self._locks.setdefault(node, threading.Lock())
+
+    def shell(self, node: str, command: str, phase: str = "command") -> str:
+        """Run ``command`` on ``node``'s logged-in console; raise on a non-zero status."""
+        with self.console_lock(node):
+            return self.consoles[node].run_checked(command, self.deadline(phase))
+
+    def system(self, args: str, phase: str = "command") -> str:
+        """Run ``system <args>`` on the active controller with openrc sourced."""
+        node = ACTIVE_CONTROLLER
+        with self.console_lock(node):
+            console = self.consoles[node]
+            if node not in self._openrc:
+                console.run_checked(f"source {OPENRC}", self.deadline("command"))
+                self._openrc.add(node)
+            return console.run_checked(f"system {args}", self.deadline(phase))
+
+    def forget_shell(self, node: str) -> None:
+        """The node rebooted: its next command needs a fresh login and openrc."""
+        self._openrc.discard(node)
+
+    def hosts(self) -> list[dict[str, str]]:
+        """``system host-list`` as records."""
+        return parse_table(self.system("host-list --nowrap"))
+
+    def host_show(self, host: str) -> dict[str, str]:
+        """``system host-show`` as a mapping."""
+        return parse_properties(self.system(f"host-show {host} --nowrap"))
+
+    def wait_hosts(
+        self,
+        hosts: Iterable[str],
+        phase: str,
+        what: str,
+        **wanted: str,
+    ) -> None:
+        """Poll ``host-list`` until every host has the wanted column values.
+
+        ``wanted`` maps host-list columns to values, e.g. ``availability="available"``.
+        A host in ``failed`` availability fails the wait at once.
+        """
+        hosts = list(hosts)
+        deadline = self.deadline(phase)
+
+        def ready() -> bool:
+            self.check_cancelled()
+            rows = {row["hostname"]: row for row in self.hosts()}
+            for host in hosts:
+                row = rows.get(host)
+                if row is not None and row["availability"] == "failed":
+                    raise StageError(f"{host} became {_state(row)} while waiting for {what}")
+            return all(
+                host in rows and all(rows[host].get(k) == v for k, v in wanted.items())
+                for host in hosts
+            )
+
+        try:
+            poll(ready, deadline, what, poll_every=5.0, logger=log)
+        except WaitTimeout as exc:
+            rows = {row["hostname"]: row for row in self.hosts()}
+            states = ", ".join(f"{h} {_state(rows[h]) if h in rows else 'missing'}" for h in hosts)
+            raise StageError(f"{exc}; host-list says: {states}") from None
+
+    def check_cancelled(self) -> None:
+        """Raise when another stage failed and the bring-up is being abandoned."""
+        if self.cancelled.is_set():
+            raise StageError("abandoned: another stage of the bring-up failed")
+
+
+def _state(row: Mapping[str, str]) -> str:
+    return f"{row['administrative']} | {row['operational']} | {row['availability']}"
+
+
+StageAction = Callable[[Bringup], None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One named unit of work on one node, run once its prerequisites are done."""
+
+    name: str
+    node: str
+    action: StageAction
+    after: tuple[str, ...] = ()  # keys of stages that must be done first
+
+    @property
+    def key(self) -> str:
+        """``node:stage``, the stage's identity in the done-list and in ``after``."""
+        return f"{self.node}:{self.name}"
+
+
+def run_stages(stages: list[Stage], bringup: Bringup, max_parallel: int = 4) -> None:
+    """Run ``stages`` as their prerequisites allow, several at once; skip those already done.
+
+    The first failure stops the bring-up: no new stage starts, the running ones are told to give
+    up (their threads are daemons, and tearing the lab down ends their waits), and a
+    :class:`StageError` naming the lab, node and stage is raised with the cause chained.
+    """
+    keys = {stage.key for stage in stages}
+    for stage in stages:
+        missing = [k for k in stage.after if k not in keys]
+        if missing:
+            raise ValueError(f"stage {stage.key} waits for unknown stages {missing}")
+    for stage in stages:
+        if stage.key in bringup.done:
+            bringup.recorder.skipped(stage.name, stage.node)
+    pending = [s for s in stages if s.key not in bringup.done]
+    results: queue.Queue[tuple[Stage, BaseException | None]] = queue.Queue()
+    running = 0
+    while pending or running:
+        ready = [s for s in pending if all(k in bringup.done for k in s.after)]
+        for stage in ready[: max_parallel - running]:
+            pending.remove(stage)
+            running += 1
+            threading.Thread(
+                target=_run_one, args=(stage, bringup, results), name=f"stage-{stage.key}",
+                daemon=True,
+            ).start()  # fmt: skip
+        if not running:
+            blocked = ", ".join(s.key for s in pending)
+            raise StageError(f"lab {bringup.spec.name!r}: stages can never run: {blocked}")
+        stage, error = results.get()
+        running -= 1
+        if error is not None:
+            bringup.cancelled.set()
+            raise _stage_error(bringup, stage, error) from error
+        bringup.done.add(stage.key)
+
+
+def _run_one(
+    stage: Stage, bringup: Bringup, results: queue.Queue[tuple[Stage, BaseException | None]]
+) -> None:
+    try:
+        _run_stage(stage, bringup)
+    except BaseException as exc:  # handed to the runner, which raises it
+        results.put((stage, exc))
+    else:
+        results.put((stage, None))
+
+
+def _run_stage(stage: Stage, bringup: Bringup) -> None:
+    bringup.check_cancelled()
+    console = bringup.consoles.get(stage.node)
+    with bringup.recorder.step(stage.name, stage.node):
+        if console is None:
+            stage.action(bringup)
+        else:
+            with console.stage(stage.name):
+                stage.action(bringup)
+
+
+def _stage_error(bringup: Bringup, stage: Stage, error: BaseException) -> StageError:
+    """One error naming lab, node and stage; console errors already carry the console tail."""
+    if isinstance(error, StageError) and str(error).startswith(f"lab {bringup.spec.name!r}"):
+        return error
+    text = str(error) if isinstance(error, StxError) else f"{type(error).__name__}: {error}"
+    message = f"lab {bringup.spec.name!r} node {stage.node}: stage {stage.name!r} failed: {text}"
+    console = bringup.consoles.get(stage.node)
+    if console is not None and "console lines:" not in text:
+        tail = "\n".join(f"    | {line}" for line in console.tail())
+        message += f"\n  last console lines of {stage.node}:\n{tail}"
+    return StageError(message)

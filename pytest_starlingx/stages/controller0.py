@@ -1,0 +1,157 @@
+"""controller-0: install from the ISO, first login, bootstrap, configuration, unlock.
+
+Follows starlingx.md sections 3-5 (Debian-era StarlingX): the boot menu entries, the forced
+password change, ``localhost.yml`` and the bootstrap playbook, the ``system`` commands of the
+deployment guides, and ``host-unlock`` with its reboot.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pytest_starlingx.console import LOGIN
+from pytest_starlingx.errors import StageError
+from pytest_starlingx.model import Topology
+from pytest_starlingx.stages.base import ACTIVE_CONTROLLER, AVAILABLE, AVAILABLE_TEXT, Bringup
+from pytest_starlingx.stxtable import parse_table
+
+NODE = ACTIVE_CONTROLLER
+USER = "sysadmin"
+FIRST_PASSWORD = "sysadmin"
+BOOTSTRAP = "ansible-playbook /usr/share/ansible/stx-ansible/playbooks/bootstrap.yml"
+LOCALHOST_YML = "/home/sysadmin/localhost.yml"
+MENU_AIO = "Debian All-in-one Install"
+MENU_STANDARD = "Debian Controller Install"
+MENU_CONSOLE = "Serial Console"
+DNS_SERVERS = ("8.8.8.8", "8.8.4.4")
+_RECAP = re.compile(r"localhost\s*:\s*ok=\d+\s+changed=\d+\s+unreachable=(\d+)\s+failed=(\d+)")
+
+
+def install(b: Bringup) -> None:
+    """Power on, pick the install entry by its text, wait for the login prompt after reboot."""
+    node = b.spec.node(NODE)
+    console = b.consoles[NODE]
+    b.machines[NODE].power_on()
+    entry = MENU_AIO if node.all_in_one else MENU_STANDARD
+    console.select_menu(entry, MENU_CONSOLE, deadline=b.deadline("menu"))
+    console.expect(LOGIN, b.deadline("install"), what="the login prompt after the install")
+
+
+def first_login(b: Bringup) -> None:
+    """Log in as sysadmin through the forced password change."""
+    log_in(b, NODE)
+
+
+def log_in(b: Bringup, node: str) -> None:
+    """Log in on ``node``'s console (first login or after a reboot)."""
+    with b.console_lock(node):
+        b.consoles[node].login(
+            USER, FIRST_PASSWORD, b.deadline("login"), new_password=b.passwords["sysadmin"]
+        )
+    b.forget_shell(node)
+
+
+def localhost_yml(b: Bringup) -> str:
+    """The bootstrap overrides (starlingx.md section 4) for this lab."""
+    spec = b.spec
+    lines = [
+        f"system_mode: {spec.topology.system_mode}",
+        "dns_servers:",
+        *(f"  - {server}" for server in DNS_SERVERS),
+        f"external_oam_subnet: {spec.oam.subnet}",
+        f"external_oam_gateway_address: {spec.oam.gateway}",
+        f"external_oam_floating_address: {spec.oam.floating}",
+    ]
+    if spec.topology is not Topology.SIMPLEX:
+        lines += [
+            f"external_oam_node_0_address: {spec.oam.controller_0}",
+            f"external_oam_node_1_address: {spec.oam.controller_1}",
+        ]
+    lines += [
+        f"management_subnet: {spec.mgmt.subnet}",
+        "admin_username: admin",
+        f"admin_password: {_quoted(b.passwords['admin'])}",
+        f"ansible_become_pass: {_quoted(b.passwords['sysadmin'])}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _quoted(value: str) -> str:
+    """A YAML single-quoted scalar."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def bootstrap(b: Bringup) -> None:
+    """Write localhost.yml, run the bootstrap playbook, check its recap and the host list."""
+    console = b.consoles[NODE]
+    with b.console_lock(NODE):
+        console.write_file(LOCALHOST_YML, localhost_yml(b), b.deadline("command"), secret=True)
+    output = b.shell(NODE, BOOTSTRAP, phase="bootstrap")
+    recaps = _RECAP.findall(output)
+    if not recaps or recaps[-1] != ("0", "0"):
+        recap = next((ln for ln in output.splitlines() if "PLAY RECAP" in ln), "no PLAY RECAP")
+        raise StageError(f"the bootstrap playbook did not succeed ({recap}; recap {recaps})")
+    b.wait_hosts([NODE], "command", "controller-0 online after bootstrap", availability="online")
+
+
+def find_interfaces(b: Bringup, node: str) -> dict[str, str]:
+    """Interface names on ``node`` by lab network, found by the MACs the hypervisor gave."""
+    listing = b.shell(node, "for i in /sys/class/net/*; do echo ${i##*/} $(cat $i/address); done")
+    by_mac = {}
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            by_mac[parts[1].lower()] = parts[0]
+    names = {}
+    for network in ("oam", "mgmt"):
+        mac = b.machines[node].mac(network).lower()
+        if mac not in by_mac:
+            raise StageError(f"{node} has no interface with the {network} MAC {mac}: {by_mac}")
+        names[network] = by_mac[mac]
+    return names
+
+
+def configure(b: Bringup) -> None:
+    """Interfaces, networks and storage of controller-0 (starlingx.md 5.2-5.5)."""
+    names = find_interfaces(b, NODE)
+    b.facts["oam_if"], b.facts["mgmt_if"] = names["oam"], names["mgmt"]
+    oam, mgmt = names["oam"], names["mgmt"]
+    if b.spec.topology is not Topology.SIMPLEX:
+        b.system(f"host-if-modify {NODE} lo -c none")
+        for row in parse_table(b.system(f"interface-network-list {NODE} --nowrap")):
+            if row.get("ifname") == "lo":
+                b.system(f"interface-network-remove {row['uuid']}")
+    b.system(f"host-if-modify {NODE} {oam} -c platform")
+    b.system(f"interface-network-assign {NODE} {oam} oam")
+    if b.spec.topology is not Topology.SIMPLEX:
+        b.system(f"host-if-modify {NODE} {mgmt} -c platform")
+        b.system(f"interface-network-assign {NODE} {mgmt} mgmt")
+        b.system(f"interface-network-assign {NODE} {mgmt} cluster-host")
+    b.system("storage-backend-add ceph --confirmed")
+    if b.spec.topology.all_in_one:
+        add_osd(b, NODE)
+
+
+def add_osd(b: Bringup, host: str, tier: bool = False) -> None:
+    """An OSD on the host's second disk (``/dev/sdb``), in the storage tier when asked."""
+    disks = parse_table(b.system(f"host-disk-list {host} --nowrap"))
+    disk = next((d for d in disks if d.get("device_node") == "/dev/sdb"), None)
+    if disk is None:
+        raise StageError(f"{host} has no /dev/sdb in host-disk-list: {disks}")
+    tier_option = ""
+    if tier:
+        tiers = parse_table(b.system("storage-tier-list ceph_cluster --nowrap"))
+        storage = next((t for t in tiers if t.get("name") == "storage"), None)
+        if storage is None:
+            raise StageError(f"no 'storage' tier in storage-tier-list: {tiers}")
+        tier_option = f" --tier-uuid {storage['uuid']}"
+    b.system(f"host-stor-add {host} {disk['uuid']}{tier_option}")
+
+
+def unlock(b: Bringup) -> None:
+    """``host-unlock``, the reboot, a fresh login, then wait for ``available``."""
+    console = b.consoles[NODE]
+    b.system(f"host-unlock {NODE}")
+    console.expect(LOGIN, b.deadline("unlock"), what="the login prompt after the unlock reboot")
+    log_in(b, NODE)
+    b.wait_hosts([NODE], "unlock", f"{NODE} {AVAILABLE_TEXT}", **AVAILABLE)

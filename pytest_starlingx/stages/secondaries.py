@@ -1,0 +1,117 @@
+"""The other nodes: network boot from controller-0, identity, install, configuration, unlock.
+
+Two ways to give a node its identity (starlingx.md 5.6): discover it (it network-boots, shows
+up as a ``None`` host, then ``host-update <id> personality=...``), or ``host-add`` it by its
+mgmt MAC before it powers on. Either way the node installs from controller-0 and reports
+``online``; then it is configured and unlocked from controller-0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pytest_starlingx.errors import StageError
+from pytest_starlingx.model import AddHosts, NodeSpec, Personality
+from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup
+from pytest_starlingx.stages.controller0 import add_osd
+from pytest_starlingx.waits import WaitTimeout, poll
+
+NOT_ASSIGNED = "None"
+
+
+def power_on(node: str):
+    """A stage action: power the node on (it network-boots from controller-0)."""
+
+    def action(b: Bringup) -> None:
+        b.machines[node].power_on()
+
+    return action
+
+
+def _identity(node: NodeSpec) -> str:
+    """``host-update``/``host-add`` arguments; controllers and storage nodes are named by
+    sysinv in order, workers get the hostname we give."""
+    if node.personality is Personality.WORKER:
+        return f"personality=worker hostname={node.name}"
+    return f"personality={node.personality.value}"
+
+
+def add_hosts(nodes: Sequence[NodeSpec]):
+    """A stage action: give every node its identity, in StarlingX's naming order."""
+
+    def action(b: Bringup) -> None:
+        if b.spec.add_hosts is AddHosts.HOST_ADD:
+            for node in nodes:
+                mac = b.machines[node.name].mac("mgmt")
+                b.system(f"host-add -n {node.name} -p {node.personality.value} -m {mac}")
+            return
+        ids = _discover(b, nodes)
+        for node in nodes:
+            b.system(f"host-update {ids[node.name]} {_identity(node)}")
+
+    return action
+
+
+def _discover(b: Bringup, nodes: Sequence[NodeSpec]) -> dict[str, str]:
+    """Host ids of the nodes, matched by mgmt MAC among the hosts that appeared unnamed."""
+    wanted = {b.machines[n.name].mac("mgmt").lower(): n.name for n in nodes}
+    found: dict[str, str] = {}
+    macs: dict[str, str] = {}  # host id -> mgmt MAC, asked once per host
+
+    def all_found() -> bool:
+        b.check_cancelled()
+        for row in b.hosts():
+            if row["hostname"] != NOT_ASSIGNED or row["id"] in macs:
+                continue
+            macs[row["id"]] = b.host_show(row["id"]).get("mgmt_mac", "").lower()
+            if macs[row["id"]] in wanted:
+                found[wanted[macs[row["id"]]]] = row["id"]
+        return len(found) == len(wanted)
+
+    try:
+        poll(all_found, b.deadline("node_install"), "the new hosts to appear", poll_every=5.0)
+    except WaitTimeout as exc:
+        missing = sorted(set(wanted.values()) - set(found))
+        raise StageError(
+            f"{exc}: {', '.join(missing)} never appeared in host-list (did it network-boot "
+            "from controller-0?)"
+        ) from None
+    return found
+
+
+def install(node: str):
+    """A stage action: wait for the node to install and report ``online``."""
+
+    def action(b: Bringup) -> None:
+        b.wait_hosts([node], "node_install", f"{node} installed and online",
+                     availability="online")  # fmt: skip
+
+    return action
+
+
+def configure(node: NodeSpec):
+    """A stage action: the node's networks and storage (starlingx.md 5.3-5.5)."""
+
+    def action(b: Bringup) -> None:
+        name = node.name
+        if node.personality is Personality.CONTROLLER:
+            oam = b.facts["oam_if"]  # identical hardware: same name as on controller-0
+            b.system(f"host-if-modify {name} {oam} -c platform")
+            b.system(f"interface-network-assign {name} {oam} oam")
+        b.system(f"interface-network-assign {name} mgmt0 cluster-host")
+        if node.all_in_one:
+            add_osd(b, name)
+        elif node.personality is Personality.STORAGE:
+            add_osd(b, name, tier=True)
+
+    return action
+
+
+def unlock(node: str):
+    """A stage action: ``host-unlock`` and wait for ``available``."""
+
+    def action(b: Bringup) -> None:
+        b.system(f"host-unlock {node}")
+        b.wait_hosts([node], "node_unlock", f"{node} {AVAILABLE_TEXT}", **AVAILABLE)
+
+    return action
