@@ -1,0 +1,67 @@
+"""From a StarlingX lab description to hypervisor-neutral resources for a backend.
+
+This is the one place where StarlingX words (controller-0, the mgmt network) become machine
+words (a NIC marked as the boot NIC, a CD-ROM, a boot order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pytest_starlingx.backends.base import (
+    BootDevice,
+    DiskSpec,
+    LabResources,
+    MachineSpec,
+    NetworkSpec,
+    NicSpec,
+)
+from pytest_starlingx.model import NETWORKS, LabSpec, NodeSpec
+
+SIM_KNOB_PREFIX = "stx-sim:"
+SIM_KNOBS = ("slow", "hang_install", "bootstrap_fail", "no_netboot", "unlock_fail",
+             "reboot_after")  # fmt: skip
+
+
+def knob_string(knobs: Mapping[str, object]) -> str:
+    """The simulator's SMBIOS OEM string for fault knobs: ``stx-sim:k=v,k=v``."""
+    unknown = sorted(set(knobs) - set(SIM_KNOBS))
+    if unknown:
+        raise ValueError(f"unknown simulator knobs {unknown}; known: {', '.join(SIM_KNOBS)}")
+    return SIM_KNOB_PREFIX + ",".join(f"{k}={knobs[k]}" for k in sorted(knobs))
+
+
+def machine_spec(node: NodeSpec, iso: Path | None, knobs: Mapping[str, object]) -> MachineSpec:
+    """One node as a machine: disks, NICs in StarlingX order (mgmt boots), ISO on controller-0."""
+    cdrom = iso if node.installs_from_iso else None
+    order = (BootDevice.DISK, BootDevice.CDROM, BootDevice.NETWORK)
+    return MachineSpec(
+        name=node.name,
+        memory_mib=node.memory_mib,
+        vcpus=node.vcpus,
+        disks=tuple(DiskSpec(size) for size in node.disks_gib),
+        cdrom=cdrom,
+        nics=tuple(
+            NicSpec(nic.network, nic.model, boot=i == node.boot_nic_index)
+            for i, nic in enumerate(node.nics)
+        ),
+        boot_order=order if cdrom else tuple(d for d in order if d is not BootDevice.CDROM),
+        oem_strings=(knob_string(knobs),) if knobs else (),
+    )
+
+
+def lab_resources(
+    spec: LabSpec,
+    lab_id: str,
+    iso: Path | None,
+    knobs: Mapping[str, Mapping[str, object]] | None = None,
+) -> LabResources:
+    """The networks (oam, mgmt, data0, data1; isolated) and one machine per node."""
+    knobs = knobs or {}
+    return LabResources(
+        lab_name=spec.name,
+        lab_id=lab_id,
+        networks=tuple(NetworkSpec(name) for name in NETWORKS),
+        machines=tuple(machine_spec(n, iso, knobs.get(n.name, {})) for n in spec.nodes),
+    )
