@@ -100,15 +100,17 @@ class Bringup:
         hosts: Iterable[str],
         phase: str,
         what: str,
+        timeout: float | None = None,
         **wanted: str,
     ) -> None:
         """Poll ``host-list`` until every host has the wanted column values.
 
-        ``wanted`` maps host-list columns to values, e.g. ``availability="available"``.
-        A host in ``failed`` availability fails the wait at once.
+        ``wanted`` maps host-list columns to values, e.g. ``availability="available"``; the
+        wait lasts ``phase``'s timeout unless ``timeout`` is given. A host in ``failed``
+        availability fails the wait at once.
         """
         hosts = list(hosts)
-        deadline = self.deadline(phase)
+        deadline = Deadline(timeout, what) if timeout else self.deadline(phase)
 
         def ready() -> bool:
             self.check_cancelled()

@@ -1,0 +1,343 @@
+"""A StarlingX lab as tests see it: bring-up on a backend, node handles, teardown.
+
+::
+
+    with lab_session(spec, backend, artifacts) as lab:   # built, provisioned, torn down
+        lab.system("host-list")
+        lab.node("controller-0").run("uptime", check=True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
+from pytest_starlingx.console import LOGIN, Console, Result
+from pytest_starlingx.labmap import lab_resources
+from pytest_starlingx.labstate import DoneStages, LabState, lab_state_path, new_lab_id
+from pytest_starlingx.model import NETWORKS, LabSpec, Personality, generate_password
+from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup, run_stages
+from pytest_starlingx.stages.controller0 import FIRST_PASSWORD, USER
+from pytest_starlingx.stages.pipelines import pipeline
+from pytest_starlingx.steps import StepRecorder
+from pytest_starlingx.waits import Deadline
+
+log = logging.getLogger("pytest_starlingx.lab")
+
+
+@dataclass(frozen=True)
+class Host:
+    """One row of ``system host-list``."""
+
+    id: int
+    hostname: str
+    personality: str
+    administrative: str
+    operational: str
+    availability: str
+
+
+def spec_key(spec: LabSpec, image_id: str) -> str:
+    """A short hash of what makes two labs interchangeable (description and image)."""
+    data = asdict(spec)
+    data.pop("source", None)
+    text = json.dumps(data, sort_keys=True, default=str) + image_id
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class _Machine:
+    """A node's power, as stages see it; attaches the console before the node runs."""
+
+    def __init__(self, handle: LabHandle, name: str, console: Console) -> None:
+        self._handle = handle
+        self._name = name
+        self._console = console
+        self._opened = False
+
+    def _attach(self, _machine: str) -> None:
+        if not self._opened:
+            self._console.open()
+            self._opened = True
+
+    def power_on(self) -> None:
+        self._handle.power_on(self._name, before_resume=self._attach)
+
+    def is_running(self) -> bool:
+        return self._handle.state(self._name) is PowerState.RUNNING
+
+    def mac(self, network: str) -> str:
+        return self._handle.mac_addresses(self._name)[NETWORKS.index(network)]
+
+    def attach(self) -> None:
+        """Open the console of a node that is already running (a reused lab)."""
+        self._attach(self._name)
+
+
+class Node:
+    """One node of a lab: its console, a shell on it, and its power."""
+
+    def __init__(self, lab: Lab, name: str) -> None:
+        self.lab = lab
+        self.name = name
+        self.personality: Personality = lab.spec.node(name).personality
+        self._logged_in = False
+
+    @property
+    def console(self) -> Console:
+        """The pexpect-like console (``expect``, ``sendline``, ``run``)."""
+        return self.lab.bringup.consoles[self.name]
+
+    @property
+    def mgmt_mac(self) -> str:
+        """MAC address of the node's management (network-boot) NIC."""
+        return self.lab.machines[self.name].mac("mgmt")
+
+    def login(self) -> None:
+        """Log in as sysadmin on the console (done by :meth:`run` when needed)."""
+        self.lab.bringup.consoles[self.name].login(
+            USER,
+            FIRST_PASSWORD,
+            self.lab.bringup.deadline("login"),
+            new_password=self.lab.bringup.passwords["sysadmin"],
+        )
+        self.lab.bringup.forget_shell(self.name)
+        self._logged_in = True
+
+    def run(self, command: str, timeout: float | None = None, check: bool = False) -> Result:
+        """Run a shell command on the node's console as sysadmin; ``check`` raises on failure."""
+        deadline = Deadline(timeout or self.lab.spec.timeout("command"), what=command)
+        with self.lab.bringup.console_lock(self.name):
+            if not self._logged_in:
+                self.login()
+            if check:
+                output = self.console.run_checked(command, deadline)
+                return Result(command, output, 0)
+            return self.console.run(command, deadline)
+
+    def power_off(self) -> None:
+        """Pull the plug."""
+        self.lab.handle.power_off(self.name)
+        self._logged_in = False
+
+    def power_on(self) -> None:
+        """Power the node on (console attached first)."""
+        self.lab.machines[self.name].power_on()
+
+    def reset(self) -> None:
+        """Hard reset."""
+        self.lab.handle.reset(self.name)
+        self._logged_in = False
+
+    def reboot_and_wait(self, timeout: float | None = None) -> None:
+        """Reset the node, wait for its login prompt and for it to be available again."""
+        self.console.discard()
+        self.reset()
+        deadline = Deadline(timeout or self.lab.spec.timeout("boot"), what="reboot")
+        self.console.expect(LOGIN, deadline, what=f"the login prompt of {self.name} after reset")
+        if self.name == self.lab.controller.name:
+            self.login()
+        self.lab.wait_available(timeout)
+
+    def _forget_login(self) -> None:
+        self._logged_in = False
+
+
+class Lab:
+    """A lab on a backend: its nodes, the ``system`` CLI, waits, snapshots."""
+
+    def __init__(
+        self,
+        spec: LabSpec,
+        handle: LabHandle,
+        state: LabState,
+        passwords: Mapping[str, str],
+        artifacts: Path,
+    ) -> None:
+        self.spec = spec
+        self.handle = handle
+        self.state = state
+        self.artifacts = artifacts
+        self.lab_id = state.lab_id
+        consoles = {
+            n.name: Console(
+                handle.console(n.name),
+                n.name,
+                lab=spec.name,
+                artifacts=artifacts,
+                alive=self._alive(n.name),
+            )
+            for n in spec.nodes
+        }
+        for console in consoles.values():
+            for password in passwords.values():
+                console.add_secret(password)
+        self.machines = {n.name: _Machine(handle, n.name, consoles[n.name]) for n in spec.nodes}
+        self.bringup = Bringup(
+            spec, consoles, self.machines, passwords, StepRecorder(spec.name), DoneStages(state)
+        )
+        self.nodes = {n.name: Node(self, n.name) for n in spec.nodes}
+
+    def _alive(self, name: str):
+        return lambda: self.handle.state(name) is PowerState.RUNNING
+
+    @property
+    def name(self) -> str:
+        """The lab's name."""
+        return self.spec.name
+
+    @property
+    def topology(self) -> str:
+        """simplex, duplex, standard or storage."""
+        return self.spec.topology.value
+
+    def node(self, name: str) -> Node:
+        """The node called ``name``."""
+        if name not in self.nodes:
+            raise KeyError(f"lab {self.name!r} has no node {name!r} (has {', '.join(self.nodes)})")
+        return self.nodes[name]
+
+    @property
+    def controller(self) -> Node:
+        """The active controller's node (controller-0 unless a swact moved it)."""
+        return self.nodes["controller-0"]
+
+    def provision(self) -> None:
+        """Run every stage not done yet; record progress in the lab's state."""
+        self.state.status = "provisioning"
+        self.state.save()
+        try:
+            run_stages(pipeline(self.spec), self.bringup)
+        except BaseException:
+            self.state.status = "failed"
+            self.state.save()
+            raise
+        self.state.status = "ready"
+        self.state.save()
+        self.controller._logged_in = True
+
+    def system(self, args: str, timeout: float | None = None) -> str:
+        """``system <args>`` on the active controller; raises with the command and output."""
+        with self.bringup.console_lock(self.controller.name):
+            if not self.controller._logged_in:
+                self.controller.login()
+        return self.bringup.system(args)
+
+    def host_list(self) -> list[Host]:
+        """``system host-list`` as records."""
+        self.system("host-list --nowrap")  # logs in if needed
+        return [
+            Host(int(r["id"]), r["hostname"], r["personality"], r["administrative"],
+                 r["operational"], r["availability"])
+            for r in self.bringup.hosts()
+        ]  # fmt: skip
+
+    def wait_available(self, timeout: float | None = None) -> None:
+        """Wait until every host is ``unlocked | enabled | available``."""
+        self.system("host-list --nowrap")  # logs in if needed
+        hosts = [n.name for n in self.spec.nodes]
+        self.bringup.wait_hosts(
+            hosts, "node_unlock", f"all hosts {AVAILABLE_TEXT}", timeout=timeout, **AVAILABLE
+        )
+
+    def snapshot(self, name: str) -> None:
+        """Snapshot every node at one instant."""
+        self.handle.snapshot(name)
+
+    def restore(self, name: str) -> None:
+        """Bring every node back to snapshot ``name``; consoles reconnect, logins are redone."""
+        self.handle.revert(name)
+        for node in self.nodes.values():
+            node._forget_login()
+
+    def close(self) -> None:
+        """Close the consoles (the lab stays up)."""
+        for console in self.bringup.consoles.values():
+            console.close()
+
+    def timings(self) -> str:
+        """The stage-timing table of this bring-up."""
+        return self.bringup.recorder.table()
+
+
+def lab_passwords(spec: LabSpec, state: LabState) -> dict[str, str]:
+    """sysadmin and admin passwords: from the description, else generated once per lab."""
+    passwords = {}
+    for user, source in spec.passwords.items():
+        value = source.resolve()
+        if value is None:  # asked to generate, or the variable is unset
+            value = state.passwords.setdefault(user, generate_password())
+        passwords[user] = value
+    return passwords
+
+
+def image_path(spec: LabSpec) -> Path:
+    """The ISO the lab installs: the simulator's (built and cached) or the given one."""
+    if spec.uses_simulator:
+        from pytest_starlingx.sim.build import build
+
+        return build()
+    return Path(spec.image)
+
+
+@contextmanager
+def lab_session(
+    spec: LabSpec,
+    backend: Backend,
+    artifacts: Path,
+    *,
+    keep: bool = False,
+    knobs: Mapping[str, Mapping[str, object]] | None = None,
+) -> Iterator[Lab]:
+    """Create, provision, yield and (unless ``keep``) destroy a lab.
+
+    Whatever was created is destroyed when the bring-up fails, unless ``keep``.
+    """
+    lab = create_lab(spec, backend, artifacts, knobs=knobs)
+    try:
+        lab.provision()
+        yield lab
+    finally:
+        lab.close()
+        lab.state.kept = keep
+        lab.state.save()
+        if keep:
+            log.warning("lab %r kept (id %s): remove it with `stx-lab down %s`", spec.name,
+                        lab.lab_id, lab.lab_id)  # fmt: skip
+        else:
+            destroy_lab(backend, lab.lab_id)
+
+
+def create_lab(
+    spec: LabSpec,
+    backend: Backend,
+    artifacts: Path,
+    *,
+    knobs: Mapping[str, Mapping[str, object]] | None = None,
+) -> Lab:
+    """Create the lab's hypervisor objects (all powered off) and its state; no stage runs."""
+    iso = image_path(spec)
+    lab_id = new_lab_id()
+    source = str(spec.source) if spec.source else None
+    state = LabState(lab_id, spec.name, spec.topology.value, spec.backend.value, source,
+                     spec_key(spec, str(iso)))  # fmt: skip
+    passwords = lab_passwords(spec, state)
+    state.save()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = backend.create_lab(lab_resources(spec, lab_id, iso, knobs))
+    except BaseException:
+        destroy_lab(backend, lab_id)
+        raise
+    return Lab(spec, handle, state, passwords, artifacts)
+
+
+def destroy_lab(backend: Backend, lab_id: str) -> None:
+    """Remove the lab's hypervisor objects, then its state."""
+    backend.destroy_lab(lab_id)
+    lab_state_path(lab_id).unlink(missing_ok=True)

@@ -1,0 +1,101 @@
+"""Per-lab state on the host: what a bring-up finished, who owns the lab, its passwords.
+
+``<state dir>/labs/<lab id>/lab.json`` (mode 0600: it may hold a generated password) sits
+beside the backend's own files for the lab. A re-run reads which stages are done and resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import string
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+DEFAULT_STATE_DIR = Path("/var/lib/pytest-starlingx")
+LAB_ID_ALPHABET = string.ascii_lowercase + string.digits
+LAB_ID_LENGTH = 6
+
+
+def state_dir() -> Path:
+    """``$STX_STATE_DIR`` or ``/var/lib/pytest-starlingx``."""
+    return Path(os.environ.get("STX_STATE_DIR") or DEFAULT_STATE_DIR)
+
+
+def new_lab_id() -> str:
+    """A short random id; with the lab name it prefixes every object of the lab."""
+    return "".join(secrets.choice(LAB_ID_ALPHABET) for _ in range(LAB_ID_LENGTH))
+
+
+@dataclass
+class LabState:
+    """What the host remembers about one lab."""
+
+    lab_id: str
+    name: str
+    topology: str
+    backend: str
+    source: str | None = None  # the lab file, if the lab came from one
+    key: str = ""  # identifies the lab description, for reuse
+    owner_pid: int = field(default_factory=os.getpid)
+    owner_host: str = field(default_factory=socket.gethostname)
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    status: str = "creating"  # creating | provisioning | ready | failed
+    kept: bool = False
+    done: list[str] = field(default_factory=list)
+    passwords: dict[str, str] = field(default_factory=dict)  # generated ones only
+
+    @property
+    def path(self) -> Path:
+        """Where this state is stored."""
+        return lab_state_path(self.lab_id)
+
+    def save(self) -> None:
+        """Write atomically, readable by the owner only."""
+        path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(asdict(self), out, indent=1)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, lab_id: str) -> LabState:
+        """The saved state of ``lab_id``; ``FileNotFoundError`` when there is none."""
+        return cls(**json.loads(lab_state_path(lab_id).read_text()))
+
+
+def lab_state_path(lab_id: str) -> Path:
+    """The state file of ``lab_id``."""
+    return state_dir() / "labs" / lab_id / "lab.json"
+
+
+def all_states() -> list[LabState]:
+    """Every lab state on this host, oldest first; unreadable files are skipped."""
+    states = []
+    for path in sorted((state_dir() / "labs").glob("*/lab.json")):
+        try:
+            states.append(LabState(**json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue
+    return sorted(states, key=lambda s: s.created)
+
+
+class DoneStages:
+    """The finished stages of a lab, saved with its state after every addition."""
+
+    def __init__(self, state: LabState) -> None:
+        self._state = state
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._state.done
+
+    def add(self, key: str) -> None:
+        """Record ``key`` as done and save."""
+        if key not in self._state.done:
+            self._state.done.append(key)
+            self._state.save()
