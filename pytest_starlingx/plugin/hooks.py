@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pytest_starlingx.errors import LabConfigError
+from pytest_starlingx.lab import Lab
+from pytest_starlingx.plugin.factory import FACTORY
 from pytest_starlingx.plugin.options import Settings, settings_from_config
 from pytest_starlingx.plugin.requests import MARKER, MARKER_HELP, LabRequest, request_from_marker
 
@@ -34,3 +36,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             errors += [f"{item.nodeid}: {problem}" for problem in exc.problems]
     if errors:
         raise pytest.UsageError("invalid stx markers:\n" + "\n".join(errors))
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Each lab's stage timings and where its artifacts are."""
+    factory = config.stash.get(FACTORY, None)
+    if factory is None or not (factory.labs or factory.broken):
+        return
+    terminalreporter.section("StarlingX labs")
+    for lab in factory.labs.values():
+        kept = " (kept: remove with `stx-lab down " + lab.lab_id + "`)" if lab.state.kept else ""
+        terminalreporter.write_line(f"lab {lab.name!r} ({lab.topology}, id {lab.lab_id}){kept}")
+        terminalreporter.write_line(f"artifacts: {lab.artifacts}")
+        terminalreporter.write_line(lab.timings())
+    for request, error in factory.broken.items():
+        terminalreporter.write_line(f"{request.topology.value} lab failed: {error.splitlines()[0]}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """A failing test's report gets the console tail of every node of its labs."""
+    report: pytest.TestReport = yield
+    if report.failed:
+        for lab in _labs_of(item):
+            for name, console in lab.bringup.consoles.items():
+                tail = "\n".join(console.tail())
+                report.sections.append((f"console {lab.name}/{name} (last lines)", tail))
+    return report
+
+
+def _labs_of(item: pytest.Item) -> list[Lab]:
+    values = getattr(item, "funcargs", {}).values()
+    return [value for value in values if isinstance(value, Lab)]

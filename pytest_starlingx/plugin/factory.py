@@ -1,0 +1,78 @@
+"""Labs of a pytest session: built lazily, once per distinct request, torn down at the end."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pytest_starlingx.backends import make_backend
+from pytest_starlingx.backends.base import Backend
+from pytest_starlingx.errors import StxError
+from pytest_starlingx.lab import Lab, lab_session
+from pytest_starlingx.model import LabSpec
+from pytest_starlingx.plugin.options import Settings
+from pytest_starlingx.plugin.requests import LabRequest
+
+log = logging.getLogger("pytest_starlingx.plugin")
+
+
+class LabFactory:
+    """Hands out labs by request; remembers a failed bring-up and fails fast after it."""
+
+    def __init__(self, settings: Settings, artifacts: Path) -> None:
+        self.settings = settings
+        self.artifacts = artifacts
+        self.labs: dict[LabRequest, Lab] = {}
+        self.broken: dict[LabRequest, str] = {}
+        self._stack = ExitStack()
+        self._backend: Backend | None = None
+
+    def spec(self, request: LabRequest) -> LabSpec:
+        """The lab description a request resolves to."""
+        return request.spec(self.settings.base, self.settings.base_source)
+
+    def backend(self) -> Backend:
+        """The session's backend, connected on first use."""
+        if self._backend is None:
+            self._backend = make_backend(self.settings.backend.value, self.settings.libvirt_uri)
+        return self._backend
+
+    def get(self, request: LabRequest) -> Lab:
+        """The lab for ``request``: built on first use, shared afterwards."""
+        if request in self.broken:
+            pytest.fail(f"lab bring-up failed earlier in this session:\n{self.broken[request]}",
+                        pytrace=False)  # fmt: skip
+        if request not in self.labs:
+            self.labs[request] = self._build(request, self._stack)
+        return self.labs[request]
+
+    def build_private(self, request: LabRequest, stack: ExitStack) -> Lab:
+        """A lab for one test only, torn down by ``stack``."""
+        return self._build(request, stack)
+
+    def _build(self, request: LabRequest, stack: ExitStack) -> Lab:
+        spec = self.spec(request)
+        spec = _scaled(spec, self.settings.timeout_factor)
+        artifacts = self.artifacts / f"{spec.name}-{len(self.labs) + 1}"
+        try:
+            return stack.enter_context(
+                lab_session(spec, self.backend(), artifacts, keep=self.settings.keep)
+            )
+        except StxError as exc:
+            self.broken[request] = str(exc)
+            pytest.fail(f"lab bring-up failed:\n{exc}", pytrace=False)
+
+    def close(self) -> None:
+        """Tear every session lab down (kept ones stay), newest first."""
+        self._stack.close()
+
+
+FACTORY = pytest.StashKey[LabFactory]()
+
+
+def _scaled(spec: LabSpec, factor: float) -> LabSpec:
+    return replace(spec, timeout_factor=spec.timeout_factor * factor)

@@ -1,0 +1,56 @@
+"""The fixtures users write tests against: one per topology, and ``stx_lab`` for markers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from pytest_starlingx.lab import Lab
+from pytest_starlingx.model import Topology
+from pytest_starlingx.plugin.factory import FACTORY, LabFactory
+from pytest_starlingx.plugin.hooks import LAB_REQUEST, SETTINGS
+from pytest_starlingx.plugin.requests import LabRequest
+
+
+@pytest.fixture(scope="session")
+def stx_lab_factory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabFactory]:
+    """The session's labs; every lab it built is torn down at the end (unless kept)."""
+    config = request.config
+    settings = config.stash[SETTINGS]
+    artifacts = settings.artifacts or tmp_path_factory.getbasetemp() / "stx"
+    factory = LabFactory(settings, artifacts)
+    config.stash[FACTORY] = factory
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+def _topology_fixture(topology: Topology):
+    @pytest.fixture(scope="session")
+    def fixture(stx_lab_factory: LabFactory) -> Lab:
+        return stx_lab_factory.get(LabRequest(topology))
+
+    fixture.__doc__ = f"A provisioned {topology.value} lab, shared by the whole session."
+    return fixture
+
+
+stx_simplex = _topology_fixture(Topology.SIMPLEX)
+stx_duplex = _topology_fixture(Topology.DUPLEX)
+stx_standard = _topology_fixture(Topology.STANDARD)
+stx_storage = _topology_fixture(Topology.STORAGE)
+
+
+@pytest.fixture
+def stx_lab(request: pytest.FixtureRequest, stx_lab_factory: LabFactory) -> Iterator[Lab]:
+    """The lab the test's ``@pytest.mark.stx`` asks for (simplex without a marker)."""
+    lab_request = request.node.stash.get(LAB_REQUEST, LabRequest(Topology.SIMPLEX))
+    if lab_request.private_to is None:
+        yield stx_lab_factory.get(lab_request)
+        return
+    with ExitStack() as stack:
+        yield stx_lab_factory.build_private(lab_request, stack)
