@@ -1,0 +1,1108 @@
+"""The libvirt/QEMU backend: a lab's networks, disks and VMs through libvirt-python.
+
+What it makes, for a lab ``<lab>`` with id ``<id>`` (names all start ``stx-<lab>-<id>-``):
+
+* one libvirt network per :class:`NetworkSpec`, isolated (no ``<ip>``, no ``<forward>``, so no
+  host address, no DHCP, no routing) on a bridge ``stx<id>n<i>`` (at most 14 characters);
+* a directory storage pool ``stx-<lab>-<id>-disks`` at ``<state>/labs/<id>/disks`` (or, with
+  ``LibvirtConfig.pool``, an existing pool) holding one sparse qcow2 volume per disk;
+* one persistent q35 domain per machine: SeaBIOS with the serial console mirror, SATA disks,
+  the ISO as a read-only SATA CD, NICs in the given order, per-device ``<boot order>``, SMBIOS
+  OEM strings, ``on_reboot=restart`` and the first serial port on a unix socket (mode bind)
+  with a ``<log>`` file beside it.
+
+Ownership. Domains and networks carry ``<stx:owner lab= lab-id= host= pid= created=/>`` in
+namespace ``urn:pytest-starlingx:owner:1`` inside ``<metadata>``; that is what teardown looks
+for. Pools and volumes have no metadata slot: the per-lab pool is ours when its name and its
+target directory (inside our lab directory) both match; volumes in a shared pool are ours when
+the lab's ledger (``owner.json``) lists them. A same-named object without our record for the
+lab id is reported (``BackendError``) and never touched.
+
+State directory (default ``/var/lib/pytest-starlingx``, owned by root, mode 0755 so that
+libvirt's QEMU user can reach sockets and disks; libvirt's global config is never changed)::
+
+    kvm-probe.json               result of the KVM probe, per libvirt host
+    labs/<id>/owner.json         ledger: owner, URI, the LabResources, pool, volumes
+    labs/<id>/run/<m>.sock       serial console socket of machine <m>
+    labs/<id>/run/<m>.serial.log everything machine <m> printed (written by virtlogd)
+    labs/<id>/disks/             the per-lab pool's volumes
+
+Console and power-on. A ``mode='bind'`` socket drops what the guest prints while nobody is
+connected, so :meth:`LibvirtLab.power_on` starts the domain paused, calls ``before_resume``
+(attach the console there: ``power_on(m, before_resume=lambda m: transport.connect())``) and
+only then resumes it. The ``<log>`` file records every byte in any case.
+
+Snapshots are internal qcow2 snapshots (memory and disks in the disk images themselves).
+libvirt 9.0, Debian 12's, cannot revert external snapshots at all (that arrived in 9.9), while
+internal ones revert in one call (~2-3 s for a small guest under TCG) and leave no overlay chain
+behind. They need every writable disk to be qcow2 and no UEFI varstore (raw pflash): our disks
+are all qcow2, firmware is SeaBIOS, and libvirt marks the read-only raw CD ``snapshot='no'``
+by itself. Reverting a running snapshot makes libvirt start a new QEMU process, so the console
+socket is re-created: :meth:`LibvirtLab.revert` restores paused and calls ``before_resume``
+first, like ``power_on``.
+
+The console socket and log are local files: with a remote URI (``qemu+ssh://``) everything but
+:meth:`LibvirtLab.console` / :meth:`LibvirtLab.console_log` works the same, with paths on the
+remote host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import libvirt
+
+from pytest_starlingx.backends.base import (
+    OWNER_NAMESPACE,
+    BeforeResume,
+    BootDevice,
+    DiskSpec,
+    LabResources,
+    MachineSpec,
+    NetworkSpec,
+    NicSpec,
+    Owner,
+    PowerState,
+    SnapshotInfo,
+    name_prefix,
+)
+from pytest_starlingx.errors import BackendError, LeakError
+from pytest_starlingx.transport import Transport, UnixSocketTransport
+
+logger = logging.getLogger("pytest_starlingx.backend")
+
+DEFAULT_URI = "qemu:///system"
+DEFAULT_STATE_DIR = Path("/var/lib/pytest-starlingx")
+HOST_SETUP_HINT = "is libvirtd running? start it with `stx-lab host-setup`"
+_UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+_POLL = 0.2  # seconds between polls of a probe or a state change
+
+ET.register_namespace("stx", OWNER_NAMESPACE)
+_OWNER_TAG = f"{{{OWNER_NAMESPACE}}}owner"
+_GONE = {
+    libvirt.VIR_ERR_NO_DOMAIN,
+    libvirt.VIR_ERR_NO_NETWORK,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+    libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT,
+}
+
+
+class DomainType(StrEnum):
+    """Which accelerator domains use; AUTO probes KVM once per host and falls back to QEMU."""
+
+    AUTO = "auto"
+    KVM = "kvm"
+    QEMU = "qemu"
+
+
+@dataclass(frozen=True)
+class LibvirtConfig:
+    """Where and how labs run (host facts, not lab facts)."""
+
+    uri: str = DEFAULT_URI
+    state_dir: Path = DEFAULT_STATE_DIR
+    pool: str | None = None  # an existing storage pool for volumes; None: a pool per lab
+    domain_type: DomainType = DomainType.AUTO
+    kvm_probe_timeout: float = 20.0  # seconds a probe guest gets to boot a kernel under KVM
+    disk_cache: str = "unsafe"  # labs are throwaway: no host flushes, fastest installs
+
+    @property
+    def is_local(self) -> bool:
+        """True when libvirt runs on this host (console sockets are reachable)."""
+        return urlsplit(self.uri).hostname in (None, "", "localhost")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _hint(exc: libvirt.libvirtError) -> str:
+    code, domain = exc.get_error_code(), exc.get_error_domain()
+    if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_SYSTEM_ERROR) or (
+        domain == libvirt.VIR_FROM_RPC
+    ):
+        return HOST_SETUP_HINT
+    if code in (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_ACCESS_DENIED):
+        return "run as root or as a member of group libvirt"
+    if "Permission denied" in str(exc):
+        return "libvirt's QEMU user must be able to read the file and traverse its directories"
+    return ""
+
+
+def _error(what: str, exc: libvirt.libvirtError) -> BackendError:
+    hint = _hint(exc)
+    return BackendError(f"{what}: {exc.get_error_message()}" + (f" ({hint})" if hint else ""))
+
+
+@contextlib.contextmanager
+def _op(what: str) -> Iterator[None]:
+    """Turn a libvirt error into a BackendError saying ``what`` was being done."""
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        raise _error(what, exc) from exc
+
+
+def _is_gone(exc: libvirt.libvirtError) -> bool:
+    return exc.get_error_code() in _GONE
+
+
+def _silence_libvirt(_ctx: object, _err: object) -> None:
+    """libvirt prints every error to stderr by default; ours are raised as exceptions."""
+
+
+# --------------------------------------------------------------------------- XML
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, {k.replace("_", "-"): v for k, v in attrs.items()})
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _tostring(root: ET.Element) -> str:
+    return ET.tostring(root, encoding="unicode")
+
+
+def _metadata(root: ET.Element, owner: Owner) -> None:
+    _sub(_sub(root, "metadata"), _OWNER_TAG, **{k: v for k, v in owner.as_attributes().items()})
+
+
+def owner_from_xml(xml: str) -> Owner | None:
+    """The owner record in a domain's or network's XML, if it carries a well-formed one."""
+    el = ET.fromstring(xml).find(f"metadata/{_OWNER_TAG}")
+    if el is None:
+        return None
+    try:
+        return Owner.from_attributes(dict(el.attrib))
+    except (KeyError, ValueError):
+        return None
+
+
+def bridge_name(lab_id: str, index: int) -> str:
+    """Linux bridge of a lab's ``index``-th network: unique per lab id, <= 15 characters."""
+    return f"stx{lab_id}n{index}"
+
+
+def network_xml(spec: NetworkSpec, name: str, bridge: str, owner: Owner) -> str:
+    """A libvirt network: isolated unless ``spec.nat``."""
+    root = ET.Element("network")
+    _sub(root, "name", name)
+    _metadata(root, owner)
+    _sub(root, "bridge", name=bridge, stp="off", delay="0")
+    if spec.nat and spec.host_address:
+        address, _, prefix = spec.host_address.partition("/")
+        _sub(root, "forward", mode="nat")
+        _sub(root, "ip", address=address, prefix=prefix or "24")
+    return _tostring(root)
+
+
+def pool_xml(name: str, path: Path) -> str:
+    """A directory storage pool."""
+    root = ET.Element("pool", type="dir")
+    _sub(root, "name", name)
+    target = _sub(root, "target")
+    _sub(target, "path", str(path))
+    _sub(_sub(target, "permissions"), "mode", "0755")
+    return _tostring(root)
+
+
+def volume_xml(name: str, disk: DiskSpec) -> str:
+    """A sparse qcow2 volume (allocation 0: blocks are allocated as the guest writes)."""
+    root = ET.Element("volume")
+    _sub(root, "name", name)
+    _sub(root, "capacity", str(disk.size_gib), unit="GiB")
+    _sub(root, "allocation", "0")
+    target = _sub(root, "target")
+    _sub(target, "format", type="qcow2")
+    return _tostring(root)
+
+
+@dataclass(frozen=True)
+class DomainPlan:
+    """Host-side facts a domain's XML needs besides its :class:`MachineSpec`."""
+
+    name: str
+    domain_type: DomainType
+    volumes: tuple[str, ...]  # paths, one per spec disk
+    networks: tuple[str, ...]  # libvirt network names, one per spec NIC
+    socket: Path
+    log: Path
+    disk_cache: str
+
+
+def domain_xml(spec: MachineSpec, plan: DomainPlan, owner: Owner) -> str:
+    """A q35/SeaBIOS domain for ``spec``."""
+    root = ET.Element("domain", type=str(plan.domain_type))
+    _sub(root, "name", plan.name)
+    _metadata(root, owner)
+    _sub(root, "memory", str(spec.memory_mib), unit="MiB")
+    _sub(root, "vcpu", str(spec.vcpus))
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="q35")
+    _sub(os_el, "bios", useserial="yes")
+    features = _sub(root, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    if plan.domain_type is DomainType.KVM:
+        _sub(root, "cpu", mode="host-passthrough")
+    _sub(root, "clock", offset="utc")
+    for event, action in (("poweroff", "destroy"), ("reboot", "restart"), ("crash", "destroy")):
+        _sub(root, f"on_{event}", action)
+    devices = _sub(root, "devices")
+    targets = (f"sd{chr(ord('a') + i)}" for i in range(26))
+    for path in plan.volumes:
+        disk = _sub(devices, "disk", type="file", device="disk")
+        _sub(disk, "driver", name="qemu", type="qcow2", cache=plan.disk_cache, discard="unmap")
+        _sub(disk, "source", file=path)
+        _sub(disk, "target", dev=next(targets), bus="sata")
+    if spec.cdrom is not None:
+        cdrom = _sub(devices, "disk", type="file", device="cdrom")
+        _sub(cdrom, "driver", name="qemu", type="raw")
+        _sub(cdrom, "source", file=str(spec.cdrom))
+        _sub(cdrom, "target", dev=next(targets), bus="sata")
+        _sub(cdrom, "readonly")
+    for nic, network in zip(spec.nics, plan.networks, strict=True):
+        iface = _sub(devices, "interface", type="network")
+        _sub(iface, "source", network=network)
+        _sub(iface, "model", type=nic.model)
+    serial = _sub(devices, "serial", type="unix")
+    _sub(serial, "source", mode="bind", path=str(plan.socket))
+    _sub(serial, "log", file=str(plan.log), append="on")
+    _sub(serial, "target", port="0")
+    _sub(devices, "controller", type="usb", model="none")
+    _sub(devices, "memballoon", model="none")
+    set_boot_order(root, spec.boot_order, spec.boot_nic)
+    set_oem_strings(root, spec.oem_strings)
+    return _tostring(root)
+
+
+def set_boot_order(root: ET.Element, order: Sequence[BootDevice], boot_nic: int | None) -> None:
+    """Give the first disk, the CD and the boot NIC a ``<boot order>`` following ``order``."""
+    devices = root.find("devices")
+    assert devices is not None, "domain XML without <devices>"
+    for parent in devices:
+        for boot in parent.findall("boot"):
+            parent.remove(boot)
+    nics = devices.findall("interface")
+    candidates = {
+        BootDevice.DISK: devices.find("disk[@device='disk']"),
+        BootDevice.CDROM: devices.find("disk[@device='cdrom']"),
+        BootDevice.NETWORK: nics[boot_nic] if boot_nic is not None and nics else None,
+    }
+    rank = 1
+    for device in order:
+        element = candidates[BootDevice(device)]
+        if element is not None:
+            _sub(element, "boot", order=str(rank))
+            rank += 1
+
+
+def set_oem_strings(root: ET.Element, strings: Sequence[str]) -> None:
+    """Replace the SMBIOS type 11 (OEM strings) table."""
+    os_el = root.find("os")
+    assert os_el is not None, "domain XML without <os>"
+    for old in root.findall("sysinfo[@type='smbios']"):
+        root.remove(old)
+    for old in os_el.findall("smbios"):
+        os_el.remove(old)
+    if not strings:
+        return
+    sysinfo = ET.Element("sysinfo", type="smbios")
+    oem = _sub(sysinfo, "oemStrings")
+    for text in strings:
+        _sub(oem, "entry", text)
+    root.insert(list(root).index(os_el), sysinfo)
+    _sub(os_el, "smbios", mode="sysinfo")
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+def _resources_to_json(res: LabResources) -> dict[str, Any]:
+    data = asdict(res)
+    for machine in data["machines"]:
+        machine["cdrom"] = str(machine["cdrom"]) if machine["cdrom"] is not None else None
+        machine["boot_order"] = [str(b) for b in machine["boot_order"]]
+    return data
+
+
+def _resources_from_json(data: dict[str, Any]) -> LabResources:
+    machines = tuple(
+        MachineSpec(
+            name=m["name"],
+            memory_mib=m["memory_mib"],
+            vcpus=m["vcpus"],
+            disks=tuple(DiskSpec(**d) for d in m["disks"]),
+            cdrom=Path(m["cdrom"]) if m["cdrom"] else None,
+            nics=tuple(NicSpec(**n) for n in m["nics"]),
+            boot_order=tuple(BootDevice(b) for b in m["boot_order"]),
+            oem_strings=tuple(m["oem_strings"]),
+        )
+        for m in data["machines"]
+    )
+    networks = tuple(NetworkSpec(**n) for n in data["networks"])
+    return LabResources(data["lab_name"], data["lab_id"], networks, machines)
+
+
+@dataclass
+class Ledger:
+    """What a lab created that libvirt cannot label: written to ``labs/<id>/owner.json``."""
+
+    path: Path
+    owner: Owner
+    uri: str
+    resources: LabResources
+    pool: str
+    pool_owned: bool
+    volumes: list[str] = field(default_factory=list)  # paths of volumes we created
+
+    def save(self) -> None:
+        """Write atomically."""
+        data = {
+            "owner": self.owner.as_attributes(),
+            "uri": self.uri,
+            "resources": _resources_to_json(self.resources),
+            "pool": self.pool,
+            "pool_owned": self.pool_owned,
+            "volumes": self.volumes,
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.path)
+
+    @classmethod
+    def load(cls, path: Path) -> Ledger:
+        """Read a ledger; ``BackendError`` when it is missing or unreadable."""
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                path=path,
+                owner=Owner.from_attributes(data["owner"]),
+                uri=data["uri"],
+                resources=_resources_from_json(data["resources"]),
+                pool=data["pool"],
+                pool_owned=data["pool_owned"],
+                volumes=list(data["volumes"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BackendError(f"lab ledger {path} is missing or unreadable: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- backend
+
+
+class LibvirtBackend:
+    """Creates, finds and removes labs on one libvirt host (implements ``base.Backend``)."""
+
+    def __init__(self, config: LibvirtConfig | None = None) -> None:
+        self.config = config or LibvirtConfig()
+        libvirt.registerErrorHandler(_silence_libvirt, None)
+        try:
+            self.conn = libvirt.open(self.config.uri)
+        except libvirt.libvirtError as exc:
+            raise _error(f"connecting to libvirt at {self.config.uri}", exc) from exc
+        self._domain_type: DomainType | None = None
+
+    def close(self) -> None:
+        """Close the libvirt connection."""
+        with contextlib.suppress(libvirt.libvirtError):
+            self.conn.close()
+
+    def lab_dir(self, lab_id: str) -> Path:
+        """The lab's directory in the state directory."""
+        return self.config.state_dir / "labs" / lab_id
+
+    # ---------------------------------------------------------------- domain type
+
+    def domain_type(self) -> DomainType:
+        """KVM or QEMU: as configured, or probed once per host (cached in the state dir)."""
+        if self._domain_type is None:
+            if self.config.domain_type is not DomainType.AUTO:
+                self._domain_type = self.config.domain_type
+            else:
+                self._domain_type = DomainType.KVM if self._kvm_works() else DomainType.QEMU
+                if self._domain_type is DomainType.QEMU:
+                    logger.warning(
+                        "KVM does not work on libvirt host %s: using QEMU software emulation "
+                        "(domain type 'qemu', much slower); force with domain_type=kvm|qemu",
+                        self.conn.getHostname(),
+                    )
+        return self._domain_type
+
+    def _kvm_works(self) -> bool:
+        cache = self.config.state_dir / "kvm-probe.json"
+        key = f"{self.config.uri} {self.conn.getHostname()} qemu {self.conn.getVersion()}"
+        if self.config.is_local:
+            key += f" kernel {os.uname().release}"
+        try:
+            cached = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            cached = {}
+        if key in cached:
+            return bool(cached[key]["kvm"])
+        works = probe_kvm(self.conn, self._probe_dir(), self.config.kvm_probe_timeout)
+        cached[key] = {"kvm": works, "checked": datetime.now(UTC).isoformat(timespec="seconds")}
+        cache.write_text(json.dumps(cached, indent=1))
+        return works
+
+    def _probe_dir(self) -> Path:
+        path = self.config.state_dir / "probe"
+        _make_dir(path)
+        return path
+
+    # ---------------------------------------------------------------- labs
+
+    def create_lab(self, resources: LabResources) -> LibvirtLab:
+        """Create networks, pool, volumes and (powered-off) domains; see ``base.Backend``."""
+        owner = Owner(resources.lab_name, resources.lab_id)
+        lab_dir = self.lab_dir(resources.lab_id)
+        self._check_new(resources)
+        domain_type = self.domain_type()
+        _make_dir(lab_dir)
+        _make_dir(lab_dir / "run")
+        pool_owned = self.config.pool is None
+        ledger = Ledger(
+            path=lab_dir / "owner.json",
+            owner=owner,
+            uri=self.config.uri,
+            resources=resources,
+            pool=self.config.pool or f"{name_prefix(resources.lab_name, resources.lab_id)}disks",
+            pool_owned=pool_owned,
+        )
+        ledger.save()
+        logger.info(
+            "creating lab %s (id %s): %d networks, %d machines, domain type %s",
+            resources.lab_name,
+            resources.lab_id,
+            len(resources.networks),
+            len(resources.machines),
+            domain_type,
+        )
+        started = time.monotonic()
+        try:
+            lab = LibvirtLab(self, ledger)
+            lab.build(domain_type)
+        except BaseException as exc:
+            logger.info("creating lab %s failed; removing what was created", resources.lab_id)
+            try:
+                self.destroy_lab(resources.lab_id)
+            except LeakError as leak:
+                exc.add_note(str(leak))
+            raise
+        logger.info("created lab %s in %.1fs", resources.lab_id, time.monotonic() - started)
+        return lab
+
+    def open_lab(self, lab_id: str) -> LibvirtLab:
+        """A handle on a lab created earlier, from its ledger."""
+        return LibvirtLab(self, Ledger.load(self.lab_dir(lab_id) / "owner.json"))
+
+    def lab_ids(self) -> list[str]:
+        """Ids of our labs that still have domains, networks or a ledger here."""
+        ids = {owner.lab_id for _, _, owner in self._owned_objects()}
+        labs = self.config.state_dir / "labs"
+        if labs.is_dir():
+            ids.update(p.parent.name for p in labs.glob("*/owner.json"))
+        return sorted(ids)
+
+    def _owned_objects(self) -> Iterator[tuple[str, Any, Owner]]:
+        """Every domain and network carrying an owner record: (kind, object, owner)."""
+        with _op("listing libvirt domains and networks"):
+            domains = self.conn.listAllDomains()
+            networks = self.conn.listAllNetworks()
+        for kind, objects in (("domain", domains), ("network", networks)):
+            for obj in objects:
+                try:
+                    owner = owner_from_xml(obj.XMLDesc(0))
+                except libvirt.libvirtError as exc:
+                    if _is_gone(exc):
+                        continue
+                    raise _error(f"reading {kind} {obj.name()}", exc) from exc
+                if owner is not None:
+                    yield kind, obj, owner
+
+    def _check_new(self, res: LabResources) -> None:
+        """Refuse a lab id that exists, or names/bridges taken by anything else."""
+        problems = [
+            f"{kind} {obj.name()}"
+            for kind, obj, owner in self._owned_objects()
+            if owner.lab_id == res.lab_id
+        ]
+        if problems or (self.lab_dir(res.lab_id) / "owner.json").exists():
+            raise BackendError(
+                f"lab id {res.lab_id} already exists ({', '.join(problems) or 'ledger'}); "
+                f"destroy it first or pick another id"
+            )
+        prefix = name_prefix(res.lab_name, res.lab_id)
+        clashes = []
+        with _op("listing libvirt objects"):
+            domains = {d.name() for d in self.conn.listAllDomains()}
+            nets = {n.name(): n for n in self.conn.listAllNetworks()}
+            pools = {p.name() for p in self.conn.listAllStoragePools()}
+            bridges = {}
+            for net in nets.values():
+                with contextlib.suppress(libvirt.libvirtError):
+                    bridges[net.bridgeName()] = net.name()
+        clashes += [f"domain {prefix}{m.name}" for m in res.machines if prefix + m.name in domains]
+        clashes += [f"network {prefix}{n.name}" for n in res.networks if prefix + n.name in nets]
+        for index in range(len(res.networks)):
+            bridge = bridge_name(res.lab_id, index)
+            if bridge in bridges:
+                clashes.append(f"bridge {bridge} (of network {bridges[bridge]})")
+        if self.config.pool is None and f"{prefix}disks" in pools:
+            clashes.append(f"storage pool {prefix}disks")
+        if self.config.pool is not None:
+            clashes += self._volume_clashes(res)
+        if clashes:
+            raise BackendError(
+                f"cannot create lab {res.lab_name} (id {res.lab_id}): these exist and are not "
+                f"ours, so they are left alone: {', '.join(clashes)}"
+            )
+        sockets = [str(self.lab_dir(res.lab_id) / "run" / f"{m.name}.sock") for m in res.machines]
+        too_long = [path for path in sockets if len(path) > _UNIX_PATH_MAX]
+        if too_long:
+            raise BackendError(
+                f"console socket paths too long for a unix socket: {too_long[0]}; "
+                "use a shorter state_dir"
+            )
+
+    def _volume_clashes(self, res: LabResources) -> list[str]:
+        with _op(f"looking up storage pool {self.config.pool}"):
+            pool = self.conn.storagePoolLookupByName(self.config.pool)
+            existing = set(pool.listVolumes()) if pool.isActive() else set()
+        prefix = name_prefix(res.lab_name, res.lab_id)
+        return [
+            f"volume {name} in pool {self.config.pool}"
+            for m in res.machines
+            for name in (_volume_name(prefix, m.name, i) for i in range(len(m.disks)))
+            if name in existing
+        ]
+
+    def destroy_lab(self, lab_id: str) -> None:
+        """Remove every object of ours for ``lab_id``; ``LeakError`` lists what remains."""
+        started = time.monotonic()
+        remaining: list[str] = []
+        ledger_path = self.lab_dir(lab_id) / "owner.json"
+        ledger = Ledger.load(ledger_path) if ledger_path.exists() else None
+        owned = [(k, o) for k, o, owner in self._owned_objects() if owner.lab_id == lab_id]
+        for obj in (o for k, o in owned if k == "domain"):
+            _remove(remaining, f"domain {obj.name()}", lambda d=obj: _remove_domain(d))
+        if ledger is not None and not ledger.pool_owned:
+            for path in ledger.volumes:
+                _remove(remaining, f"volume {path}", lambda p=path: self._remove_volume(p))
+        for pool in self._owned_pools(lab_id):
+            _remove(remaining, f"storage pool {pool.name()}", lambda p=pool: _remove_pool(p))
+        for obj in (o for k, o in owned if k == "network"):
+            _remove(remaining, f"network {obj.name()}", lambda n=obj: _remove_network(n))
+        if remaining:
+            raise LeakError(
+                f"lab {lab_id}: could not remove {len(remaining)} object(s), kept the ledger "
+                f"{ledger_path}; run the teardown again or remove them by hand:\n  "
+                + "\n  ".join(remaining)
+            )
+        shutil.rmtree(self.lab_dir(lab_id), ignore_errors=True)
+        logger.info("destroyed lab %s in %.1fs", lab_id, time.monotonic() - started)
+
+    def _owned_pools(self, lab_id: str) -> list[libvirt.virStoragePool]:
+        """Our per-lab pool: named ``stx-*-<id>-disks`` with its target in our lab dir."""
+        target = str(self.lab_dir(lab_id) / "disks")
+        found = []
+        with _op("listing storage pools"):
+            pools = self.conn.listAllStoragePools()
+        for pool in pools:
+            if not pool.name().endswith(f"-{lab_id}-disks"):
+                continue
+            with _op(f"reading storage pool {pool.name()}"):
+                path = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+            if path == target:
+                found.append(pool)
+        return found
+
+    def _remove_volume(self, path: str) -> None:
+        try:
+            vol = self.conn.storageVolLookupByPath(path)
+        except libvirt.libvirtError as exc:
+            if _is_gone(exc):
+                return
+            raise
+        vol.delete(0)
+
+
+def _make_dir(path: Path) -> None:
+    """A directory libvirt's QEMU user can traverse (0755)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o755)
+    except OSError as exc:
+        raise BackendError(
+            f"cannot create {path}: {exc}; run as root or set LibvirtConfig.state_dir to a "
+            "directory you own that libvirt's QEMU user can traverse"
+        ) from exc
+
+
+def _volume_name(prefix: str, machine: str, index: int) -> str:
+    return f"{prefix}{machine}-disk{index}.qcow2"
+
+
+def _remove(remaining: list[str], what: str, action: Callable[[], None]) -> None:
+    """Run one teardown action; an object already gone is fine, other failures are listed."""
+    try:
+        action()
+    except libvirt.libvirtError as exc:
+        if _is_gone(exc):
+            logger.debug("%s: already gone", what)
+            return
+        logger.warning("teardown: %s: %s", what, exc.get_error_message())
+        remaining.append(f"{what}: {exc.get_error_message()}")
+    else:
+        logger.debug("removed %s", what)
+
+
+def _remove_domain(dom: libvirt.virDomain) -> None:
+    if dom.isActive():
+        dom.destroy()
+    if dom.isPersistent():
+        dom.undefineFlags(
+            libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+        )
+
+
+def _remove_pool(pool: libvirt.virStoragePool) -> None:
+    if not pool.isActive():
+        pool.create(0)
+    pool.refresh(0)
+    for vol in pool.listAllVolumes():
+        vol.delete(0)
+    pool.destroy()
+    pool.delete(libvirt.VIR_STORAGE_POOL_DELETE_NORMAL)
+    pool.undefine()
+
+
+def _remove_network(net: libvirt.virNetwork) -> None:
+    if net.isActive():
+        net.destroy()
+    if net.isPersistent():
+        net.undefine()
+
+
+# --------------------------------------------------------------------------- one lab
+
+
+_STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.OFF,
+    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
+}
+_SNAPSHOT_MARK = "pytest-starlingx snapshot; machine was "
+
+
+def _was_running(description: str | None) -> bool:
+    """Whether a snapshot we took was of a running machine (from its description)."""
+    return description == _SNAPSHOT_MARK + "running"
+
+
+class LibvirtLab:
+    """Power, consoles and snapshots of one lab (implements ``base.LabHandle``)."""
+
+    def __init__(self, backend: LibvirtBackend, ledger: Ledger) -> None:
+        self.backend = backend
+        self.conn = backend.conn
+        self.ledger = ledger
+        self.prefix = name_prefix(ledger.resources.lab_name, ledger.resources.lab_id)
+        self.run_dir = backend.lab_dir(ledger.resources.lab_id) / "run"
+
+    @property
+    def resources(self) -> LabResources:
+        """What the lab was created from."""
+        return self.ledger.resources
+
+    @property
+    def lab_id(self) -> str:
+        """The lab's id."""
+        return self.ledger.resources.lab_id
+
+    def socket_path(self, machine: str) -> Path:
+        """Path of the machine's console socket (on the libvirt host)."""
+        return self.run_dir / f"{machine}.sock"
+
+    def log_path(self, machine: str) -> Path:
+        """Path of the machine's serial log (on the libvirt host)."""
+        return self.run_dir / f"{machine}.serial.log"
+
+    def domain_name(self, machine: str) -> str:
+        """The libvirt domain name of ``machine``."""
+        self.resources.machine(machine)
+        return self.prefix + machine
+
+    # ---------------------------------------------------------------- creation
+
+    def build(self, domain_type: DomainType) -> None:
+        """Create networks, pool, volumes and domains (called by ``create_lab``)."""
+        res, owner = self.resources, self.ledger.owner
+        net_names = {}
+        for index, spec in enumerate(res.networks):
+            name = self.prefix + spec.name
+            xml = network_xml(spec, name, bridge_name(res.lab_id, index), owner)
+            with _op(f"creating network {name}"):
+                net = self.conn.networkDefineXML(xml)
+                net.create()
+            net_names[spec.name] = name
+        pool = self._pool()
+        for machine in res.machines:
+            volumes = []
+            for index, disk in enumerate(machine.disks):
+                name = _volume_name(self.prefix, machine.name, index)
+                with _op(f"creating {disk.size_gib} GiB volume {name} for {machine.name}"):
+                    vol = pool.createXML(volume_xml(name, disk), 0)
+                volumes.append(vol.path())
+                if not self.ledger.pool_owned:
+                    self.ledger.volumes.append(vol.path())
+                    self.ledger.save()
+            plan = DomainPlan(
+                name=self.prefix + machine.name,
+                domain_type=domain_type,
+                volumes=tuple(volumes),
+                networks=tuple(net_names[nic.network] for nic in machine.nics),
+                socket=self.socket_path(machine.name),
+                log=self.log_path(machine.name),
+                disk_cache=self.backend.config.disk_cache,
+            )
+            with _op(f"defining domain {plan.name} for {machine.name}"):
+                self.conn.defineXML(domain_xml(machine, plan, owner))
+
+    def _pool(self) -> libvirt.virStoragePool:
+        if not self.ledger.pool_owned:
+            with _op(f"looking up storage pool {self.ledger.pool}"):
+                pool = self.conn.storagePoolLookupByName(self.ledger.pool)
+                if not pool.isActive():
+                    raise BackendError(
+                        f"storage pool {self.ledger.pool} is not active; start it with "
+                        f"`virsh pool-start {self.ledger.pool}`"
+                    )
+            return pool
+        path = self.backend.lab_dir(self.lab_id) / "disks"
+        with _op(f"creating storage pool {self.ledger.pool} at {path}"):
+            pool = self.conn.storagePoolDefineXML(pool_xml(self.ledger.pool, path), 0)
+            pool.build(0)
+            pool.create(0)
+        return pool
+
+    # ---------------------------------------------------------------- domains
+
+    def _domain(self, machine: str) -> libvirt.virDomain:
+        """The machine's domain, checked to be ours."""
+        name = self.domain_name(machine)
+        with _op(f"looking up domain {name} of {machine}"):
+            dom = self.conn.lookupByName(name)
+            owner = owner_from_xml(dom.XMLDesc(0))
+        if owner is None or owner.lab_id != self.lab_id:
+            raise BackendError(f"domain {name} is not ours (lab id {self.lab_id}); left alone")
+        return dom
+
+    def _update_definition(self, machine: str, change: Callable[[ET.Element], None]) -> None:
+        dom = self._domain(machine)
+        with _op(f"redefining domain {dom.name()} of {machine}"):
+            root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            change(root)
+            self.conn.defineXML(_tostring(root))
+
+    def state(self, machine: str) -> PowerState:
+        """The machine's power state."""
+        dom = self._domain(machine)
+        with _op(f"reading the state of {machine}"):
+            code = dom.state()[0]
+        return _STATES.get(code, PowerState.OTHER)
+
+    def power_on(self, machine: str, before_resume: BeforeResume | None = None) -> None:
+        """Start paused, call ``before_resume(machine)``, resume.
+
+        If ``before_resume`` raises, the machine stays paused and the error propagates.
+        """
+        dom = self._domain(machine)
+        state = self.state(machine)
+        if state is PowerState.RUNNING:
+            logger.info("%s: already running", machine)
+            return
+        if state is not PowerState.PAUSED:
+            self._start_networks(machine)
+            with _op(f"powering on {machine}"):
+                dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+        if before_resume is not None:
+            before_resume(machine)
+        with _op(f"resuming {machine}"):
+            dom.resume()
+        logger.info("%s: powered on", machine)
+
+    def _start_networks(self, machine: str) -> None:
+        """Start the machine's networks if they are down (they do not autostart at boot)."""
+        for nic in self.resources.machine(machine).nics:
+            name = self.prefix + nic.network
+            with _op(f"starting network {name} for {machine}"):
+                net = self.conn.networkLookupByName(name)
+                owner = owner_from_xml(net.XMLDesc(0))
+                if owner is None or owner.lab_id != self.lab_id:
+                    raise BackendError(f"network {name} is not ours (lab id {self.lab_id})")
+                if not net.isActive():
+                    net.create()
+                    logger.info("started network %s", name)
+
+    def power_off(self, machine: str) -> None:
+        """Pull the plug; nothing to do when the machine is off."""
+        dom = self._domain(machine)
+        with _op(f"powering off {machine}"):
+            if dom.isActive():
+                dom.destroy()
+                logger.info("%s: powered off", machine)
+
+    def reset(self, machine: str) -> None:
+        """Hard reset, same QEMU process: the console stays connected."""
+        dom = self._domain(machine)
+        with _op(f"resetting {machine}"):
+            dom.reset(0)
+        logger.info("%s: reset", machine)
+
+    def set_boot_order(self, machine: str, order: Sequence[BootDevice]) -> None:
+        """Boot order from the next power-on (a reset keeps the running configuration)."""
+        boot_nic = self.resources.machine(machine).boot_nic
+        self._update_definition(machine, lambda root: set_boot_order(root, order, boot_nic))
+        logger.info("%s: boot order %s", machine, ", ".join(str(d) for d in order))
+
+    def set_oem_strings(self, machine: str, strings: Sequence[str]) -> None:
+        """SMBIOS OEM strings from the next power-on (simulator fault knobs)."""
+        self._update_definition(machine, lambda root: set_oem_strings(root, strings))
+        logger.info("%s: OEM strings %s", machine, list(strings))
+
+    def mac_addresses(self, machine: str) -> tuple[str, ...]:
+        """MAC of each NIC in spec order (libvirt generates them at definition)."""
+        dom = self._domain(machine)
+        with _op(f"reading the NICs of {machine}"):
+            root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        return tuple(mac.get("address", "") for mac in root.findall("devices/interface/mac"))
+
+    # ---------------------------------------------------------------- console
+
+    def console(self, machine: str) -> Transport:
+        """An unconnected transport to the machine's serial console socket."""
+        self.resources.machine(machine)
+        if not self.backend.config.is_local:
+            raise BackendError(
+                f"console of {machine}: libvirt at {self.backend.config.uri} is remote; console "
+                "sockets are only reachable on the libvirt host"
+            )
+
+        def alive() -> bool:
+            try:
+                return self.state(machine) in (PowerState.RUNNING, PowerState.PAUSED)
+            except BackendError:
+                return False
+
+        return UnixSocketTransport(self.socket_path(machine), name=machine, alive=alive)
+
+    def console_log(self, machine: str) -> bytes:
+        """The serial log, including virtlogd's rotated parts (``.N``, oldest first)."""
+        path = self.log_path(machine)
+        rotated = sorted(
+            path.parent.glob(f"{path.name}.[0-9]*"),
+            key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else -1,
+            reverse=True,
+        )
+        parts = []
+        for part in [*rotated, path]:
+            with contextlib.suppress(FileNotFoundError):
+                parts.append(part.read_bytes())
+        return b"".join(parts)
+
+    # ---------------------------------------------------------------- snapshots
+
+    def _targets(self, machines: Sequence[str] | None) -> dict[str, libvirt.virDomain]:
+        names = [m.name for m in self.resources.machines] if machines is None else list(machines)
+        return {m: self._domain(m) for m in names}
+
+    def snapshot(self, name: str, machines: Sequence[str] | None = None) -> None:
+        """Internal snapshots of the machines at one instant (all paused, then resumed)."""
+        targets = self._targets(machines)
+        started = time.monotonic()
+        states = {m: self.state(m) for m in targets}
+        paused: list[str] = []
+        made: list[libvirt.virDomainSnapshot] = []
+        try:
+            for machine, dom in targets.items():
+                if states[machine] is PowerState.RUNNING:
+                    with _op(f"pausing {machine} for snapshot {name}"):
+                        dom.suspend()
+                    paused.append(machine)
+            for machine, dom in targets.items():
+                was = "running" if states[machine] is PowerState.RUNNING else "stopped"
+                root = ET.Element("domainsnapshot")
+                _sub(root, "name", name)
+                _sub(root, "description", _SNAPSHOT_MARK + was)
+                with _op(f"taking snapshot {name} of {machine}"):
+                    made.append(dom.snapshotCreateXML(_tostring(root), 0))
+        except BaseException:
+            for snap in made:
+                with contextlib.suppress(libvirt.libvirtError):
+                    snap.delete(0)
+            raise
+        finally:
+            for machine in paused:
+                with _op(f"resuming {machine} after snapshot {name}"):
+                    targets[machine].resume()
+        logger.info(
+            "snapshot %s of %s taken in %.1fs", name, ", ".join(targets), time.monotonic() - started
+        )
+
+    def snapshots(self, machine: str | None = None) -> list[SnapshotInfo]:
+        """Snapshots of one machine or all machines, oldest first."""
+        infos = []
+        for m, dom in self._targets(None if machine is None else [machine]).items():
+            with _op(f"listing snapshots of {m}"):
+                snaps = dom.listAllSnapshots(0)
+                xmls = [ET.fromstring(s.getXMLDesc(0)) for s in snaps]
+            for root in xmls:
+                created = int(root.findtext("creationTime", "0"))
+                infos.append(
+                    SnapshotInfo(
+                        name=root.findtext("name", ""),
+                        machine=m,
+                        created=datetime.fromtimestamp(created, UTC),
+                        running=_was_running(root.findtext("description")),
+                    )
+                )
+        return sorted(infos, key=lambda i: (i.created, i.machine))
+
+    def revert(
+        self,
+        name: str,
+        machines: Sequence[str] | None = None,
+        before_resume: BeforeResume | None = None,
+    ) -> None:
+        """Revert to snapshot ``name``: all paused first, ``before_resume``, then resumed.
+
+        Machines snapshotted while off end up off. Reverting also restores the domain
+        definition of the time (boot order, OEM strings).
+        """
+        targets = self._targets(machines)
+        started = time.monotonic()
+        snaps = {}
+        was_running = {}
+        for machine, dom in targets.items():
+            with _op(f"looking up snapshot {name} of {machine}"):
+                snaps[machine] = dom.snapshotLookupByName(name, 0)
+                description = ET.fromstring(snaps[machine].getXMLDesc(0)).findtext("description")
+            was_running[machine] = _was_running(description)
+        to_resume = []
+        for machine, dom in targets.items():
+            flags = libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE
+            if was_running[machine]:
+                flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
+                to_resume.append(machine)
+            with _op(f"reverting {machine} to snapshot {name}"):
+                dom.revertToSnapshot(snaps[machine], flags)
+        for machine in to_resume:
+            if before_resume is not None:
+                before_resume(machine)
+            with _op(f"resuming {machine} after revert to {name}"):
+                targets[machine].resume()
+        logger.info(
+            "reverted %s to snapshot %s in %.1fs",
+            ", ".join(targets),
+            name,
+            time.monotonic() - started,
+        )
+
+    def delete_snapshot(self, name: str, machines: Sequence[str] | None = None) -> None:
+        """Delete snapshot ``name``; machines without it are skipped."""
+        for machine, dom in self._targets(machines).items():
+            try:
+                dom.snapshotLookupByName(name, 0).delete(0)
+            except libvirt.libvirtError as exc:
+                if not _is_gone(exc):
+                    raise _error(f"deleting snapshot {name} of {machine}", exc) from exc
+
+    def destroy(self) -> None:
+        """Remove the whole lab (see ``LibvirtBackend.destroy_lab``)."""
+        self.backend.destroy_lab(self.lab_id)
+
+
+# --------------------------------------------------------------------------- KVM probe
+
+
+def probe_kvm(conn: libvirt.virConnect, work_dir: Path, timeout: float) -> bool:
+    """Whether a KVM guest really runs: boot a tiny transient domain and watch its serial.
+
+    On some hosts /dev/kvm exists and SeaBIOS runs, yet a Linux kernel hangs without a byte
+    of output; so when a host kernel is at hand (local libvirt) the probe boots it without
+    a root file system and waits for its panic, else it waits for SeaBIOS to finish POST.
+    """
+    try:
+        conn.getDomainCapabilities(None, "x86_64", "q35", "kvm", 0)
+    except libvirt.libvirtError as exc:
+        logger.info("KVM probe: libvirt offers no KVM domains: %s", exc.get_error_message())
+        return False
+    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
+    log = work_dir / f"kvm-probe-{os.getpid()}.log"
+    log.unlink(missing_ok=True)
+    root = ET.Element("domain", type="kvm")
+    _sub(root, "name", f"stx-kvm-probe-{os.getpid()}")
+    _metadata(root, Owner("kvm-probe", "probe"))
+    _sub(root, "memory", "128", unit="MiB")
+    _sub(root, "vcpu", "1")
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="q35")
+    if kernels and urlsplit(conn.getURI()).hostname in (None, "", "localhost"):
+        _sub(os_el, "kernel", str(kernels[-1]))
+        _sub(os_el, "cmdline", "console=ttyS0 panic=-1")
+        markers = (b"Kernel panic", b"VFS:")
+    else:
+        _sub(os_el, "bios", useserial="yes")
+        markers = (b"No bootable device",)
+    for event in ("poweroff", "reboot", "crash"):
+        _sub(root, f"on_{event}", "destroy")
+    serial = _sub(_sub(root, "devices"), "serial", type="file")
+    _sub(serial, "source", path=str(log))
+    started = time.monotonic()
+    try:
+        dom = conn.createXML(_tostring(root), 0)
+    except libvirt.libvirtError as exc:
+        logger.info("KVM probe: a KVM guest does not start: %s", exc.get_error_message())
+        return False
+    try:
+        while time.monotonic() - started < timeout:
+            output = log.read_bytes() if log.exists() else b""
+            if any(marker in output for marker in markers):
+                logger.info("KVM probe: KVM works (%.1fs)", time.monotonic() - started)
+                return True
+            if not dom.isActive():
+                break
+            time.sleep(_POLL)
+        logger.info("KVM probe: no kernel output from a KVM guest within %.0fs", timeout)
+        return False
+    except libvirt.libvirtError as exc:
+        if _is_gone(exc):
+            output = log.read_bytes() if log.exists() else b""
+            return any(marker in output for marker in markers)
+        raise _error("probing KVM", exc) from exc
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.destroy()
+        log.unlink(missing_ok=True)

@@ -1,0 +1,86 @@
+"""Helpers shared by the libvirt backend tests: lab shapes and listings of libvirt objects."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import libvirt
+
+from pytest_starlingx.backends.base import (
+    BootDevice,
+    DiskSpec,
+    LabResources,
+    MachineSpec,
+    NetworkSpec,
+    NicSpec,
+)
+
+# Not under /tmp/pytest-of-<user> (mode 0700): libvirt's QEMU user must reach these files.
+TEST_ROOT = Path("/var/tmp/pytest-starlingx-tests")
+NETWORKS = ("oam", "mgmt", "data0", "data1")
+READY = "STX-GUEST-READY"
+
+INIT = f"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /mnt/t && mount -t tmpfs tmpfs /mnt/t
+echo {READY}
+while true; do setsid cttyhack sh; done
+"""
+GRUB_CFG = """serial --unit=0 --speed=115200
+terminal_input serial
+terminal_output serial
+set timeout=0
+menuentry 'tiny' {
+  linux /boot/vmlinuz console=ttyS0 quiet
+  initrd /boot/initrd.gz
+}
+"""
+
+
+def everything(conn: libvirt.virConnect) -> set[str]:
+    """Every libvirt object on the host, by kind and name (pool volumes included)."""
+    found = {f"domain {d.name()}" for d in conn.listAllDomains()}
+    found |= {f"network {n.name()}" for n in conn.listAllNetworks()}
+    for pool in conn.listAllStoragePools():
+        found.add(f"pool {pool.name()}")
+        if pool.isActive():
+            found |= {f"volume {v.path()}" for v in pool.listAllVolumes()}
+    return found
+
+
+def ours(objects: set[str], lab_id: str) -> set[str]:
+    """The objects whose names carry ``lab_id``."""
+    return {o for o in objects if f"-{lab_id}-" in o}
+
+
+def new_lab_id() -> str:
+    """A fresh lab id."""
+    return secrets.token_hex(4)
+
+
+def lab_resources(
+    machines: int, lab_id: str, *, lab_name: str = "t", cdrom: Path | None = None
+) -> LabResources:
+    """A lab of ``machines`` small machines shaped like StarlingX nodes (4 NICs, mgmt boots)."""
+    nics = tuple(
+        NicSpec(net, "e1000" if net in ("oam", "mgmt") else "virtio", boot=net == "mgmt")
+        for net in NETWORKS
+    )
+    specs = tuple(
+        MachineSpec(
+            name=f"node-{i}",
+            memory_mib=256,
+            vcpus=1 + i % 2,
+            disks=(DiskSpec(600), DiskSpec(200)) if i == 0 else (DiskSpec(200),),
+            cdrom=cdrom if i == 0 else None,
+            nics=nics,
+            boot_order=(BootDevice.DISK, BootDevice.CDROM, BootDevice.NETWORK),
+            oem_strings=(f"stx-sim:node={i},fail=none",),
+        )
+        for i in range(machines)
+    )
+    return LabResources(lab_name, lab_id, tuple(NetworkSpec(n) for n in NETWORKS), specs)

@@ -1,0 +1,334 @@
+"""The libvirt backend against the real libvirt daemon and QEMU (software emulation)."""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import libvirt
+import pytest
+from libvirt_helpers import READY, everything, lab_resources, new_lab_id, ours
+
+from pytest_starlingx.backends.base import OWNER_NAMESPACE, BootDevice, PowerState
+from pytest_starlingx.backends.libvirt import (
+    DomainType,
+    LibvirtBackend,
+    LibvirtConfig,
+    bridge_name,
+)
+from pytest_starlingx.errors import BackendError
+from pytest_starlingx.transport import Transport
+
+BOOT_TIMEOUT = 120.0  # seconds; TCG on a shared 2-core host
+
+
+def read_until(transport: Transport, text: str, timeout: float = BOOT_TIMEOUT) -> bytes:
+    """Read the console until ``text`` appears; fail with the tail otherwise."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"no {text!r} on the console within {timeout}s; tail: {seen[-500:]!r}")
+        seen += transport.read(4096, min(remaining, 1.0))
+    return seen
+
+
+def shell(transport: Transport, command: str) -> bytes:
+    """Run ``command`` in the guest shell; its output (the echoed command line excluded)."""
+    transport.write(f"{command}; echo CMD''-END\n".encode())
+    return read_until(transport, "CMD-END", timeout=60).split(b"CMD''-END", 1)[-1]
+
+
+@pytest.mark.parametrize("machines", [1, 2, 4, 6])
+def test_create_and_destroy_lab_shapes(backend, lab_factory, machines, tiny_iso):
+    lab_id = new_lab_id()
+    before = everything(backend.conn)
+    res = lab_resources(machines, lab_id, cdrom=tiny_iso)
+    lab = lab_factory(res)
+    created = everything(backend.conn) - before
+
+    prefix = f"stx-t-{lab_id}-"
+    assert {o for o in created if o.startswith(("domain", "network"))} == {
+        *(f"domain {prefix}node-{i}" for i in range(machines)),
+        *(f"network {prefix}{n}" for n in ("oam", "mgmt", "data0", "data1")),
+    }
+    assert f"pool {prefix}disks" in created
+    volumes = [o for o in created if o.startswith("volume")]
+    assert len(volumes) == sum(len(m.disks) for m in res.machines)
+
+    for index, net_name in enumerate(("oam", "mgmt", "data0", "data1")):
+        net = backend.conn.networkLookupByName(prefix + net_name)
+        root = ET.fromstring(net.XMLDesc(0))
+        assert net.isActive()
+        assert root.find("ip") is None and root.find("forward") is None  # isolated
+        assert root.find("bridge").get("name") == bridge_name(lab_id, index)
+        assert len(bridge_name(lab_id, index)) <= 15
+        assert root.find(f"metadata/{{{OWNER_NAMESPACE}}}owner").get("lab-id") == lab_id
+
+    for spec in res.machines:
+        dom = backend.conn.lookupByName(prefix + spec.name)
+        root = ET.fromstring(dom.XMLDesc(0))
+        assert root.get("type") == "qemu"
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+        assert int(root.findtext("memory")) == spec.memory_mib * 1024
+        assert int(root.findtext("vcpu")) == spec.vcpus
+        assert root.find("os/type").get("machine").startswith("pc-q35")
+        assert root.find("os/bios").get("useserial") == "yes"
+        assert root.findtext("on_reboot") == "restart"
+        owner = root.find(f"metadata/{{{OWNER_NAMESPACE}}}owner")
+        assert (owner.get("lab"), owner.get("lab-id")) == ("t", lab_id)
+        assert {"host", "pid", "created"} <= set(owner.keys())
+
+        disks = root.findall("devices/disk[@device='disk']")
+        assert [d.find("target").get("bus") for d in disks] == ["sata"] * len(spec.disks)
+        assert [d.find("target").get("dev") for d in disks] == ["sda", "sdb"][: len(spec.disks)]
+        for disk, disk_spec in zip(disks, spec.disks, strict=True):
+            assert disk.find("driver").get("type") == "qcow2"
+            vol = backend.conn.storageVolLookupByPath(disk.find("source").get("file"))
+            _, capacity, allocation = vol.info()
+            assert capacity == disk_spec.size_gib * 2**30
+            assert allocation < 2**20  # sparse: a 600 GiB disk costs nothing
+        cdroms = root.findall("devices/disk[@device='cdrom']")
+        if spec.cdrom:
+            (cdrom,) = cdroms
+            assert cdrom.find("readonly") is not None
+            assert cdrom.find("target").get("bus") == "sata"
+            assert cdrom.find("source").get("file") == str(tiny_iso)
+        else:
+            assert cdroms == []
+
+        nics = root.findall("devices/interface")
+        assert [n.find("source").get("network") for n in nics] == [
+            prefix + n for n in ("oam", "mgmt", "data0", "data1")
+        ]
+        assert [n.find("model").get("type") for n in nics] == ["e1000", "e1000", "virtio", "virtio"]
+        pci = [
+            (int(n.find("address").get("bus"), 16), int(n.find("address").get("slot"), 16))
+            for n in nics
+        ]
+        assert len(set(pci)) == 4
+        assert len(lab.mac_addresses(spec.name)) == 4
+
+        boots = {
+            "disk": disks[0].find("boot"),
+            "cdrom": cdroms[0].find("boot") if cdroms else None,
+            "mgmt": nics[1].find("boot"),
+        }
+        expected = (
+            {"disk": "1", "cdrom": "2", "mgmt": "3"}
+            if spec.cdrom
+            else {"disk": "1", "cdrom": None, "mgmt": "2"}
+        )
+        assert {
+            k: (v.get("order") if v is not None else None) for k, v in boots.items()
+        } == expected
+        assert [n.find("boot") is not None for n in nics] == [False, True, False, False]
+        assert root.find("os/boot") is None  # per-device boot order only
+
+        serial = root.find("devices/serial")
+        assert serial.get("type") == "unix"
+        assert serial.find("source").get("mode") == "bind"
+        assert serial.find("source").get("path") == str(lab.socket_path(spec.name))
+        assert serial.find("log").get("file") == str(lab.log_path(spec.name))
+        oem = [e.text for e in root.findall("sysinfo[@type='smbios']/oemStrings/entry")]
+        assert oem == list(spec.oem_strings)
+        assert root.find("os/smbios").get("mode") == "sysinfo"
+
+    lab.destroy()
+    assert everything(backend.conn) - before == set()
+    assert not backend.lab_dir(lab_id).exists()
+    lab.destroy()  # idempotent
+
+
+def test_boot_console_log_power_and_snapshots(backend, lab_factory, tiny_iso):
+    lab = lab_factory(lab_resources(2, new_lab_id(), cdrom=tiny_iso))
+    console = lab.console("node-0")
+    started = time.monotonic()
+    lab.power_on("node-0", before_resume=lambda _m: console.connect())
+    try:
+        first = read_until(console, READY)
+        boot_seconds = time.monotonic() - started
+        assert b"SeaBIOS" in first  # nothing missed: the firmware banner is the first output
+        assert lab.state("node-0") is PowerState.RUNNING
+        assert lab.state("node-1") is PowerState.OFF
+        log = lab.console_log("node-0")
+        assert b"SeaBIOS" in log and READY.encode() in log
+
+        macs = lab.mac_addresses("node-0")
+        assert len(set(macs)) == 4 and all(m.startswith("52:54:00:") for m in macs)
+
+        # Whole-lab snapshot: node-0 running (memory included), node-1 off.
+        shell(console, "echo before > /mnt/t/marker")
+        t0 = time.monotonic()
+        lab.snapshot("s1")
+        snapshot_seconds = time.monotonic() - t0
+        infos = lab.snapshots()
+        assert {(i.machine, i.name, i.running) for i in infos} == {
+            ("node-0", "s1", True),
+            ("node-1", "s1", False),
+        }
+        shell(console, "echo after > /mnt/t/marker")
+        t0 = time.monotonic()
+        lab.revert("s1", before_resume=lambda _m: console.connect())
+        revert_seconds = time.monotonic() - t0
+        assert lab.state("node-0") is PowerState.RUNNING
+        assert lab.state("node-1") is PowerState.OFF
+        out = shell(console, "cat /mnt/t/marker")
+        assert b"before" in out and b"after\r\n" not in out
+        lab.delete_snapshot("s1")
+        lab.delete_snapshot("s1")  # nothing left to delete: fine
+        assert lab.snapshots() == []
+
+        # Reset keeps the same QEMU process: the same connection sees the firmware again.
+        lab.reset("node-0")
+        read_until(console, "SeaBIOS", timeout=60)
+        read_until(console, READY)
+
+        # Power off: the console reports end of file; power on again reconnects.
+        lab.power_off("node-0")
+        assert lab.state("node-0") is PowerState.OFF
+        with pytest.raises(EOFError):
+            for _ in range(50):
+                console.read(4096, 0.2)
+        lab.set_oem_strings("node-0", ["stx-sim:fail=install"])
+        lab.set_boot_order("node-0", [BootDevice.CDROM, BootDevice.DISK])
+        lab.power_on("node-0", before_resume=lambda _m: console.connect())
+        read_until(console, READY)
+        out = shell(console, "strings /sys/firmware/dmi/entries/11-0/raw")
+        assert b"stx-sim:fail=install" in out  # the guest sees the new SMBIOS OEM strings
+        print(
+            f"\nboot to shell {boot_seconds:.1f}s, lab snapshot {snapshot_seconds:.1f}s, "
+            f"revert {revert_seconds:.1f}s"
+        )
+    finally:
+        console.close()
+    lab.power_off("node-0")
+    lab.power_off("node-0")  # already off: fine
+
+
+def test_power_on_failure_in_callback_leaves_machine_paused(lab_factory, tiny_iso):
+    lab = lab_factory(lab_resources(1, new_lab_id(), cdrom=tiny_iso))
+
+    def broken(_machine: str) -> None:
+        raise RuntimeError("console did not attach")
+
+    with pytest.raises(RuntimeError):
+        lab.power_on("node-0", before_resume=broken)
+    assert lab.state("node-0") is PowerState.PAUSED
+    lab.power_off("node-0")
+
+
+def test_refuses_to_touch_foreign_objects_with_our_names(backend, used_lab_ids):
+    lab_id = new_lab_id()
+    used_lab_ids.add(lab_id)
+    res = lab_resources(1, lab_id)
+    foreign_net = backend.conn.networkDefineXML(
+        f"<network><name>stx-t-{lab_id}-mgmt</name><bridge name='zz{lab_id}'/></network>"
+    )
+    foreign_dom = backend.conn.defineXML(
+        f"<domain type='qemu'><name>stx-t-{lab_id}-node-0</name><memory>65536</memory>"
+        "<os><type arch='x86_64'>hvm</type></os></domain>"
+    )
+    try:
+        before = everything(backend.conn)
+        with pytest.raises(BackendError) as err:
+            backend.create_lab(res)
+        assert f"network stx-t-{lab_id}-mgmt" in str(err.value)
+        assert f"domain stx-t-{lab_id}-node-0" in str(err.value)
+        assert everything(backend.conn) == before  # nothing created, nothing removed
+        backend.destroy_lab(lab_id)  # finds nothing of ours: leaves the foreign ones alone
+        assert everything(backend.conn) == before
+    finally:
+        foreign_dom.undefine()
+        foreign_net.undefine()
+
+
+def test_refuses_existing_bridge_and_cleans_up_after_failed_create(backend, used_lab_ids):
+    lab_id = new_lab_id()
+    used_lab_ids.add(lab_id)
+    other = backend.conn.networkDefineXML(
+        f"<network><name>zz-other-{lab_id}</name><bridge name='{bridge_name(lab_id, 2)}'/>"
+        "</network>"
+    )
+    try:
+        before = everything(backend.conn)
+        with pytest.raises(BackendError, match=f"bridge {bridge_name(lab_id, 2)}"):
+            backend.create_lab(lab_resources(1, lab_id))
+        assert everything(backend.conn) == before
+    finally:
+        other.undefine()
+
+
+def test_destroy_lab_partly_removed_by_hand(backend, lab_factory):
+    lab_id = new_lab_id()
+    before = everything(backend.conn)
+    lab = lab_factory(lab_resources(2, lab_id))
+    prefix = f"stx-t-{lab_id}-"
+    lab.power_on("node-0")
+    backend.conn.lookupByName(prefix + "node-1").undefine()
+    net = backend.conn.networkLookupByName(prefix + "data0")
+    net.destroy()
+    net.undefine()
+    backend.conn.networkLookupByName(prefix + "oam").destroy()  # defined, not running
+    pool = backend.conn.storagePoolLookupByName(prefix + "disks")
+    pool.storageVolLookupByName(f"{prefix}node-0-disk1.qcow2").delete(0)
+    pool.destroy()  # inactive pool
+
+    reopened = backend.open_lab(lab_id)  # another process would do this
+    assert reopened.resources == lab.resources
+    assert lab_id in backend.lab_ids()
+    reopened.destroy()
+    assert ours(everything(backend.conn), lab_id) == set()
+    assert everything(backend.conn) - before == set()
+    assert lab_id not in backend.lab_ids()
+    backend.destroy_lab(lab_id)
+
+
+def test_two_labs_side_by_side(backend, lab_factory):
+    first_id, second_id = new_lab_id(), new_lab_id()
+    first = lab_factory(lab_resources(2, first_id))
+    second = lab_factory(lab_resources(2, second_id))  # same lab name, same machine names
+    assert first.mac_addresses("node-0") != second.mac_addresses("node-0")
+    assert ours(everything(backend.conn), first_id)
+    second.destroy()
+    assert ours(everything(backend.conn), second_id) == set()
+    assert len([o for o in ours(everything(backend.conn), first_id) if "domain" in o]) == 2
+    assert first.state("node-0") is PowerState.OFF
+
+
+def test_lab_id_in_use_is_refused(lab_factory, backend):
+    res = lab_resources(1, new_lab_id())
+    lab_factory(res)
+    with pytest.raises(BackendError, match="already exists"):
+        backend.create_lab(res)
+
+
+def test_connection_error_names_uri_and_hint():
+    with pytest.raises(BackendError, match="stx-lab host-setup"):
+        LibvirtBackend(LibvirtConfig(uri="qemu+unix:///system?socket=/nonexistent/sock"))
+
+
+def test_kvm_probe_is_bounded_and_cached(state_dir: Path):
+    config = LibvirtConfig(
+        state_dir=state_dir / "probe-test", domain_type=DomainType.AUTO, kvm_probe_timeout=15
+    )
+    config.state_dir.mkdir()
+    backend = LibvirtBackend(config)
+    t0 = time.monotonic()
+    first = backend.domain_type()
+    probe_seconds = time.monotonic() - t0
+    assert first in (DomainType.KVM, DomainType.QEMU)
+    assert probe_seconds < 15 + 10
+    cache = json.loads((config.state_dir / "kvm-probe.json").read_text())
+    assert [entry["kvm"] for entry in cache.values()] == [first is DomainType.KVM]
+    again = LibvirtBackend(config)
+    t0 = time.monotonic()
+    assert again.domain_type() is first
+    assert time.monotonic() - t0 < 1
+    assert not any(d.name().startswith("stx-kvm-probe") for d in backend.conn.listAllDomains())
+    print(f"\nKVM probe: {first} in {probe_seconds:.1f}s")
+    backend.close()
+    again.close()
