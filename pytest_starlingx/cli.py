@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stx-lab", description="Bring up, inspect and remove StarlingX labs."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_validate, _add_show, _add_doctor, _add_host_setup):
+    for add in (_add_validate, _add_show, _add_doctor, _add_host_setup, _add_up, _add_down,
+                _add_list):  # fmt: skip
         add(sub)
     return parser
 
@@ -71,6 +72,45 @@ def _add_host_setup(sub: Subparsers) -> None:
         "host-setup", help="install the Debian packages labs need and start libvirt (root)"
     )
     p.set_defaults(handler=_host_setup)
+
+
+def _add_up(sub: Subparsers) -> None:
+    p = sub.add_parser("up", help="bring a lab up on its backend and leave it running")
+    p.add_argument("lab", metavar="FILE|TOPOLOGY")
+    p.add_argument("--uri", default=None, help="libvirt connection URI (default qemu:///system)")
+    p.add_argument("--resume", metavar="LAB_ID", help="go on with a lab whose bring-up stopped")
+    p.add_argument("--artifacts", type=Path, help="where console transcripts go")
+    p.set_defaults(handler=_up)
+
+
+def _add_down(sub: Subparsers) -> None:
+    p = sub.add_parser("down", help="remove a lab: by id, by name, or by its lab file")
+    p.add_argument("lab", metavar="LAB_ID|NAME|FILE")
+    p.add_argument("--uri", default=None, help="libvirt connection URI (default qemu:///system)")
+    p.set_defaults(handler=_down)
+
+
+def _add_list(sub: Subparsers) -> None:
+    p = sub.add_parser("list", help="every lab on this host: owner, age, kept or not, state")
+    p.set_defaults(handler=_list)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from pytest_starlingx.labcmd import up
+
+    return up(args.lab, args.uri, args.resume, args.artifacts)
+
+
+def _down(args: argparse.Namespace) -> int:
+    from pytest_starlingx.labcmd import down
+
+    return down(args.lab, args.uri)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from pytest_starlingx.labcmd import list_labs
+
+    return list_labs()
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
 from pytest_starlingx.console import LOGIN, Console, Result
+from pytest_starlingx.errors import StxError
 from pytest_starlingx.labmap import lab_resources
 from pytest_starlingx.labstate import DoneStages, LabState, lab_state_path, new_lab_id
 from pytest_starlingx.model import NETWORKS, LabSpec, Personality, generate_password
@@ -341,3 +342,25 @@ def destroy_lab(backend: Backend, lab_id: str) -> None:
     """Remove the lab's hypervisor objects, then its state."""
     backend.destroy_lab(lab_id)
     lab_state_path(lab_id).unlink(missing_ok=True)
+
+
+def attach_lab(spec: LabSpec, backend: Backend, state: LabState, artifacts: Path) -> Lab:
+    """A handle on a lab created earlier (kept, or left by a failed bring-up) to go on with.
+
+    Consoles of running nodes are attached; controller-0 is logged in again if it was before.
+    """
+    iso = image_path(spec)
+    if state.key != spec_key(spec, str(iso)):
+        raise StxError(
+            f"lab {state.lab_id} was built from a different description or image; "
+            f"remove it with `stx-lab down {state.lab_id}` and bring up a new one"
+        )
+    artifacts.mkdir(parents=True, exist_ok=True)
+    lab = Lab(spec, backend.open_lab(state.lab_id), state, lab_passwords(spec, state), artifacts)
+    for name, machine in lab.machines.items():
+        if machine.is_running():
+            machine.attach()
+            log.info("%s: console attached to running node %s", spec.name, name)
+    if "controller-0:first-login" in state.done and lab.machines["controller-0"].is_running():
+        lab.controller.login()
+    return lab

@@ -581,7 +581,6 @@ class _Checker:
         return found
 
 
-
 def lab_variant(
     base: Mapping[str, Any], topology: str, overrides: Mapping[str, Any], source: str
 ) -> LabSpec:
