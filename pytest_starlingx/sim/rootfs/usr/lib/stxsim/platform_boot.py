@@ -1,0 +1,66 @@
+"""stx-platform-boot: run by init (in the background) at every boot of an installed node.
+
+* bootstrapped controller-0 (the sysinv database exists): mgmt addresses, sysinv-api, boot
+  service; after an unlock, the services come up and the host turns enabled/available (or
+  failed with the `unlock_fail` knob);
+* any other installed node (agent state exists): DHCP on the mgmt NIC, then the host agent;
+* a controller not bootstrapped yet: nothing.
+`--bootstrap CONFIG OWNER` is bootstrap's privileged half (see bootstrap_apply).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from stxsim import agent, bootstrap_apply, controller, env, sysops
+from stxsim.sysinv import db
+
+
+def _controller0() -> None:
+    controller.start_services()
+    with db.transaction() as data:
+        c0 = db.first(data, "hosts", hostname="controller-0")
+        unlocked = c0["administrative"] == "unlocked"
+        c0["booted_at"] = time.time()
+        if unlocked:
+            db.touch(c0, operational="disabled", availability="intest", task="Booting")
+        else:
+            db.touch(c0, operational="disabled", availability="online", task=None)
+    if not unlocked:
+        return
+    time.sleep(env.scaled(env.SERVICES_START))
+    failed = env.knob_on("unlock_fail")
+    with db.transaction() as data:
+        c0 = db.first(data, "hosts", hostname="controller-0")
+        if failed:
+            db.touch(c0, operational="disabled", availability="failed", task=None)
+            return
+        db.touch(
+            c0,
+            operational="enabled",
+            availability="available",
+            task=None,
+            invprovision="provisioned",
+        )
+        apply_at = time.time() + env.scaled(env.CONFIGURE)
+        for app in data.get("apps", []):
+            if app["status"] == "uploaded" and app["name"] == "platform-integ-apps":
+                app.setdefault("apply_at", apply_at)
+
+
+def main(argv: list[str]) -> int:
+    """Bring the platform up for this boot; 1 with a message on failure."""
+    try:
+        if argv[:1] == ["--bootstrap"]:
+            return bootstrap_apply.main(argv[1:])
+        if db.exists():
+            _controller0()
+        elif os.path.exists(env.path(agent.STATE)):
+            sysops.hook("dhcp-client", env.boot_info()["mgmt_if"])
+            return agent.run_installed()
+    except (RuntimeError, OSError, KeyError) as exc:
+        print(f"stx-platform-boot: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0

@@ -1,0 +1,159 @@
+"""`ansible-playbook .../bootstrap.yml`: the bootstrap play, as Ansible prints it.
+
+The play validates `$HOME/localhost.yml` (or `<override_files_dir>/localhost.yml`), then runs
+the privileged work once through `sudo -S` with `ansible_become_pass` (as Ansible's become
+does), while printing TASK lines over the simulated duration. Exit status: 0 on success,
+2 when a task fails (Ansible's "one or more hosts failed"), 1 on a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from stxsim import env, sysops
+from stxsim.bootstrap_config import ConfigError, load
+
+PLAYBOOK = "/usr/share/ansible/stx-ansible/playbooks/bootstrap.yml"
+
+# (task title, result) in order; "apply" marks where the privileged work happens.
+TASKS = (
+    ("Gathering Facts", "ok"),
+    ("bootstrap/prepare-env : Look for override backup file in the backup tarball", "skipping"),
+    ("bootstrap/prepare-env : Read in local host overrides", "ok"),
+    ("bootstrap/validate-config : Validate provided configuration", "validate"),
+    ("bootstrap/validate-config : Check system mode and OAM addresses", "ok"),
+    ("bootstrap/validate-config : Validate DNS servers", "ok"),
+    ("bootstrap/store-passwd : Store keystone admin password", "changed"),
+    ("bootstrap/prepare-env : Set hostname", "changed"),
+    ("bootstrap/persist-config : Saving config in sysinv database", "apply"),
+    ("bootstrap/persist-config : Write platform config and openrc", "changed"),
+    ("bootstrap/bringup-essential-services : Bring up sysinv and the boot service", "changed"),
+    ("bootstrap/apply-bootstrap-manifest : Applying puppet bootstrap manifest", "fail_point"),
+    ("bootstrap/bringup-kubemaster : Initializing Kubernetes master", "changed"),
+    ("bootstrap/bringup-essential-services : Add host route to mgmt network", "skipping"),
+    ("bootstrap/bringup-bootstrap-applications : Upload platform applications", "changed"),
+    ("bootstrap/bringup-essential-services : Mark the bootstrap as completed", "changed"),
+)
+
+
+def banner(text: str) -> str:
+    """Ansible's `TITLE *****` line, 80 columns wide."""
+    return f"{text} {'*' * max(3, 79 - len(text))}"
+
+
+class Play:
+    """Counts results and prints them in Ansible's format."""
+
+    def __init__(self) -> None:
+        self.counts = {
+            "ok": 0,
+            "changed": 0,
+            "unreachable": 0,
+            "failed": 0,
+            "skipped": 0,
+            "rescued": 0,
+            "ignored": 0,
+        }
+
+    def task(self, title: str) -> None:
+        print(f"\n{banner(f'TASK [{title}]')}", flush=True)
+
+    def result(self, kind: str) -> None:
+        if kind == "skipping":
+            self.counts["skipped"] += 1
+        else:
+            self.counts["ok"] += 1
+            self.counts["changed"] += kind == "changed"
+        print(f"{kind}: [localhost]", flush=True)
+
+    def fail(self, msg: str, changed: bool = False) -> int:
+        self.counts["failed"] += 1
+        payload = json.dumps({"changed": changed, "msg": msg})
+        print(f"fatal: [localhost]: FAILED! => {payload}", flush=True)
+        return self.recap()
+
+    def recap(self) -> int:
+        print(f"\n{banner('PLAY RECAP')}")
+        stats = " ".join(f"{k}={v:<4}" for k, v in self.counts.items())
+        print(f"{'localhost':<26} : {stats}".rstrip(), flush=True)
+        return 2 if self.counts["failed"] else 0
+
+
+def _extra_vars(argv: list[str]) -> tuple[str | None, dict[str, str]]:
+    playbook, extra, it = None, {}, iter(argv)
+    for item in it:
+        if item in ("-e", "--extra-vars"):
+            key, _, value = next(it, "").partition("=")
+            extra[key] = value
+        elif not item.startswith("-"):
+            playbook = item
+    return playbook, extra
+
+
+def _apply(cfg: dict) -> str | None:
+    """Run the privileged half once; None on success, else the failure message."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(cfg, f)
+    argv = [
+        *sysops.launcher("stx-platform-boot"),
+        "--bootstrap",
+        f.name,
+        f"{os.getuid()}:{os.getgid()}",
+    ]
+    stdin = None
+    if env.is_guest() and os.geteuid() != 0:
+        argv = ["sudo", "-S", "-p", "", *argv]  # become: yes, with ansible_become_pass
+        stdin = cfg["ansible_become_pass"] + "\n"
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    finally:
+        os.unlink(f.name)
+    if proc.returncode == 0:
+        return None
+    if "incorrect password" in proc.stderr.lower() or "try again" in proc.stderr.lower():
+        return "Incorrect sudo password"
+    return (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+
+
+def main(argv: list[str]) -> int:
+    """Run the bootstrap play."""
+    playbook, extra = _extra_vars(argv)
+    if playbook is None:
+        print("usage: ansible-playbook [options] playbook.yml [playbook2 ...]", file=sys.stderr)
+        return 1
+    if os.path.normpath(playbook) != PLAYBOOK:
+        print(f"ERROR! the playbook: {playbook} could not be found", file=sys.stderr)
+        return 1
+    overrides = os.path.join(
+        extra.get("override_files_dir", os.path.expanduser("~")), "localhost.yml"
+    )
+    step = env.scaled(env.BOOTSTRAP) / len(TASKS)
+    play = Play()
+    print(f"\n{banner('PLAY [bootstrap playbook]')}", flush=True)
+    cfg: dict = {}
+    for title, kind in TASKS:
+        play.task(title)
+        time.sleep(step)
+        if kind == "validate":
+            try:
+                cfg = load(overrides)
+            except ConfigError as exc:
+                return play.fail(str(exc))
+            cfg.update({k: v for k, v in extra.items() if k == "ansible_become_pass"})
+            kind = "ok"
+        elif kind == "apply":
+            error = _apply(cfg)
+            if error:
+                return play.fail(error)
+            kind = "changed"
+        elif kind == "fail_point":
+            if env.knob_on("bootstrap_fail"):
+                return play.fail("non-zero return code", changed=True)
+            kind = "changed"
+        play.result(kind)
+    return play.recap()

@@ -1,0 +1,97 @@
+"""What host agents ask sysinv over the mgmt network: register, heartbeat, report state.
+
+An agent identifies itself by the MAC of its mgmt NIC, as a PXE-booting node does to
+StarlingX's dnsmasq and mtce. Replies carry the action the agent must take next:
+`install` (with personality, subfunctions and hostname) or `unlock` (reboot into service).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from stxsim.sysinv import db, hosts
+from stxsim.sysinv.db import Data, Row
+from stxsim.sysinv.hosts import CommandError
+
+REPORTABLE = ("install_state", "operational", "availability", "task")
+
+
+def _public(host: Row) -> dict[str, Any]:
+    keys = (
+        "id",
+        "uuid",
+        "hostname",
+        "personality",
+        "subfunctions",
+        "administrative",
+        "install_state",
+        "mgmt_ip",
+    )
+    return {k: host.get(k) for k in keys}
+
+
+def _action(host: Row, mode: str) -> dict[str, Any] | None:
+    if mode == "pxe":
+        if host["personality"] and host.get("install_state") in (None, "preinstall"):
+            host["install_state"] = "preinstall"
+            return {
+                "name": "install",
+                "personality": host["personality"],
+                "subfunctions": host["subfunctions"],
+                "hostname": host["hostname"],
+            }
+        return None
+    if host.get("pending") == "unlock":
+        host["pending"] = None
+        return {"name": "unlock"}
+    return None
+
+
+def register(data: Data, body: dict[str, Any]) -> dict[str, Any]:
+    """A booted agent says hello; unknown MACs become `None` hosts (not on simplex)."""
+    mac = body["mac"].lower()
+    host = db.first(data, "hosts", mgmt_mac=mac)
+    if host is None:
+        if hosts.is_simplex(data):
+            # A simplex system has no other hosts; the node waits for ever.
+            raise CommandError(
+                "Host-add Rejected: Adding a host on a simplex system is not allowed."
+            )
+        host = hosts.new_host(data, mac)
+    hosts.mark_seen(host)
+    if body["mode"] == "disk":
+        if host.get("install_state") in ("installed", "postinstall", "installing"):
+            host["install_state"] = "booting"
+        hosts.add_inventory(data, host, body["inventory"])
+        host["booted_at"] = time.time()
+        if host["administrative"] == "locked":
+            db.touch(host, operational="disabled", availability="online", task=None)
+        else:
+            db.touch(host, operational="disabled", availability="intest", task="Booting")
+    return {"host": _public(host), "action": _action(host, body["mode"])}
+
+
+def _host(data: Data, body: dict[str, Any]) -> Row:
+    host = db.first(data, "hosts", uuid=body["uuid"])
+    if host is None:
+        raise CommandError(f"host not found: {body['uuid']}")
+    return host
+
+
+def heartbeat(data: Data, body: dict[str, Any]) -> dict[str, Any]:
+    """A sign of life; the reply carries the next action, if any."""
+    host = _host(data, body)
+    hosts.mark_seen(host)
+    return {"host": _public(host), "action": _action(host, body["mode"])}
+
+
+def report(data: Data, body: dict[str, Any]) -> dict[str, Any]:
+    """The agent reports a state change (install progress, services up, failure)."""
+    host = _host(data, body)
+    changes = {k: v for k, v in body["changes"].items() if k in REPORTABLE}
+    db.touch(host, **changes)
+    if changes.get("availability") == "available":
+        host["invprovision"] = "provisioned"
+    hosts.mark_seen(host)
+    return {"host": _public(host)}

@@ -1,0 +1,40 @@
+"""Run one `system` command line inside sysinv: parse, check credentials, apply, render."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from stxsim.sysinv import cmd_hosts, cmd_net, cmd_storage, db, registry
+from stxsim.sysinv.hosts import CommandError
+
+MODULES = (cmd_hosts, cmd_net, cmd_storage)  # importing them registers their commands
+_parser = registry.build()
+
+
+def password_digest(password: str) -> str:
+    """How sysinv stores the admin password (never in clear)."""
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def run(argv: list[str], username: str, password: str) -> tuple[str, str, int]:
+    """(stdout, stderr, exit status) of `system <argv>` run by `username`."""
+    try:
+        args = registry.parse(_parser, argv)
+    except registry.ParserExit as exc:
+        return (exc.text, "", 0) if exc.status == 0 else ("", exc.text, exc.status)
+    try:
+        with db.transaction() as data:
+            admin = data["system"]
+            if (
+                username != admin["admin_username"]
+                or password_digest(password) != admin["admin_password_sha256"]
+            ):
+                raise CommandError("Invalid Identity credentials.")
+            ctx = registry.Ctx(data, time.time())
+            out = args.handler(ctx, args)
+    except CommandError as exc:
+        return "", f"{exc}\n", 1
+    for action in ctx.after_commit:
+        action()
+    return f"{out}\n" if out else "", "", 0

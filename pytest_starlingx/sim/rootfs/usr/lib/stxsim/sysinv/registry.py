@@ -1,0 +1,87 @@
+"""How `system` subcommands are declared (the cgtsclient `@utils.arg` style) and parsed."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stxsim.sysinv.db import Data
+
+
+@dataclass
+class Ctx:
+    """One command's view: the locked database, the time, work to do after commit."""
+
+    data: Data
+    now: float
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+Handler = Callable[[Ctx, argparse.Namespace], str]
+Arg = tuple[tuple[str, ...], dict[str, Any]]
+
+COMMANDS: list[tuple[str, str, tuple[Arg, ...], Handler]] = []
+
+
+def arg(*names: str, **options: Any) -> Arg:
+    """One argparse argument of a subcommand."""
+    return names, options
+
+
+def command(name: str, *args: Arg) -> Callable[[Handler], Handler]:
+    """Register `system <name>`; the handler's docstring is its help line."""
+
+    def register(handler: Handler) -> Handler:
+        COMMANDS.append((name, (handler.__doc__ or "").strip(), args, handler))
+        return handler
+
+    return register
+
+
+class ParserExit(Exception):
+    """argparse wanted to print and exit: `status` 0 is help (stdout), 2 a usage error."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+_printed = threading.local()
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that never touches sys.stdout/stderr nor exits (server threads)."""
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if message:
+            _printed.text = getattr(_printed, "text", "") + message
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        text = getattr(_printed, "text", "") + (message or "")
+        _printed.text = ""
+        raise ParserExit(status, text)
+
+
+def build() -> Parser:
+    """The `system` parser with every registered subcommand."""
+    parser = Parser(prog="system", description="StarlingX system configuration CLI")
+    subs = parser.add_subparsers(metavar="<subcommand>", dest="subcommand")
+    subs.required = True
+    for name, help_text, args, handler in COMMANDS:
+        sub = subs.add_parser(name, help=help_text, description=help_text)
+        for names, options in args:
+            sub.add_argument(*names, **options)
+        # cgtsclient accepts --nowrap to keep long cells on one line; we never wrap.
+        sub.add_argument("--nowrap", action="store_true", help=argparse.SUPPRESS)
+        sub.set_defaults(handler=handler)
+    return parser
+
+
+def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
+    """Parse `argv`; raise ParserExit with the text argparse would have printed."""
+    _printed.text = ""
+    return parser.parse_args(argv)
