@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_starlingx.hostsetup import missing_packages
-from pytest_starlingx.kvmprobe import QEMU, kvm_works
 
+QEMU = "qemu-system-x86_64"
 MIN_FREE_GIB = 10
 STATE_DIR = Path("/var/lib")
 FIX_SETUP = "run `stx-lab host-setup` as root"
@@ -38,7 +38,7 @@ def run_checks(uri: str) -> list[Check]:
     checks: list[Callable[[], Check]] = [
         check_qemu,
         lambda: check_libvirt(uri),
-        check_acceleration,
+        lambda: check_acceleration(uri),
         check_disk,
         check_memory,
         check_sim_tools,
@@ -93,16 +93,27 @@ def _version(number: int) -> str:
     return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
 
-def check_acceleration() -> Check:
-    """Whether KVM really runs a guest; software emulation (TCG) is the fallback."""
-    probe = kvm_works()
-    if probe.works:
-        return Check("acceleration", True, f"KVM works ({probe.reason})")
+def check_acceleration(uri: str) -> Check:
+    """Whether KVM really runs a guest (the backend's probe); else software emulation (TCG)."""
+    from pytest_starlingx.backends.libvirt import DomainType, LibvirtBackend, LibvirtConfig
+    from pytest_starlingx.errors import BackendError
+    from pytest_starlingx.labstate import state_dir
+
+    try:
+        backend = LibvirtBackend(LibvirtConfig(uri=uri, state_dir=state_dir()))
+    except BackendError:
+        return Check("acceleration", None, "unknown: libvirt is not reachable", FIX_SETUP)
+    try:
+        domain_type = backend.domain_type()
+    finally:
+        backend.close()
+    if domain_type is DomainType.KVM:
+        return Check("acceleration", True, "KVM works (a probe guest booted under KVM)")
     return Check(
         "acceleration",
         None,
-        f"KVM unusable: {probe.reason}; labs will use QEMU "
-        "software emulation (TCG), which is slower",
+        "KVM unusable (a probe guest did not boot under KVM); labs will use QEMU software "
+        "emulation (TCG), which is slower",
         "the simulator is sized for TCG",
     )
 
