@@ -161,7 +161,7 @@ def _doctor(args: argparse.Namespace) -> int:
     checks = run_checks(args.uri)
     for check in checks:
         print(check.line())
-    return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
+    return EXIT_FAILED if any(c.ok is False for c in checks) else EXIT_OK
 
 
 def _host_setup(args: argparse.Namespace) -> int:
