@@ -19,7 +19,8 @@ the lab's ledger (``owner.json``) lists them. A same-named object without our re
 lab id is reported (``BackendError``) and never touched.
 
 State directory (default ``/var/lib/pytest-starlingx``, owned by root, mode 0755 so that
-libvirt's QEMU user can reach sockets and disks; libvirt's global config is never changed)::
+libvirt's QEMU user can reach sockets and disks; libvirt's global config is never changed).
+Teardown removes only these files; other layers may keep their own files in the lab dir::
 
     kvm-probe.json               result of the KVM probe, per libvirt host
     labs/<id>/owner.json         ledger: owner, URI, the LabResources, pool, volumes
@@ -473,8 +474,8 @@ class LibvirtBackend:
         lab_dir = self.lab_dir(resources.lab_id)
         self._check_new(resources)
         domain_type = self.domain_type()
-        _make_dir(lab_dir)
-        _make_dir(lab_dir / "run")
+        for path in (self.config.state_dir, lab_dir.parent, lab_dir, lab_dir / "run"):
+            _make_dir(path)
         pool_owned = self.config.pool is None
         ledger = Ledger(
             path=lab_dir / "owner.json",
@@ -614,8 +615,18 @@ class LibvirtBackend:
                 f"{ledger_path}; run the teardown again or remove them by hand:\n  "
                 + "\n  ".join(remaining)
             )
-        shutil.rmtree(self.lab_dir(lab_id), ignore_errors=True)
+        self._remove_files(lab_id)
         logger.info("destroyed lab %s in %.1fs", lab_id, time.monotonic() - started)
+
+    def _remove_files(self, lab_id: str) -> None:
+        """Remove our files of the lab (run dir, disks dir, ledger); others' files stay."""
+        lab_dir = self.lab_dir(lab_id)
+        shutil.rmtree(lab_dir / "run", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (lab_dir / "disks").rmdir()  # empty once the pool is deleted
+        (lab_dir / "owner.json").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            lab_dir.rmdir()  # only if nothing else lives there
 
     def _owned_pools(self, lab_id: str) -> list[libvirt.virStoragePool]:
         """Our per-lab pool: named ``stx-*-<id>-disks`` with its target in our lab dir."""

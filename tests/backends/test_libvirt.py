@@ -280,7 +280,12 @@ def test_destroy_lab_partly_removed_by_hand(backend, lab_factory):
     reopened = backend.open_lab(lab_id)  # another process would do this
     assert reopened.resources == lab.resources
     assert lab_id in backend.lab_ids()
+    other_layer_file = backend.lab_dir(lab_id) / "lab.json"
+    other_layer_file.write_text("{}")
     reopened.destroy()
+    assert other_layer_file.exists()  # teardown removes only the backend's own files
+    assert sorted(p.name for p in backend.lab_dir(lab_id).iterdir()) == ["lab.json"]
+    other_layer_file.unlink()
     assert ours(everything(backend.conn), lab_id) == set()
     assert everything(backend.conn) - before == set()
     assert lab_id not in backend.lab_ids()
