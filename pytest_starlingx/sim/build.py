@@ -1,0 +1,503 @@
+"""Build the simulator's installer ISO (``stx-sim.iso``) from Debian packages on the host.
+
+The guest is the stock Debian kernel with a small initramfs (busybox, the drivers it needs,
+``initramfs/init``) and a root filesystem (busybox, bash, Debian's python3.11 with a trimmed
+standard library, dnsmasq, their shared libraries and everything under ``rootfs/``). The ISO
+carries kernel, initramfs, GRUB's serial menu (``iso/grub.cfg``) and the root filesystem as
+``/stx/rootfs.tgz``, which the installer unpacks onto the node's disk.
+
+Results are cached in ``~/.cache/pytest-starlingx/sim/<key>/`` where the key hashes every file
+under this directory (this module included) and the versions of ``BUILD_PACKAGES``; each entry
+also records the versions of every package its files came from and is rebuilt when one changed.
+The output is reproducible: sorted entries, fixed mtimes (``SOURCE_DATE_EPOCH``), ``gzip -n``.
+
+Importing this module needs the standard library only (``stx-lab host-setup`` reads
+``BUILD_PACKAGES`` on a bare host).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import hashlib
+import io
+import logging
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pytest_starlingx.errors import HostError
+
+log = logging.getLogger("pytest_starlingx.sim")
+
+#: Debian packages the build reads from (and ``ipxe-qemu``, whose NIC ROMs network-boot nodes).
+BUILD_PACKAGES = (
+    "linux-image-amd64",
+    "kmod",
+    "busybox-static",
+    "bash",
+    "python3.11-minimal",
+    "libpython3.11-stdlib",
+    "dnsmasq-base",
+    "grub-common",
+    "grub-pc-bin",
+    "xorriso",
+    "mtools",
+    "ipxe-qemu",
+    "libc-bin",
+)
+
+#: Host tools the build runs, with the package that provides each.
+HOST_TOOLS = {
+    "/usr/bin/busybox": "busybox-static",
+    "/usr/bin/bash": "bash",
+    "/usr/bin/python3.11": "python3.11-minimal",
+    "/usr/sbin/dnsmasq": "dnsmasq-base",
+    "/usr/bin/grub-mkrescue": "grub-common",
+    "/usr/bin/grub-mkimage": "grub-common",
+    "/usr/lib/grub/i386-pc/boot.img": "grub-pc-bin",
+    "/usr/bin/xorriso": "xorriso",
+    "/usr/bin/mformat": "mtools",
+    "/usr/sbin/modprobe": "kmod",
+    "/usr/bin/ldd": "libc-bin",
+    "/usr/lib/ipxe/qemu/pxe-virtio.rom": "ipxe-qemu",
+}
+
+ISO_NAME = "stx-sim.iso"
+SOURCE_DATE_EPOCH = 1_700_000_000
+SIM_DIR = Path(__file__).resolve().parent
+
+#: Kernel modules the initramfs loads (with their dependencies), in this order.
+MODULES = (
+    "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "e1000", "e1000e",
+    "ahci", "sd_mod", "sr_mod", "isofs", "ext4",
+)  # fmt: skip
+
+#: Files from ``rootfs/`` that the initramfs needs too (ISO install and PXE boot run there).
+INITRAMFS_FROM_ROOTFS = (
+    "etc/udhcpc/default.script",
+    "usr/lib/stx-sim/common.sh",
+    "usr/lib/stx-sim/dhcp-client",
+    "usr/lib/stx-sim/install-to-disk",
+    "usr/lib/stx-sim/installer",
+    "usr/lib/stx-sim/reboot",
+)
+
+#: Parts of Debian's python3.11 standard library the guest does not need.
+PYTHON_DROP = {
+    "test", "tkinter", "idlelib", "ensurepip", "lib2to3", "pydoc_data", "distutils",
+    "site-packages", "dist-packages", "turtledemo", "__pycache__", "venv",
+    "config-3.11-x86_64-linux-gnu", "turtle.py", "EXTERNALLY-MANAGED",
+}  # fmt: skip
+PYTHON_DROP_EXT = re.compile(r"^(_test|_ctypes_test|xxlimited|_xx|_curses|_dbm|nis|ossaudio)")
+
+#: GRUB modules in the disk's core.img; its grub.cfg is ``rootfs/boot/grub/grub.cfg``.
+GRUB_DISK_MODULES = ("biosdisk", "part_msdos", "ext2", "normal", "linux", "serial", "terminal",
+                     "echo", "test")  # fmt: skip
+
+
+def default_cache_dir() -> Path:
+    """``$STX_SIM_CACHE`` or ``$XDG_CACHE_HOME/pytest-starlingx/sim`` (``~/.cache/...``)."""
+    if env := os.environ.get("STX_SIM_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pytest-starlingx" / "sim"
+
+
+def build(out: Path | None = None, cache_dir: Path | None = None, src: Path = SIM_DIR) -> Path:
+    """Return the path of ``stx-sim.iso``, building it if no valid cache entry exists.
+
+    With ``out``, the ISO is also hard-linked (or copied) to ``out/stx-sim.iso``.
+    """
+    check_host()
+    cache = cache_dir or default_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    entry = cache / input_key(src)
+    if not _entry_valid(entry):
+        with _locked(cache / ".lock"):
+            if not _entry_valid(entry):
+                _build_entry(entry, src)
+    iso = entry / ISO_NAME
+    if out is not None:
+        _place(iso, Path(out) / ISO_NAME)
+        return Path(out) / ISO_NAME
+    return iso
+
+
+def check_host() -> None:
+    """Raise HostError naming the Debian packages to install when a build tool is missing."""
+    missing = sorted({pkg for path, pkg in HOST_TOOLS.items() if not os.path.exists(path)})
+    if not kernels():
+        missing.append("linux-image-amd64")
+    if missing:
+        raise HostError(
+            f"the simulator build needs Debian packages {', '.join(missing)}: "
+            f"run 'apt-get install {' '.join(missing)}' or 'stx-lab host-setup'"
+        )
+
+
+def kernels() -> list[str]:
+    """Versions of the Debian kernels installed with their modules, newest last."""
+    found = [p.name.removeprefix("vmlinuz-") for p in Path("/boot").glob("vmlinuz-*")]
+    return sorted(v for v in found if Path("/lib/modules", v, "modules.dep").exists())
+
+
+def input_key(src: Path = SIM_DIR) -> str:
+    """Hash of every file under ``src`` (paths, modes, contents) and the package versions."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in src.rglob("*") if "__pycache__" not in p.parts):
+        rel = path.relative_to(src).as_posix()
+        if path.is_symlink():
+            h.update(f"L {rel} {os.readlink(path)}\n".encode())
+        elif path.is_file():
+            h.update(f"F {rel} {path.stat().st_mode & 0o111:o}\n".encode())
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    h.update(_package_versions(BUILD_PACKAGES).encode())
+    h.update(kernels()[-1].encode() if kernels() else b"")
+    return h.hexdigest()[:16]
+
+
+def _package_versions(packages: Iterable[str]) -> str:
+    """``package version`` lines from dpkg, sorted (missing packages are left out)."""
+    res = subprocess.run(
+        ["dpkg-query", "-W", "-f=${binary:Package} ${Version}\\n", *packages],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return "".join(sorted(res.stdout.splitlines(keepends=True)))
+
+
+def _entry_valid(entry: Path) -> bool:
+    """True when the entry is complete and the packages its files came from are unchanged."""
+    stamp = entry / "packages.txt"
+    if not (entry / ISO_NAME).is_file() or not stamp.is_file():
+        return False
+    recorded = stamp.read_text()
+    names = [line.split()[0] for line in recorded.splitlines()]
+    return _package_versions(names) == recorded
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` for the duration of the block."""
+    with open(path, "w") as fd:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _place(iso: Path, dest: Path) -> None:
+    """Hard-link (same filesystem) or copy ``iso`` to ``dest``, replacing what is there."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(iso, tmp)
+    except OSError:
+        shutil.copyfile(iso, tmp)
+    os.replace(tmp, dest)
+
+
+def _build_entry(entry: Path, src: Path) -> None:
+    """Build kernel, initramfs, root filesystem and ISO into a temp dir, then rename it."""
+    kver = kernels()[-1]
+    log.info("building the simulator ISO (kernel %s) into %s", kver, entry)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=entry.parent))
+    try:
+        host_files: set[str] = set()
+        iso_dir, root = work / "iso", work / "rootfs"
+        initrd = _make_initramfs(work / "initramfs", src, kver, host_files)
+        _make_rootfs(root, src, kver, initrd, host_files)
+        (iso_dir / "stx").mkdir(parents=True)
+        _write_tar_gz(root, iso_dir / "stx" / "rootfs.tgz")
+        shutil.copyfile(f"/boot/vmlinuz-{kver}", iso_dir / "vmlinuz")
+        (iso_dir / "initrd.img").write_bytes(initrd)
+        _copy_tree(src / "iso", iso_dir / "boot" / "grub")
+        _make_iso(iso_dir, work / ISO_NAME)
+        (work / "packages.txt").write_text(_package_versions(_owning_packages(host_files)))
+        for stage in (iso_dir, root, work / "initramfs"):
+            shutil.rmtree(stage)
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(work, entry)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# -- the initramfs -------------------------------------------------------------------------
+
+
+def _make_initramfs(stage: Path, src: Path, kver: str, host_files: set[str]) -> bytes:
+    """The gzipped cpio initramfs: busybox, kernel modules, ``/init`` and a few hooks."""
+    _merged_usr(stage)
+    _make_dirs(stage, "dev", "proc", "sys", "run", "newroot")
+    _install_busybox(stage, host_files)
+    modules = _module_files(kver)
+    for mod in modules:
+        _copy_host_file(mod, stage, host_files)
+    (stage / "etc").mkdir(exist_ok=True)
+    (stage / "etc" / "modules").write_text("".join(f"{m}\n" for m in modules))
+    for rel in INITRAMFS_FROM_ROOTFS:
+        _copy_file(src / "rootfs" / rel, stage / rel)
+    _copy_tree(src / "initramfs", stage)
+    return _gzip(_cpio_newc(stage))
+
+
+def _module_files(kver: str) -> list[str]:
+    """The ``.ko`` files of ``MODULES`` and their dependencies, in load order."""
+    files: list[str] = []
+    for name in MODULES:
+        out = subprocess.run(
+            ["modprobe", "-S", kver, "--show-depends", name],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        for line in out.splitlines():
+            words = line.split()
+            if words[:1] == ["insmod"] and words[1] not in files:
+                files.append(words[1])
+    return files
+
+
+def _cpio_newc(stage: Path) -> bytes:
+    """A ``newc`` cpio archive of ``stage`` with sorted entries, root owner, fixed mtimes."""
+    out = io.BytesIO()
+
+    def entry(name: str, mode: int, data: bytes, ino: int) -> None:
+        fields = (ino, mode, 0, 0, 1, SOURCE_DATE_EPOCH, len(data), 0, 0, 0, 0, len(name) + 1, 0)
+        out.write(b"070701" + b"".join(b"%08X" % f for f in fields))
+        out.write(name.encode() + b"\0")
+        out.write(b"\0" * (-out.tell() % 4))
+        out.write(data)
+        out.write(b"\0" * (-out.tell() % 4))
+
+    for ino, path in enumerate(_sorted_tree(stage), start=1):
+        st = path.lstat()
+        rel = path.relative_to(stage).as_posix()
+        if path.is_symlink():
+            entry(rel, st.st_mode, os.readlink(path).encode(), ino)
+        elif path.is_dir():
+            entry(rel, st.st_mode, b"", ino)
+        else:
+            entry(rel, st.st_mode, path.read_bytes(), ino)
+    entry("TRAILER!!!", 0, b"", 0)
+    return out.getvalue()
+
+
+# -- the root filesystem -------------------------------------------------------------------
+
+
+def _make_rootfs(root: Path, src: Path, kver: str, initrd: bytes, host_files: set[str]) -> None:
+    """Stage the installed system: Debian binaries, libraries, python, then ``rootfs/``."""
+    _merged_usr(root)
+    _make_dirs(
+        root,
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+        "mnt",
+        "root",
+        "home/sysadmin",
+        "var/lib/stx",
+        "var/log",
+    )
+    _install_busybox(root, host_files)
+    elves = ["/usr/bin/bash", "/usr/bin/python3.11", "/usr/sbin/dnsmasq"]
+    for path in elves:
+        _copy_host_file(path, root, host_files)
+    elves += _install_python_stdlib(root, host_files)
+    for lib in _shared_libraries(elves):
+        _copy_host_file(lib, root, host_files)
+    _symlink("python3.11", root / "usr/bin/python3")
+    boot = root / "boot"
+    boot.mkdir()
+    _copy_host_file(f"/boot/vmlinuz-{kver}", root, host_files, dest="boot/vmlinuz")
+    (boot / "initrd.img").write_bytes(initrd)
+    grub = root / "usr/lib/stx-sim/grub"
+    grub.mkdir(parents=True)
+    shutil.copyfile("/usr/lib/grub/i386-pc/boot.img", grub / "boot.img")
+    _run(["grub-mkimage", "-O", "i386-pc", "-p", "(hd0,msdos1)/boot/grub",
+          "-o", str(grub / "core.img"), *GRUB_DISK_MODULES])  # fmt: skip
+    _copy_tree(src / "rootfs", root)
+    _compile_python(root)
+
+
+def _install_python_stdlib(root: Path, host_files: set[str]) -> list[str]:
+    """Copy the trimmed standard library; return its extension modules (for ldd)."""
+    stdlib = Path("/usr/lib/python3.11")
+    extensions: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(stdlib):
+        dirnames[:] = sorted(d for d in dirnames if d not in PYTHON_DROP)
+        for name in filenames:
+            if name in PYTHON_DROP or name.endswith(".pyc"):
+                continue
+            path = os.path.join(dirpath, name)
+            if name.endswith(".so"):
+                if PYTHON_DROP_EXT.match(name):
+                    continue
+                extensions.append(path)
+            _copy_host_file(path, root, host_files)
+    return extensions
+
+
+def _compile_python(root: Path) -> None:
+    """Byte-compile the guest's python into hash-based pycs (reproducible, no mtime checks).
+
+    The standard library's are never re-checked against their sources; ours are.
+    """
+    trees = (("usr/lib/python3.11", "unchecked-hash"), ("usr/lib/stxsim", "checked-hash"),
+             ("usr/lib/stx-sim", "checked-hash"))  # fmt: skip
+    for tree, mode in trees:
+        if (root / tree).is_dir():
+            _run(["/usr/bin/python3.11", "-m", "compileall", "-q", "-j0", "--invalidation-mode",
+                  mode, "-s", str(root), "-p", "/", str(root / tree)],
+                 env={**os.environ, "PYTHONHASHSEED": "0"})  # fmt: skip
+
+
+def _shared_libraries(elves: Iterable[str]) -> list[str]:
+    """Every shared library (and the loader) the given ELF files need, per ldd."""
+    libs: set[str] = set()
+    for elf in elves:
+        out = subprocess.run(["ldd", elf], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            m = re.search(r"(/\S+) \(0x", line)
+            if m:
+                libs.add(m.group(1))
+    return sorted(libs)
+
+
+def _owning_packages(host_files: Iterable[str]) -> list[str]:
+    """The Debian packages the copied host files belong to."""
+    paths = sorted({os.path.realpath(p) for p in host_files})
+    res = subprocess.run(["dpkg", "-S", *paths], capture_output=True, text=True, check=False)
+    pkgs = set(BUILD_PACKAGES)
+    for line in res.stdout.splitlines():
+        owners, _, _ = line.partition(": ")
+        pkgs.update(o.strip() for o in owners.split(","))
+    return sorted(pkgs)
+
+
+# -- the ISO -------------------------------------------------------------------------------
+
+
+def _make_iso(iso_dir: Path, out: Path) -> None:
+    """Run grub-mkrescue (BIOS) with xorriso's reproducible dates."""
+    _fix_mtimes(iso_dir)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH), "TZ": "UTC"}
+    _run(["grub-mkrescue", "-o", str(out), str(iso_dir), "--", "-volid", "instboot"], env=env)
+
+
+def _write_tar_gz(root: Path, out: Path) -> None:
+    """A reproducible tar.gz of ``root``: sorted, root-owned, fixed mtimes, no gzip name/time."""
+    with open(out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:  # fmt: skip
+        for path in _sorted_tree(root):
+            info = tar.gettarinfo(str(path), arcname=path.relative_to(root).as_posix())
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mtime = SOURCE_DATE_EPOCH
+            if info.isreg():
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _merged_usr(root: Path) -> None:
+    """Debian's merged /usr: /bin, /sbin, /lib, /lib64 are links into /usr."""
+    for d in ("bin", "sbin", "lib", "lib64"):
+        (root / "usr" / d).mkdir(parents=True, exist_ok=True)
+        _symlink(f"usr/{d}", root / d)
+
+
+def _make_dirs(root: Path, *dirs: str) -> None:
+    for d in dirs:
+        (root / d).mkdir(parents=True, exist_ok=True)
+
+
+def _install_busybox(root: Path, host_files: set[str]) -> None:
+    """busybox and a link per applet (``busybox --list-full``), under /usr."""
+    _copy_host_file("/usr/bin/busybox", root, host_files)
+    applets = subprocess.run(
+        ["/usr/bin/busybox", "--list-full"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for applet in applets:
+        rel = applet if applet.startswith("usr/") else f"usr/{applet}"
+        link = root / rel
+        if not link.exists():
+            _symlink("/usr/bin/busybox", link)
+
+
+def _copy_host_file(path: str, root: Path, host_files: set[str], dest: str = "") -> None:
+    """Copy a host file into ``root`` at the same path (under /usr when merged)."""
+    rel = dest or path.lstrip("/")
+    if rel.split("/")[0] in ("bin", "sbin", "lib", "lib64"):
+        rel = f"usr/{rel}"
+    _copy_file(Path(path), root / rel)
+    host_files.add(path)
+
+
+def _copy_file(src: Path, dest: Path) -> None:
+    """Copy one file's content and permission bits (replacing a link already there)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_symlink():
+        dest.unlink()
+    shutil.copyfile(src, dest)
+    os.chmod(dest, stat.S_IMODE(src.stat().st_mode))
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    """Copy a tree of plain files and symlinks over ``dest``."""
+    for path in _sorted_tree(src):
+        target = dest / path.relative_to(src)
+        if path.is_symlink():
+            if target.is_symlink() or target.exists():
+                target.unlink()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _symlink(os.readlink(path), target)
+        elif path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif "__pycache__" not in path.parts:
+            _copy_file(path, target)
+
+
+def _symlink(target: str, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, link)
+
+
+def _sorted_tree(root: Path) -> list[Path]:
+    """Every path under ``root`` (not ``root`` itself), sorted, without following links."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        found.extend(Path(dirpath, n) for n in dirnames + filenames)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _fix_mtimes(root: Path) -> None:
+    for path in [*_sorted_tree(root), root]:
+        os.utime(path, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH), follow_symlinks=False)
+
+
+def _gzip(data: bytes) -> bytes:
+    """gzip without name or timestamp (``gzip -n``)."""
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None) -> None:
+    """Run a build tool; its stderr goes into the HostError when it fails."""
+    res = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
+    if res.returncode != 0:
+        raise HostError(f"{argv[0]} failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
