@@ -162,11 +162,11 @@ class Node:
 
     def hook_calls(self) -> list[str]:
         log = self.root / "run" / "stx-sim" / "hooks.log"
-        return log.read_text().splitlines() if log.exists() else []
+        return [ln.strip() for ln in log.read_text().splitlines()] if log.exists() else []
 
     def sysops(self) -> list[str]:
         log = self.root / "run" / "stx-sim" / "sysops.log"
-        return log.read_text().splitlines() if log.exists() else []
+        return [ln.strip() for ln in log.read_text().splitlines()] if log.exists() else []
 
     def kill_api(self) -> None:
         """Stop this node's sysinv-api (as its reboot would)."""
