@@ -111,9 +111,15 @@ class UnixSocketTransport:
     def write(self, data: bytes) -> None:
         """Send ``data``; reconnects once if the VM process was replaced meanwhile."""
         for attempt in (1, 2):
-            sock = self._sock or self._reconnect(time.monotonic() + self._connect_timeout)
+            try:
+                sock = self._sock or self._reconnect(time.monotonic() + self._connect_timeout)
+            except EOFError as exc:
+                raise BackendError(f"console of {self.name}: the machine is not running") from exc
             if sock is None:
-                raise BackendError(f"console of {self.name}: the machine is not running")
+                raise BackendError(
+                    f"console of {self.name}: {self.path} did not come back within "
+                    f"{self._connect_timeout:.0f}s"
+                )
             try:
                 sock.sendall(data)
             except OSError as exc:

@@ -99,7 +99,7 @@ class MachineSpec:
             problems.append(f"boot order {self.boot_order} repeats a device")
         if sum(nic.boot for nic in self.nics) > 1:
             problems.append("more than one NIC is marked as the boot NIC")
-        if BootDevice.NETWORK in self.boot_order and self.nics and not self.boot_nic:
+        if BootDevice.NETWORK in self.boot_order and self.nics and self.boot_nic is None:
             problems.append("boot order has 'network' but no NIC is marked boot=True")
         if problems:
             raise ValueError(f"machine {self.name!r}: " + "; ".join(problems))
