@@ -24,7 +24,7 @@ from pytest_starlingx.labmap import lab_resources
 from pytest_starlingx.labstate import DoneStages, LabState, lab_state_path, new_lab_id
 from pytest_starlingx.model import NETWORKS, LabSpec, Personality, generate_password
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup, run_stages
-from pytest_starlingx.stages.controller0 import FIRST_PASSWORD, USER
+from pytest_starlingx.stages.custom import from_lab_file, insert, registered
 from pytest_starlingx.stages.pipelines import pipeline
 from pytest_starlingx.steps import StepRecorder
 from pytest_starlingx.waits import Deadline
@@ -87,7 +87,6 @@ class Node:
         self.lab = lab
         self.name = name
         self.personality: Personality = lab.spec.node(name).personality
-        self._logged_in = False
 
     @property
     def console(self) -> Console:
@@ -99,32 +98,21 @@ class Node:
         """MAC address of the node's management (network-boot) NIC."""
         return self.lab.machines[self.name].mac("mgmt")
 
-    def login(self) -> None:
-        """Log in as sysadmin on the console (done by :meth:`run` when needed)."""
-        self.lab.bringup.consoles[self.name].login(
-            USER,
-            FIRST_PASSWORD,
-            self.lab.bringup.deadline("login"),
-            new_password=self.lab.bringup.passwords["sysadmin"],
-        )
-        self.lab.bringup.forget_shell(self.name)
-        self._logged_in = True
-
     def run(self, command: str, timeout: float | None = None, check: bool = False) -> Result:
         """Run a shell command on the node's console as sysadmin; ``check`` raises on failure."""
         deadline = Deadline(timeout or self.lab.spec.timeout("command"), what=command)
-        with self.lab.bringup.console_lock(self.name):
-            if not self._logged_in:
-                self.login()
-            if check:
-                output = self.console.run_checked(command, deadline)
-                return Result(command, output, 0)
-            return self.console.run(command, deadline)
+        result = self.lab.bringup.run(self.name, command, deadline)
+        if check and not result.ok:
+            raise StxError(
+                f"lab {self.lab.name!r} node {self.name}: {command!r} exited with status "
+                f"{result.exit_status}:\n{result.output}"
+            )
+        return result
 
     def power_off(self) -> None:
         """Pull the plug."""
         self.lab.handle.power_off(self.name)
-        self._logged_in = False
+        self.lab.bringup.forget_shell(self.name)
 
     def power_on(self) -> None:
         """Power the node on (console attached first)."""
@@ -133,20 +121,15 @@ class Node:
     def reset(self) -> None:
         """Hard reset."""
         self.lab.handle.reset(self.name)
-        self._logged_in = False
+        self.lab.bringup.forget_shell(self.name)
 
     def reboot_and_wait(self, timeout: float | None = None) -> None:
-        """Reset the node, wait for its login prompt and for it to be available again."""
+        """Reset the node, wait for its login prompt and for every host to be available."""
         self.console.discard()
         self.reset()
         deadline = Deadline(timeout or self.lab.spec.timeout("boot"), what="reboot")
         self.console.expect(LOGIN, deadline, what=f"the login prompt of {self.name} after reset")
-        if self.name == self.lab.controller.name:
-            self.login()
         self.lab.wait_available(timeout)
-
-    def _forget_login(self) -> None:
-        self._logged_in = False
 
 
 class Lab:
@@ -213,25 +196,21 @@ class Lab:
         self.state.status = "provisioning"
         self.state.save()
         try:
-            run_stages(pipeline(self.spec), self.bringup)
+            stages = insert(pipeline(self.spec), [*from_lab_file(self.spec.stages), *registered()])
+            run_stages(stages, self.bringup)
         except BaseException:
             self.state.status = "failed"
             self.state.save()
             raise
         self.state.status = "ready"
         self.state.save()
-        self.controller._logged_in = True
 
-    def system(self, args: str, timeout: float | None = None) -> str:
+    def system(self, args: str) -> str:
         """``system <args>`` on the active controller; raises with the command and output."""
-        with self.bringup.console_lock(self.controller.name):
-            if not self.controller._logged_in:
-                self.controller.login()
         return self.bringup.system(args)
 
     def host_list(self) -> list[Host]:
         """``system host-list`` as records."""
-        self.system("host-list --nowrap")  # logs in if needed
         return [
             Host(int(r["id"]), r["hostname"], r["personality"], r["administrative"],
                  r["operational"], r["availability"])
@@ -240,7 +219,6 @@ class Lab:
 
     def wait_available(self, timeout: float | None = None) -> None:
         """Wait until every host is ``unlocked | enabled | available``."""
-        self.system("host-list --nowrap")  # logs in if needed
         hosts = [n.name for n in self.spec.nodes]
         self.bringup.wait_hosts(
             hosts, "node_unlock", f"all hosts {AVAILABLE_TEXT}", timeout=timeout, **AVAILABLE
@@ -253,8 +231,8 @@ class Lab:
     def restore(self, name: str) -> None:
         """Bring every node back to snapshot ``name``; consoles reconnect, logins are redone."""
         self.handle.revert(name)
-        for node in self.nodes.values():
-            node._forget_login()
+        for name in self.nodes:
+            self.bringup.forget_shell(name)
 
     def close(self) -> None:
         """Close the consoles (the lab stays up)."""
@@ -347,7 +325,7 @@ def destroy_lab(backend: Backend, lab_id: str) -> None:
 def attach_lab(spec: LabSpec, backend: Backend, state: LabState, artifacts: Path) -> Lab:
     """A handle on a lab created earlier (kept, or left by a failed bring-up) to go on with.
 
-    Consoles of running nodes are attached; controller-0 is logged in again if it was before.
+    Consoles of running nodes are attached; shells log in again on first use.
     """
     iso = image_path(spec)
     if state.key != spec_key(spec, str(iso)):
@@ -361,6 +339,4 @@ def attach_lab(spec: LabSpec, backend: Backend, state: LabState, artifacts: Path
         if machine.is_running():
             machine.attach()
             log.info("%s: console attached to running node %s", spec.name, name)
-    if "controller-0:first-login" in state.done and lab.machines["controller-0"].is_running():
-        lab.controller.login()
     return lab

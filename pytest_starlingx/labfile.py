@@ -34,6 +34,7 @@ from pytest_starlingx.model import (
     OamSpec,
     PasswordSource,
     Profile,
+    StageSpec,
     Topology,
     node_names,
     password_problems,
@@ -58,6 +59,20 @@ TOP_KEYS = (
     "timeouts",
     "timeout_factor",
     "add_hosts",
+    "stages",
+)
+STAGE_KEYS = ("name", "after", "before", "node", "system", "shell")
+STAGE_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
+# Where custom stages can go: named points, or `node:stage` of the pipeline.
+STAGE_POINTS = ("bootstrapped", "controller-0-configured", "controller-0-unlocked", "available")
+PIPELINE_STAGES = (
+    "install",
+    "first-login",
+    "bootstrap",
+    "configure",
+    "unlock",
+    "power-on",
+    "add-hosts",
 )
 NODE_KEYS = ("memory_mib", "vcpus", "disks_gib")
 OAM_KEYS = ("subnet", "gateway", "floating", "controller_0", "controller_1")
@@ -310,6 +325,8 @@ class _Checker:
             kwargs["timeout_factor"] = self.number(
                 data["timeout_factor"], ("timeout_factor",), MAX_TIMEOUT_FACTOR
             )
+        if "stages" in data and topology is not None:
+            kwargs["stages"] = self.stages(data["stages"], topology, kwargs)
         if self.problems or topology is None:
             raise LabConfigError(self.sorted_problems())
         return resolve_lab(topology, **{k: v for k, v in kwargs.items() if v is not None})
@@ -410,16 +427,7 @@ class _Checker:
     def nodes(self, value: Any, topology: Topology | None, kwargs: dict[str, Any]) -> dict:
         if topology is None:
             return {}
-        workers = kwargs.get("workers")
-        storage = kwargs.get("storage_nodes")
-        names = [
-            name
-            for name, _ in node_names(
-                topology,
-                DEFAULT_WORKERS if workers is None else workers,
-                DEFAULT_STORAGE_NODES if storage is None else storage,
-            )
-        ]
+        names = self.node_names(topology, kwargs)
         if not isinstance(value, dict):
             self.problem(
                 ("nodes",),
@@ -570,6 +578,81 @@ class _Checker:
             )
             return None
         return PasswordSource(value=value)
+
+    def stages(self, value: Any, topology: Topology, kwargs: dict[str, Any]) -> tuple:
+        if not isinstance(value, list):
+            self.problem(
+                ("stages",),
+                "expected a list of stages, each like `{name: labels, "
+                "after: bootstrapped, system: [...]}`, got " + _show(value),
+            )
+            return ()
+        nodes = self.node_names(topology, kwargs)
+        found = []
+        for index, item in enumerate(value):
+            path: Path_ = ("stages", index)
+            data = self.mapping(item, path, STAGE_KEYS)
+            name = data.get("name")
+            if not (isinstance(name, str) and STAGE_NAME.fullmatch(name)):
+                self.problem(
+                    (*path, "name"),
+                    f"{_show(name)} is not a stage name: lower-case "
+                    "letters, digits and '-', starting with a letter",
+                )
+            node = data.get("node", "controller-0")
+            if node not in nodes:
+                self.problem(
+                    (*path, "node"), f"no such node {_show(node)} (the lab has {', '.join(nodes)})"
+                )
+            for key in ("after", "before"):
+                if key in data:
+                    self.point(data[key], (*path, key), nodes)
+            commands = {}
+            for key in ("system", "shell"):
+                commands[key] = data.get(key, [])
+                if not isinstance(commands[key], list) or not all(
+                    isinstance(c, str) and c.strip() for c in commands[key]
+                ):
+                    self.problem((*path, key), "expected a list of commands (strings)")
+                    commands[key] = []
+            if isinstance(item, dict) and not (commands["system"] or commands["shell"]):
+                self.problem(path, "a stage needs `system: [...]` or `shell: [...]` commands")
+            if isinstance(name, str):
+                found.append(
+                    StageSpec(
+                        name,
+                        data.get("after", "available"),
+                        data.get("before"),
+                        node,
+                        tuple(commands["system"]),
+                        tuple(commands["shell"]),
+                    )
+                )
+        return tuple(found)
+
+    def point(self, value: Any, path: Path_, nodes: list[str]) -> None:
+        if value in STAGE_POINTS:
+            return
+        node, _, stage = str(value).partition(":")
+        if node in nodes and stage in PIPELINE_STAGES:
+            return
+        self.problem(
+            path,
+            f"{_show(value)} is not a pipeline point; use one of "
+            f"{', '.join(STAGE_POINTS)} or NODE:STAGE with a stage of "
+            f"{', '.join(PIPELINE_STAGES)}",
+        )
+
+    def node_names(self, topology: Topology, kwargs: dict[str, Any]) -> list[str]:
+        workers, storage = kwargs.get("workers"), kwargs.get("storage_nodes")
+        return [
+            name
+            for name, _ in node_names(
+                topology,
+                DEFAULT_WORKERS if workers is None else workers,
+                DEFAULT_STORAGE_NODES if storage is None else storage,
+            )
+        ]
 
     def timeouts(self, value: Any) -> dict[str, float]:
         data = self.mapping(value, ("timeouts",), TIMEOUT_PHASES)

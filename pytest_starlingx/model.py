@@ -228,6 +228,18 @@ def generate_password() -> str:
 
 
 @dataclass(frozen=True)
+class StageSpec:
+    """A custom provisioning stage from the lab file: commands run at a pipeline point."""
+
+    name: str
+    after: str = "available"
+    before: str | None = None
+    node: str = "controller-0"
+    system: tuple[str, ...] = ()  # `system` CLI arguments, run on the active controller
+    shell: tuple[str, ...] = ()  # shell commands, run on the stage's node
+
+
+@dataclass(frozen=True)
 class LabSpec:
     """A resolved lab: every node with its size and NICs, the networks and passwords."""
 
@@ -243,6 +255,7 @@ class LabSpec:
     timeouts: Mapping[str, float]
     timeout_factor: float = 1.0
     add_hosts: AddHosts = AddHosts.DISCOVER
+    stages: tuple[StageSpec, ...] = ()
     source: Path | None = None  # the YAML file it came from, if any
 
     @property
@@ -372,6 +385,7 @@ def resolve_lab(
     timeouts: Mapping[str, float] | None = None,
     timeout_factor: float = 1.0,
     add_hosts: AddHosts | str = AddHosts.DISCOVER,
+    stages: tuple[StageSpec, ...] = (),
     source: Path | None = None,
 ) -> LabSpec:
     """A lab of ``topology`` with defaults for everything not given.
@@ -407,5 +421,6 @@ def resolve_lab(
         timeouts={**TIMEOUTS[profile], **(timeouts or {})},
         timeout_factor=timeout_factor,
         add_hosts=AddHosts(add_hosts),
+        stages=stages,
         source=source,
     )

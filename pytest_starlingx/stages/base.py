@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableSet
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pytest_starlingx.console import Console
+from pytest_starlingx.console import Console, Result
 from pytest_starlingx.errors import StageError, StxError
 from pytest_starlingx.model import LabSpec
 from pytest_starlingx.steps import StepRecorder
@@ -20,6 +20,8 @@ log = logging.getLogger("pytest_starlingx.stages")
 
 ACTIVE_CONTROLLER = "controller-0"
 OPENRC = "/etc/platform/openrc"
+USER = "sysadmin"
+FIRST_PASSWORD = "sysadmin"  # until the forced change at the first login
 AVAILABLE = {"administrative": "unlocked", "operational": "enabled", "availability": "available"}
 AVAILABLE_TEXT = "unlocked | enabled | available"
 
@@ -58,6 +60,7 @@ class Bringup:
     facts: dict[str, str] = field(default_factory=dict)  # e.g. interface names found
     cancelled: threading.Event = field(default_factory=threading.Event)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _logged_in: set[str] = field(default_factory=set)
     _openrc: set[str] = field(default_factory=set)
 
     def deadline(self, phase: str) -> Deadline:
@@ -68,24 +71,48 @@ class Bringup:
         """The lock that serialises commands on ``node``'s console."""
         return self._locks.setdefault(node, threading.Lock())
 
-    def shell(self, node: str, command: str, phase: str = "command") -> str:
-        """Run ``command`` on ``node``'s logged-in console; raise on a non-zero status."""
+    def login(self, node: str) -> None:
+        """Log in as sysadmin on ``node``'s console: first login, or again after a reboot."""
         with self.console_lock(node):
+            self._login(node)
+
+    def _login(self, node: str) -> None:
+        self.consoles[node].login(
+            USER, FIRST_PASSWORD, self.deadline("login"), new_password=self.passwords["sysadmin"]
+        )
+        self._logged_in.add(node)
+        self._openrc.discard(node)
+
+    def forget_shell(self, node: str) -> None:
+        """The node rebooted or lost power: its next command needs a login and openrc."""
+        self._logged_in.discard(node)
+        self._openrc.discard(node)
+
+    def shell(self, node: str, command: str, phase: str = "command") -> str:
+        """Run ``command`` on ``node``'s console (logging in first if needed); raise unless 0."""
+        with self.console_lock(node):
+            if node not in self._logged_in:
+                self._login(node)
             return self.consoles[node].run_checked(command, self.deadline(phase))
+
+    def run(self, node: str, command: str, deadline: Deadline) -> Result:
+        """Run ``command`` on ``node`` (logging in first if needed); any exit status."""
+        with self.console_lock(node):
+            if node not in self._logged_in:
+                self._login(node)
+            return self.consoles[node].run(command, deadline)
 
     def system(self, args: str, phase: str = "command") -> str:
         """Run ``system <args>`` on the active controller with openrc sourced."""
         node = ACTIVE_CONTROLLER
         with self.console_lock(node):
+            if node not in self._logged_in:
+                self._login(node)
             console = self.consoles[node]
             if node not in self._openrc:
                 console.run_checked(f"source {OPENRC}", self.deadline("command"))
                 self._openrc.add(node)
             return console.run_checked(f"system {args}", self.deadline(phase))
-
-    def forget_shell(self, node: str) -> None:
-        """The node rebooted: its next command needs a fresh login and openrc."""
-        self._openrc.discard(node)
 
     def hosts(self) -> list[dict[str, str]]:
         """``system host-list`` as records."""

@@ -16,8 +16,6 @@ from pytest_starlingx.stages.base import ACTIVE_CONTROLLER, AVAILABLE, AVAILABLE
 from pytest_starlingx.stxtable import parse_table
 
 NODE = ACTIVE_CONTROLLER
-USER = "sysadmin"
-FIRST_PASSWORD = "sysadmin"
 BOOTSTRAP = "ansible-playbook /usr/share/ansible/stx-ansible/playbooks/bootstrap.yml"
 LOCALHOST_YML = "/home/sysadmin/localhost.yml"
 MENU_AIO = "Debian All-in-one Install"
@@ -39,16 +37,7 @@ def install(b: Bringup) -> None:
 
 def first_login(b: Bringup) -> None:
     """Log in as sysadmin through the forced password change."""
-    log_in(b, NODE)
-
-
-def log_in(b: Bringup, node: str) -> None:
-    """Log in on ``node``'s console (first login or after a reboot)."""
-    with b.console_lock(node):
-        b.consoles[node].login(
-            USER, FIRST_PASSWORD, b.deadline("login"), new_password=b.passwords["sysadmin"]
-        )
-    b.forget_shell(node)
+    b.login(NODE)
 
 
 def localhost_yml(b: Bringup) -> str:
@@ -153,5 +142,6 @@ def unlock(b: Bringup) -> None:
     console = b.consoles[NODE]
     b.system(f"host-unlock {NODE}")
     console.expect(LOGIN, b.deadline("unlock"), what="the login prompt after the unlock reboot")
-    log_in(b, NODE)
+    b.forget_shell(NODE)
+    b.login(NODE)
     b.wait_hosts([NODE], "unlock", f"{NODE} {AVAILABLE_TEXT}", **AVAILABLE)

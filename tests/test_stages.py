@@ -1,0 +1,136 @@
+"""The stage runner and pipelines: order, parallelism, resume, failures, custom stages."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pytest_starlingx.errors import StageError
+from pytest_starlingx.labfile import parse_lab
+from pytest_starlingx.model import resolve_lab
+from pytest_starlingx.stages.base import Bringup, Stage, run_stages
+from pytest_starlingx.stages.custom import CustomStage, from_lab_file, insert
+from pytest_starlingx.stages.pipelines import pipeline
+from pytest_starlingx.steps import StepRecorder
+
+
+def bringup(done=None) -> Bringup:
+    spec = resolve_lab("standard")
+    return Bringup(spec, {}, {}, {}, StepRecorder(spec.name), done=set(done or ()))
+
+
+def recording(log: list[str], name: str, gate: threading.Barrier | None = None):
+    def action(b: Bringup) -> None:
+        if gate is not None:
+            gate.wait(timeout=5)
+        log.append(name)
+
+    return action
+
+
+def test_stages_run_after_their_prerequisites():
+    log: list[str] = []
+    stages = [
+        Stage("c", "n", recording(log, "c"), ("n:b",)),
+        Stage("a", "n", recording(log, "a")),
+        Stage("b", "n", recording(log, "b"), ("n:a",)),
+    ]
+    b = bringup()
+    run_stages(stages, b)
+    assert log == ["a", "b", "c"]
+    assert set(b.done) == {"n:a", "n:b", "n:c"}
+    assert [r.outcome for r in b.recorder.records] == ["done"] * 3
+
+
+def test_independent_stages_run_at_the_same_time():
+    log: list[str] = []
+    gate = threading.Barrier(3)  # each waits until all three run: fails if run one by one
+    stages = [Stage("install", f"w{i}", recording(log, f"w{i}", gate)) for i in range(3)]
+    run_stages(stages, bringup(), max_parallel=3)
+    assert sorted(log) == ["w0", "w1", "w2"]
+
+
+def test_a_resumed_run_skips_finished_stages():
+    log: list[str] = []
+    stages = [
+        Stage("a", "n", recording(log, "a")),
+        Stage("b", "n", recording(log, "b"), ("n:a",)),
+    ]
+    b = bringup(done={"n:a"})
+    run_stages(stages, b)
+    assert log == ["b"]
+    assert [(r.stage, r.outcome) for r in b.recorder.records] == [("a", "skipped"), ("b", "done")]
+    assert "skipped" in b.recorder.table()
+
+
+def test_a_failure_names_lab_node_and_stage_and_stops_the_rest():
+    log: list[str] = []
+
+    def broken(b: Bringup) -> None:
+        raise RuntimeError("disk on fire")
+
+    stages = [
+        Stage("bootstrap", "controller-0", broken),
+        Stage("unlock", "controller-0", recording(log, "unlock"), ("controller-0:bootstrap",)),
+    ]
+    b = bringup()
+    with pytest.raises(StageError) as info:
+        run_stages(stages, b)
+    assert str(info.value).startswith(
+        "lab 'standard' node controller-0: stage 'bootstrap' failed: RuntimeError: disk on fire"
+    )
+    assert log == []
+    assert "controller-0:bootstrap" not in b.done
+    assert b.cancelled.is_set()
+    assert b.recorder.records[0].outcome == "failed"
+
+
+def test_unknown_prerequisites_are_refused():
+    with pytest.raises(ValueError, match=r"waits for unknown stages \['n:nope'\]"):
+        run_stages([Stage("a", "n", recording([], "a"), ("n:nope",))], bringup())
+
+
+@pytest.mark.parametrize(
+    ("topology", "count"), [("simplex", 5), ("duplex", 10), ("standard", 18), ("storage", 26)]
+)
+def test_every_pipeline_is_complete_and_ends_with_all_unlocked(topology, count):
+    spec = resolve_lab(topology)
+    stages = pipeline(spec)
+    assert len(stages) == count
+    keys = {s.key for s in stages}
+    assert {f"{n.name}:unlock" for n in spec.nodes} <= keys
+    assert all(set(s.after) <= keys for s in stages)
+
+
+def test_unlock_order_follows_the_guides():
+    stages = {s.key: s for s in pipeline(resolve_lab("storage"))}
+    assert "controller-1:unlock" in stages["storage-0:unlock"].after
+    assert {"storage-0:unlock", "storage-1:unlock"} <= set(stages["worker-0:unlock"].after)
+    assert stages["worker-1:power-on"].after == ("controller-0:unlock",)
+
+
+def test_host_add_adds_hosts_before_powering_them_on():
+    spec = parse_lab("topology: duplex\nadd_hosts: host-add\n")
+    stages = {s.key: s for s in pipeline(spec)}
+    assert stages["controller-0:add-hosts"].after == ("controller-0:unlock",)
+    assert stages["controller-1:power-on"].after == ("controller-0:add-hosts",)
+
+
+def test_custom_stages_go_where_the_lab_file_says():
+    spec = parse_lab(
+        "topology: duplex\nstages:\n"
+        "  - {name: labels, after: controller-0-configured, before: controller-0-unlocked,\n"
+        "     system: [host-label-assign controller-0 openstack-control-plane=enabled]}\n"
+        "  - {name: smoke, shell: [uptime]}\n"
+    )
+    stages = {s.key: s for s in insert(pipeline(spec), from_lab_file(spec.stages))}
+    assert stages["controller-0:labels"].after == ("controller-0:configure",)
+    assert "controller-0:labels" in stages["controller-0:unlock"].after
+    assert set(stages["controller-0:smoke"].after) == {"controller-0:unlock", "controller-1:unlock"}
+
+
+def test_custom_stage_at_an_unknown_point_is_an_error():
+    stages = pipeline(resolve_lab("simplex"))
+    with pytest.raises(ValueError, match="no pipeline point 'worker-0:unlock'"):
+        insert(stages, [CustomStage("x", recording([], "x"), after="worker-0:unlock")])
