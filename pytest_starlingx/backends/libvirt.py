@@ -598,7 +598,12 @@ class LibvirtBackend:
         started = time.monotonic()
         remaining: list[str] = []
         ledger_path = self.lab_dir(lab_id) / "owner.json"
-        ledger = Ledger.load(ledger_path) if ledger_path.exists() else None
+        ledger = None
+        if ledger_path.exists():
+            try:
+                ledger = Ledger.load(ledger_path)
+            except BackendError as exc:
+                logger.warning("teardown of lab %s goes on without its ledger: %s", lab_id, exc)
         owned = [(k, o) for k, o, owner in self._owned_objects() if owner.lab_id == lab_id]
         for obj in (o for k, o in owned if k == "domain"):
             _remove(remaining, f"domain {obj.name()}", lambda d=obj: _remove_domain(d))

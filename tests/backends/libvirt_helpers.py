@@ -53,8 +53,8 @@ def everything(conn: libvirt.virConnect) -> set[str]:
 
 
 def ours(objects: set[str], lab_id: str) -> set[str]:
-    """The objects whose names carry ``lab_id``."""
-    return {o for o in objects if f"-{lab_id}-" in o}
+    """The objects whose names carry ``lab_id`` (other sessions may create labs meanwhile)."""
+    return {o for o in objects if lab_id in o}
 
 
 def new_lab_id() -> str:

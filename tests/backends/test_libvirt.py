@@ -48,7 +48,7 @@ def test_create_and_destroy_lab_shapes(backend, lab_factory, machines, tiny_iso)
     before = everything(backend.conn)
     res = lab_resources(machines, lab_id, cdrom=tiny_iso)
     lab = lab_factory(res)
-    created = everything(backend.conn) - before
+    created = ours(everything(backend.conn) - before, lab_id)
 
     prefix = f"stx-t-{lab_id}-"
     assert {o for o in created if o.startswith(("domain", "network"))} == {
@@ -138,7 +138,7 @@ def test_create_and_destroy_lab_shapes(backend, lab_factory, machines, tiny_iso)
         assert root.find("os/smbios").get("mode") == "sysinfo"
 
     lab.destroy()
-    assert everything(backend.conn) - before == set()
+    assert ours(everything(backend.conn), lab_id) == set()
     assert not backend.lab_dir(lab_id).exists()
     lab.destroy()  # idempotent
 
@@ -238,9 +238,11 @@ def test_refuses_to_touch_foreign_objects_with_our_names(backend, used_lab_ids):
             backend.create_lab(res)
         assert f"network stx-t-{lab_id}-mgmt" in str(err.value)
         assert f"domain stx-t-{lab_id}-node-0" in str(err.value)
-        assert everything(backend.conn) == before  # nothing created, nothing removed
+        assert ours(everything(backend.conn), lab_id) == ours(
+            before, lab_id
+        )  # nothing created, nothing removed
         backend.destroy_lab(lab_id)  # finds nothing of ours: leaves the foreign ones alone
-        assert everything(backend.conn) == before
+        assert ours(everything(backend.conn), lab_id) == ours(before, lab_id)
     finally:
         foreign_dom.undefine()
         foreign_net.undefine()
@@ -257,14 +259,13 @@ def test_refuses_existing_bridge_and_cleans_up_after_failed_create(backend, used
         before = everything(backend.conn)
         with pytest.raises(BackendError, match=f"bridge {bridge_name(lab_id, 2)}"):
             backend.create_lab(lab_resources(1, lab_id))
-        assert everything(backend.conn) == before
+        assert ours(everything(backend.conn), lab_id) == ours(before, lab_id)
     finally:
         other.undefine()
 
 
 def test_destroy_lab_partly_removed_by_hand(backend, lab_factory):
     lab_id = new_lab_id()
-    before = everything(backend.conn)
     lab = lab_factory(lab_resources(2, lab_id))
     prefix = f"stx-t-{lab_id}-"
     lab.power_on("node-0")
@@ -287,7 +288,6 @@ def test_destroy_lab_partly_removed_by_hand(backend, lab_factory):
     assert sorted(p.name for p in backend.lab_dir(lab_id).iterdir()) == ["lab.json"]
     other_layer_file.unlink()
     assert ours(everything(backend.conn), lab_id) == set()
-    assert everything(backend.conn) - before == set()
     assert lab_id not in backend.lab_ids()
     backend.destroy_lab(lab_id)
 
