@@ -84,6 +84,11 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _KERNEL_MESSAGE = re.compile(r"\[ *\d+\.\d+\] [^\n]*\n")
 
 
+def _secs(seconds: float) -> str:
+    """``0.5s``, ``12s``, ``3600s``: durations for messages."""
+    return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+
+
 def strip_ansi(text: str) -> str:
     """``text`` without terminal escape sequences and control characters (tabs, newlines kept)."""
     return _CONTROL.sub("", _ANSI.sub("", text))
@@ -541,7 +546,7 @@ class Console:
             except EOF:
                 raise self._error(
                     ConsoleClosed,
-                    f"console closed ({self._closed_reason}) after {deadline.elapsed:.0f}s "
+                    f"console closed ({self._closed_reason}) after {_secs(deadline.elapsed)} "
                     f"while waiting for {what}",
                 ) from None
             return Match(index, self._child.match, self._child.before)
@@ -550,12 +555,12 @@ class Console:
         """Raise when the deadline has expired or the VM has stopped."""
         if deadline.expired:
             raise self._error(
-                ConsoleTimeout, f"waited {deadline.elapsed:.0f}s for {what} (timeout reached)"
+                ConsoleTimeout, f"waited {_secs(deadline.elapsed)} for {what} (timeout reached)"
             )
         if self._alive is not None and not self._alive():
             raise self._error(
                 ConsoleClosed,
-                f"the VM is not running any more (after {deadline.elapsed:.0f}s waiting for "
+                f"the VM is not running any more (after {_secs(deadline.elapsed)} waiting for "
                 f"{what})",
             )
 
@@ -619,21 +624,59 @@ class Console:
     def _await_entry(
         self, wanted: str | re.Pattern[str], label: str, deadline: Deadline, settle: float
     ) -> Menu:
-        """Wait for a menu with a highlight and ``wanted``; fail once it settled without it."""
-        seen = Menu(())
-        since = deadline.elapsed
+        """Wait for a menu showing ``wanted`` with a highlight; return it.
 
-        def ready(menu: Menu) -> bool:
-            nonlocal seen, since
-            if menu.highlighted is not None and menu.find(wanted) is not None:
-                return True
-            if menu != seen:
-                seen, since = menu, deadline.elapsed
-            elif menu.highlighted is not None and deadline.elapsed - since >= settle:
-                raise self._error(MenuError, f"no menu entry {label!r} in the menu: {menu}")
-            return False
+        A menu may be drawn incompletely on a serial line (GRUB 2.06 under QEMU cut an entry
+        short in its first draw, reproducibly). When the menu settles without ``wanted``, the
+        highlight is walked down and then up through the menu: every move redraws the rows it
+        leaves and enters, which repairs them (and scrolls long menus).
+        """
+        what = f"menu entry {label!r}"
 
-        return self.wait_screen(ready, deadline, f"menu entry {label!r}")
+        def found(menu: Menu) -> bool:
+            return menu.highlighted is not None and menu.find(wanted) is not None
+
+        menu = self.screen.menu()
+        while True:  # until the menu has stayed the same for `settle` seconds
+            shown = menu
+            menu = self._wait_screen_briefly(
+                lambda m, shown=shown: found(m) or m != shown, deadline, settle, what
+            )
+            if found(menu):
+                return menu
+            if menu == shown and menu.highlighted is not None:
+                break
+        log.info(
+            "%s: no %s in the menu on screen (%s); walking the menu", self.node, what, menu,
+            extra=self._extra,
+        )  # fmt: skip
+        for key in ("down", "up"):
+            for _ in range(64):
+                current = menu.highlighted
+                assert current is not None
+                self.send_key(key)
+                menu = self._wait_screen_briefly(
+                    _moved_from(current.row), deadline, settle, "the highlight to move"
+                )
+                if menu.highlighted is None or menu.highlighted.row == current.row:
+                    break  # the end of the menu
+                menu = self._wait_screen_briefly(found, deadline, 0.5, what)
+                if found(menu):
+                    return menu
+                if (menu.highlighted.row > current.row) != (key == "down"):
+                    break  # wrapped around
+        raise self._error(MenuError, f"no {what} in the menu: {menu}")
+
+    def _wait_screen_briefly(
+        self, predicate: Callable[[Menu], bool], deadline: Deadline, seconds: float, what: str
+    ) -> Menu:
+        """The menu once ``predicate`` holds or ``seconds`` passed (bounded by ``deadline``)."""
+        try:
+            return self.wait_screen(predicate, deadline.within(seconds), what)
+        except ConsoleTimeout:
+            menu = self.screen.menu()
+            self._check_waiting(f"{what} (menu on screen: {menu or 'none'})", deadline)
+            return menu
 
     # ---- login
 
@@ -854,14 +897,14 @@ class Console:
         self.run_checked(finish, deadline)
 
 
-def _moved_from(row: int, wanted: str | re.Pattern[str]) -> Callable[[Menu], bool]:
-    """Predicate: one entry highlighted, not the one on ``row``, and ``wanted`` on screen."""
+def _moved_from(row: int, wanted: str | re.Pattern[str] | None = None) -> Callable[[Menu], bool]:
+    """Predicate: one entry highlighted, not the one on ``row``, and ``wanted`` (if given) shown."""
 
     def moved(menu: Menu) -> bool:
         return (
             menu.highlighted is not None
             and menu.highlighted.row != row
-            and menu.find(wanted) is not None
+            and (wanted is None or menu.find(wanted) is not None)
         )
 
     return moved

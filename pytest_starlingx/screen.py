@@ -54,6 +54,9 @@ class Menu:
                 return entry
         return None
 
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
     def __str__(self) -> str:
         return ", ".join(f"{'*' if e.highlighted else ''}{e.text!r}" for e in self.entries)
 

@@ -125,15 +125,15 @@ class Progress:
         what: str,
         deadline: Deadline,
         logger: logging.Logger = log,
-        every: float = PROGRESS_EVERY,
+        every: float | None = None,
         extra: Mapping[str, object] | None = None,
     ) -> None:
         self.what = what
         self.deadline = deadline
-        self.every = every
+        self.every = every or PROGRESS_EVERY
         self._logger = logger
         self._extra = dict(extra or {})
-        self._next = every
+        self._next = self.every
 
     def tick(self) -> None:
         """Log if another ``every`` seconds have passed since the last line."""

@@ -1,0 +1,239 @@
+"""Scripted counterparts for the console layer: transports and devices at the byte boundary."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from ptyprocess import PtyProcess
+
+
+class SocketTransport:
+    """One end of a socketpair as a Transport; the other end belongs to a scripted device."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.written = bytearray()
+
+    def connect(self) -> None:
+        """Nothing to open: the pair exists already."""
+
+    def read(self, size: int, timeout: float) -> bytes:
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            data = self.sock.recv(size)
+        except OSError as exc:
+            raise EOFError(str(exc)) from exc
+        if not data:
+            raise EOFError("device hung up")
+        return data
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Device:
+    """A scripted device thread: ``on_input`` sees every byte the console sends."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        self.sock = ours
+        self.transport = SocketTransport(theirs)
+        self.received = bytearray()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> None:
+        """Output from the device to the console."""
+        self.sock.sendall(data)
+
+    def hang_up(self) -> None:
+        """Close the device end: the console sees EOF."""
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+    def on_input(self, data: bytes) -> None:
+        """React to what the console sent; override."""
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            self.received += data
+            self.on_input(data)
+
+
+class GrubDevice(Device):
+    """GRUB 2.06's text menu on a serial line, byte for byte as recorded in data/grub.cfg runs.
+
+    ``menu`` maps entry titles to submenus (dict) or to the text printed when booted (str).
+    """
+
+    HEADER = b"\x1b[2;24HGNU GRUB  version 2.06-13+deb12u2\r\n\r\r\n\r"
+
+    def __init__(self, menu: dict[str, object], *, draw: bool = True) -> None:
+        super().__init__()
+        self.stack: list[tuple[dict[str, object], int]] = [(menu, 0)]
+        self.booted: str | None = None
+        self.keys: list[str] = []
+        self._escape = b""
+        if draw:
+            self.write(b"\x1b[0;30;47mWelcome to GRUB!\r\r\n\r\n")
+            self.draw()
+
+    @property
+    def current(self) -> tuple[dict[str, object], int]:
+        return self.stack[-1]
+
+    def entry(self, index: int, highlighted: bool) -> bytes:
+        """One entry row as GRUB's print_entry draws it."""
+        titles = list(self.current[0])
+        row = 5 + index
+        text = titles[index] if index < len(titles) else ""
+        mark = b"*" if highlighted else b" "
+        attr = b"\x1b[7m" if highlighted else b"\x1b[m"
+        return (
+            attr
+            + f"\x1b[{row};3H".encode()
+            + mark
+            + text.encode().ljust(75)
+            + f"\x1b[m\x1b[{row};78H\x1b[m".encode()
+        )
+
+    def draw(self) -> None:
+        """Clear the screen and draw box, help text and entries."""
+        sub = len(self.stack) > 1
+        bottom = 16 if sub else 17
+        out = bytearray(b"\x1b[H\x1b[J\x1b[1;1H\x1b[?25l\x1b[m\x1b[H\x1b[J\x1b[1;1H" + self.HEADER)
+        out += b"\x1b[m\x1b[4;2H+" + b"-" * 76 + b"+"
+        for row in range(5, bottom):
+            out += f"\x1b[{row};2H|\x1b[{row};79H|".encode()
+        out += f"\x1b[{bottom};2H+".encode() + b"-" * 76 + b"+\x1b[m"
+        out += f"\x1b[{bottom + 1};2H\x1b[{bottom + 2};2H\x1b[m".encode()
+        out += b"     Use the ^ and v keys to select which entry is highlighted.          \r\n\r"
+        out += b"      Press enter to boot the selected OS, `e' to edit the commands       \r\n\r"
+        out += b"      before booting or `c' for a command-line."
+        out += b" ESC to return             \r\n\r      previous menu.  " if sub else b"  "
+        _, selected = self.current
+        for index in range(bottom - 5):
+            out += self.entry(index, index == selected)
+        out += f"\x1b[5;80H \x1b[{5 + selected};78H".encode()
+        self.write(bytes(out))
+
+    def on_input(self, data: bytes) -> None:
+        data = self._escape + data
+        self._escape = b""
+        while data:
+            if data.startswith((b"\x1b[A", b"\x1b[B")):
+                self.move(-1 if data[2:3] == b"A" else 1)
+                data = data[3:]
+            elif data in (b"\x1b", b"\x1b["):
+                self._escape = data  # an arrow key split across reads
+                return
+            elif data.startswith(b"\x1b"):
+                self.keys.append("esc")
+                if len(self.stack) > 1:
+                    self.stack.pop()
+                    self.draw()
+                data = data[1:]
+            elif data[:1] in (b"\r", b"\n"):
+                self.enter()
+                data = data[1:]
+            else:
+                data = data[1:]
+
+    def move(self, step: int) -> None:
+        self.keys.append("down" if step > 0 else "up")
+        menu, selected = self.current
+        new = min(max(selected + step, 0), len(menu) - 1)
+        if new == selected:
+            return
+        self.stack[-1] = (menu, new)
+        self.write(self.entry(selected, False) + self.entry(new, True))
+
+    def enter(self) -> None:
+        self.keys.append("enter")
+        menu, selected = self.current
+        chosen = menu[list(menu)[selected]]
+        if isinstance(chosen, dict):
+            self.stack.append((chosen, 0))
+            self.write(b"\x1b[?25h\x1b[H\x1b[J\x1b[1;1H")
+            self.draw()
+        else:
+            self.booted = str(chosen)
+            self.write(b"\x1b[?25h\x1b[H\x1b[J\x1b[1;1H" + self.booted.encode() + b"\r\n\r")
+
+
+DEBIAN_MENU: dict[str, object] = {
+    "Debian Controller Install": {
+        "Serial Console": "SELECTED: controller serial",
+        "Graphical Console": "SELECTED: controller graphical",
+    },
+    "Debian All-in-one Install": {
+        "Serial Console": "SELECTED: aio serial",
+        "Graphical Console": "SELECTED: aio graphical",
+    },
+    "Debian All-in-one (lowlatency) Install": {
+        "Serial Console": "SELECTED: lowlatency serial",
+        "Graphical Console": "SELECTED: lowlatency graphical",
+    },
+}
+
+
+class PtyTransport:
+    """A program on a pseudo-terminal as a Transport: real echo, line discipline and Ctrl-C."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self.env = env
+        self.proc: PtyProcess | None = None
+
+    def connect(self) -> None:
+        self.proc = PtyProcess.spawn(self.argv, env=self.env, dimensions=(24, 80))
+
+    def read(self, size: int, timeout: float) -> bytes:
+        assert self.proc is not None
+        ready, _, _ = select.select([self.proc.fd], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            data = os.read(self.proc.fd, size)
+        except OSError as exc:  # EIO: the program has exited
+            raise EOFError(str(exc)) from exc
+        if not data:
+            raise EOFError("program exited")
+        return data
+
+    def write(self, data: bytes) -> None:
+        assert self.proc is not None
+        while data:
+            data = data[os.write(self.proc.fd, data) :]
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.isalive():
+            self.proc.terminate(force=True)
+
+
+FAKE_STX = Path(__file__).with_name("fake_stx.py")
+
+
+def fake_stx(tmp_path: Path, *args: str) -> PtyTransport:
+    """A PtyTransport running fake_stx.py (a StarlingX serial console) with ``args``."""
+    state = tmp_path / "fake-stx"
+    state.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PS1", "TMOUT"))}
+    return PtyTransport([sys.executable, str(FAKE_STX), "--state", str(state), *args], env=env)
