@@ -22,8 +22,11 @@ from test_platform_support import (
     parse_table,
 )
 
-RECAP = re.compile(r"^localhost\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=0\s+failed=(\d+)\s+"
-                   r"skipped=(\d+)\s+rescued=0\s+ignored=0$", re.M)
+RECAP = re.compile(
+    r"^localhost\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=0\s+failed=(\d+)\s+"
+    r"skipped=(\d+)\s+rescued=0\s+ignored=0$",
+    re.M,
+)
 
 
 @pytest.fixture
@@ -59,35 +62,54 @@ def test_bootstrap_prints_the_play_and_sets_up_controller_0(c0: Controller) -> N
     rc = c0.openrc_env()
     assert rc["OS_USERNAME"] == "admin" and rc["OS_PASSWORD"] == PASSWORD
     assert rc["PS1"] == r"[\u@\h \W(keystone_$OS_USERNAME)]\$ "
-    assert c0.table("host-list") == [{
-        "id": "1", "hostname": "controller-0", "personality": "controller",
-        "administrative": "locked", "operational": "disabled", "availability": "online"}]
+    assert c0.table("host-list") == [
+        {
+            "id": "1",
+            "hostname": "controller-0",
+            "personality": "controller",
+            "administrative": "locked",
+            "operational": "disabled",
+            "availability": "online",
+        }
+    ]
 
 
 def test_openrc_gives_the_keystone_prompt(simplex: Controller) -> None:
     openrc = simplex.root / "etc/platform/openrc"
-    out = subprocess.run(["bash", "-c", f". {openrc}; echo \"${{PS1@P}}\""],
-                         capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin", "USER": "sysadmin"}).stdout
+    out = subprocess.run(
+        ["bash", "-c", f'. {openrc}; echo "${{PS1@P}}"'],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "USER": "sysadmin"},
+    ).stdout
     # `\$` is `#` for uid 0 (the guest's bash.bashrc turns it back into `$`).
     assert re.fullmatch(r"\[\w+@\S+ \S+\(keystone_admin\)\][$#] \n", out)
 
 
-@pytest.mark.parametrize(("edit", "key"), [
-    (lambda y: y.replace("external_oam_floating_address: 10.10.10.2\n", ""),
-     "external_oam_floating_address"),
-    (lambda y: y.replace("10.10.10.2", "10.10.20.2"), "external_oam_floating_address"),
-    (lambda y: y.replace("system_mode: simplex", "system_mode: triplex"), "system_mode"),
-    (lambda y: y.replace("8.8.4.4", "8.8.4"), "dns_servers"),
-    (lambda y: y.replace("admin_password: St8rlingX*", "admin_password: weak"),
-     "admin_password"),
-    (lambda y: y.replace("192.168.204.0/24", "192.168.204.0/33"), "management_subnet"),
-    (lambda y: y.replace("external_oam_node_1_address: 10.10.10.4\n", ""),
-     "external_oam_node_1_address"),
-])
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (
+            lambda y: y.replace("external_oam_floating_address: 10.10.10.2\n", ""),
+            "external_oam_floating_address",
+        ),
+        (lambda y: y.replace("10.10.10.2", "10.10.20.2"), "external_oam_floating_address"),
+        (lambda y: y.replace("system_mode: simplex", "system_mode: triplex"), "system_mode"),
+        (lambda y: y.replace("8.8.4.4", "8.8.4"), "dns_servers"),
+        (
+            lambda y: y.replace("admin_password: St8rlingX*", "admin_password: weak"),
+            "admin_password",
+        ),
+        (lambda y: y.replace("192.168.204.0/24", "192.168.204.0/33"), "management_subnet"),
+        (
+            lambda y: y.replace("external_oam_node_1_address: 10.10.10.4\n", ""),
+            "external_oam_node_1_address",
+        ),
+    ],
+)
 def test_bad_localhost_yml_fails_the_play_naming_the_key(c0: Controller, edit, key) -> None:
-    proc = c0.bootstrap(edit(DUPLEX_YML if "node_1" in key or "management" in key
-                             else SIMPLEX_YML))
+    proc = c0.bootstrap(edit(DUPLEX_YML if "node_1" in key or "management" in key else SIMPLEX_YML))
     assert proc.returncode == 2
     fatal = re.search(r"^fatal: \[localhost\]: FAILED! => (\{.*\})$", proc.stdout, re.M)
     assert fatal and key in fatal.group(1), proc.stdout
@@ -122,8 +144,9 @@ def test_wrong_playbook_path_is_refused(c0: Controller) -> None:
 def test_system_refuses_to_run_without_openrc(simplex: Controller) -> None:
     proc = simplex.run("system", "host-list")
     assert proc.returncode == 1
-    assert proc.stderr.strip() == ("You must provide a username via either --os-username "
-                                   "or via env[OS_USERNAME]")
+    assert proc.stderr.strip() == (
+        "You must provide a username via either --os-username or via env[OS_USERNAME]"
+    )
     creds = {k: v for k, v in simplex.openrc_env().items() if k.startswith("OS_")}
     proc = simplex.run("system", "host-list", **{**creds, "OS_PASSWORD": "wrong"})
     assert proc.returncode == 1 and proc.stderr.strip() == "Invalid Identity credentials."
@@ -131,16 +154,18 @@ def test_system_refuses_to_run_without_openrc(simplex: Controller) -> None:
 
 def test_errors_and_usage(simplex: Controller) -> None:
     assert simplex.fails("host-show", "worker-9") == "host not found: worker-9"
-    assert simplex.fails("host-if-modify", "controller-0", "eth9", "-c", "platform") == \
-        "Interface not found: host controller-0 if eth9"
+    assert (
+        simplex.fails("host-if-modify", "controller-0", "eth9", "-c", "platform")
+        == "Interface not found: host controller-0 if eth9"
+    )
     proc = simplex.system("host-frobnicate")
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
     proc = simplex.system("host-show")
     assert proc.returncode == 2 and proc.stderr.startswith("usage: system host-show")
     assert "host-unlock" in simplex.ok("--help")
-    assert simplex.fails("host-add", "-n", "worker-0", "-p", "worker", "-m",
-                         "52:54:00:00:00:99") == (
-        "Host-add Rejected: Adding a host on a simplex system is not allowed.")
+    assert simplex.fails(
+        "host-add", "-n", "worker-0", "-p", "worker", "-m", "52:54:00:00:00:99"
+    ) == ("Host-add Rejected: Adding a host on a simplex system is not allowed.")
 
 
 def test_host_show_and_tables(simplex: Controller) -> None:
@@ -157,10 +182,15 @@ def test_host_show_and_tables(simplex: Controller) -> None:
     assert len(simplex.table("host-if-list", "-a", "controller-0", "--nowrap")) == 5
     nets = simplex.table("interface-network-list", "controller-0")
     assert sorted((n["ifname"], n["network_name"]) for n in nets) == [
-        ("lo", "cluster-host"), ("lo", "mgmt")]
+        ("lo", "cluster-host"),
+        ("lo", "mgmt"),
+    ]
     disks = simplex.table("host-disk-list", "controller-0")
     assert [(d["device_node"], d["size_gib"]) for d in disks] == [
-        ("/dev/sda", "600.0"), ("/dev/sdb", "200.0"), ("/dev/sdc", "200.0")]
+        ("/dev/sda", "600.0"),
+        ("/dev/sdb", "200.0"),
+        ("/dev/sdc", "200.0"),
+    ]
     apps = {a["application"]: a["status"] for a in simplex.table("application-list")}
     assert apps["platform-integ-apps"] == "uploaded"
 
@@ -174,8 +204,11 @@ def _aio_sx_provisioning(c0: Controller) -> None:
     assert "WARNING : THIS OPERATION IS NOT REVERSIBLE AND CANNOT BE CANCELLED" in warning
     backends = parse_table(c0.ok("storage-backend-add", "ceph", "--confirmed"))
     assert backends[0]["backend"] == "ceph" and backends[0]["name"] == "ceph-store"
-    sdb = next(d["uuid"] for d in c0.table("host-disk-list", "controller-0")
-               if d["device_node"] == "/dev/sdb")
+    sdb = next(
+        d["uuid"]
+        for d in c0.table("host-disk-list", "controller-0")
+        if d["device_node"] == "/dev/sdb"
+    )
     stor = parse_show(c0.ok("host-stor-add", "controller-0", sdb))
     assert stor["state"] == "configuring-on-unlock" and stor["tier_name"] == "storage"
     assert c0.fails("host-stor-add", "controller-0", sdb) == "Disk already assigned."
@@ -184,8 +217,17 @@ def _aio_sx_provisioning(c0: Controller) -> None:
     assert [d["name"] for d in c0.table("datanetwork-list")] == ["physnet0", "physnet1"]
     ifs = {i["name"]: i["uuid"] for i in c0.table("host-if-list", "-a", "controller-0")}
     for n, port in enumerate(("enp2s3", "enp2s4")):
-        out = c0.ok("host-if-modify", "-m", "1500", "-n", f"data{n}", "-c", "data",
-                    "controller-0", ifs[port])
+        out = c0.ok(
+            "host-if-modify",
+            "-m",
+            "1500",
+            "-n",
+            f"data{n}",
+            "-c",
+            "data",
+            "controller-0",
+            ifs[port],
+        )
         assert parse_show(out)["ifname"] == f"data{n}"
         c0.ok("interface-datanetwork-assign", "controller-0", ifs[port], f"physnet{n}")
     assert len(c0.table("interface-datanetwork-list", "controller-0")) == 2
@@ -193,26 +235,34 @@ def _aio_sx_provisioning(c0: Controller) -> None:
         c0.ok("host-label-assign", "controller-0", label)
     assert len(c0.table("host-label-list", "controller-0")) == 2
     root_disk = c0.show("host-show", "controller-0")["rootfs_device"]
-    root_uuid = next(d["uuid"] for d in c0.table("host-disk-list", "controller-0", "--nowrap")
-                     if root_disk in (d["device_node"], d["device_path"]))
-    part = parse_show(c0.ok("host-disk-partition-add", "-t", "lvm_phys_vol", "controller-0",
-                            root_uuid, "34"))
+    root_uuid = next(
+        d["uuid"]
+        for d in c0.table("host-disk-list", "controller-0", "--nowrap")
+        if root_disk in (d["device_node"], d["device_path"])
+    )
+    part = parse_show(
+        c0.ok("host-disk-partition-add", "-t", "lvm_phys_vol", "controller-0", root_uuid, "34")
+    )
     assert part["status"] == "Creating" and part["device_node"] == "/dev/sda5"
     assert "nova-local volume group" in c0.fails("host-unlock", "controller-0")
     c0.ok("host-lvg-add", "controller-0", "nova-local")
     c0.ok("host-pv-add", "controller-0", "nova-local", part["uuid"])
-    c0.wait("partition Ready", lambda: c0.table(
-        "host-disk-partition-list", "controller-0", "--nowrap")[0]["status"] == "Ready")
+    c0.wait(
+        "partition Ready",
+        lambda: (
+            c0.table("host-disk-partition-list", "controller-0", "--nowrap")[0]["status"] == "Ready"
+        ),
+    )
 
 
 def test_aio_sx_unlock_refused_then_done_reboots_to_available(simplex: Controller) -> None:
     c0 = simplex
     assert c0.fails("host-unlock", "controller-0") == (
         "Can not unlock a controller host without an oam interface. "
-        "Add an oam interface before re-attempting this command.")
+        "Add an oam interface before re-attempting this command."
+    )
     _aio_sx_provisioning(c0)
-    c0.wait("ceph configured", lambda: c0.table("storage-backend-list")[0]["state"]
-            == "configured")
+    c0.wait("ceph configured", lambda: c0.table("storage-backend-list")[0]["state"] == "configured")
     show = c0.show("host-unlock", "controller-0")
     assert show["administrative"] == "unlocked"
     c0.wait("reboot hook", lambda: "reboot" in c0.hook_calls(), timeout=5)
@@ -220,11 +270,18 @@ def test_aio_sx_unlock_refused_then_done_reboots_to_available(simplex: Controlle
     assert boot.returncode == 0, boot.stderr
     assert c0.host("controller-0")["availability"] == "available"
     assert c0.table("host-stor-list", "controller-0")[0]["state"] == "configured"
-    c0.wait("platform-integ-apps applied", lambda: {
-        a["application"]: a["status"] for a in c0.table("application-list")
-    }["platform-integ-apps"] == "applied")
+    c0.wait(
+        "platform-integ-apps applied",
+        lambda: (
+            {a["application"]: a["status"] for a in c0.table("application-list")}[
+                "platform-integ-apps"
+            ]
+            == "applied"
+        ),
+    )
     assert c0.fails("host-unlock", "controller-0") == (
-        "Avoiding 'unlock' action on already 'unlocked' host controller-0")
+        "Avoiding 'unlock' action on already 'unlocked' host controller-0"
+    )
     show = c0.show("host-lock", "controller-0")
     assert (show["administrative"], show["availability"]) == ("locked", "online")
 
@@ -246,30 +303,34 @@ def test_duplex_controller_0_needs_real_mgmt_and_cluster_host(c0: Controller) ->
     c0.ok("interface-network-assign", "controller-0", "enp2s1", "oam")
     assert c0.fails("host-unlock", "controller-0") == (
         "Cannot unlock host controller-0 when management interface is configured on a "
-        "virtual interface.")
+        "virtual interface."
+    )
     c0.ok("host-if-modify", "controller-0", "lo", "-c", "none")
     assert c0.fails("interface-network-assign", "controller-0", "enp2s2", "mgmt") == (
-        "An interface with interface class 'None' cannot assign platform networks.")
+        "An interface with interface class 'None' cannot assign platform networks."
+    )
     c0.ok("host-if-modify", "controller-0", "enp2s2", "-c", "platform")
     assert c0.fails("interface-network-assign", "controller-0", "enp2s2", "mgmt") == (
-        "An interface with 'mgmt' network type is already provisioned on this node")
+        "An interface with 'mgmt' network type is already provisioned on this node"
+    )
     for link in c0.table("interface-network-list", "controller-0"):
         if link["ifname"] == "lo":
             assert c0.ok("interface-network-remove", link["uuid"]).strip() == (
-                f"Deleted Interface Network: {link['uuid']}")
+                f"Deleted Interface Network: {link['uuid']}"
+            )
     c0.ok("interface-network-assign", "controller-0", "enp2s2", "mgmt")
     assert c0.fails("host-unlock", "controller-0") == (
-        "Cannot unlock host controller-0 without configuring a cluster-host interface.")
+        "Cannot unlock host controller-0 without configuring a cluster-host interface."
+    )
     c0.ok("interface-network-assign", "controller-0", "enp2s2", "cluster-host")
     c0.ok("storage-backend-add", "ceph", "--confirmed")
     assert c0.fails("host-unlock", "controller-0") == (
-        "Ceph is configuring. All storage backends must be configured before operation "
-        "is allowed.")
-    c0.wait("ceph configured", lambda: c0.table("storage-backend-list")[0]["state"]
-            == "configured")
+        "Ceph is configuring. All storage backends must be configured before operation is allowed."
+    )
+    c0.wait("ceph configured", lambda: c0.table("storage-backend-list")[0]["state"] == "configured")
     assert c0.fails("host-unlock", "controller-0") == (
-        "Can not unlock node until at least one OSD is configured.")
+        "Can not unlock node until at least one OSD is configured."
+    )
     mons = c0.table("ceph-mon-list")
     assert [m["hostname"] for m in mons] == ["controller-0"]
-    assert c0.fails("host-swact", "controller-0") == (
-        "Controller is Locked ; No services to Swact")
+    assert c0.fails("host-swact", "controller-0") == ("Controller is Locked ; No services to Swact")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,9 +22,11 @@ from test_platform_support import (
     parse_show,
 )
 
-WAITING = ("Waiting for this node to be configured.\n\n"
-           "Please configure the personality for this node from the\n"
-           "controller node in order to proceed.")
+WAITING = (
+    "Waiting for this node to be configured.\n\n"
+    "Please configure the personality for this node from the\n"
+    "controller node in order to proceed."
+)
 
 Lab = Callable[[str], Node]
 
@@ -60,8 +61,7 @@ def _provision_c0(c0: Controller, osd: bool) -> None:
     c0.ok("storage-backend-add", "ceph", "--confirmed")
     if osd:
         _add_osd(c0, "controller-0")
-    c0.wait("ceph configured",
-            lambda: c0.table("storage-backend-list")[0]["state"] == "configured")
+    c0.wait("ceph configured", lambda: c0.table("storage-backend-list")[0]["state"] == "configured")
     c0.ok("host-unlock", "controller-0")
     c0.wait("reboot hook", lambda: "reboot" in c0.hook_calls(), timeout=5)
     assert c0.reboot().returncode == 0
@@ -69,8 +69,9 @@ def _provision_c0(c0: Controller, osd: bool) -> None:
 
 
 def _add_osd(c0: Controller, host: str, tier: bool = False) -> None:
-    sdb = next(d["uuid"] for d in c0.table("host-disk-list", host) if d["device_node"]
-               == "/dev/sdb")
+    sdb = next(
+        d["uuid"] for d in c0.table("host-disk-list", host) if d["device_node"] == "/dev/sdb"
+    )
     extra = []
     if tier:
         tiers = c0.table("storage-tier-list", "ceph_cluster")
@@ -84,16 +85,22 @@ def _boot_installed(node: Node) -> subprocess.Popen[str]:
     return node.start("stx-platform-boot")
 
 
-def _install(c0: Controller, node: Node, *update: str, pre_added: bool = False
-             ) -> subprocess.Popen[str]:
+def _install(
+    c0: Controller, node: Node, *update: str, pre_added: bool = False
+) -> subprocess.Popen[str]:
     """PXE-boot `node`, give it a personality, let it install, boot it; returns its agent."""
     agent = node.start("stx-agent", "--pxe")
     if not pre_added:
-        c0.wait("a new None host", lambda: any(
-            r["hostname"] == "None" for r in c0.table("host-list")))
+        c0.wait(
+            "a new None host", lambda: any(r["hostname"] == "None" for r in c0.table("host-list"))
+        )
         row = next(r for r in c0.table("host-list") if r["hostname"] == "None")
-        assert (row["personality"], row["administrative"], row["operational"],
-                row["availability"]) == ("None", "locked", "disabled", "offline")
+        assert (
+            row["personality"],
+            row["administrative"],
+            row["operational"],
+            row["availability"],
+        ) == ("None", "locked", "disabled", "offline")
         show = c0.show("host-update", row["id"], *update)
         assert show["install_state"] in ("None", "preinstall")
     out, _ = agent.communicate(timeout=20)
@@ -104,8 +111,9 @@ def _install(c0: Controller, node: Node, *update: str, pre_added: bool = False
     return _boot_installed(node)
 
 
-def _unlock(c0: Controller, node: Node, name: str, platform: subprocess.Popen[str]
-            ) -> subprocess.Popen[str]:
+def _unlock(
+    c0: Controller, node: Node, name: str, platform: subprocess.Popen[str]
+) -> subprocess.Popen[str]:
     """host-unlock: the node reboots (its agent exits after the hook) and comes back."""
     c0.ok("host-unlock", name)
     platform.wait(timeout=20)
@@ -135,19 +143,23 @@ def test_aio_dx_controller_1_joins_over_pxe_and_becomes_available(lab) -> None:
     assert boot_if == ["False", "True", "False", "False"]
     assert c0.fails("host-unlock", "controller-1") == (
         "Can not unlock a controller host without an oam interface. "
-        "Add an oam interface before re-attempting this command.")
+        "Add an oam interface before re-attempting this command."
+    )
     c0.ok("host-if-modify", "controller-1", "enp2s1", "-c", "platform")
     c0.ok("interface-network-assign", "controller-1", "enp2s1", "oam")
     assert c0.fails("host-unlock", "controller-1") == (
-        "Can not unlock node until at least one OSD is configured.")
+        "Can not unlock node until at least one OSD is configured."
+    )
     _add_osd(c0, "controller-1")
     assert c0.fails("host-unlock", "controller-1") == (
-        "Cannot unlock host controller-1 without configuring a cluster-host interface.")
+        "Cannot unlock host controller-1 without configuring a cluster-host interface."
+    )
     c0.ok("interface-network-assign", "controller-1", "mgmt0", "cluster-host")
     platform = _unlock(c0, node, "controller-1", platform)
     c0.wait_state("controller-1", "unlocked", "enabled", "available")
     assert c0.fails("host-lock", "controller-0") == (
-        "controller-0 : Rejected: Can not lock an active controller.")
+        "controller-0 : Rejected: Can not lock an active controller."
+    )
     c0.ok("host-swact", "controller-0")
     assert "Controller-Active" in c0.show("host-show", "controller-1")["capabilities"]
     platform.kill()  # power off: heartbeats stop
@@ -158,22 +170,28 @@ def test_standard_workers_by_pxe_and_by_host_add(lab) -> None:
     c0, new_node = lab
     assert c0.bootstrap(DUPLEX_YML, subfunction="controller").returncode == 0
     assert c0.fails("host-if-modify", "controller-0", "enp2s3", "-c", "data") == (
-        "The data interface class is only supported on nodes supporting worker functions")
+        "The data interface class is only supported on nodes supporting worker functions"
+    )
     _provision_c0(c0, osd=False)
     worker1 = new_node("worker-1")
     added = c0.show("host-add", "-n", "worker-1", "-p", "worker", "-m", worker1.macs[1])
     assert (added["hostname"], added["personality"], added["mgmt_ip"]) == (
-        "worker-1", "worker", "192.168.204.5")
+        "worker-1",
+        "worker",
+        "192.168.204.5",
+    )
     assert c0.fails("host-add", "-n", "worker-2", "-p", "worker", "-m", worker1.macs[1]) == (
-        f"Host-add Rejected: Host with mgmt_mac {worker1.macs[1]} already exists")
+        f"Host-add Rejected: Host with mgmt_mac {worker1.macs[1]} already exists"
+    )
     worker0 = new_node("worker-0")
     agent = worker0.start("stx-agent", "--pxe")
-    c0.wait("a new None host", lambda: any(
-        r["hostname"] == "None" for r in c0.table("host-list")))
+    c0.wait("a new None host", lambda: any(r["hostname"] == "None" for r in c0.table("host-list")))
     new_id = next(r["id"] for r in c0.table("host-list") if r["hostname"] == "None")
     assert c0.fails("host-update", new_id, "personality=worker").startswith(
-        "Host ") and "must be provisioned with a hostname" in c0.fails(
-        "host-update", new_id, "personality=worker")
+        "Host "
+    ) and "must be provisioned with a hostname" in c0.fails(
+        "host-update", new_id, "personality=worker"
+    )
     agent.kill()
     platforms = {
         "worker-0": _install(c0, worker0, "personality=worker", "hostname=worker-0"),
@@ -186,22 +204,28 @@ def test_standard_workers_by_pxe_and_by_host_add(lab) -> None:
         "Can not unlock a worker node until the third Ceph monitor is defined by either "
         "adding a storage node or configuring a monitor on a worker node. Note that this "
         "will select the storage deployment model, check documentation for details and "
-        "restrictions.")
+        "restrictions."
+    )
     assert c0.fails("ceph-mon-add", "controller-0") == (
-        "Ceph monitor already configured for host 'controller-0'.")
+        "Ceph monitor already configured for host 'controller-0'."
+    )
     mon = parse_show(c0.ok("ceph-mon-add", "worker-0"))
     assert mon["state"] == "configuring"
-    c0.wait("monitor configured", lambda: all(
-        m["state"] == "configured" for m in c0.table("ceph-mon-list")))
+    c0.wait(
+        "monitor configured",
+        lambda: all(m["state"] == "configured" for m in c0.table("ceph-mon-list")),
+    )
     assert c0.fails("host-unlock", "worker-0") == (
-        "Cannot unlock host worker-0 without configuring a cluster-host interface.")
+        "Cannot unlock host worker-0 without configuring a cluster-host interface."
+    )
     for name, node in (("worker-0", worker0), ("worker-1", worker1)):
         c0.ok("interface-network-assign", name, "mgmt0", "cluster-host")
         c0.ok("host-label-assign", name, "openstack-compute-node=enabled")
         assert c0.fails("host-unlock", name).startswith("A worker requires a cgts-vg")
         c0.ok("host-lvg-add", name, "nova-local")
-        sdb = next(d["uuid"] for d in c0.table("host-disk-list", name)
-                   if d["device_node"] == "/dev/sdb")
+        sdb = next(
+            d["uuid"] for d in c0.table("host-disk-list", name) if d["device_node"] == "/dev/sdb"
+        )
         c0.ok("host-pv-add", name, "nova-local", sdb)
         platforms[name] = _unlock(c0, node, name, platforms[name])
     worker1.write_run("knobs", {"slow": "0.1", "unlock_fail": "1"})
@@ -219,11 +243,15 @@ def test_dedicated_storage_node(lab) -> None:
     assert "install-to-disk storage storage storage-0" in storage.hook_calls()
     c0.ok("interface-network-assign", "storage-0", "mgmt0", "cluster-host")
     assert c0.fails("host-unlock", "storage-0") == (
-        "Can not unlock a storage node without any Storage Volumes configured")
+        "Can not unlock a storage node without any Storage Volumes configured"
+    )
     _add_osd(c0, "storage-0", tier=True)
     stor = c0.table("host-stor-list", "storage-0")[0]
     assert (stor["function"], stor["state"], stor["tier_name"]) == (
-        "osd", "configuring-on-unlock", "storage")
+        "osd",
+        "configuring-on-unlock",
+        "storage",
+    )
     platform = _unlock(c0, storage, "storage-0", platform)
     c0.wait_state("storage-0", "unlocked", "enabled", "available")
     assert c0.table("host-stor-list", "storage-0")[0]["state"] == "configured"
@@ -235,20 +263,22 @@ def test_sysinv_reloads_dnsmasq_when_it_assigns_an_address(lab) -> None:
     c0, _ = lab
     assert c0.bootstrap(DUPLEX_YML).returncode == 0
     marker = c0.root / "hup"
-    fake = subprocess.Popen([sys.executable, "-c", (
-        "import signal, sys, time\n"
-        f"signal.signal(signal.SIGHUP, lambda *a: open({str(marker)!r}, 'a').write('hup\\n'))\n"
-        "time.sleep(30)\n")])
+    script = (
+        "import pathlib, signal, time\n"
+        f"marker = pathlib.Path({str(marker)!r})\n"
+        "signal.signal(signal.SIGHUP, lambda *a: marker.write_text('hup'))\n"
+        "marker.with_suffix('.ready').touch()\n"
+        "time.sleep(30)\n"
+    )
+    fake = subprocess.Popen([sys.executable, "-c", script])
     try:
         (c0.root / "run/stx-sim/dnsmasq.pid").write_text(f"{fake.pid}\n")
-        time.sleep(0.3)  # let the fake install its handler
+        c0.wait("fake dnsmasq", marker.with_suffix(".ready").exists, timeout=5)
         c0.ok("host-add", "-n", "worker-3", "-p", "worker", "-m", "52:54:00:aa:bb:cc")
-        deadline = time.monotonic() + 5
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert marker.read_text() == "hup\n"
-        assert (c0.root / "var/lib/stx/dhcp-hosts").read_text() == \
-            "52:54:00:aa:bb:cc,192.168.204.5\n"
+        c0.wait("SIGHUP to dnsmasq", marker.exists, timeout=5)
+        assert (
+            c0.root / "var/lib/stx/dhcp-hosts"
+        ).read_text() == "52:54:00:aa:bb:cc,192.168.204.5\n"
     finally:
         fake.send_signal(signal.SIGKILL)
         fake.wait()

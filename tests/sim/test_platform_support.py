@@ -54,10 +54,13 @@ management_subnet: 192.168.204.0/24
 HOOK = """#!/bin/sh
 echo "$(basename "$0") $*" >> "$STXSIM_ROOT/run/stx-sim/hooks.log"
 """
-INSTALL_HOOK = HOOK + """mkdir -p "$STXSIM_ROOT/etc/platform"
+INSTALL_HOOK = (
+    HOOK
+    + """mkdir -p "$STXSIM_ROOT/etc/platform"
 printf 'nodetype=%s\\nsubfunction=%s\\n' "$1" "$2" > "$STXSIM_ROOT/etc/platform/platform.conf"
 echo "$3" > "$STXSIM_ROOT/etc/hostname"
 """
+)
 
 
 def free_port() -> int:
@@ -93,8 +96,15 @@ def parse_show(text: str) -> dict[str, str]:
 class Node:
     """One simulated guest rooted at a temporary directory."""
 
-    def __init__(self, base: Path, name: str, api: str, nics: int = 4,
-                 disks: tuple[int, ...] = (600, 200, 200), **knobs: str) -> None:
+    def __init__(
+        self,
+        base: Path,
+        name: str,
+        api: str,
+        nics: int = 4,
+        disks: tuple[int, ...] = (600, 200, 200),
+        **knobs: str,
+    ) -> None:
         self.name, self.api = name, api
         self.root = base / name
         self.home = self.root / "home" / "sysadmin"
@@ -138,7 +148,8 @@ class Node:
         """What the ISO installer leaves: platform.conf and hostname `localhost`."""
         (self.root / "etc" / "platform").mkdir(parents=True, exist_ok=True)
         (self.root / "etc" / "platform" / "platform.conf").write_text(
-            f"nodetype={nodetype}\nsubfunction={subfunction}\n")
+            f"nodetype={nodetype}\nsubfunction={subfunction}\n"
+        )
         (self.root / "etc" / "hostname").write_text("localhost\n")
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -147,16 +158,28 @@ class Node:
         env.update(extra)
         return env
 
-    def run(self, program: str, *args: str, timeout: float = 30, **extra: str
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, program: str, *args: str, timeout: float = 30, **extra: str
+    ) -> subprocess.CompletedProcess[str]:
         """Run a launcher to completion."""
-        return subprocess.run([sys.executable, str(BIN / program), *args], env=self.env(**extra),
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [sys.executable, str(BIN / program), *args],
+            env=self.env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def start(self, program: str, *args: str) -> subprocess.Popen[str]:
         """Start a long-running launcher (killed by `stop`)."""
-        proc = subprocess.Popen([sys.executable, str(BIN / program), *args], env=self.env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(BIN / program), *args],
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.procs.append(proc)
         return proc
 
@@ -193,8 +216,9 @@ class Node:
 class Controller(Node):
     """controller-0: bootstrap it, then drive `system` as sysadmin with openrc sourced."""
 
-    def bootstrap(self, yml: str = SIMPLEX_YML, subfunction: str = "controller,worker"
-                  ) -> subprocess.CompletedProcess[str]:
+    def bootstrap(
+        self, yml: str = SIMPLEX_YML, subfunction: str = "controller,worker"
+    ) -> subprocess.CompletedProcess[str]:
         self.install_identity("controller", subfunction)
         (self.home / "localhost.yml").write_text(yml)
         return self.run("ansible-playbook", PLAYBOOK)
@@ -202,10 +226,16 @@ class Controller(Node):
     def openrc_env(self) -> dict[str, str]:
         """The variables `source /etc/platform/openrc` sets."""
         script = f". {shlex.quote(str(self.root / 'etc/platform/openrc'))} && env"
-        out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True,
-                             env={"PATH": os.environ["PATH"]}).stdout
-        return dict(line.split("=", 1) for line in out.splitlines()
-                    if line.startswith(("OS_", "PS1=")))
+        out = subprocess.run(
+            ["sh", "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PATH": os.environ["PATH"]},
+        ).stdout
+        return dict(
+            line.split("=", 1) for line in out.splitlines() if line.startswith(("OS_", "PS1="))
+        )
 
     def system(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`system ARGS` with the openrc variables."""
@@ -242,16 +272,19 @@ class Controller(Node):
         deadline = time.monotonic() + timeout
         while not check():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}:\n"
-                                     f"{self.ok('host-list')}")
+                raise AssertionError(f"timed out waiting for {what}:\n{self.ok('host-list')}")
             time.sleep(0.1)
 
-    def wait_state(self, name: str, admin: str, oper: str, avail: str,
-                   timeout: float = 20) -> None:
+    def wait_state(self, name: str, admin: str, oper: str, avail: str, timeout: float = 20) -> None:
         want = (admin, oper, avail)
-        self.wait(f"{name} {want}", lambda: tuple(
-            self.host(name)[k] for k in ("administrative", "operational", "availability")
-        ) == want, timeout)
+        self.wait(
+            f"{name} {want}",
+            lambda: (
+                tuple(self.host(name)[k] for k in ("administrative", "operational", "availability"))
+                == want
+            ),
+            timeout,
+        )
 
     def reboot(self) -> subprocess.CompletedProcess[str]:
         """What a reboot does to controller-0's platform: sysinv dies, stx-platform-boot runs."""

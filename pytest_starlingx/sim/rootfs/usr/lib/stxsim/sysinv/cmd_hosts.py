@@ -335,8 +335,11 @@ def application_list(ctx: Ctx, a: argparse.Namespace) -> str:
     """List all containerized applications."""
     rows = []
     for app in sorted(ctx.data.get("apps", []), key=lambda x: x["name"]):
-        applied = app.get("apply_at") is not None and ctx.now >= app["apply_at"]
-        status = "applied" if applied else app["status"]
+        status, progress = app["status"], "completed"
+        if app.get("apply_at") is not None:  # set when controller-0 became available
+            applied = ctx.now >= app["apply_at"]
+            status = "applied" if applied else "applying"
+            progress = "completed" if applied else "retrieving docker images"
         rows.append(
             [
                 app["name"],
@@ -344,7 +347,7 @@ def application_list(ctx: Ctx, a: argparse.Namespace) -> str:
                 app["manifest_name"],
                 app["manifest_file"],
                 status,
-                "completed",
+                progress,
             ]
         )
     return render(
