@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.parse
 
 # The order and wording of cgtsclient's shell.py credential checks.
 REQUIRED = (
@@ -34,7 +33,7 @@ def main(argv: list[str]) -> int:
     from stxsim import client, env
 
     # sysinv listens on the same (mgmt floating) address as keystone in OS_AUTH_URL.
-    url = env.api_url(urllib.parse.urlsplit(os.environ["OS_AUTH_URL"]).hostname)
+    url = env.api_url(client.split_url(os.environ["OS_AUTH_URL"])[0])
     try:
         reply = client.post(
             url,
