@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -21,7 +23,7 @@ from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
 from pytest_starlingx.console import LOGIN, Console, Result
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.labmap import lab_resources
-from pytest_starlingx.labstate import DoneStages, LabState, lab_state_path, new_lab_id
+from pytest_starlingx.labstate import DoneStages, LabState, lab_state_path, new_lab_id, state_dir
 from pytest_starlingx.model import NETWORKS, LabSpec, Personality, generate_password
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup, run_stages
 from pytest_starlingx.stages.custom import from_lab_file, insert, registered
@@ -256,12 +258,33 @@ def lab_passwords(spec: LabSpec, state: LabState) -> dict[str, str]:
 
 
 def image_path(spec: LabSpec) -> Path:
-    """The ISO the lab installs: the simulator's (built and cached) or the given one."""
+    """The ISO the lab installs, placed where the hypervisor's own user can read it.
+
+    The simulator's ISO is built (or found in the cache); either ISO is then hard-linked (or
+    copied) into the host's state directory, since a user's home is often closed to QEMU.
+    """
     if spec.uses_simulator:
         from pytest_starlingx.sim.build import build
 
-        return build()
-    return Path(spec.image)
+        iso = build()
+    else:
+        iso = Path(spec.image)
+    info = iso.stat()
+    digest = hashlib.sha256(f"{iso.resolve()} {info.st_size} {info.st_mtime_ns}".encode())
+    placed = state_dir() / "images" / digest.hexdigest()[:16] / iso.name
+    if not placed.exists():
+        placed.parent.mkdir(parents=True, exist_ok=True)
+        for directory in (placed.parent.parent.parent, placed.parent.parent, placed.parent):
+            directory.chmod(0o755)
+        tmp = placed.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(iso, tmp)
+        except OSError:
+            shutil.copyfile(iso, tmp)
+        tmp.chmod(0o644)
+        tmp.replace(placed)
+    return placed
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from pytest_starlingx.errors import StageError
 from pytest_starlingx.model import Topology
 from pytest_starlingx.stages.base import ACTIVE_CONTROLLER, AVAILABLE, AVAILABLE_TEXT, Bringup
 from pytest_starlingx.stxtable import parse_table
+from pytest_starlingx.waits import poll
 
 NODE = ACTIVE_CONTROLLER
 BOOTSTRAP = "ansible-playbook /usr/share/ansible/stx-ansible/playbooks/bootstrap.yml"
@@ -117,8 +118,20 @@ def configure(b: Bringup) -> None:
         b.system(f"interface-network-assign {NODE} {mgmt} mgmt")
         b.system(f"interface-network-assign {NODE} {mgmt} cluster-host")
     b.system("storage-backend-add ceph --confirmed")
+    wait_storage_backends(b)
     if b.spec.topology.all_in_one:
         add_osd(b, NODE)
+
+
+def wait_storage_backends(b: Bringup) -> None:
+    """Poll ``storage-backend-list`` until every backend is ``configured``."""
+
+    def configured() -> bool:
+        rows = parse_table(b.system("storage-backend-list --nowrap"))
+        return bool(rows) and all(row["state"] == "configured" for row in rows)
+
+    poll(configured, b.deadline("command"), "the storage backends to be configured",
+         poll_every=3.0)  # fmt: skip
 
 
 def add_osd(b: Bringup, host: str, tier: bool = False) -> None:
