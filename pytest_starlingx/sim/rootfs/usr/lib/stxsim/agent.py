@@ -109,8 +109,9 @@ def run_installed() -> int:
         state = json.load(f)
     agent = Agent(os.environ.get("STXSIM_API") or state["api"], state["mac"], "disk")
     reply = agent.register()
-    time.sleep(env.scaled(1.0))
-    agent.report(install_state="completed")
+    if reply["host"]["install_state"] == "booting":  # first boot after the install
+        time.sleep(env.scaled(1.0))
+        agent.report(install_state="completed")
     if reply["host"]["administrative"] == "unlocked":
         time.sleep(env.scaled(env.SERVICES_START))
         if env.knob_on("unlock_fail"):

@@ -7,9 +7,7 @@ from typing import Any
 
 
 def cell(value: Any) -> str:
-    """Render a value the way cgtsclient's table shows it (`None`, Python list reprs)."""
-    if isinstance(value, float):
-        return f"{value:.3f}".rstrip("0").rstrip(".") if value % 1 else f"{value:.1f}"
+    """A value as prettytable shows it: str(), so `None`, `600.0`, `['enp2s1']`."""
     return str(value)
 
 

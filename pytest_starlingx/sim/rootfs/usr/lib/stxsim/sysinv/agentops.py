@@ -61,11 +61,12 @@ def register(data: Data, body: dict[str, Any]) -> dict[str, Any]:
         host = hosts.new_host(data, mac)
     hosts.mark_seen(host)
     if body["mode"] == "disk":
-        if host.get("install_state") in ("installed", "postinstall", "installing"):
-            host["install_state"] = "booting"
         hosts.add_inventory(data, host, body["inventory"])
         host["booted_at"] = time.time()
-        if host["administrative"] == "locked":
+        if host.get("install_state") != "completed":
+            # First boot after the install: offline until the agent reports `completed`.
+            db.touch(host, install_state="booting", task="Booting")
+        elif host["administrative"] == "locked":
             db.touch(host, operational="disabled", availability="online", task=None)
         else:
             db.touch(host, operational="disabled", availability="intest", task="Booting")
@@ -90,6 +91,8 @@ def report(data: Data, body: dict[str, Any]) -> dict[str, Any]:
     """The agent reports a state change (install progress, services up, failure)."""
     host = _host(data, body)
     changes = {k: v for k, v in body["changes"].items() if k in REPORTABLE}
+    if changes.get("install_state") == "completed" and host.get("install_state") == "booting":
+        changes.update(operational="disabled", availability="online", task=None)
     db.touch(host, **changes)
     if changes.get("availability") == "available":
         host["invprovision"] = "provisioned"

@@ -1,0 +1,74 @@
+"""In-process checks of the platform's small parsers and renderers (guest code, host Python)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from test_platform_support import ROOTFS, parse_table
+
+sys.path.insert(0, str(ROOTFS / "usr" / "lib"))
+from stxsim import miniyaml, table
+
+
+def test_localhost_yml_subset_parses_like_yaml() -> None:
+    text = (
+        "---\n"
+        "# overrides\n"
+        "system_mode: duplex   # trailing comment\n"
+        "dns_servers: [8.8.8.8, '1.1.1.1']\n"
+        "ntp:\n"
+        "  - 0.pool.ntp.org\n"
+        '  - "1.pool.ntp.org"\n'
+        "empty:\n"
+        "admin_password: 'Li69nux*#1'\n"
+        "port: 6385\n"
+        "flag: true\n"
+    )
+    assert miniyaml.loads(text) == {
+        "system_mode": "duplex",
+        "dns_servers": ["8.8.8.8", "1.1.1.1"],
+        "ntp": ["0.pool.ntp.org", "1.pool.ntp.org"],
+        "empty": None,
+        "admin_password": "Li69nux*#1",
+        "port": 6385,
+        "flag": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("a:\n  b: c\n", "f.yml:2: nested mappings are not supported"),
+        ("a: {b: c}\n", "f.yml:1: unsupported YAML construct '{'"),
+        ("a: [b, [c]]\n", "f.yml:1: nested collections are not supported"),
+        ("- a\n", "f.yml:1: list item outside a list"),
+        ("a: 1\na: 2\n", "f.yml:2: duplicate key 'a'"),
+        ("a: 'open\n", "f.yml:1: unterminated quoted string"),
+        ("just words\n", "f.yml:1: expected 'key: value'"),
+    ],
+)
+def test_unsupported_yaml_names_the_line(text: str, error: str) -> None:
+    with pytest.raises(miniyaml.YamlError, match=error.replace("[", r"\[").replace("{", r"\{")):
+        miniyaml.loads(text, "f.yml")
+
+
+def test_table_renders_like_prettytable() -> None:
+    out = table.render(["id", "hostname"], [[1, "controller-0"], [2, None]])
+    assert out.splitlines() == [
+        "+----+--------------+",
+        "| id | hostname     |",
+        "+----+--------------+",
+        "| 1  | controller-0 |",
+        "| 2  | None         |",
+        "+----+--------------+",
+    ]
+    assert table.render(["uuid"], []).splitlines() == ["+------+", "| uuid |", "+------+"]
+    multi = table.render(["k", "caps"], [["a", "x: 1\ny: 2"]])
+    assert parse_table(multi) == [{"k": "a", "caps": "x: 1\ny: 2"}]
+    assert [table.cell(v) for v in (600.0, 19.999, ["p"], True)] == [
+        "600.0",
+        "19.999",
+        "['p']",
+        "True",
+    ]
