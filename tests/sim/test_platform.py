@@ -199,6 +199,8 @@ def _aio_sx_provisioning(c0: Controller) -> None:
     """starlingx.md 5.2 on controller-0: OAM, Ceph + OSD, data interfaces, labels, nova-local."""
     c0.ok("host-if-modify", "controller-0", "enp2s1", "-c", "platform")
     show = parse_show(c0.ok("interface-network-assign", "controller-0", "enp2s1", "oam"))
+    ntp = c0.show("ntp-modify", "ntpservers=0.pool.ntp.org,1.pool.ntp.org")
+    assert ntp["ntpservers"] == "0.pool.ntp.org,1.pool.ntp.org"
     assert show["network_name"] == "oam" and show["ifname"] == "enp2s1"
     warning = c0.fails("storage-backend-add", "ceph")
     assert "WARNING : THIS OPERATION IS NOT REVERSIBLE AND CANNOT BE CANCELLED" in warning

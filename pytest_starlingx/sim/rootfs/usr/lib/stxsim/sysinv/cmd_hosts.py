@@ -353,3 +353,38 @@ def application_list(ctx: Ctx, a: argparse.Namespace) -> str:
     return render(
         ["application", "version", "manifest name", "manifest file", "status", "progress"], rows
     )
+
+
+def _ntp_show(ctx: Ctx) -> str:
+    system = ctx.data["system"]
+    ntp = system.setdefault("ntp", {"uuid": db.new_uuid(), "ntpservers": ""})
+    return render_dict(
+        [
+            ("uuid", ntp["uuid"]),
+            ("ntpservers", ntp["ntpservers"]),
+            ("isystem_uuid", system["uuid"]),
+            ("created_at", None),
+            ("updated_at", None),
+        ]
+    )
+
+
+@command("ntp-show")
+def ntp_show(ctx: Ctx, a: argparse.Namespace) -> str:
+    """Show NTP (Network Time Protocol) attributes."""
+    return _ntp_show(ctx)
+
+
+@command(
+    "ntp-modify",
+    arg("attributes", metavar="<path=value>", nargs="+", help="NTP attributes to modify "),
+)
+def ntp_modify(ctx: Ctx, a: argparse.Namespace) -> str:
+    """Modify NTP attributes (only recorded: the simulator keeps no clocks)."""
+    _ntp_show(ctx)
+    for item in a.attributes:
+        key, sep, value = item.partition("=")
+        if key != "ntpservers" or not sep:
+            raise CommandError(f"Invalid input for field/attribute {key or item}.")
+        ctx.data["system"]["ntp"]["ntpservers"] = value
+    return _ntp_show(ctx)
