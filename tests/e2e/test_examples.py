@@ -1,0 +1,30 @@
+"""The example suites, run as a user runs them: ``pytest conftest_examples/...``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parent.parent.parent / "conftest_examples"
+
+
+def run_examples(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-v", f"--stx-artifacts={pytester.path / 'artifacts'}", *args
+    )
+
+
+def test_simplex_example_suite(pytester, no_leaks):
+    result = run_examples(pytester, str(EXAMPLES / "simplex"))
+    result.assert_outcomes(passed=4)
+    text = result.stdout.str()
+    assert "StarlingX labs" in text
+    assert "controller-0  unlock" in text
+    transcript = pytester.path / "artifacts" / "simplex-1" / "controller-0.console.log"
+    assert "localhost login:" in transcript.read_text()
+
+
+def test_duplex_example_suite(pytester, no_leaks):
+    result = run_examples(pytester, str(EXAMPLES / "duplex"))
+    result.assert_outcomes(passed=2)
