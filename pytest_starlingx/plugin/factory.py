@@ -11,7 +11,7 @@ import pytest
 
 from pytest_starlingx.backends import make_backend
 from pytest_starlingx.backends.base import Backend
-from pytest_starlingx.errors import StxError
+from pytest_starlingx.errors import BackendError, StxError
 from pytest_starlingx.lab import Lab, lab_session
 from pytest_starlingx.model import LabSpec
 from pytest_starlingx.plugin.options import Settings
@@ -57,10 +57,17 @@ class LabFactory:
     def _build(self, request: LabRequest, stack: ExitStack) -> Lab:
         spec = self.spec(request)
         spec = _scaled(spec, self.settings.timeout_factor)
+        shortfall = memory_shortfall(spec)
+        if shortfall:
+            pytest.skip(shortfall)
+        try:
+            backend = self.backend()
+        except BackendError as exc:
+            pytest.skip(f"the {self.settings.backend.value} backend is not usable here: {exc}")
         artifacts = self.artifacts / f"{spec.name}-{len(self.labs) + 1}"
         try:
             return stack.enter_context(
-                lab_session(spec, self.backend(), artifacts, keep=self.settings.keep)
+                lab_session(spec, backend, artifacts, keep=self.settings.keep)
             )
         except StxError as exc:
             self.broken[request] = str(exc)
@@ -72,6 +79,20 @@ class LabFactory:
 
 
 FACTORY = pytest.StashKey[LabFactory]()
+GUEST_OVERHEAD_MIB = 64  # what QEMU itself needs beside each guest's memory
+
+
+def memory_shortfall(spec: LabSpec) -> str | None:
+    """Why this host cannot hold the lab's guests in memory, or None when it can."""
+    needed = spec.memory_mib + GUEST_OVERHEAD_MIB * len(spec.nodes)
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    available = int(fields["MemAvailable"].split()[0]) // 1024
+    if needed <= available:
+        return None
+    return (
+        f"the {spec.topology.value} lab {spec.name!r} needs {needed} MiB for its "
+        f"{len(spec.nodes)} nodes, this host has {available} MiB available"
+    )
 
 
 def _scaled(spec: LabSpec, factor: float) -> LabSpec:
