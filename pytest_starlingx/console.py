@@ -25,6 +25,7 @@ import queue
 import re
 import shlex
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -118,9 +119,9 @@ class NodeConsoleError(ConsoleError):
         self.tail = list(tail)
         where = f"lab {lab!r} node {node}" if lab else f"node {node}"
         lines = "\n".join(f"    | {line}" for line in self.tail) or "    (no output)"
+        during = f"stage {stage!r}" if stage else "no stage"
         super().__init__(
-            f"{where}: stage {stage or '(none)'!r}: {summary}\n"
-            f"  last {len(self.tail)} console lines:\n{lines}"
+            f"{where}: {during}: {summary}\n  last {len(self.tail)} console lines:\n{lines}"
         )
 
 
@@ -345,6 +346,7 @@ class _QueueSpawn(SpawnBase):  # type: ignore[misc]
                 self._chunks.put(None)
                 break
         self.buffer = ""
+        self._before = self.buffer_type()  # pexpect searches this too when it is longer
 
 
 # ---------------------------------------------------------------------------------- console
@@ -374,7 +376,8 @@ class Console:
         self.prompt = prompt
         self.poll_every = poll_every
         self.screen = Screen()
-        #: The password valid after :meth:`login`; answers sudo prompts.
+        #: The user and password valid after :meth:`login`; the password answers sudo prompts.
+        self.user: str | None = None
         self.password: str | None = None
         self._transport = transport
         self._alive = alive
@@ -387,6 +390,7 @@ class Console:
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._closed_reason: str | None = None
+        self._last_output = time.monotonic()
         self._reader: threading.Thread | None = None
         self._stages: list[str] = []
         self._extra = {"node": node}
@@ -438,6 +442,7 @@ class Console:
                 self.screen.feed(data)
                 self._chunks.put(data)
                 with self._changed:
+                    self._last_output = time.monotonic()
                     self._changed.notify_all()
         finally:
             self._closed_reason = reason
@@ -501,8 +506,13 @@ class Console:
         self._send_bytes(KEYS[key])
 
     def send_secret(self, secret: str, enter: bool = True) -> None:
-        """Send a password; it is masked from now on and the transcript says ``****``."""
-        self.add_secret(secret)
+        """Send a password; it is masked from now on and the transcript says ``****``.
+
+        A password equal to the user name (StarlingX's well-known first ``sysadmin`` password) is
+        no secret and is not masked, which would blank the user name everywhere.
+        """
+        if secret != self.user:
+            self.add_secret(secret)
         self._transcript.note(f"sent {MASK}")
         log.debug("%s: sent %s", self.node, MASK, extra=self._extra)
         self._send_bytes(secret.encode("utf-8") + (b"\r" if enter else b""))
@@ -514,6 +524,17 @@ class Console:
     def discard(self) -> None:
         """Forget output received but not matched yet (it stays in the transcript)."""
         self._child.discard()
+
+    def settle(self, quiet: float, deadline: Deadline) -> bool:
+        """Wait until the console has been silent for ``quiet`` seconds; False if it never was."""
+        with self._changed:
+            while True:
+                silent = time.monotonic() - self._last_output
+                if silent >= quiet:
+                    return True
+                if deadline.expired or self._closed_reason is not None:
+                    return False
+                self._changed.wait(min(quiet - silent, deadline.remaining))
 
     # ---- waiting
 
@@ -694,8 +715,9 @@ class Console:
         refused and ``new_password`` is given, it tries ``new_password`` (a lab resumed after the
         change). Afterwards ``TMOUT`` is off and sudo prompts are answered with the password.
         """
+        self.user = user
         for secret in (password, new_password):
-            if secret:
+            if secret and secret != user:
                 self.add_secret(secret)
         candidates = [password] + ([new_password] if new_password else [])
         tried = 0
@@ -712,9 +734,13 @@ class Console:
         }
         names = list(patterns)
         sent_password = sent_new = False
-        probes = 0  # Enter presses to wake a quiet console
-        self.discard()
+        # Stop whatever runs, let its output (and prompts already under way) pass, then ask for
+        # one fresh prompt: answering a stale prompt would type into the wrong dialog.
         self.interrupt()
+        self.settle(0.5, deadline.within(5.0))
+        self.discard()
+        self.sendline()
+        probes = 0  # more Enter presses for a console that stays quiet
         for _ in range(40):
             try:
                 step = self.expect(
@@ -730,7 +756,8 @@ class Console:
                 continue
             probes = 3
             state = names[step.index]
-            self.discard()  # whatever followed the match is stale: answer this prompt only
+            if state not in ("incorrect", "rejected"):
+                self.discard()  # a prompt waits for input: what followed it is stale
             if state == "login":
                 sent_password = False
                 self.sendline(user)
@@ -773,6 +800,8 @@ class Console:
                 log.info(
                     "%s: shell belongs to %r, leaving it", self.node, whoami, extra=self._extra
                 )
+                self.expect(self.prompt, deadline)  # the prompt after the command, then exit
+                self.discard()
                 self.sendline("exit")
         else:
             raise self._error(LoginError, f"login as {user} did not reach a shell")
@@ -830,10 +859,12 @@ class Console:
                 deadline,
                 what=f"the end of command {self.mask(command)!r}",
             )
-            captured += step.before
+            before = step.before
+            if asked:  # sudo's line end after the hidden password
+                before = before.removeprefix("\r\n").removeprefix("\n")
+            captured += before
             if step.index == 0:
                 break
-            captured += step.text
             asked += 1
             if self.password is None or asked > 1:
                 self.interrupt()

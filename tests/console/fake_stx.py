@@ -19,10 +19,16 @@ from pathlib import Path
 
 SUDO = """#!/bin/sh
 stored=$(cat "$FAKE_STX_STATE/password")
-printf '[sudo] password for sysadmin: ' > /dev/tty
-stty -echo < /dev/tty; read -r given < /dev/tty; stty echo < /dev/tty; echo > /dev/tty
+stty -echo < /dev/tty; printf '[sudo] password for sysadmin: ' > /dev/tty
+read -r given < /dev/tty; stty echo < /dev/tty; echo > /dev/tty
 [ "$given" = "$stored" ] || { echo 'Sorry, try again.' > /dev/tty; exit 1; }
-exec "$@"
+[ "$1" = "-i" ] && set -- bash --norc --noprofile -i
+FAKE_USER=root PS1='root@localhost:~# ' exec "$@"
+"""
+# The tests run as whatever user; the console sees the user it would on StarlingX.
+ID = """#!/bin/sh
+[ "$1" = "-un" ] && { echo "${FAKE_USER:-sysadmin}"; exit 0; }
+exec /usr/bin/id "$@"
 """
 
 
@@ -81,6 +87,7 @@ def shell(state: Path) -> None:
 
 
 def login_loop(state: Path) -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C restarts the dialog
     while True:
         try:
             user = input("localhost login: ").strip()
@@ -118,11 +125,12 @@ def main() -> None:
     parser.add_argument("--shell", action="store_true", help="start logged in")
     parser.add_argument("--kmsg", type=float, default=0.0, help="kernel message every N s")
     args = parser.parse_args()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a booting machine shrugs off Ctrl-C
     state: Path = args.state
     (state / "bin").mkdir(parents=True, exist_ok=True)
-    sudo = state / "bin" / "sudo"
-    sudo.write_text(SUDO)
-    sudo.chmod(0o755)
+    for name, text in (("sudo", SUDO), ("id", ID)):
+        (state / "bin" / name).write_text(text)
+        (state / "bin" / name).chmod(0o755)
     (state / "password").write_text(args.password)
     if args.forced:
         (state / "forced").touch()

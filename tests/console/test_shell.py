@@ -1,0 +1,189 @@
+"""Login and commands against fake_stx.py: a StarlingX serial console played on a real pty."""
+
+from __future__ import annotations
+
+import pytest
+from console_fakes import fake_stx
+
+from pytest_starlingx.console import (
+    PROMPT,
+    CommandFailed,
+    LoginError,
+)
+from pytest_starlingx.waits import Deadline
+
+NEW = "St4rlingX*"
+
+
+def booted(transport_console):
+    """Wait for the fake's banner (a Ctrl-C while Python starts up would kill it)."""
+    transport_console.expect("Debian GNU/Linux", Deadline(20))
+    return transport_console
+
+
+def login(console, password: str = "sysadmin", new_password: str | None = None) -> str:
+    return console.login("sysadmin", password, Deadline(30), new_password=new_password)
+
+
+def transcript(console) -> str:
+    console.close()
+    return console.transcript_path.read_text(encoding="utf-8")
+
+
+def test_login_at_the_login_prompt_and_run(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path)))
+    assert login(console) == "sysadmin"
+    result = console.run("echo hello; ls /nonexistent-dir", Deadline(10))
+    assert result.exit_status == 2
+    assert result.output.splitlines()[0] == "hello"
+    assert "No such file or directory" in result.output
+    assert "__STX_" not in result.output
+    assert console.run("echo $TMOUT", Deadline(10)).output == "0"
+
+
+def test_forced_password_change(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path, "--forced")))
+    assert login(console, new_password=NEW) == NEW
+    assert console.password == NEW
+    assert console.run_checked("id -un", Deadline(10)) != ""
+    text = transcript(console)
+    assert "Current password:" in text and "Retype new password:" in text
+    assert NEW not in text and "sysadmin" in text
+
+
+def test_forced_change_without_new_password_is_an_error(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path, "--forced")))
+    with pytest.raises(LoginError, match="demands a new password"):
+        login(console)
+
+
+def test_weak_new_password_is_rejected_with_the_console_message(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path, "--forced")))
+    with console.stage("first-login"), pytest.raises(LoginError) as info:
+        login(console, new_password="weak")
+    message = str(info.value)
+    assert "the new password was rejected: BAD PASSWORD: The password is shorter than 8" in message
+    assert "stage 'first-login'" in message
+    assert "weak" not in message.replace("weak password", "")
+
+
+def test_wrong_password_is_an_error(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path, "--password", "Other1*pw")))
+    with pytest.raises(LoginError, match="'Login incorrect' for every password"):
+        login(console)
+
+
+def test_resumed_lab_logs_in_with_the_new_password(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path, "--password", NEW)))
+    assert login(console, new_password=NEW) == NEW
+
+
+def test_already_at_a_prompt(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path, "--shell")))
+    assert login(console) == "sysadmin"
+    assert console.run("true", Deadline(10)).exit_status == 0
+
+
+def test_recovers_a_console_in_the_middle_of_a_command(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path)))
+    login(console)
+    console.sendline("sleep 600")
+    console.expect("sleep 600", Deadline(5))
+    deadline = Deadline(30)
+    login(console)
+    assert deadline.elapsed < 10
+    assert console.run("echo back", Deadline(10)).output == "back"
+
+
+def test_recovers_a_logged_out_console(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path)))
+    login(console)
+    console.sendline("exit")
+    console.expect("login: ", Deadline(5))
+    login(console)
+    assert console.run("echo in again", Deadline(10)).output == "in again"
+
+
+def test_leaves_a_root_shell(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path, "--password", NEW)))
+    login(console, NEW)
+    console.sendline("sudo -i")
+    console.expect(r"\[sudo\] password for", Deadline(5))
+    console.send_secret(NEW)
+    console.expect("root@localhost:~# ", Deadline(5))
+    login(console, NEW)
+    assert console.run_checked("id -un", Deadline(10)) == "sysadmin"
+
+
+def test_sudo_prompt_is_answered_and_masked(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path, "--password", NEW)))
+    login(console, NEW)
+    assert console.run_checked("sudo echo as root", Deadline(10)) == "as root"
+    assert NEW not in transcript(console)
+
+
+def test_prompt_patterns():
+    import re
+
+    prompts = [
+        "sysadmin@localhost:~$ ",
+        "sysadmin@controller-0:/var/log$ ",
+        "[sysadmin@controller-0 ~(keystone_admin)]$ ",
+        "controller-0:~$ ",
+        "root@controller-0:~# ",
+    ]
+    for prompt in prompts:
+        assert re.search(PROMPT, f"\r\n{prompt}\x1b[6n"), prompt
+    assert not re.search(PROMPT, "Last login: Tue Nov 25 17:31:56 UTC 2026 on ttyS0")
+
+
+def test_output_is_clean_despite_kernel_messages(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path, "--shell", "--kmsg", "0.01")))
+    login(console)
+    result = console.run("for i in $(seq 1 200); do echo line $i; done", Deadline(20))
+    assert result.output.splitlines() == [f"line {i}" for i in range(1, 201)]
+    assert "link flapped" in "\n".join(console.tail(300))
+
+
+def test_commands_with_secrets_are_masked(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path, "--shell")))
+    login(console)
+    secret = "Adm1n-S3cret!"
+    out = console.run_checked(f"echo '{secret}' | wc -c", Deadline(10), secrets=[secret])
+    assert out.strip() == str(len(secret) + 1)
+    assert console.run("echo visible again", Deadline(10)).output == "visible again"
+    assert secret not in transcript(console)
+
+
+def test_run_checked_raises_with_status_and_output(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path, "--shell")))
+    login(console)
+    with console.stage("bootstrap"), pytest.raises(CommandFailed) as info:
+        console.run_checked("echo failing task; exit_code() { return 3; }; exit_code", Deadline(10))
+    assert info.value.result is not None and info.value.result.exit_status == 3
+    assert "exited with status 3" in str(info.value) and "failing task" in str(info.value)
+
+
+def test_write_file_long_content_and_secret(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path, "--shell")))
+    login(console)
+    secret = "Adm1n-S3cret!"
+    body = "".join(f"line {i}: {'x' * 60}\n" for i in range(200))  # ~14 KiB, tabs and all
+    body += f"admin_password: {secret}\n\tindented\n"
+    target = tmp_path / "localhost.yml"
+    console.add_secret(secret)
+    console.write_file(str(target), body, Deadline(60), mode="600")
+    assert target.read_text() == body
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert console.run_checked(f"wc -c < {target}", Deadline(10)).strip() == str(len(body))
+    assert secret not in transcript(console)
+
+
+def test_run_refuses_what_it_cannot_frame(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path, "--shell")))
+    with pytest.raises(ValueError, match="write_file"):
+        console.run("echo a\necho b", Deadline(1))
+    with pytest.raises(ValueError, match="write_file"):
+        console.run("echo " + "x" * 2000, Deadline(1))
+    with pytest.raises(ValueError, match="'&'"):
+        console.run("sleep 10 &", Deadline(1))
