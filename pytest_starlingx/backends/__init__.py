@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
 from pytest_starlingx.backends.base import Backend
 from pytest_starlingx.errors import BackendError
 
 
 def make_backend(name: str, libvirt_uri: str | None = None) -> Backend:
-    """The backend called ``name`` (libvirt or virtualbox), connected."""
+    """The backend called ``name`` (libvirt or virtualbox), connected.
+
+    VirtualBox: ``VBoxManage`` from PATH, or the path in ``$STX_VBOXMANAGE``.
+    """
+    from pytest_starlingx.labstate import state_dir
+
     if name == "libvirt":
         from pytest_starlingx.backends.libvirt import DEFAULT_URI, LibvirtBackend, LibvirtConfig
-        from pytest_starlingx.labstate import state_dir
 
         return LibvirtBackend(LibvirtConfig(uri=libvirt_uri or DEFAULT_URI, state_dir=state_dir()))
-    raise BackendError(f"the {name} backend is not available yet; use --stx-backend=libvirt")
+    if name == "virtualbox":
+        from pytest_starlingx.backends.virtualbox import VirtualBoxBackend, VirtualBoxConfig
+
+        vboxmanage = os.environ.get("STX_VBOXMANAGE") or "VBoxManage"
+        return VirtualBoxBackend(VirtualBoxConfig(state_dir=state_dir(), vboxmanage=vboxmanage))
+    raise BackendError(f"unknown backend {name!r}; use libvirt or virtualbox")

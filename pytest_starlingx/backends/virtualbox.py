@@ -1,0 +1,978 @@
+"""The VirtualBox backend: a lab's networks, disks and VMs through ``VBoxManage``.
+
+Written to the VirtualBox 7.0 user manual (chapter 8, "VBoxManage"); VirtualBox's Python API
+ships only with its SDK, so every call goes through :meth:`VirtualBoxBackend._vbox` as an
+argument list (no shell). A failed call becomes a ``BackendError`` naming the command, the
+machine, VBoxManage's exit code and stderr, and a hint.
+
+What it makes, for a lab ``<lab>`` with id ``<id>`` (names all start ``stx-<lab>-<id>-``):
+
+* networks: an isolated :class:`NetworkSpec` is a VirtualBox *internal network*
+  (``--nic<N> intnet --intnet<N> stx-<lab>-<id>-<net>``): VM to VM only, no host interface, no
+  address on the host, nothing to create or remove. ``nat=True`` makes a *NAT network*
+  (``natnetwork add --netname stx-<lab>-<id>-<net> --network <cidr> --dhcp off``). Host-only
+  networks are never used: they give the host an address that routes to the guests;
+* one VM per machine: ``createvm --register --basefolder <state>/labs/<id>/vbox``, then one
+  ``modifyvm`` (memory, CPUs, I/O APIC, UTC clock, boot order, NICs with the boot NIC at
+  ``--nic-boot-prio<N> 1``, UART 1 at 0x3F8/IRQ 4 in server mode on a unix socket, the BIOS
+  logo time), a SATA controller (IntelAhci), one dynamically allocated VDI per disk
+  (``createmedium disk --format VDI --variant Standard``, sizes in MB) on ports 0.., the ISO as
+  a DVD drive on the next port (DVD media are read-only);
+* SMBIOS type 11 (OEM) strings: VirtualBox has two, set with the extradata keys
+  ``VBoxInternal/Devices/pcbios/0/Config/DmiOEMVBoxVer`` and ``.../DmiOEMVBoxRev``; a machine
+  may therefore have at most two OEM strings (the simulator's knobs are one).
+
+Ownership. Every VM carries extradata ``pytest-starlingx/owner`` = the owner record as JSON
+(lab, lab id, host, pid, created), set right after ``createvm``; media and NAT networks, which
+have no extradata, are listed in the lab's ledger ``<state>/labs/<id>/owner.json``. Teardown
+removes only VMs whose owner record names the lab id, and media/NAT networks the ledger lists.
+
+Console and power-on. VBoxManage cannot start a VM paused (``VBoxHeadless --start-paused``
+can, but that is not VBoxManage). :meth:`VirtualBoxLab.power_on` runs ``startvm --type
+headless`` (which returns once the VM runs), ``controlvm pause``, calls ``before_resume``
+(attach the console there), then ``controlvm resume``. No byte is missed because VirtualBox's
+BIOS writes nothing to the serial port and holds the boot for ``--bios-logo-display-time``
+(``VirtualBoxConfig.bios_hold_ms``, 3 s by default) before any boot loader runs: the pause
+lands well inside that window. The server-mode UART socket exists from power-on.
+
+Snapshots: ``snapshot take`` on all machines while the running ones are paused (memory
+included), ``snapshot restore`` on powered-off machines (running ones are powered off first;
+a snapshot of a running machine restores to the *saved* state, which ``startvm`` resumes),
+``snapshot delete``. Whether a machine was running, and when, is kept in the description.
+
+State directory (``labstate.state_dir()``); teardown removes only these files::
+
+    labs/<id>/owner.json          ledger: owner, VBoxManage, the LabResources, media, NAT nets
+    labs/<id>/vbox/<vm>/          VirtualBox machine folder (settings, disks)
+    labs/<id>/run/<m>.sock        serial console socket of machine <m>
+    labs/<id>/run/<m>.serial.log  everything read from that console (VirtualBox keeps no log)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pytest_starlingx.backends.base import (
+    BeforeResume,
+    BootDevice,
+    LabResources,
+    MachineSpec,
+    NetworkSpec,
+    Owner,
+    PowerState,
+    SnapshotInfo,
+    name_prefix,
+)
+from pytest_starlingx.backends.libvirt import _resources_from_json, _resources_to_json
+from pytest_starlingx.errors import BackendError, LeakError
+from pytest_starlingx.transport import Transport, UnixSocketTransport
+
+logger = logging.getLogger("pytest_starlingx.backend")
+
+MANUAL_VERSION = "7.0"
+OWNER_KEY = "pytest-starlingx/owner"
+OEM_KEYS = (
+    "VBoxInternal/Devices/pcbios/0/Config/DmiOEMVBoxVer",
+    "VBoxInternal/Devices/pcbios/0/Config/DmiOEMVBoxRev",
+)
+INSTALL_HINT = (
+    f"install VirtualBox {MANUAL_VERSION} (https://www.virtualbox.org/wiki/Linux_Downloads) or "
+    "put VBoxManage on PATH (or set STX_VBOXMANAGE to its path)"
+)
+NIC_TYPES = {"e1000": "82540EM", "virtio": "virtio"}
+BOOT_DEVICES = {BootDevice.DISK: "disk", BootDevice.CDROM: "dvd", BootDevice.NETWORK: "net"}
+STATES = {
+    "running": PowerState.RUNNING,
+    "paused": PowerState.PAUSED,
+    "poweroff": PowerState.OFF,
+    "saved": PowerState.OFF,
+    "aborted": PowerState.OFF,
+    "gurumeditation": PowerState.CRASHED,
+}
+MAX_NICS = 8
+SATA = "SATA"
+_UNIX_PATH_MAX = 107
+_SNAPSHOT_MARK = re.compile(r"pytest-starlingx snapshot; machine was (running|off); created (\S+)")
+
+
+@dataclass(frozen=True)
+class VirtualBoxConfig:
+    """Where and how labs run (host facts, not lab facts)."""
+
+    state_dir: Path
+    vboxmanage: str = "VBoxManage"  # a name looked up on PATH, or a path
+    bios_hold_ms: int = 3000  # --bios-logo-display-time: the window to attach the console
+    timeout: float = 900.0  # seconds one VBoxManage call may take
+
+
+class VBoxError(BackendError):
+    """A VBoxManage call failed; ``returncode`` and ``stderr`` are VBoxManage's."""
+
+    def __init__(self, message: str, returncode: int, stderr: str) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr = stderr
+
+    @property
+    def gone(self) -> bool:
+        """The object named in the call does not exist (any more)."""
+        return any(
+            s in self.stderr
+            for s in (
+                "VBOX_E_OBJECT_NOT_FOUND",
+                "Could not find a registered machine",
+                "Could not find a snapshot",
+                "VERR_FILE_NOT_FOUND",
+                "Could not find NAT network",
+            )
+        )
+
+
+def _hint(stderr: str) -> str:
+    hints = (
+        ("already locked", "the machine is running or another VBoxManage holds it; power it off"),
+        ("not currently running", "the machine is off; power it on first"),
+        ("Could not find a registered machine", "the VM was removed outside pytest-starlingx"),
+        ("VERR_ALREADY_EXISTS", "a file of that name exists; remove it or destroy the old lab"),
+        ("already exists", "an object of that name exists; destroy the old lab or pick an id"),
+        ("vboxdrv", "VirtualBox's kernel driver is not loaded; run /sbin/vboxconfig as root"),
+        ("VERR_VMX", "hardware virtualisation is unavailable or taken by KVM; unload kvm_*"),
+        ("VERR_SVM", "hardware virtualisation is unavailable or taken by KVM; unload kvm_*"),
+    )
+    for pattern, hint in hints:
+        if pattern in stderr:
+            return hint
+    return f"see the VirtualBox {MANUAL_VERSION} manual, chapter 8 (VBoxManage)"
+
+
+# --------------------------------------------------------------------------- argv builders
+
+
+def vm_name(resources: LabResources, machine: str) -> str:
+    """The VirtualBox VM name of ``machine``."""
+    return name_prefix(resources.lab_name, resources.lab_id) + machine
+
+
+def createvm_argv(name: str, basefolder: Path) -> list[str]:
+    """``createvm``: registered, Linux 64-bit, settings under ``basefolder``."""
+    return [
+        "createvm",
+        "--name",
+        name,
+        "--basefolder",
+        str(basefolder),
+        "--ostype",
+        "Linux_64",
+        "--register",
+    ]
+
+
+def boot_argv(order: Sequence[BootDevice]) -> list[str]:
+    """``--boot1..4`` for ``order``, the rest ``none``."""
+    devices = [BOOT_DEVICES[BootDevice(d)] for d in order]
+    devices += ["none"] * (4 - len(devices))
+    return [arg for i, d in enumerate(devices, 1) for arg in (f"--boot{i}", d)]
+
+
+def nic_argv(spec: MachineSpec, networks: dict[str, tuple[str, str]]) -> list[str]:
+    """``--nic<N>`` settings; ``networks``: spec network -> (``intnet``|``natnetwork``, name)."""
+    if len(spec.nics) > MAX_NICS:
+        raise BackendError(f"machine {spec.name}: VirtualBox has at most {MAX_NICS} NICs")
+    argv = []
+    for i, nic in enumerate(spec.nics, 1):
+        if nic.model not in NIC_TYPES:
+            raise BackendError(
+                f"machine {spec.name}: NIC model {nic.model!r} has no VirtualBox NIC type "
+                f"(known: {', '.join(NIC_TYPES)})"
+            )
+        kind, net = networks[nic.network]
+        option = "--intnet" if kind == "intnet" else "--nat-network"
+        argv += [
+            f"--nic{i}",
+            kind,
+            f"--nic-type{i}",
+            NIC_TYPES[nic.model],
+            f"{option}{i}",
+            net,
+            f"--cable-connected{i}",
+            "on",
+        ]
+        if nic.boot:
+            argv += [f"--nic-boot-prio{i}", "1"]
+    return argv
+
+
+def modifyvm_argv(
+    name: str,
+    spec: MachineSpec,
+    networks: dict[str, tuple[str, str]],
+    socket: Path,
+    bios_hold_ms: int,
+) -> list[str]:
+    """The one ``modifyvm`` that shapes a new VM."""
+    return [
+        "modifyvm",
+        name,
+        "--memory",
+        str(spec.memory_mib),
+        "--cpus",
+        str(spec.vcpus),
+        "--ioapic",
+        "on",
+        "--rtc-use-utc",
+        "on",
+        "--bios-logo-display-time",
+        str(bios_hold_ms),
+        *boot_argv(spec.boot_order),
+        *nic_argv(spec, networks),
+        "--uart1",
+        "0x3F8",
+        "4",
+        "--uart-mode1",
+        "server",
+        str(socket),
+    ]
+
+
+def storage_argvs(name: str, spec: MachineSpec, disk_paths: Sequence[Path]) -> list[list[str]]:
+    """``storagectl``, ``createmedium`` and ``storageattach`` calls for disks and the ISO."""
+    ports = len(spec.disks) + (1 if spec.cdrom else 0)
+    argvs = [
+        [
+            "storagectl",
+            name,
+            "--name",
+            SATA,
+            "--add",
+            "sata",
+            "--controller",
+            "IntelAhci",
+            "--portcount",
+            str(max(ports, 1)),
+            "--bootable",
+            "on",
+        ]
+    ]
+    for port, (disk, path) in enumerate(zip(spec.disks, disk_paths, strict=True)):
+        argvs.append(
+            [
+                "createmedium",
+                "disk",
+                "--filename",
+                str(path),
+                "--size",
+                str(disk.size_gib * 1024),
+                "--format",
+                "VDI",
+                "--variant",
+                "Standard",
+            ]
+        )
+        argvs.append(
+            [
+                "storageattach",
+                name,
+                "--storagectl",
+                SATA,
+                "--port",
+                str(port),
+                "--device",
+                "0",
+                "--type",
+                "hdd",
+                "--medium",
+                str(path),
+            ]
+        )
+    if spec.cdrom:
+        argvs.append(
+            [
+                "storageattach",
+                name,
+                "--storagectl",
+                SATA,
+                "--port",
+                str(len(spec.disks)),
+                "--device",
+                "0",
+                "--type",
+                "dvddrive",
+                "--medium",
+                str(spec.cdrom),
+            ]
+        )
+    return argvs
+
+
+def oem_argvs(name: str, strings: Sequence[str]) -> list[list[str]]:
+    """``setextradata`` for the two SMBIOS OEM strings (no value removes the key)."""
+    if len(strings) > len(OEM_KEYS):
+        raise BackendError(
+            f"VM {name}: VirtualBox has {len(OEM_KEYS)} SMBIOS OEM strings, got {len(strings)}"
+        )
+    values = [*strings, *[None] * (len(OEM_KEYS) - len(strings))]
+    return [
+        ["setextradata", name, key, *([value] if value is not None else [])]
+        for key, value in zip(OEM_KEYS, values, strict=True)
+    ]
+
+
+def natnetwork_argv(name: str, spec: NetworkSpec) -> list[str]:
+    """``natnetwork add`` for a NAT network; the gateway (.1) is VirtualBox's NAT engine."""
+    network = ipaddress.ip_interface(spec.host_address or "").network
+    return [
+        "natnetwork",
+        "add",
+        "--netname",
+        name,
+        "--network",
+        str(network),
+        "--enable",
+        "--dhcp",
+        "off",
+    ]
+
+
+def parse_machinereadable(text: str) -> dict[str, str]:
+    """``key="value"`` / ``key=value`` lines (``showvminfo``/``snapshot list``)."""
+    out = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r'("?)([^"=]+)\1=(.*)', line)
+        if not match:
+            continue
+        value = match.group(3)
+        if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+            value = re.sub(
+                r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value[1:-1]
+            )
+        out[match.group(2)] = value
+    return out
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+@dataclass
+class Ledger:
+    """What a lab created that carries no extradata: ``labs/<id>/owner.json``."""
+
+    path: Path
+    owner: Owner
+    vboxmanage: str
+    resources: LabResources
+    media: list[str] = field(default_factory=list)
+    natnetworks: list[str] = field(default_factory=list)
+
+    def save(self) -> None:
+        """Write atomically."""
+        data = {
+            "owner": self.owner.as_attributes(),
+            "vboxmanage": self.vboxmanage,
+            "resources": _resources_to_json(self.resources),
+            "media": self.media,
+            "natnetworks": self.natnetworks,
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.path)
+
+    @classmethod
+    def load(cls, path: Path) -> Ledger:
+        """Read a ledger; ``BackendError`` when it is missing or unreadable."""
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                path=path,
+                owner=Owner.from_attributes(data["owner"]),
+                vboxmanage=data["vboxmanage"],
+                resources=_resources_from_json(data["resources"]),
+                media=list(data["media"]),
+                natnetworks=list(data["natnetworks"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BackendError(f"lab ledger {path} is missing or unreadable: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- backend
+
+
+class VirtualBoxBackend:
+    """Creates, finds and removes labs through VBoxManage (implements ``base.Backend``)."""
+
+    def __init__(self, config: VirtualBoxConfig) -> None:
+        self.config = config
+        path = shutil.which(config.vboxmanage)
+        if path is None:
+            raise BackendError(f"VBoxManage ({config.vboxmanage}) not found; {INSTALL_HINT}")
+        self.vboxmanage = path
+        version = self._vbox("--version").strip()
+        if not version.startswith(MANUAL_VERSION + "."):
+            logger.warning(
+                "VBoxManage %s is version %s; this backend follows the VirtualBox %s manual",
+                path,
+                version,
+                MANUAL_VERSION,
+            )
+        logger.debug("VBoxManage %s, version %s", path, version)
+
+    def _vbox(self, *argv: str, machine: str = "") -> str:
+        """Run VBoxManage with ``argv``; its stdout, or ``VBoxError``."""
+        what = f"VBoxManage {' '.join(argv[:2])}" + (f" (machine {machine})" if machine else "")
+        logger.debug("%s", " ".join([self.vboxmanage, *argv]))
+        try:
+            proc = subprocess.run(
+                [self.vboxmanage, *argv],
+                capture_output=True,
+                text=True,
+                timeout=self.config.timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BackendError(f"{what} did not finish within {self.config.timeout:.0f}s") from exc
+        except OSError as exc:
+            raise BackendError(
+                f"{what}: cannot run {self.vboxmanage}: {exc}; {INSTALL_HINT}"
+            ) from exc
+        if proc.returncode != 0:
+            stderr = proc.stderr.strip()
+            raise VBoxError(
+                f"{what} failed with exit code {proc.returncode}: "
+                f"{stderr or proc.stdout.strip()} ({_hint(stderr)})",
+                proc.returncode,
+                stderr,
+            )
+        return proc.stdout
+
+    def lab_dir(self, lab_id: str) -> Path:
+        """The lab's directory in the state directory."""
+        return self.config.state_dir / "labs" / lab_id
+
+    # ---------------------------------------------------------------- listing
+
+    def vm_names(self) -> list[str]:
+        """Names of all registered VMs."""
+        return re.findall(r'^"(.*)" \{[0-9a-f-]+\}$', self._vbox("list", "vms"), re.M)
+
+    def vm_owner(self, name: str) -> Owner | None:
+        """The owner record on VM ``name``, if it carries a well-formed one."""
+        out = self._vbox("getextradata", name, OWNER_KEY, machine=name).strip()
+        if not out.startswith("Value: "):
+            return None
+        try:
+            return Owner.from_attributes(json.loads(out.removeprefix("Value: ")))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def _owned_vms(self) -> list[tuple[str, Owner]]:
+        """(name, owner) of every VM carrying our owner record."""
+        found = []
+        for name in self.vm_names():
+            if not name.startswith("stx-"):
+                continue
+            try:
+                owner = self.vm_owner(name)
+            except VBoxError as exc:
+                if exc.gone:
+                    continue
+                raise
+            if owner is not None:
+                found.append((name, owner))
+        return found
+
+    def media_paths(self) -> set[str]:
+        """Locations of all registered hard disk media."""
+        return set(re.findall(r"^Location:\s+(.*)$", self._vbox("list", "hdds"), re.M))
+
+    def natnetwork_names(self) -> set[str]:
+        """Names of all NAT networks."""
+        return set(re.findall(r"^NetworkName:\s+(.*)$", self._vbox("list", "natnets"), re.M))
+
+    # ---------------------------------------------------------------- labs
+
+    def create_lab(self, resources: LabResources) -> VirtualBoxLab:
+        """Create NAT networks, VMs and their disks (all powered off); see ``base.Backend``."""
+        self._check_new(resources)
+        lab_dir = self.lab_dir(resources.lab_id)
+        for path in (lab_dir, lab_dir / "run", lab_dir / "vbox"):
+            path.mkdir(parents=True, exist_ok=True)
+        ledger = Ledger(
+            lab_dir / "owner.json",
+            Owner(resources.lab_name, resources.lab_id),
+            self.vboxmanage,
+            resources,
+        )
+        ledger.save()
+        logger.info(
+            "creating lab %s (id %s) on VirtualBox: %d networks, %d machines",
+            resources.lab_name,
+            resources.lab_id,
+            len(resources.networks),
+            len(resources.machines),
+        )
+        started = time.monotonic()
+        try:
+            lab = VirtualBoxLab(self, ledger)
+            lab.build()
+        except BaseException as exc:
+            logger.info("creating lab %s failed; removing what was created", resources.lab_id)
+            try:
+                self.destroy_lab(resources.lab_id)
+            except LeakError as leak:
+                exc.add_note(str(leak))
+            raise
+        logger.info("created lab %s in %.1fs", resources.lab_id, time.monotonic() - started)
+        return lab
+
+    def _check_new(self, res: LabResources) -> None:
+        """Refuse a lab id in use, or VM/NAT network names taken by anything else."""
+        ours = [n for n, owner in self._owned_vms() if owner.lab_id == res.lab_id]
+        if ours or (self.lab_dir(res.lab_id) / "owner.json").exists():
+            raise BackendError(
+                f"lab id {res.lab_id} already exists ({', '.join(ours) or 'ledger'}); "
+                "destroy it first or pick another id"
+            )
+        prefix = name_prefix(res.lab_name, res.lab_id)
+        vms = set(self.vm_names())
+        clashes = [f"VM {prefix}{m.name}" for m in res.machines if prefix + m.name in vms]
+        if any(n.nat for n in res.networks):
+            nats = self.natnetwork_names()
+            clashes += [
+                f"NAT network {prefix}{n.name}"
+                for n in res.networks
+                if n.nat and prefix + n.name in nats
+            ]
+        if clashes:
+            raise BackendError(
+                f"cannot create lab {res.lab_name} (id {res.lab_id}): these exist and are not "
+                f"ours, so they are left alone: {', '.join(clashes)}"
+            )
+        run = self.lab_dir(res.lab_id) / "run"
+        too_long = [
+            str(run / f"{m.name}.sock")
+            for m in res.machines
+            if len(str(run / f"{m.name}.sock")) > _UNIX_PATH_MAX
+        ]
+        if too_long:
+            raise BackendError(
+                f"console socket paths too long for a unix socket: {too_long[0]}; "
+                "use a shorter state directory (STX_STATE_DIR)"
+            )
+
+    def open_lab(self, lab_id: str) -> VirtualBoxLab:
+        """A handle on a lab created earlier, from its ledger."""
+        return VirtualBoxLab(self, Ledger.load(self.lab_dir(lab_id) / "owner.json"))
+
+    def lab_ids(self) -> list[str]:
+        """Ids of our labs that still have VMs or a ledger here."""
+        ids = {owner.lab_id for _, owner in self._owned_vms()}
+        labs = self.config.state_dir / "labs"
+        if labs.is_dir():
+            ids.update(p.parent.name for p in labs.glob("*/owner.json") if _ledger_is_ours(p))
+        return sorted(ids)
+
+    def destroy_lab(self, lab_id: str) -> None:
+        """Remove every object of ours for ``lab_id``; ``LeakError`` lists what remains."""
+        started = time.monotonic()
+        remaining: list[str] = []
+        ledger_path = self.lab_dir(lab_id) / "owner.json"
+        ledger = None
+        if ledger_path.exists():
+            try:
+                ledger = Ledger.load(ledger_path)
+            except BackendError as exc:
+                logger.warning("teardown of lab %s goes on without its ledger: %s", lab_id, exc)
+        for name, _ in [(n, o) for n, o in self._owned_vms() if o.lab_id == lab_id]:
+            _remove(remaining, f"VM {name}", lambda n=name: self._remove_vm(n))
+        if ledger is not None:
+            registered = self.media_paths()
+            for path in ledger.media:
+                if path in registered:
+                    _remove(
+                        remaining,
+                        f"medium {path}",
+                        lambda p=path: self._vbox("closemedium", "disk", p, "--delete"),
+                    )
+            if ledger.natnetworks:
+                present = self.natnetwork_names()
+                for net in ledger.natnetworks:
+                    if net in present:
+                        _remove(
+                            remaining,
+                            f"NAT network {net}",
+                            lambda n=net: self._vbox("natnetwork", "remove", "--netname", n),
+                        )
+        if remaining:
+            raise LeakError(
+                f"lab {lab_id}: could not remove {len(remaining)} object(s), kept the ledger "
+                f"{ledger_path}; run the teardown again or remove them by hand:\n  "
+                + "\n  ".join(remaining)
+            )
+        self._remove_files(lab_id, ledger)
+        logger.info("destroyed lab %s in %.1fs", lab_id, time.monotonic() - started)
+
+    def _remove_vm(self, name: str) -> None:
+        state = parse_machinereadable(
+            self._vbox("showvminfo", name, "--machinereadable", machine=name)
+        ).get("VMState")
+        if state in ("running", "paused"):
+            self._vbox("controlvm", name, "poweroff", machine=name)
+        self._vbox("unregistervm", name, "--delete", machine=name)
+
+    def _remove_files(self, lab_id: str, ledger: Ledger | None) -> None:
+        """Remove our files of the lab (run dir, machine folders, ledger); others' stay."""
+        lab_dir = self.lab_dir(lab_id)
+        shutil.rmtree(lab_dir / "run", ignore_errors=True)
+        if ledger is not None:
+            for machine in ledger.resources.machines:
+                shutil.rmtree(
+                    lab_dir / "vbox" / vm_name(ledger.resources, machine.name), ignore_errors=True
+                )
+        with contextlib.suppress(OSError):
+            (lab_dir / "vbox").rmdir()
+        (lab_dir / "owner.json").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            lab_dir.rmdir()
+
+
+def _ledger_is_ours(path: Path) -> bool:
+    """Whether a lab ledger was written by this backend (the libvirt one shares the layout)."""
+    try:
+        return "vboxmanage" in json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def _remove(remaining: list[str], what: str, action: Callable[[], object]) -> None:
+    """Run one teardown action; an object already gone is fine, other failures are listed."""
+    try:
+        action()
+    except VBoxError as exc:
+        if exc.gone:
+            logger.debug("%s: already gone", what)
+            return
+        logger.warning("teardown: %s: %s", what, exc)
+        remaining.append(f"{what}: {exc}")
+    else:
+        logger.debug("removed %s", what)
+
+
+# --------------------------------------------------------------------------- one lab
+
+
+class _LoggedTransport:
+    """A console transport that appends everything it reads to a log file."""
+
+    def __init__(self, inner: UnixSocketTransport, log: Path) -> None:
+        self._inner = inner
+        self._log = log
+
+    def connect(self) -> None:
+        """Open the channel."""
+        self._inner.connect()
+
+    def read(self, size: int, timeout: float) -> bytes:
+        """Up to ``size`` bytes (also appended to the log)."""
+        data = self._inner.read(size, timeout)
+        if data:
+            with self._log.open("ab") as log:
+                log.write(data)
+        return data
+
+    def write(self, data: bytes) -> None:
+        """Send ``data``."""
+        self._inner.write(data)
+
+    def close(self) -> None:
+        """Close the channel; idempotent."""
+        self._inner.close()
+
+
+class VirtualBoxLab:
+    """Power, consoles and snapshots of one lab (implements ``base.LabHandle``)."""
+
+    def __init__(self, backend: VirtualBoxBackend, ledger: Ledger) -> None:
+        self.backend = backend
+        self.ledger = ledger
+        self.run_dir = backend.lab_dir(ledger.resources.lab_id) / "run"
+
+    @property
+    def resources(self) -> LabResources:
+        """What the lab was created from."""
+        return self.ledger.resources
+
+    @property
+    def lab_id(self) -> str:
+        """The lab's id."""
+        return self.ledger.resources.lab_id
+
+    def socket_path(self, machine: str) -> Path:
+        """Path of the machine's console socket."""
+        return self.run_dir / f"{machine}.sock"
+
+    def log_path(self, machine: str) -> Path:
+        """Path of the machine's console log."""
+        return self.run_dir / f"{machine}.serial.log"
+
+    def vm_name(self, machine: str) -> str:
+        """The VirtualBox VM name of ``machine``."""
+        self.resources.machine(machine)
+        return vm_name(self.resources, machine)
+
+    def _vbox(self, *argv: str, machine: str) -> str:
+        return self.backend._vbox(*argv, machine=machine)
+
+    # ---------------------------------------------------------------- creation
+
+    def build(self) -> None:
+        """Create NAT networks and VMs with their disks (called by ``create_lab``)."""
+        res, prefix = self.resources, name_prefix(self.resources.lab_name, self.lab_id)
+        networks: dict[str, tuple[str, str]] = {}
+        for spec in res.networks:
+            name = prefix + spec.name
+            if spec.nat:
+                self.backend._vbox(*natnetwork_argv(name, spec))
+                self.ledger.natnetworks.append(name)
+                self.ledger.save()
+            networks[spec.name] = ("natnetwork" if spec.nat else "intnet", name)
+        basefolder = self.backend.lab_dir(self.lab_id) / "vbox"
+        owner = json.dumps(self.ledger.owner.as_attributes())
+        for machine in res.machines:
+            name = self.vm_name(machine.name)
+            self._vbox(*createvm_argv(name, basefolder), machine=machine.name)
+            self._vbox("setextradata", name, OWNER_KEY, owner, machine=machine.name)
+            self._vbox(
+                *modifyvm_argv(
+                    name,
+                    machine,
+                    networks,
+                    self.socket_path(machine.name),
+                    self.backend.config.bios_hold_ms,
+                ),
+                machine=machine.name,
+            )
+            disks = [basefolder / name / f"{name}-disk{i}.vdi" for i in range(len(machine.disks))]
+            for argv in storage_argvs(name, machine, disks):
+                if argv[0] == "createmedium":
+                    self.ledger.media.append(argv[3])
+                    self.ledger.save()
+                self._vbox(*argv, machine=machine.name)
+            for argv in oem_argvs(name, machine.oem_strings):
+                self._vbox(*argv, machine=machine.name)
+
+    # ---------------------------------------------------------------- power
+
+    def _info(self, machine: str) -> dict[str, str]:
+        name = self.vm_name(machine)
+        info = parse_machinereadable(
+            self._vbox("showvminfo", name, "--machinereadable", machine=machine)
+        )
+        owner = self.backend.vm_owner(name)
+        if owner is None or owner.lab_id != self.lab_id:
+            raise BackendError(f"VM {name} is not ours (lab id {self.lab_id}); left alone")
+        return info
+
+    def state(self, machine: str) -> PowerState:
+        """The machine's power state."""
+        return STATES.get(self._info(machine).get("VMState", ""), PowerState.OTHER)
+
+    def power_on(self, machine: str, before_resume: BeforeResume | None = None) -> None:
+        """Start headless and pause at once (inside the BIOS hold), ``before_resume``, resume.
+
+        If ``before_resume`` raises, the machine stays paused and the error propagates.
+        """
+        name = self.vm_name(machine)
+        state = self.state(machine)
+        if state is PowerState.RUNNING:
+            logger.info("%s: already running", machine)
+            return
+        if state is not PowerState.PAUSED:
+            self._vbox("startvm", name, "--type", "headless", machine=machine)
+            self._vbox("controlvm", name, "pause", machine=machine)
+        if before_resume is not None:
+            before_resume(machine)
+        self._vbox("controlvm", name, "resume", machine=machine)
+        logger.info("%s: powered on", machine)
+
+    def power_off(self, machine: str) -> None:
+        """Pull the plug; nothing to do when the machine is off."""
+        if self.state(machine) in (PowerState.RUNNING, PowerState.PAUSED):
+            self._vbox("controlvm", self.vm_name(machine), "poweroff", machine=machine)
+            logger.info("%s: powered off", machine)
+
+    def reset(self, machine: str) -> None:
+        """Hard reset; the VM process (and the console socket) stays."""
+        self._vbox("controlvm", self.vm_name(machine), "reset", machine=machine)
+        logger.info("%s: reset", machine)
+
+    def set_boot_order(self, machine: str, order: Sequence[BootDevice]) -> None:
+        """Boot order from the next power-on (the machine must be off)."""
+        self._vbox("modifyvm", self.vm_name(machine), *boot_argv(order), machine=machine)
+        logger.info("%s: boot order %s", machine, ", ".join(str(d) for d in order))
+
+    def set_oem_strings(self, machine: str, strings: Sequence[str]) -> None:
+        """SMBIOS OEM strings from the next power-on (simulator fault knobs)."""
+        for argv in oem_argvs(self.vm_name(machine), strings):
+            self._vbox(*argv, machine=machine)
+        logger.info("%s: OEM strings %s", machine, list(strings))
+
+    def mac_addresses(self, machine: str) -> tuple[str, ...]:
+        """MAC of each NIC in spec order (VirtualBox assigns them at creation)."""
+        info = self._info(machine)
+        macs = [
+            info.get(f"macaddress{i}", "")
+            for i in range(1, len(self.resources.machine(machine).nics) + 1)
+        ]
+        return tuple(":".join(m[i : i + 2] for i in range(0, 12, 2)).lower() for m in macs)
+
+    # ---------------------------------------------------------------- console
+
+    def console(self, machine: str) -> Transport:
+        """An unconnected transport to the machine's UART socket, logging what it reads."""
+        self.resources.machine(machine)
+
+        def alive() -> bool:
+            try:
+                return self.state(machine) in (PowerState.RUNNING, PowerState.PAUSED)
+            except BackendError:
+                return False
+
+        inner = UnixSocketTransport(self.socket_path(machine), name=machine, alive=alive)
+        return _LoggedTransport(inner, self.log_path(machine))
+
+    def console_log(self, machine: str) -> bytes:
+        """Everything read from the machine's console so far."""
+        self.resources.machine(machine)
+        try:
+            return self.log_path(machine).read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    # ---------------------------------------------------------------- snapshots
+
+    def _targets(self, machines: Sequence[str] | None) -> list[str]:
+        names = [m.name for m in self.resources.machines] if machines is None else list(machines)
+        for name in names:
+            self.resources.machine(name)
+        return names
+
+    def snapshot(self, name: str, machines: Sequence[str] | None = None) -> None:
+        """Snapshots of the machines at one instant (running ones paused, then resumed)."""
+        targets = self._targets(machines)
+        started = time.monotonic()
+        states = {m: self.state(m) for m in targets}
+        paused: list[str] = []
+        made: list[str] = []
+        try:
+            for machine in targets:
+                if states[machine] is PowerState.RUNNING:
+                    self._vbox("controlvm", self.vm_name(machine), "pause", machine=machine)
+                    paused.append(machine)
+            created = datetime.now(UTC).isoformat(timespec="seconds")
+            for machine in targets:
+                was = "off" if states[machine] is PowerState.OFF else "running"
+                description = f"pytest-starlingx snapshot; machine was {was}; created {created}"
+                self._vbox(
+                    "snapshot",
+                    self.vm_name(machine),
+                    "take",
+                    name,
+                    "--description",
+                    description,
+                    machine=machine,
+                )
+                made.append(machine)
+        except BaseException:
+            for machine in made:
+                with contextlib.suppress(BackendError):
+                    self._vbox("snapshot", self.vm_name(machine), "delete", name, machine=machine)
+            raise
+        finally:
+            for machine in paused:
+                self._vbox("controlvm", self.vm_name(machine), "resume", machine=machine)
+        logger.info(
+            "snapshot %s of %s taken in %.1fs", name, ", ".join(targets), time.monotonic() - started
+        )
+
+    def _snapshot_list(self, machine: str) -> dict[str, str]:
+        try:
+            out = self._vbox(
+                "snapshot", self.vm_name(machine), "list", "--machinereadable", machine=machine
+            )
+        except VBoxError as exc:
+            if "does not have any snapshots" in str(exc):
+                return {}
+            raise
+        return parse_machinereadable(out)
+
+    def snapshots(self, machine: str | None = None) -> list[SnapshotInfo]:
+        """Snapshots of one machine or all machines, oldest first."""
+        infos = []
+        for m in self._targets(None if machine is None else [machine]):
+            listing = self._snapshot_list(m)
+            for key, snap_name in listing.items():
+                if not key.startswith("SnapshotName"):
+                    continue
+                description = listing.get("SnapshotDescription" + key[len("SnapshotName") :], "")
+                mark = _SNAPSHOT_MARK.fullmatch(description)
+                created = (
+                    datetime.fromisoformat(mark.group(2))
+                    if mark
+                    else datetime.min.replace(tzinfo=UTC)
+                )
+                running = bool(mark) and mark.group(1) == "running"
+                infos.append(SnapshotInfo(snap_name, m, created, running))
+        return sorted(infos, key=lambda i: (i.created, i.machine))
+
+    def revert(
+        self,
+        name: str,
+        machines: Sequence[str] | None = None,
+        before_resume: BeforeResume | None = None,
+    ) -> None:
+        """Restore snapshot ``name`` (machines powered off first); running ones restarted.
+
+        Machines snapshotted while running come back running, through ``before_resume`` as in
+        :meth:`power_on`; those snapshotted while off stay off.
+        """
+        targets = self._targets(machines)
+        started = time.monotonic()
+        was_running = {}
+        for machine in targets:
+            found = [s for s in self.snapshots(machine) if s.name == name]
+            if not found:
+                raise BackendError(f"{machine}: no snapshot {name!r} to revert to")
+            was_running[machine] = found[-1].running
+        for machine in targets:
+            self.power_off(machine)
+            self._vbox("snapshot", self.vm_name(machine), "restore", name, machine=machine)
+        for machine in targets:
+            if was_running[machine]:
+                self.power_on(machine, before_resume)
+        logger.info(
+            "reverted %s to snapshot %s in %.1fs",
+            ", ".join(targets),
+            name,
+            time.monotonic() - started,
+        )
+
+    def delete_snapshot(self, name: str, machines: Sequence[str] | None = None) -> None:
+        """Delete snapshot ``name``; machines without it are skipped."""
+        for machine in self._targets(machines):
+            listing = self._snapshot_list(machine)
+            if any(k.startswith("SnapshotName") and v == name for k, v in listing.items()):
+                self._vbox("snapshot", self.vm_name(machine), "delete", name, machine=machine)
+
+    def destroy(self) -> None:
+        """Remove the whole lab (see ``VirtualBoxBackend.destroy_lab``)."""
+        self.backend.destroy_lab(self.lab_id)
