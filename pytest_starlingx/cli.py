@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_validate, _add_show, _add_doctor, _add_host_setup, _add_up, _add_down,
-                _add_list):  # fmt: skip
+                _add_list, _add_gc):  # fmt: skip
         add(sub)
     return parser
 
@@ -87,12 +87,27 @@ def _add_down(sub: Subparsers) -> None:
     p = sub.add_parser("down", help="remove a lab: by id, by name, or by its lab file")
     p.add_argument("lab", metavar="LAB_ID|NAME|FILE")
     p.add_argument("--uri", default=None, help="libvirt connection URI (default qemu:///system)")
+    p.add_argument("--force", action="store_true", help="remove it even if a live process holds it")
     p.set_defaults(handler=_down)
 
 
 def _add_list(sub: Subparsers) -> None:
-    p = sub.add_parser("list", help="every lab on this host: owner, age, kept or not, state")
+    p = sub.add_parser(
+        "list", help="every lab on this host: owner, age, kept or not, state, leases"
+    )
+    p.add_argument("--uri", default=None, help="libvirt connection URI (default qemu:///system)")
     p.set_defaults(handler=_list)
+
+
+def _add_gc(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "gc",
+        help="remove labs whose owning process is gone and that were not kept (never touches "
+        "objects without our owner record)",
+    )
+    p.add_argument("--uri", default=None, help="libvirt connection URI (default qemu:///system)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.set_defaults(handler=_gc)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -104,13 +119,19 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     from pytest_starlingx.labcmd import down
 
-    return down(args.lab, args.uri)
+    return down(args.lab, args.uri, args.force)
 
 
 def _list(args: argparse.Namespace) -> int:
     from pytest_starlingx.labcmd import list_labs
 
-    return list_labs()
+    return list_labs(args.uri)
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from pytest_starlingx.labcmd import collect_garbage
+
+    return collect_garbage(args.uri, args.dry_run)
 
 
 def _validate(args: argparse.Namespace) -> int:

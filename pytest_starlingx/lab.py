@@ -23,7 +23,7 @@ from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
 from pytest_starlingx.console import LOGIN, Console, Result
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.labmap import lab_resources
-from pytest_starlingx.labstate import DoneStages, LabState, lab_state_path, new_lab_id, state_dir
+from pytest_starlingx.labstate import DoneStages, LabState, forget_lab, new_lab_id, state_dir
 from pytest_starlingx.model import NETWORKS, LabSpec, Personality, generate_password
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup, run_stages
 from pytest_starlingx.stages.custom import from_lab_file, insert, registered
@@ -340,9 +340,9 @@ def create_lab(
 
 
 def destroy_lab(backend: Backend, lab_id: str) -> None:
-    """Remove the lab's hypervisor objects, then its state."""
+    """Remove the lab's hypervisor objects, then its state, leases and directory."""
     backend.destroy_lab(lab_id)
-    lab_state_path(lab_id).unlink(missing_ok=True)
+    forget_lab(lab_id)
 
 
 def attach_lab(spec: LabSpec, backend: Backend, state: LabState, artifacts: Path) -> Lab:

@@ -1,9 +1,8 @@
-"""``stx-lab up``, ``down`` and ``list``: labs brought up and removed from the shell."""
+"""``stx-lab up``, ``down``, ``list`` and ``gc``: labs brought up and removed from the shell."""
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -12,7 +11,9 @@ from pytest_starlingx.errors import LabConfigError, StxError
 from pytest_starlingx.lab import attach_lab, create_lab, destroy_lab
 from pytest_starlingx.labfile import lab_from_mapping, load_lab
 from pytest_starlingx.labstate import LabState, all_states, state_dir
+from pytest_starlingx.leases import live_leases
 from pytest_starlingx.model import LabSpec, Topology
+from pytest_starlingx.reaper import Backends, age, gc, survey
 from pytest_starlingx.tables import render_table
 
 log = logging.getLogger("pytest_starlingx.cli")
@@ -40,6 +41,8 @@ def up(target: str, uri: str | None, resume: str | None, artifacts: Path | None)
         lab = attach_lab(spec, backend, state, artifacts or _artifacts(resume))
     else:
         lab = create_lab(spec, backend, artifacts or _artifacts("new"))
+        lab.state.kept = True  # wanted on purpose, even half built: gc leaves it alone
+        lab.state.save()
     print(f"lab {spec.name!r}: id {lab.lab_id}, artifacts in {lab.artifacts}", flush=True)
     try:
         lab.provision()
@@ -75,39 +78,65 @@ def matching(target: str) -> list[LabState]:
                                                 str(Path(s.source).resolve()) == path)]  # fmt: skip
 
 
-def down(target: str, uri: str | None) -> int:
-    """Remove the labs ``target`` names (an id, a lab name or a lab file)."""
+def down(target: str, uri: str | None, force: bool = False) -> int:
+    """Remove the labs ``target`` names (an id, a lab name or a lab file).
+
+    A lab that a live process holds (a lease) is refused unless ``force``.
+    """
     states = matching(target)
     if not states:
         print(f"stx-lab down: no lab matches {target!r}; see `stx-lab list`", file=sys.stderr)
         return 1
     for state in states:
+        held = live_leases(state.path.parent)
+        if held and not force:
+            print(f"stx-lab down: lab {state.name!r} (id {state.lab_id}) is in use by "
+                  f"{', '.join(lease.describe() for lease in held)}; wait for it or use --force",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         destroy_lab(make_backend(state.backend, uri), state.lab_id)
         print(f"lab {state.name!r} (id {state.lab_id}) removed")
     return 0
 
 
-def list_labs() -> int:
-    """Every lab this host remembers: owner, age, kept or not, state."""
+def list_labs(uri: str | None) -> int:
+    """Every lab of ours on this host: owner, age, kept or not, state, leases, gc verdict."""
+    backends = Backends(uri)
+    try:
+        records = survey(backends("libvirt", state_dir()))
+    finally:
+        backends.close()
     rows = []
-    for s in all_states():
-        owner = f"{s.owner_pid}{'' if _alive(s.owner_pid) else ' (gone)'}"
-        rows.append([s.lab_id, s.name, s.topology, s.backend, s.status,
-                     "yes" if s.kept else "no", owner, s.created, s.source or "-"])  # fmt: skip
+    for rec in records:
+        if rec.empty_dir:
+            continue
+        owner = rec.owner
+        alive = owner is not None and (owner.alive() is not False)
+        owner_text = "-" if owner is None else f"{owner}{'' if alive else ' (gone)'}"
+        live = [lease for lease in rec.leases if lease.live()]
+        leases = ", ".join(lease.describe() for lease in rec.leases) or "-"
+        remove, _ = rec.verdict()
+        state = rec.state.status if rec.state is not None else "no state"
+        kept = "yes" if rec.state is not None and rec.state.kept else "no"
+        rows.append([rec.lab_id, rec.name, rec.state.topology if rec.state else "?",
+                     rec.backend, state, kept, owner_text, age(rec.created),
+                     f"{len(live)} live: {leases}" if rec.leases else "-",
+                     "orphan" if remove else "in use" if live or alive else "kept"])  # fmt: skip
     if not rows:
         print("no labs")
         return 0
-    headers = ["id", "name", "topology", "backend", "state", "kept", "owner pid", "created",
-               "source"]  # fmt: skip
+    headers = ["id", "name", "topology", "backend", "state", "kept", "owner", "age", "leases",
+               "gc"]  # fmt: skip
     print(render_table(headers, rows))
     return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def collect_garbage(uri: str | None, dry_run: bool) -> int:
+    """Remove the labs of dead owners that were not kept; 1 when some could not be removed."""
+    _log_to_stderr()
+    result = gc(uri, dry_run=dry_run)
+    for line in result.lines():
+        print(line)
+    if not (result.removed or result.failed):
+        print("nothing to collect")
+    return 1 if result.failed else 0

@@ -7,6 +7,7 @@ nothing is lost) plus a log file. Networks are isolated: no ``<ip>``, no ``<forw
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import socket
@@ -41,7 +42,8 @@ class NodeSpec:
     workdir: Path
     networks: list[str]
     iso: Path | None = None
-    disk_gib: int = 0  # 0: diskless
+    disk_gib: int = 0  # a new blank disk of this size; 0: none (unless disk_image)
+    disk_image: Path | None = None  # an existing disk (e.g. installed by another node)
     memory_mib: int = 512
     knobs: dict[str, str] = field(default_factory=dict)
     netboot: bool = False  # network boot from the second NIC (the mgmt NIC)
@@ -64,7 +66,7 @@ class NodeSpec:
         _sub(dom, "on_reboot", "restart")
         devices = _sub(dom, "devices")
         order = 1
-        if self.disk_gib:
+        if self.disk_gib or self.disk_image:
             disk = _sub(devices, "disk", type="file", device="disk")
             _sub(disk, "driver", name="qemu", type="raw")
             _sub(disk, "source", file=str(self.disk_path))
@@ -93,7 +95,7 @@ class NodeSpec:
 
     @property
     def disk_path(self) -> Path:
-        return self.workdir / f"{self.name}.img"
+        return self.disk_image or self.workdir / f"{self.name}.img"
 
     @property
     def socket_path(self) -> Path:
@@ -150,14 +152,14 @@ class Console:
 class Node:
     """A transient domain with its console; ``destroy`` is idempotent."""
 
-    def __init__(self, conn: libvirt.virConnect, spec: NodeSpec) -> None:
+    def __init__(self, conn: libvirt.virConnect, spec: NodeSpec, transcripts: Path) -> None:
         self.spec = spec
-        if spec.disk_gib:
+        if spec.disk_gib and not spec.disk_image:
             with open(spec.disk_path, "wb") as f:
                 f.truncate(spec.disk_gib << 30)
         self.dom = conn.createXML(spec.xml(), libvirt.VIR_DOMAIN_START_PAUSED)
         try:
-            self.console = Console(spec.socket_path, spec.workdir / f"{spec.name}.transcript")
+            self.console = Console(spec.socket_path, transcripts / f"{spec.name}.console.log")
             self.dom.resume()
         except BaseException:
             self.dom.destroy()
@@ -166,10 +168,8 @@ class Node:
 
     def destroy(self) -> None:
         self.console.close()
-        try:
+        with contextlib.suppress(libvirt.libvirtError):  # already gone
             self.dom.destroy()
-        except libvirt.libvirtError:
-            pass  # already gone
 
 
 def isolated_network(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork:

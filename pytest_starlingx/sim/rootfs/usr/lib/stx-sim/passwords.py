@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import crypt
 import os
+import sys
+import termios
 import time
 
 SHADOW = "/etc/shadow"
@@ -71,3 +73,29 @@ def policy_error(new: str, old: str) -> str | None:
     if all(c.isalnum() for c in new):
         return "The password contains less than 1 non-alphanumeric characters"
     return None
+
+
+def read_line(fd: int, prompt: str, echo: bool = True) -> str:
+    """Print ``prompt`` on ``fd`` and read one line (without echo for secrets); exit on EOF.
+
+    Echo goes off before the prompt is printed, so a fast typist's secret is never echoed;
+    typed-ahead input is kept (TCSADRAIN), as sudo does.
+    """
+    attrs = termios.tcgetattr(fd)
+    if not echo:
+        quiet = list(attrs)
+        quiet[3] &= ~termios.ECHO
+        termios.tcsetattr(fd, termios.TCSADRAIN, quiet)
+    os.write(fd, prompt.encode())
+    try:
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(fd, 1024)
+            if not chunk:
+                sys.exit(1)
+            line += chunk
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, attrs)
+    if not echo:
+        os.write(fd, b"\n")
+    return line.decode(errors="replace").strip("\r\n")
