@@ -6,9 +6,11 @@ beside the backend's own files for the lab. A re-run reads which stages are done
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import string
 from dataclasses import asdict, dataclass, field
@@ -72,6 +74,15 @@ class LabState:
 def lab_state_path(lab_id: str) -> Path:
     """The state file of ``lab_id``."""
     return state_dir() / "labs" / lab_id / "lab.json"
+
+
+def forget_lab(lab_id: str, root: Path | None = None) -> None:
+    """Remove the lab's state and leases, and its directory once nothing else is in it."""
+    lab_dir = (root or state_dir()) / "labs" / lab_id
+    (lab_dir / "lab.json").unlink(missing_ok=True)
+    shutil.rmtree(lab_dir / "leases", ignore_errors=True)
+    with contextlib.suppress(OSError):
+        lab_dir.rmdir()
 
 
 def all_states() -> list[LabState]:

@@ -182,23 +182,28 @@ class Owner:
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    state_dir: str = ""  # the state directory holding the lab's ledger and state, if any
 
     def as_attributes(self) -> dict[str, str]:
         """The owner as string attributes (for XML or JSON)."""
-        return {
+        attrs = {
             "lab": self.lab_name,
             "lab-id": self.lab_id,
             "host": self.host,
             "pid": str(self.pid),
             "created": self.created,
         }
+        if self.state_dir:
+            attrs["state-dir"] = self.state_dir
+        return attrs
 
     @classmethod
     def from_attributes(cls, attrs: dict[str, str]) -> Owner:
         """The inverse of :meth:`as_attributes`; ``KeyError``/``ValueError`` when malformed."""
         return cls(
-            attrs["lab"], attrs["lab-id"], attrs["host"], int(attrs["pid"]), attrs["created"]
-        )
+            attrs["lab"], attrs["lab-id"], attrs["host"], int(attrs["pid"]), attrs["created"],
+            attrs.get("state-dir", ""),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -289,6 +294,9 @@ class Backend(Protocol):
 
     def lab_ids(self) -> list[str]:
         """Ids of every lab of ours that still has objects on this hypervisor."""
+
+    def owned_objects(self) -> list[tuple[str, str, Owner]]:
+        """(kind, name, owner) of every object carrying our owner record."""
 
     def destroy_lab(self, lab_id: str) -> None:
         """Remove every object carrying our owner record for ``lab_id``.

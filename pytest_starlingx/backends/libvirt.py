@@ -470,7 +470,7 @@ class LibvirtBackend:
 
     def create_lab(self, resources: LabResources) -> LibvirtLab:
         """Create networks, pool, volumes and (powered-off) domains; see ``base.Backend``."""
-        owner = Owner(resources.lab_name, resources.lab_id)
+        owner = Owner(resources.lab_name, resources.lab_id, state_dir=str(self.config.state_dir))
         lab_dir = self.lab_dir(resources.lab_id)
         self._check_new(resources)
         domain_type = self.domain_type()
@@ -519,6 +519,10 @@ class LibvirtBackend:
         if labs.is_dir():
             ids.update(p.parent.name for p in labs.glob("*/owner.json"))
         return sorted(ids)
+
+    def owned_objects(self) -> list[tuple[str, str, Owner]]:
+        """(kind, name, owner) of every domain and network carrying our owner record."""
+        return [(kind, obj.name(), owner) for kind, obj, owner in self._owned_objects()]
 
     def _owned_objects(self) -> Iterator[tuple[str, Any, Owner]]:
         """Every domain and network carrying an owner record: (kind, object, owner)."""

@@ -1,0 +1,207 @@
+"""Leases: who is using a lab right now, so that gc never takes a lab from a live holder.
+
+A lease is a file ``<state dir>/labs/<id>/leases/<holder>.json`` naming the holding process
+(host, pid and the process's start time, which tells a reused pid apart). A background thread
+touches the file every :data:`HEARTBEAT` seconds. A lease is live when:
+
+* its holder runs on this host: the process with that pid and start time still exists (a live
+  holder never loses its lab, however loaded the host; a dead one frees it at once);
+* its holder runs on another host (a shared state dir): its heartbeat is younger than its ttl.
+
+The holder is the test *run*: a plain pytest session holds its labs itself; under pytest-xdist
+the workers hold them in the name of the controlling process, so a lab outlives a worker that
+finishes early and is freed when the whole run is gone (``kill -9`` included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger("pytest_starlingx.leases")
+
+HEARTBEAT = 5.0  # seconds between touches of a lease file
+TTL = 60.0  # seconds a lease of a holder on another host lives without a heartbeat
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` (clock ticks since boot); None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A process that may hold labs."""
+
+    host: str
+    pid: int
+    start: int | None  # process start time; None when unknown
+
+    @classmethod
+    def of(cls, pid: int) -> Holder:
+        """Process ``pid`` of this host."""
+        return cls(socket.gethostname(), pid, process_start(pid))
+
+    @classmethod
+    def run(cls) -> Holder:
+        """The test run: the xdist controller in a worker, else this process."""
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            return cls.of(os.getppid())
+        return cls.of(os.getpid())
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe identity."""
+        return f"{self.host}-{self.pid}-{self.start or 0}"
+
+    @property
+    def local(self) -> bool:
+        """Whether the holder runs on this host."""
+        return self.host == socket.gethostname()
+
+    def alive(self) -> bool | None:
+        """True/False for a holder on this host; None when that cannot be known here."""
+        if not self.local:
+            return None
+        start = process_start(self.pid)
+        if start is None:
+            return False
+        return self.start is None or start == self.start
+
+    def __str__(self) -> str:
+        return f"pid {self.pid}" if self.local else f"pid {self.pid} on {self.host}"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One lease file, as read."""
+
+    path: Path
+    holder: Holder
+    purpose: str
+    ttl: float
+    heartbeat: float  # the file's mtime (epoch seconds)
+
+    def live(self, now: float | None = None) -> bool:
+        """See the module docstring."""
+        alive = self.holder.alive()
+        if alive is not None:
+            return alive
+        return (now or time.time()) - self.heartbeat < self.ttl
+
+    def describe(self, now: float | None = None) -> str:
+        """``pid 123 (pytest, 4s ago)`` or ``... expired``."""
+        age = (now or time.time()) - self.heartbeat
+        state = "" if self.live(now) else ", expired"
+        return f"{self.holder} ({self.purpose}, beat {age:.0f}s ago{state})"
+
+
+def leases_dir(lab_dir: Path) -> Path:
+    """Where a lab's leases live."""
+    return lab_dir / "leases"
+
+
+def read_leases(lab_dir: Path) -> list[Lease]:
+    """Every lease of the lab in ``lab_dir``; unreadable files are skipped."""
+    found = []
+    for path in sorted(leases_dir(lab_dir).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+            holder = Holder(data["host"], int(data["pid"]), data.get("start"))
+            found.append(
+                Lease(path, holder, data.get("purpose", ""), float(data.get("ttl", TTL)),
+                      path.stat().st_mtime)
+            )  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.debug("skipping unreadable lease %s: %s", path, exc)
+    return found
+
+
+def live_leases(lab_dir: Path) -> list[Lease]:
+    """The leases of the lab that still hold it."""
+    now = time.time()
+    return [lease for lease in read_leases(lab_dir) if lease.live(now)]
+
+
+class LeaseKeeper:
+    """The leases of this process: taken, kept fresh by one heartbeat thread, released."""
+
+    def __init__(self, holder: Holder | None = None, interval: float = HEARTBEAT) -> None:
+        self.holder = holder or Holder.run()
+        self.interval = interval
+        self._paths: set[Path] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def take(self, lab_dir: Path, purpose: str) -> Path:
+        """Hold the lab in ``lab_dir`` (idempotent); returns the lease file."""
+        path = leases_dir(lab_dir) / f"{self.holder.key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {**asdict(self.holder), "purpose": purpose, "ttl": TTL}
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+        with self._lock:
+            self._paths.add(path)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._beat, name="stx-lease-heartbeat", daemon=True
+                )
+                self._thread.start()
+        log.debug("lease taken: %s", path)
+        return path
+
+    def release(self, lab_dir: Path) -> None:
+        """Give the lab in ``lab_dir`` up (the lease file goes away)."""
+        path = leases_dir(lab_dir) / f"{self.holder.key}.json"
+        self.forget(lab_dir)
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+        log.debug("lease released: %s", path)
+
+    def forget(self, lab_dir: Path) -> None:
+        """Stop the heartbeat for the lab but leave the lease file (another worker goes on)."""
+        with self._lock:
+            self._paths.discard(leases_dir(lab_dir) / f"{self.holder.key}.json")
+
+    def stop(self) -> None:
+        """Stop the heartbeat thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval + 1)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                paths = list(self._paths)
+            for path in paths:
+                try:
+                    os.utime(path)
+                except FileNotFoundError:
+                    log.warning("lease %s vanished; the lab is no longer held", path)
+                    with self._lock:
+                        self._paths.discard(path)

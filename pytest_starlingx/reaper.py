@@ -1,0 +1,266 @@
+"""Garbage collection of labs whose owners are gone: ``stx-lab gc`` and the start of a session.
+
+What may exist on the host is known before it is created: the lab state
+(``<state dir>/labs/<id>/lab.json``) is written before the backend is asked for anything, and
+the backend writes its ledger (``owner.json``) before its first object, so a crash at any point
+leaves a complete list. Besides that list, every libvirt domain and network carries an owner
+record (``<stx:owner lab-id= pid= host= state-dir=>``) naming the state dir of its lab.
+
+A lab is removed when all of these hold:
+
+* it was not kept on purpose (``--stx-keep``, ``stx-lab up``);
+* no live lease holds it (see :mod:`pytest_starlingx.leases`);
+* its owner ran on this host and is gone (the pid in its state; without a state, the pid in
+  every owner record of its objects and ledger).
+
+Anything owned by another host is left alone, and an object without our owner record is never
+seen, let alone touched. Removal is the backend's idempotent ``destroy_lab`` followed by the
+lab's state files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pytest_starlingx.backends.base import Backend, Owner
+from pytest_starlingx.errors import StxError
+from pytest_starlingx.labstate import LabState, forget_lab, state_dir
+from pytest_starlingx.leases import Holder, Lease, pid_alive, read_leases
+
+log = logging.getLogger("pytest_starlingx.reaper")
+
+EMPTY_DIR_GRACE = 60.0  # seconds an empty lab directory may be a state file about to appear
+
+BackendOpener = Callable[[str, Path], Backend]
+"""Opens a backend by kind (libvirt, virtualbox) for labs of a given state dir."""
+
+
+@dataclass
+class LabRecord:
+    """Everything the host knows about one lab id."""
+
+    lab_id: str
+    root: Path  # the state dir of the lab
+    state: LabState | None = None
+    owners: list[Owner] = field(default_factory=list)  # from objects and the ledger
+    objects: list[str] = field(default_factory=list)  # "domain stx-..." etc.
+    leases: list[Lease] = field(default_factory=list)
+    empty_dir: bool = False  # only an empty directory is left
+
+    @property
+    def lab_dir(self) -> Path:
+        """The lab's directory."""
+        return self.root / "labs" / self.lab_id
+
+    @property
+    def name(self) -> str:
+        """The lab's name, as far as known."""
+        if self.state is not None:
+            return self.state.name
+        return self.owners[0].lab_name if self.owners else "?"
+
+    @property
+    def backend(self) -> str:
+        """The backend kind holding the lab."""
+        return self.state.backend if self.state is not None else "libvirt"
+
+    @property
+    def created(self) -> str:
+        """Creation time (ISO 8601), as far as known."""
+        if self.state is not None:
+            return self.state.created
+        return min((o.created for o in self.owners), default="")
+
+    @property
+    def owner(self) -> Holder | None:
+        """The process that created the lab."""
+        if self.state is not None:
+            return Holder(self.state.owner_host, self.state.owner_pid, None)
+        if self.owners:
+            return Holder(self.owners[0].host, self.owners[0].pid, None)
+        return None
+
+    def verdict(self) -> tuple[bool, str]:
+        """(remove?, why)."""
+        if self.empty_dir:
+            return True, "empty lab directory"
+        if self.state is not None and self.state.kept:
+            return False, f"kept on purpose (remove with `stx-lab down {self.lab_id}`)"
+        live = [lease for lease in self.leases if lease.live()]
+        if live:
+            return False, "held by " + ", ".join(lease.describe() for lease in live)
+        expired = " and its leases expired" if self.leases else ""
+        if self.state is not None:
+            holder = self.owner
+            assert holder is not None
+            if holder.host != socket.gethostname():
+                return False, f"owned by a process on host {holder.host}"
+            if pid_alive(holder.pid):
+                return False, f"owner pid {holder.pid} is running"
+            return True, f"owner pid {holder.pid} is gone{expired}"
+        hosts = {o.host for o in self.owners}
+        if hosts - {socket.gethostname()}:
+            return False, f"owned by a process on host {', '.join(sorted(hosts))}"
+        running = sorted({o.pid for o in self.owners if pid_alive(o.pid)})
+        if running:
+            return False, f"owner pid {', '.join(map(str, running))} is running"
+        pids = ", ".join(str(p) for p in sorted({o.pid for o in self.owners}))
+        return True, f"no lab state; owner pid {pids} is gone{expired}"
+
+
+def survey(libvirt_backend: Backend | None, root: Path | None = None) -> list[LabRecord]:
+    """Every lab of ours on this host: from state files, ledgers and owner records."""
+    root = root or state_dir()
+    records: dict[tuple[Path, str], LabRecord] = {}
+
+    def record(where: Path, lab_id: str) -> LabRecord:
+        return records.setdefault((where, lab_id), LabRecord(lab_id, where))
+
+    labs = root / "labs"
+    if labs.is_dir():
+        now = time.time()
+        for lab_dir in sorted(p for p in labs.iterdir() if p.is_dir()):
+            if not any(lab_dir.iterdir()):
+                if now - lab_dir.stat().st_mtime > EMPTY_DIR_GRACE:
+                    record(root, lab_dir.name).empty_dir = True
+                continue
+            record(root, lab_dir.name)
+    if libvirt_backend is not None:
+        for kind, name, owner in libvirt_backend.owned_objects():
+            where = Path(owner.state_dir) if owner.state_dir else root
+            rec = record(where, owner.lab_id)
+            rec.owners.append(owner)
+            rec.objects.append(f"{kind} {name}")
+    for rec in records.values():
+        if rec.empty_dir:
+            continue
+        rec.state = _load_state(rec.lab_dir / "lab.json")
+        ledger_owner = _ledger_owner(rec.lab_dir / "owner.json")
+        if ledger_owner is not None:
+            rec.owners.append(ledger_owner)
+        rec.leases = read_leases(rec.lab_dir)
+    return sorted(records.values(), key=lambda r: (r.created, r.lab_id))
+
+
+def _load_state(path: Path) -> LabState | None:
+    try:
+        return LabState(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("unreadable lab state %s: %s", path, exc)
+        return None
+
+
+def _ledger_owner(path: Path) -> Owner | None:
+    try:
+        return Owner.from_attributes(json.loads(path.read_text())["owner"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("unreadable ledger %s: %s", path, exc)
+        return None
+
+
+@dataclass
+class GcResult:
+    """What a collection did."""
+
+    removed: list[tuple[LabRecord, str]] = field(default_factory=list)
+    kept: list[tuple[LabRecord, str]] = field(default_factory=list)
+    failed: list[tuple[LabRecord, str]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """One line per lab, for people."""
+        out = [f"removed lab {r.name!r} (id {r.lab_id}): {why}" for r, why in self.removed]
+        out += [f"kept lab {r.name!r} (id {r.lab_id}): {why}" for r, why in self.kept]
+        out += [f"FAILED to remove lab {r.name!r} (id {r.lab_id}): {why}" for r, why in self.failed]
+        return out
+
+
+def collect(
+    records: list[LabRecord], open_backend: BackendOpener, *, dry_run: bool = False
+) -> GcResult:
+    """Remove the labs whose verdict says so; report every lab."""
+    result = GcResult()
+    for rec in records:
+        remove, why = rec.verdict()
+        if not remove:
+            result.kept.append((rec, why))
+            continue
+        if dry_run:
+            result.removed.append((rec, f"{why} (dry run: nothing removed)"))
+            continue
+        try:
+            if not rec.empty_dir:
+                open_backend(rec.backend, rec.root).destroy_lab(rec.lab_id)
+            forget_lab(rec.lab_id, rec.root)
+        except StxError as exc:
+            log.warning("gc: lab %s: %s", rec.lab_id, exc)
+            result.failed.append((rec, str(exc)))
+            continue
+        log.info("gc: removed lab %s (id %s): %s", rec.name, rec.lab_id, why)
+        result.removed.append((rec, why))
+    return result
+
+
+class Backends:
+    """Backends opened on demand, one per (kind, state dir); closed together."""
+
+    def __init__(self, libvirt_uri: str | None = None) -> None:
+        self.uri = libvirt_uri
+        self._open: dict[tuple[str, Path], Backend] = {}
+
+    def __call__(self, kind: str, root: Path) -> Backend:
+        key = (kind, root)
+        if key not in self._open:
+            if kind == "libvirt":
+                from pytest_starlingx.backends.libvirt import (
+                    DEFAULT_URI,
+                    LibvirtBackend,
+                    LibvirtConfig,
+                )
+
+                config = LibvirtConfig(uri=self.uri or DEFAULT_URI, state_dir=root)
+                self._open[key] = LibvirtBackend(config)
+            else:
+                from pytest_starlingx.backends import make_backend
+
+                self._open[key] = make_backend(kind, self.uri)
+        return self._open[key]
+
+    def close(self) -> None:
+        """Close every backend opened."""
+        for backend in self._open.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+        self._open.clear()
+
+
+def gc(libvirt_uri: str | None = None, *, dry_run: bool = False) -> GcResult:
+    """Collect the labs of dead owners on this host (the libvirt backend is always surveyed)."""
+    backends = Backends(libvirt_uri)
+    try:
+        return collect(survey(backends("libvirt", state_dir())), backends, dry_run=dry_run)
+    finally:
+        backends.close()
+
+
+def age(created: str) -> str:
+    """``3m``/``2h``/``4d`` since an ISO 8601 time."""
+    try:
+        seconds = (datetime.now(UTC) - datetime.fromisoformat(created)).total_seconds()
+    except ValueError:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
