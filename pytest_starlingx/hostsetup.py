@@ -27,6 +27,7 @@ HOST_PACKAGES: tuple[str, ...] = (
     "python3-dev",
     "python3-venv",
     "procps",
+    "vde2",  # the VBoxManage emulator wires internal networks with vde_switch
 )
 LIBVIRT_SOCKET = Path("/run/libvirt/libvirt-sock")
 DAEMONS: tuple[tuple[str, str], ...] = (
