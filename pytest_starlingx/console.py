@@ -734,13 +734,8 @@ class Console:
         }
         names = list(patterns)
         sent_password = sent_new = False
-        # Stop whatever runs, let its output (and prompts already under way) pass, then ask for
-        # one fresh prompt: answering a stale prompt would type into the wrong dialog.
-        self.interrupt()
-        self.settle(0.5, deadline.within(5.0))
-        self.discard()
-        self.sendline()
-        probes = 0  # more Enter presses for a console that stays quiet
+        self._wake(deadline)
+        probes = 0  # wake-ups repeated for a console that stays quiet (a lost Ctrl-C, say)
         for _ in range(40):
             try:
                 step = self.expect(
@@ -752,7 +747,7 @@ class Console:
                 if probes >= 3 or deadline.expired:
                     raise
                 probes += 1
-                self.sendline()
+                self._wake(deadline)
                 continue
             probes = 3
             state = names[step.index]
@@ -808,6 +803,17 @@ class Console:
         self.password = current
         log.info("%s: logged in as %s", self.node, user, extra=self._extra)
         return current
+
+    def _wake(self, deadline: Deadline) -> None:
+        """Ctrl-C, let the output settle, then Enter for one fresh prompt.
+
+        Waiting for silence before Enter matters: answering a prompt that was already under way
+        types into the wrong dialog.
+        """
+        self.interrupt()
+        self.settle(0.5, deadline.within(5.0))
+        self.discard()
+        self.sendline()
 
     # ---- commands
 
