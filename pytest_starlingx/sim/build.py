@@ -29,6 +29,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -389,10 +390,18 @@ def _owning_packages(host_files: Iterable[str]) -> list[str]:
 
 
 def _make_iso(iso_dir: Path, out: Path) -> None:
-    """Run grub-mkrescue (BIOS) with xorriso's reproducible dates."""
+    """Run grub-mkrescue (BIOS); fixed volume and file dates make the ISO reproducible.
+
+    Arguments after ``--`` are xorriso commands; grub-mkrescue's own files (GRUB modules,
+    El Torito image) carry the build time unless ``all_file_dates`` is set.
+    """
     _fix_mtimes(iso_dir)
+    epoch = f"={SOURCE_DATE_EPOCH}"
+    uuid = time.strftime("%Y%m%d%H%M%S00", time.gmtime(SOURCE_DATE_EPOCH))
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH), "TZ": "UTC"}
-    _run(["grub-mkrescue", "-o", str(out), str(iso_dir), "--", "-volid", "instboot"], env=env)
+    _run(["grub-mkrescue", "-o", str(out), str(iso_dir), "--", "-volid", "instboot",
+          "-volume_date", "c", epoch, "-volume_date", "m", epoch, "-volume_date", "uuid", uuid,
+          "-volume_date", "all_file_dates", epoch], env=env)  # fmt: skip
 
 
 def _write_tar_gz(root: Path, out: Path) -> None:
