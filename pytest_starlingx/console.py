@@ -8,7 +8,8 @@ use pexpect's matching::
 
     with Console(transport, "controller-0", lab="simplex", artifacts=run_dir) as con:
         with con.stage("install"):
-            con.select_menu("Debian All-in-one Install", "Serial Console", deadline=menu_dl)
+            menu = t.deadline("menu")
+            con.select_menu("Debian All-in-one Install", "Serial Console", deadline=menu)
             con.expect(LOGIN, t.deadline("install"))
             con.login("sysadmin", "sysadmin", t.deadline("login"), new_password=password)
             print(con.run_checked("cat /etc/build.info", t.deadline("command")))
@@ -71,7 +72,8 @@ RETYPE_PASSWORD = r"Retype new password: ?"
 PASSWORD_REJECTED = (
     r"BAD PASSWORD:[^\r\n]*|Sorry, passwords do not match[^\r\n]*|"
     r"You must choose a longer password[^\r\n]*|Password unchanged[^\r\n]*|"
-    r"passwd: (?![^\r\n]*success)[^\r\n]+"
+    r"passwd: (?![^\r\n]*success)[^\r\n]+|Authentication token manipulation error|"
+    r"Have exhausted maximum number of retries[^\r\n]*"
 )
 SUDO_PASSWORD = r"\[sudo\] password for [^\r\n:]+: ?"
 #: ``sysadmin@controller-0:~$ ``, ``[sysadmin@controller-0 ~(keystone_admin)]$ ``,

@@ -1,0 +1,71 @@
+"""Deadlines, named timeouts and polling."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from pytest_starlingx.waits import DEFAULT_TIMEOUTS, Deadline, Timeouts, WaitTimeout, poll
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_deadline_shared_by_several_waits():
+    clock = Clock()
+    deadline = Deadline(60, "install", clock=clock)
+    clock.now += 45
+    assert (deadline.elapsed, deadline.remaining, deadline.expired) == (45, 15, False)
+    step = deadline.within(30)
+    assert step.remaining == 15  # capped by the outer deadline
+    clock.now += 20
+    assert deadline.remaining == 0 and deadline.expired and step.expired
+    assert "install" in repr(deadline)
+
+
+def test_negative_deadline_is_refused():
+    with pytest.raises(ValueError, match="non-negative"):
+        Deadline(-1)
+
+
+def test_real_hardware_defaults_and_one_factor():
+    timeouts = Timeouts()
+    assert (timeouts["install"], timeouts["bootstrap"], timeouts["unlock"]) == (3600, 5400, 9000)
+    assert Timeouts(factor=2)["login"] == 2 * DEFAULT_TIMEOUTS["login"]
+
+
+def test_overrides_for_the_simulator_then_scaled():
+    sim = Timeouts().with_overrides({"install": 600, "unlock": 900}, factor=1.5)
+    assert sim["install"] == 900 and sim["unlock"] == 1350
+    assert sim["bootstrap"] == 5400 * 1.5
+    deadline = sim.deadline("install")
+    assert deadline.timeout == 900 and deadline.what == "install"
+
+
+def test_unknown_or_bad_timeouts_are_named():
+    with pytest.raises(ValueError, match=r"unknown timeout name.*instal\b.*known: menu, install"):
+        Timeouts({"instal": 10})
+    with pytest.raises(ValueError, match="positive"):
+        Timeouts({"install": 0})
+    with pytest.raises(KeyError, match="no timeout named 'nap'"):
+        Timeouts()["nap"]
+
+
+def test_poll_returns_the_first_truthy_result():
+    answers = itertools.chain([None, [], "available"])
+    assert poll(lambda: next(answers), Deadline(5), "host available", poll_every=0.01) == (
+        "available"
+    )
+
+
+def test_poll_times_out_naming_what_it_waited_for():
+    with pytest.raises(WaitTimeout, match="for controller-0 available"):
+        poll(lambda: None, Deadline(0.1), "controller-0 available", poll_every=0.02)
