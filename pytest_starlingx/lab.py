@@ -333,10 +333,10 @@ def create_lab(
     artifacts.mkdir(parents=True, exist_ok=True)
     try:
         handle = backend.create_lab(lab_resources(spec, lab_id, iso, knobs))
+        return Lab(spec, handle, state, passwords, artifacts)
     except BaseException:
         destroy_lab(backend, lab_id)
         raise
-    return Lab(spec, handle, state, passwords, artifacts)
 
 
 def destroy_lab(backend: Backend, lab_id: str) -> None:

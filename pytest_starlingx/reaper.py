@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from filelock import FileLock
+
 from pytest_starlingx.backends.base import Backend, Owner
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.labstate import LabState, forget_lab, state_dir
@@ -246,10 +248,16 @@ class Backends:
 
 
 def gc(libvirt_uri: str | None = None, *, dry_run: bool = False) -> GcResult:
-    """Collect the labs of dead owners on this host (the libvirt backend is always surveyed)."""
+    """Collect the labs of dead owners on this host (the libvirt backend is always surveyed).
+
+    One collection at a time per state dir (several xdist workers may start one at once).
+    """
+    root = state_dir()
+    root.mkdir(parents=True, exist_ok=True)
     backends = Backends(libvirt_uri)
     try:
-        return collect(survey(backends("libvirt", state_dir())), backends, dry_run=dry_run)
+        with FileLock(root / "gc.lock"):
+            return collect(survey(backends("libvirt", root)), backends, dry_run=dry_run)
     finally:
         backends.close()
 

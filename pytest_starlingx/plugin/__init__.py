@@ -12,6 +12,7 @@ from pytest_starlingx.plugin.hooks import (
     pytest_collection_modifyitems,
     pytest_configure,
     pytest_runtest_makereport,
+    pytest_sessionfinish,
     pytest_terminal_summary,
 )
 from pytest_starlingx.plugin.options import pytest_addoption
@@ -21,6 +22,7 @@ __all__ = [
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_runtest_makereport",
+    "pytest_sessionfinish",
     "pytest_terminal_summary",
     "stx_duplex",
     "stx_lab",

@@ -12,10 +12,11 @@ import pytest
 from pytest_starlingx.backends import make_backend
 from pytest_starlingx.backends.base import Backend
 from pytest_starlingx.errors import BackendError, StxError
-from pytest_starlingx.lab import Lab, lab_session
+from pytest_starlingx.lab import Lab
 from pytest_starlingx.model import LabSpec
 from pytest_starlingx.plugin.options import Settings
 from pytest_starlingx.plugin.requests import LabRequest
+from pytest_starlingx.plugin.sessionlabs import SessionLabs
 
 log = logging.getLogger("pytest_starlingx.plugin")
 
@@ -23,9 +24,13 @@ log = logging.getLogger("pytest_starlingx.plugin")
 class LabFactory:
     """Hands out labs by request; remembers a failed bring-up and fails fast after it."""
 
-    def __init__(self, settings: Settings, artifacts: Path) -> None:
+    def __init__(
+        self, settings: Settings, artifacts: Path, shared_root: Path | None = None
+    ) -> None:
         self.settings = settings
         self.artifacts = artifacts
+        #: gc before the first lab, leases, signals, reuse, xdist sharing (sessionlabs.py)
+        self.session_labs = SessionLabs(settings, shared_root)
         self.labs: dict[LabRequest, Lab] = {}
         self.broken: dict[LabRequest, str] = {}
         self._stack = ExitStack()
@@ -66,16 +71,23 @@ class LabFactory:
             pytest.skip(f"the {self.settings.backend.value} backend is not usable here: {exc}")
         artifacts = self.artifacts / f"{spec.name}-{len(self.labs) + 1}"
         try:
-            return stack.enter_context(
-                lab_session(spec, backend, artifacts, keep=self.settings.keep)
+            return self.session_labs.get(
+                spec, backend, artifacts, stack, private=request.private_to is not None
             )
         except StxError as exc:
             self.broken[request] = str(exc)
             pytest.fail(f"lab bring-up failed:\n{exc}", pytrace=False)
 
     def close(self) -> None:
-        """Tear every session lab down (kept ones stay), newest first."""
-        self._stack.close()
+        """Tear every session lab down (kept ones stay), newest first.
+
+        A signal during the teardown is announced; a second one stops it (``stx-lab gc``).
+        """
+        try:
+            with self.session_labs.signals.teardown():
+                self._stack.close()
+        finally:
+            self.session_labs.close()
 
 
 FACTORY = pytest.StashKey[LabFactory]()

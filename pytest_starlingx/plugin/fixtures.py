@@ -12,6 +12,7 @@ from pytest_starlingx.model import Topology
 from pytest_starlingx.plugin.factory import FACTORY, LabFactory
 from pytest_starlingx.plugin.hooks import LAB_REQUEST, SETTINGS
 from pytest_starlingx.plugin.requests import LabRequest
+from pytest_starlingx.plugin.xdist import shared_root, worker_id
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +23,8 @@ def stx_lab_factory(
     config = request.config
     settings = config.stash[SETTINGS]
     artifacts = settings.artifacts or tmp_path_factory.getbasetemp() / "stx"
-    factory = LabFactory(settings, artifacts)
+    shared = shared_root(config) if worker_id() else None
+    factory = LabFactory(settings, artifacts, shared)
     config.stash[FACTORY] = factory
     try:
         yield factory

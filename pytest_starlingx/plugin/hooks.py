@@ -9,6 +9,8 @@ from pytest_starlingx.lab import Lab
 from pytest_starlingx.plugin.factory import FACTORY
 from pytest_starlingx.plugin.options import Settings, settings_from_config
 from pytest_starlingx.plugin.requests import MARKER, MARKER_HELP, LabRequest, request_from_marker
+from pytest_starlingx.plugin.sessionlabs import remove_run_labs
+from pytest_starlingx.plugin.xdist import leave_run
 
 SETTINGS = pytest.StashKey[Settings]()
 LAB_REQUEST = pytest.StashKey[LabRequest]()
@@ -46,13 +48,35 @@ def pytest_terminal_summary(
     if factory is None or not (factory.labs or factory.broken):
         return
     terminalreporter.section("StarlingX labs")
+    for line in factory.session_labs.collected:
+        terminalreporter.write_line(f"collected before creating labs: {line}")
     for lab in factory.labs.values():
         kept = " (kept: remove with `stx-lab down " + lab.lab_id + "`)" if lab.state.kept else ""
         terminalreporter.write_line(f"lab {lab.name!r} ({lab.topology}, id {lab.lab_id}){kept}")
         terminalreporter.write_line(f"artifacts: {lab.artifacts}")
         terminalreporter.write_line(lab.timings())
+        if lab.state.kept:
+            for line in how_to_reach(lab):
+                terminalreporter.write_line(line)
     for request, error in factory.broken.items():
         terminalreporter.write_line(f"{request.topology.value} lab failed: {error.splitlines()[0]}")
+
+
+def how_to_reach(lab: Lab) -> list[str]:
+    """How a person reaches and removes a kept lab."""
+    run = lab.state.path.parent / "run"
+    lines = [f"  console of {name}: socat -,raw,echo=0 UNIX-CONNECT:{run / name}.sock "
+             "(one client at a time)" for name in lab.nodes]  # fmt: skip
+    return [*lines, "  use it again: pytest --stx-reuse ...",
+            f"  remove it: stx-lab down {lab.lab_id}"]  # fmt: skip
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The last xdist worker to finish removes the labs the run's workers shared."""
+    entries = leave_run(session.config)
+    if entries:
+        remove_run_labs(entries, session.config.stash[SETTINGS])
 
 
 @pytest.hookimpl(wrapper=True)

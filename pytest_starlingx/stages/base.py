@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping, MutableSet
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -59,7 +60,9 @@ class Bringup:
     done: Done | MutableSet[str] = field(default_factory=set)
     facts: dict[str, str] = field(default_factory=dict)  # e.g. interface names found
     cancelled: threading.Event = field(default_factory=threading.Event)
-    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    #: Per-node locks serialising console use; a lab shared by xdist workers puts
+    #: cross-process console turns here (plugin/xdist.py).
+    console_locks: dict[str, AbstractContextManager[object]] = field(default_factory=dict)
     _logged_in: set[str] = field(default_factory=set)
     _openrc: set[str] = field(default_factory=set)
 
@@ -67,9 +70,9 @@ class Bringup:
         """A fresh deadline for ``phase`` with the lab's timeouts and factor."""
         return Deadline(self.spec.timeout(phase), what=phase)
 
-    def console_lock(self, node: str) -> threading.Lock:
+    def console_lock(self, node: str) -> AbstractContextManager[object]:
         """The lock that serialises commands on ``node``'s console."""
-        return self._locks.setdefault(node, threading.Lock())
+        return self.console_locks.setdefault(node, threading.Lock())
 
     def login(self, node: str) -> None:
         """Log in as sysadmin on ``node``'s console: first login, or again after a reboot."""
