@@ -20,12 +20,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
+from pytest_starlingx.capacity import parallel_cap
 from pytest_starlingx.console import LOGIN, Console, Result
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.labmap import lab_resources
 from pytest_starlingx.labstate import DoneStages, LabState, forget_lab, new_lab_id, state_dir
 from pytest_starlingx.model import NETWORKS, LabSpec, Personality, generate_password
-from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup, run_stages
+from pytest_starlingx.stages.base import (
+    AVAILABLE,
+    AVAILABLE_TEXT,
+    Bringup,
+    Checkpoint,
+    run_stages,
+)
 from pytest_starlingx.stages.custom import from_lab_file, insert, registered
 from pytest_starlingx.stages.pipelines import pipeline
 from pytest_starlingx.steps import StepRecorder
@@ -168,6 +175,10 @@ class Lab:
             spec, consoles, self.machines, passwords, StepRecorder(spec.name), DoneStages(state)
         )
         self.nodes = {n.name: Node(self, n.name) for n in spec.nodes}
+        #: Stages run at once; the host's CPU and memory decide (see capacity.py).
+        self.max_parallel = parallel_cap(spec)
+        #: Called after each stage while no other stage runs (per-stage snapshots).
+        self.checkpoint: Checkpoint | None = None
 
     def _alive(self, name: str):
         return lambda: self.handle.state(name) is PowerState.RUNNING
@@ -193,13 +204,20 @@ class Lab:
         """The active controller's node (controller-0 unless a swact moved it)."""
         return self.nodes["controller-0"]
 
-    def provision(self) -> None:
-        """Run every stage not done yet; record progress in the lab's state."""
+    def provision(self, registered_stages: bool = True) -> None:
+        """Run every stage not done yet; record progress in the lab's state.
+
+        ``registered_stages=False`` leaves out the stages added with ``stx_stage`` (a golden lab
+        is snapshotted without them; they run after each restore).
+        """
         self.state.status = "provisioning"
         self.state.save()
         try:
-            stages = insert(pipeline(self.spec), [*from_lab_file(self.spec.stages), *registered()])
-            run_stages(stages, self.bringup)
+            custom = from_lab_file(self.spec.stages)
+            if registered_stages:
+                custom += registered()
+            stages = insert(pipeline(self.spec), custom)
+            run_stages(stages, self.bringup, self.max_parallel, self.checkpoint)
         except BaseException:
             self.state.status = "failed"
             self.state.save()

@@ -23,6 +23,17 @@ class StepRecord:
     started: float  # seconds since the recorder was created
     duration: float | None = None
     outcome: str = "running"  # running | done | failed | skipped
+    after: tuple[str, ...] = ()  # keys (node:stage) of the stages it waited for
+
+    @property
+    def key(self) -> str:
+        """``node:stage``, as in the stage runner."""
+        return f"{self.node}:{self.stage}"
+
+    @property
+    def ended(self) -> float:
+        """Seconds since the recorder's origin when the stage ended (or now, if running)."""
+        return self.started + (self.duration or 0.0)
 
 
 class StepRecorder:
@@ -32,12 +43,15 @@ class StepRecorder:
         self.lab = lab
         self.records: list[StepRecord] = []
         self._origin = time.monotonic()
+        self.origin_wall = time.time()  # the origin as a wall-clock time, for transcripts
         self._lock = threading.Lock()
 
     @contextmanager
-    def step(self, stage: str, node: str) -> Iterator[StepRecord]:
-        """Time ``stage`` on ``node``; logs its start and end, records failures."""
-        record = StepRecord(stage, node, time.monotonic() - self._origin)
+    def step(
+        self, stage: str, node: str, after: tuple[str, ...] = ()
+    ) -> Iterator[StepRecord]:
+        """Time ``stage`` on ``node`` (which waited for ``after``); logs start and end."""
+        record = StepRecord(stage, node, time.monotonic() - self._origin, after=after)
         with self._lock:
             self.records.append(record)
         log.info("%s: %s: stage %s started", self.lab, node, stage, extra={"node": node})
@@ -66,12 +80,32 @@ class StepRecorder:
         ends = [r.started + (r.duration or 0.0) for r in self.records]
         return max(ends, default=0.0) - min((r.started for r in self.records), default=0.0)
 
+    def critical_path(self) -> list[StepRecord]:
+        """The chain of stages that set the wall time, first to last.
+
+        From the stage that ended last, walk back to the prerequisite that ended last (the one
+        it was waiting for), and so on. Skipped stages end the chain.
+        """
+        with self._lock:
+            ran = [r for r in self.records if r.outcome != "skipped"]
+        by_key = {r.key: r for r in ran}
+        chain: list[StepRecord] = []
+        current = max(ran, key=lambda r: r.ended, default=None)
+        while current is not None:
+            chain.append(current)
+            before = [by_key[k] for k in current.after if k in by_key]
+            current = max(before, key=lambda r: r.ended, default=None)
+        return chain[::-1]
+
     def table(self) -> str:
-        """Stage timings per node, in start order, with the wall time."""
+        """Stage timings per node, in start order, critical path marked ``*``, wall time."""
+        critical = {id(r) for r in self.critical_path()}
         rows = [
             [r.node, r.stage, f"{r.started:7.1f}",
-             "-" if r.duration is None else f"{r.duration:7.1f}", r.outcome]
+             "-" if r.duration is None else f"{r.duration:7.1f}", r.outcome,
+             "*" if id(r) in critical else ""]
             for r in self.records
         ]  # fmt: skip
-        body = render_table(["node", "stage", "start s", "took s", "outcome"], rows)
-        return f"{body}\nwall time {self.wall_time:.1f}s"
+        headers = ["node", "stage", "start s", "took s", "outcome", "critical"]
+        body = render_table(headers, rows)
+        return f"{body}\nwall time {self.wall_time:.1f}s (critical path: stages marked *)"

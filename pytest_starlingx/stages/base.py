@@ -189,8 +189,20 @@ class Stage:
         return f"{self.node}:{self.name}"
 
 
-def run_stages(stages: list[Stage], bringup: Bringup, max_parallel: int = 4) -> None:
+Checkpoint = Callable[[str], None]
+"""Called with a stage's key after it is done, while no other stage runs (e.g. a snapshot)."""
+
+
+def run_stages(
+    stages: list[Stage],
+    bringup: Bringup,
+    max_parallel: int = 4,
+    checkpoint: Checkpoint | None = None,
+) -> None:
     """Run ``stages`` as their prerequisites allow, several at once; skip those already done.
+
+    ``checkpoint`` is called after a stage is done whenever no other stage is running, so
+    what it records (a snapshot of the lab) matches the done-list exactly.
 
     The first failure stops the bring-up: no new stage starts, the running ones are told to give
     up (their threads are daemons, and tearing the lab down ends their waits), and a
@@ -225,6 +237,8 @@ def run_stages(stages: list[Stage], bringup: Bringup, max_parallel: int = 4) -> 
             bringup.cancelled.set()
             raise _stage_error(bringup, stage, error) from error
         bringup.done.add(stage.key)
+        if checkpoint is not None and not running:
+            checkpoint(stage.key)
 
 
 def _run_one(
@@ -241,7 +255,7 @@ def _run_one(
 def _run_stage(stage: Stage, bringup: Bringup) -> None:
     bringup.check_cancelled()
     console = bringup.consoles.get(stage.node)
-    with bringup.recorder.step(stage.name, stage.node):
+    with bringup.recorder.step(stage.name, stage.node, stage.after):
         if console is None:
             stage.action(bringup)
         else:

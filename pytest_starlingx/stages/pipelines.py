@@ -8,6 +8,10 @@ from pytest_starlingx.stages.base import ACTIVE_CONTROLLER, Stage
 
 C0 = ACTIVE_CONTROLLER
 
+#: Bumped whenever a change to the stages changes what a finished lab looks like; part of the
+#: golden-lab key, so golden labs built by an older pipeline are never restored.
+PIPELINE_VERSION = 1
+
 
 def pipeline(spec: LabSpec) -> list[Stage]:
     """Every stage of ``spec``'s bring-up with its prerequisites.

@@ -1,0 +1,58 @@
+"""How many stages of a bring-up may run at once on this host.
+
+Secondary nodes (controller-1, storage, workers) install and unlock concurrently when the host has
+the CPU and memory for it. Under software emulation a node that installs or boots keeps one host
+core busy, but most of a node's stage is waiting (for its peer, for a poll), so two busy nodes per
+core are allowed; memory is what the nodes may still take from ``MemAvailable`` (less a reserve for
+the host). The controller-0 stages that drive the secondaries need one more slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from pytest_starlingx.model import LabSpec
+from pytest_starlingx.stages.base import ACTIVE_CONTROLLER
+
+log = logging.getLogger("pytest_starlingx.capacity")
+
+NODES_PER_CORE = 2
+HOST_RESERVE_MIB = 1024
+MEMINFO = Path("/proc/meminfo")
+
+
+def mem_available_mib(meminfo: Path = MEMINFO) -> int | None:
+    """``MemAvailable`` in MiB, or None where the kernel does not say."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def parallel_cap(
+    spec: LabSpec, cpus: int | None = None, mem_available: int | None = None
+) -> int:
+    """``max_parallel`` for :func:`~pytest_starlingx.stages.base.run_stages` on this host.
+
+    One slot for controller-0's stages plus as many secondaries as the CPUs and the free memory
+    allow (at least one). ``cpus`` and ``mem_available`` (MiB) default to this host's.
+    """
+    secondaries = [n for n in spec.nodes if n.name != ACTIVE_CONTROLLER]
+    if not secondaries:
+        return 1
+    cpus = cpus or os.cpu_count() or 1
+    mem = mem_available if mem_available is not None else mem_available_mib()
+    by_cpu = cpus * NODES_PER_CORE
+    largest = max(n.memory_mib for n in secondaries)
+    by_mem = len(secondaries) if mem is None else (mem - HOST_RESERVE_MIB) // largest
+    nodes = max(1, min(len(secondaries), by_cpu, by_mem))
+    log.info(
+        "%s: up to %d secondaries at once (%d cpus -> %d, %s MiB available -> %d, %d nodes)",
+        spec.name, nodes, cpus, by_cpu, mem, by_mem, len(secondaries),
+    )  # fmt: skip
+    return 1 + nodes
