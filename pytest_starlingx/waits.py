@@ -1,9 +1,7 @@
 """Deadlines and named timeouts: every wait in the plugin is bounded by a :class:`Deadline`.
 
-A stage builds one deadline from :class:`Timeouts` (``timeouts.deadline("install")``) and passes it
-to every console wait and poll it makes, so several waits share one budget. Defaults are for real
-hardware (starlingx.md section 7); the lab layer passes the simulator's shorter values and one
-scaling factor.
+A stage builds one deadline per phase from the lab's timeouts (``model.LabSpec.timeout``) and
+passes it to every console wait and poll it makes, so several waits share one budget.
 """
 
 from __future__ import annotations
@@ -12,28 +10,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import TypeVar
 
 log = logging.getLogger("pytest_starlingx.waits")
 
 T = TypeVar("T")
-
-#: Seconds per phase on real hardware (pybox / robot / docs values, starlingx.md section 7).
-DEFAULT_TIMEOUTS: Mapping[str, float] = MappingProxyType(
-    {
-        "menu": 300.0,  # power-on to the boot menu on the console
-        "install": 3600.0,  # boot menu to `login:` after the ISO install and reboot
-        "boot": 1200.0,  # reboot to `login:`
-        "login": 120.0,  # one login dialog, incl. the forced password change
-        "command": 600.0,  # one ordinary shell command
-        "bootstrap": 5400.0,  # ansible bootstrap playbook
-        "unlock": 9000.0,  # host-unlock to `unlocked | enabled | available`
-        "node_install": 3600.0,  # network boot + install of a secondary node
-        "node_unlock": 3600.0,  # unlock of a secondary node to available
-    }
-)
 
 #: How often long waits say what they are waiting for.
 PROGRESS_EVERY = 30.0
@@ -74,47 +55,6 @@ class Deadline:
     def __repr__(self) -> str:
         label = f" {self.what!r}" if self.what else ""
         return f"<Deadline{label} {self.elapsed:.1f}s of {self.timeout:.0f}s>"
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Named timeouts per phase, each multiplied by ``factor``.
-
-    >>> Timeouts(factor=0.5)["install"]
-    1800.0
-    """
-
-    seconds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
-    factor: float = 1.0
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.seconds) - set(DEFAULT_TIMEOUTS))
-        if unknown:
-            raise ValueError(
-                f"unknown timeout name(s) {', '.join(unknown)}; "
-                f"known: {', '.join(DEFAULT_TIMEOUTS)}"
-            )
-        bad = [f"{k}={v!r}" for k, v in self.seconds.items() if not v > 0]
-        if bad or not self.factor > 0:
-            raise ValueError(
-                f"timeouts and factor must be positive (got {', '.join(bad) or self.factor})"
-            )
-
-    def with_overrides(
-        self, overrides: Mapping[str, float] | None = None, factor: float | None = None
-    ) -> Timeouts:
-        """A copy with some phases changed (lab YAML, ini, command line) and/or a new factor."""
-        merged = {**DEFAULT_TIMEOUTS, **self.seconds, **(overrides or {})}
-        return Timeouts(merged, self.factor if factor is None else factor)
-
-    def __getitem__(self, name: str) -> float:
-        if name not in DEFAULT_TIMEOUTS:
-            raise KeyError(f"no timeout named {name!r}; known: {', '.join(DEFAULT_TIMEOUTS)}")
-        return self.seconds.get(name, DEFAULT_TIMEOUTS[name]) * self.factor
-
-    def deadline(self, name: str) -> Deadline:
-        """A fresh deadline for phase ``name``."""
-        return Deadline(self[name], what=name)
 
 
 class Progress:

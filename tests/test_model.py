@@ -82,6 +82,15 @@ def test_node_lookup_names_what_exists():
         resolve_lab("duplex").node("worker-0")
 
 
+def test_real_hardware_timeouts_follow_the_field_reports():
+    lab = resolve_lab("simplex", profile="real")
+    assert (lab.timeout("install"), lab.timeout("bootstrap"), lab.timeout("unlock")) == (
+        3600,
+        5400,
+        9000,
+    )
+
+
 def test_timeouts_scale_by_the_lab_factor():
     lab = resolve_lab("simplex", timeouts={"install": 100}, timeout_factor=2.5)
     assert lab.timeout("install") == 250

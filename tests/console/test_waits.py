@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from pytest_starlingx.waits import DEFAULT_TIMEOUTS, Deadline, Timeouts, WaitTimeout, poll
+from pytest_starlingx.waits import Deadline, WaitTimeout, poll
 
 
 class Clock:
@@ -34,29 +34,6 @@ def test_deadline_shared_by_several_waits():
 def test_negative_deadline_is_refused():
     with pytest.raises(ValueError, match="non-negative"):
         Deadline(-1)
-
-
-def test_real_hardware_defaults_and_one_factor():
-    timeouts = Timeouts()
-    assert (timeouts["install"], timeouts["bootstrap"], timeouts["unlock"]) == (3600, 5400, 9000)
-    assert Timeouts(factor=2)["login"] == 2 * DEFAULT_TIMEOUTS["login"]
-
-
-def test_overrides_for_the_simulator_then_scaled():
-    sim = Timeouts().with_overrides({"install": 600, "unlock": 900}, factor=1.5)
-    assert sim["install"] == 900 and sim["unlock"] == 1350
-    assert sim["bootstrap"] == 5400 * 1.5
-    deadline = sim.deadline("install")
-    assert deadline.timeout == 900 and deadline.what == "install"
-
-
-def test_unknown_or_bad_timeouts_are_named():
-    with pytest.raises(ValueError, match=r"unknown timeout name.*instal\b.*known: menu, install"):
-        Timeouts({"instal": 10})
-    with pytest.raises(ValueError, match="positive"):
-        Timeouts({"install": 0})
-    with pytest.raises(KeyError, match="no timeout named 'nap'"):
-        Timeouts()["nap"]
 
 
 def test_poll_returns_the_first_truthy_result():
