@@ -12,6 +12,7 @@ from pytest_starlingx.model import Topology
 from pytest_starlingx.plugin.factory import FACTORY, LabFactory
 from pytest_starlingx.plugin.hooks import LAB_REQUEST, SETTINGS
 from pytest_starlingx.plugin.requests import LabRequest
+from pytest_starlingx.plugin.signals import terminal_announcer
 from pytest_starlingx.plugin.xdist import shared_root, worker_id
 
 
@@ -25,6 +26,7 @@ def stx_lab_factory(
     artifacts = settings.artifacts or tmp_path_factory.getbasetemp() / "stx"
     shared = shared_root(config) if worker_id() else None
     factory = LabFactory(settings, artifacts, shared)
+    factory.session_labs.signals.announce = terminal_announcer(config)
     config.stash[FACTORY] = factory
     try:
         yield factory

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+import pytest
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 FIRST = (
-    b"\npytest-starlingx: %s: tearing the StarlingX labs down; press Ctrl-C again to skip "
-    b"the teardown\n"
+    "\npytest-starlingx: %s: tearing the StarlingX labs down; press Ctrl-C again to skip "
+    "the teardown\n"
 )
 SECOND = (
-    b"\npytest-starlingx: %s again: teardown skipped; the labs left behind are removed by "
-    b"`stx-lab gc` (or by the next pytest session on this host)\n"
+    "\npytest-starlingx: %s again: teardown skipped; the labs left behind are removed by "
+    "`stx-lab gc` (or by the next pytest session on this host)\n"
 )
 
 
@@ -31,6 +34,8 @@ class InterruptHandlers:
     """Installed while a session holds labs; restores the previous handlers afterwards."""
 
     def __init__(self) -> None:
+        #: Shows a message to the person at the terminal (see :func:`terminal_announcer`).
+        self.announce: Callable[[str], None] = _to_stderr
         self._previous: dict[int, object] = {}
         self.interrupted = False
         self.tearing_down = False
@@ -60,9 +65,28 @@ class InterruptHandlers:
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.interrupted:
-            os.write(2, SECOND % name.encode())
+            self.announce(SECOND % name)
             raise KeyboardInterrupt(f"{name} during teardown")
         self.interrupted = True
-        os.write(2, FIRST % name.encode())
+        self.announce(FIRST % name)
         if not self.tearing_down:
             raise KeyboardInterrupt(name)
+
+
+def _to_stderr(text: str) -> None:
+    os.write(2, text.encode())
+
+
+def terminal_announcer(config: pytest.Config) -> Callable[[str], None]:
+    """Write to the real terminal even while pytest captures output."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+
+    def announce(text: str) -> None:
+        if capman is None:
+            _to_stderr(text)
+            return
+        with capman.global_and_fixture_disabled():
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+    return announce

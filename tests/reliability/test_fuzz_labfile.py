@@ -121,7 +121,7 @@ def _set(lab: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, An
 def broken_labs(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
     """A valid lab with one key broken; returns the lab and the key path the error must name."""
     lab = draw(valid_labs())
-    bad_number = st.one_of(st.integers(-10**6, 0), st.text(max_size=5), st.booleans())
+    bad_number = st.one_of(st.integers(-(10**6), 0), st.text(max_size=5), st.booleans())
     kind = draw(st.sampled_from([
         "unknown", "topology", "name", "memory", "vcpus", "disks", "node_key", "node_name",
         "timeout", "timeout_phase", "factor", "password_env", "password_user", "oam", "mgmt",
@@ -134,8 +134,12 @@ def broken_labs(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
         value = draw(words.filter(lambda w: w not in [t.value for t in Topology]))
         return _set(lab, ("topology",), value), "topology"
     if kind == "name":
-        value = draw(st.one_of(st.from_regex(r"[A-Z0-9 _.]{1,5}", fullmatch=True),
-                               st.text(string.ascii_lowercase, min_size=21, max_size=30)))
+        value = draw(
+            st.one_of(
+                st.from_regex(r"[A-Z0-9 _.]{1,5}", fullmatch=True),
+                st.text(string.ascii_lowercase, min_size=21, max_size=30),
+            )
+        )
         return _set(lab, ("name",), value), "name"  # fmt: skip
     if kind in ("memory", "vcpus", "disks"):
         key = {"memory": "memory_mib", "vcpus": "vcpus", "disks": "disks_gib"}[kind]

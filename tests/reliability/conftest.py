@@ -1,0 +1,70 @@
+"""Helpers of the reliability tests: listings of everything of ours on the host."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import libvirt
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+STX_LAB = str(VENV_BIN / "stx-lab")
+# Not under /tmp/pytest-of-<user> (mode 0700): libvirt's QEMU user must reach sockets and disks.
+ROOT = Path("/var/tmp/pytest-starlingx-reliability")
+
+
+def objects_of(state_dir: Path) -> set[str]:
+    """Every libvirt object, run dir and socket belonging to labs of ``state_dir``.
+
+    Domains and networks are ours when their owner record names ``state_dir``; pools and
+    volumes when they live under it; files are whatever is left in its ``labs/`` directory.
+    """
+    conn = libvirt.open("qemu:///system")
+    found = set()
+    try:
+        marker = f'state-dir="{state_dir}"'
+        for dom in conn.listAllDomains():
+            if marker in dom.XMLDesc(0):
+                found.add(f"domain {dom.name()}")
+        for net in conn.listAllNetworks():
+            if marker in net.XMLDesc(0):
+                found.add(f"network {net.name()}")
+        for pool in conn.listAllStoragePools():
+            if f"<path>{state_dir}/" in pool.XMLDesc(0):
+                found.add(f"pool {pool.name()}")
+                if pool.isActive():
+                    found |= {f"volume {v.path()}" for v in pool.listAllVolumes()}
+    finally:
+        conn.close()
+    labs = state_dir / "labs"
+    if labs.is_dir():
+        found |= {f"file {p}" for p in labs.rglob("*")}
+    return found
+
+
+@pytest.fixture
+def state_dir(monkeypatch) -> Path:
+    """A state dir of this test only (QEMU can traverse it), set as ``$STX_STATE_DIR``."""
+    ROOT.mkdir(parents=True, exist_ok=True)
+    ROOT.chmod(0o755)
+    path = ROOT / f"state-{os.getpid()}-{os.urandom(3).hex()}"
+    path.mkdir(mode=0o755)
+    probe = Path("/var/lib/pytest-starlingx/kvm-probe.json")  # spare the session a KVM probe
+    if probe.exists():
+        shutil.copy(probe, path / probe.name)
+    monkeypatch.setenv("STX_STATE_DIR", str(path))
+    yield path
+    subprocess.run([STX_LAB, "gc"], env={**os.environ, "STX_STATE_DIR": str(path)},
+                   capture_output=True, timeout=300)  # fmt: skip
+
+
+def stx_lab(*args: str, state: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``stx-lab`` against ``state``."""
+    return subprocess.run(
+        [STX_LAB, *args], env={**os.environ, "STX_STATE_DIR": str(state)},
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip

@@ -1,0 +1,80 @@
+"""Interrupted bring-ups on real libvirt: SIGTERM tears down, kill -9 is collected by gc."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import libvirt
+from conftest import objects_of, stx_lab
+
+from pytest_starlingx.waits import Deadline, poll
+
+EXAMPLES = Path(__file__).parent.parent.parent / "conftest_examples"
+
+
+def _start_session(state: Path, out: Path) -> subprocess.Popen[bytes]:
+    """``pytest conftest_examples/simplex`` in its own process group, output to ``out``."""
+    with out.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v",
+             f"--stx-artifacts={out.parent / 'artifacts'}", str(EXAMPLES / "simplex")],
+            env={**os.environ, "STX_STATE_DIR": str(state)}, stdout=sink,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def _wait_until_running(state: Path, session: subprocess.Popen[bytes], out: Path) -> None:
+    """Until a domain of ``state``'s lab runs (the bring-up is under way)."""
+    conn = libvirt.open("qemu:///system")
+    marker = f'state-dir="{state}"'
+
+    def running() -> bool:
+        assert session.poll() is None, out.read_text()
+        for dom in conn.listAllDomains():
+            with contextlib.suppress(libvirt.libvirtError):  # other sessions' come and go
+                if marker in dom.XMLDesc(0) and dom.isActive():
+                    return True
+        return False
+
+    try:
+        poll(running, Deadline(300, "a lab domain running"), "a lab domain running",
+             poll_every=0.5)  # fmt: skip
+    finally:
+        conn.close()
+
+
+def test_kill_9_mid_bringup_then_gc_leaves_nothing(state_dir, tmp_path):
+    out = tmp_path / "session.log"
+    session = _start_session(state_dir, out)
+    _wait_until_running(state_dir, session, out)
+    os.killpg(session.pid, signal.SIGKILL)
+    session.wait(timeout=60)
+    before = objects_of(state_dir)
+    print("after kill -9:", *sorted(before), sep="\n  ")
+    kinds = {o.split()[0] for o in before}
+    assert {"domain", "network", "pool", "volume", "file"} <= kinds, before
+    assert any(o.endswith(".sock") for o in before), before
+    result = stx_lab("gc", state=state_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "removed lab" in result.stdout
+    after = objects_of(state_dir)
+    print("after stx-lab gc:", *sorted(after), sep="\n  ")
+    assert after == set()
+
+
+def test_sigterm_mid_bringup_tears_the_lab_down(state_dir, tmp_path):
+    out = tmp_path / "session.log"
+    session = _start_session(state_dir, out)
+    _wait_until_running(state_dir, session, out)
+    assert objects_of(state_dir)
+    session.send_signal(signal.SIGTERM)
+    status = session.wait(timeout=300)
+    text = out.read_text()
+    assert status != 0, text
+    assert "SIGTERM: tearing the StarlingX labs down" in text
+    assert objects_of(state_dir) == set(), text
