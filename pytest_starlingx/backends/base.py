@@ -15,11 +15,11 @@ import os
 import re
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pytest_starlingx.transport import Transport
 
@@ -159,6 +159,33 @@ class LabResources:
                     )
         if problems:
             raise ValueError(f"lab {self.lab_name!r}: " + "; ".join(problems))
+
+    def to_json(self) -> dict[str, Any]:
+        """The resources as JSON-ready data (for a backend's ledger)."""
+        data = asdict(self)
+        for machine in data["machines"]:
+            machine["cdrom"] = str(machine["cdrom"]) if machine["cdrom"] is not None else None
+            machine["boot_order"] = [str(b) for b in machine["boot_order"]]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LabResources:
+        """The inverse of :meth:`to_json`."""
+        machines = tuple(
+            MachineSpec(
+                name=m["name"],
+                memory_mib=m["memory_mib"],
+                vcpus=m["vcpus"],
+                disks=tuple(DiskSpec(**d) for d in m["disks"]),
+                cdrom=Path(m["cdrom"]) if m["cdrom"] else None,
+                nics=tuple(NicSpec(**n) for n in m["nics"]),
+                boot_order=tuple(BootDevice(b) for b in m["boot_order"]),
+                oem_strings=tuple(m["oem_strings"]),
+            )
+            for m in data["machines"]
+        )
+        networks = tuple(NetworkSpec(**n) for n in data["networks"])
+        return cls(data["lab_name"], data["lab_id"], networks, machines)
 
     def machine(self, name: str) -> MachineSpec:
         """The machine called ``name``; ``KeyError`` naming the known ones otherwise."""

@@ -57,7 +57,7 @@ import shutil
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -74,7 +74,6 @@ from pytest_starlingx.backends.base import (
     LabResources,
     MachineSpec,
     NetworkSpec,
-    NicSpec,
     Owner,
     PowerState,
     SnapshotInfo,
@@ -334,32 +333,6 @@ def set_oem_strings(root: ET.Element, strings: Sequence[str]) -> None:
 # --------------------------------------------------------------------------- ledger
 
 
-def _resources_to_json(res: LabResources) -> dict[str, Any]:
-    data = asdict(res)
-    for machine in data["machines"]:
-        machine["cdrom"] = str(machine["cdrom"]) if machine["cdrom"] is not None else None
-        machine["boot_order"] = [str(b) for b in machine["boot_order"]]
-    return data
-
-
-def _resources_from_json(data: dict[str, Any]) -> LabResources:
-    machines = tuple(
-        MachineSpec(
-            name=m["name"],
-            memory_mib=m["memory_mib"],
-            vcpus=m["vcpus"],
-            disks=tuple(DiskSpec(**d) for d in m["disks"]),
-            cdrom=Path(m["cdrom"]) if m["cdrom"] else None,
-            nics=tuple(NicSpec(**n) for n in m["nics"]),
-            boot_order=tuple(BootDevice(b) for b in m["boot_order"]),
-            oem_strings=tuple(m["oem_strings"]),
-        )
-        for m in data["machines"]
-    )
-    networks = tuple(NetworkSpec(**n) for n in data["networks"])
-    return LabResources(data["lab_name"], data["lab_id"], networks, machines)
-
-
 @dataclass
 class Ledger:
     """What a lab created that libvirt cannot label: written to ``labs/<id>/owner.json``."""
@@ -377,7 +350,7 @@ class Ledger:
         data = {
             "owner": self.owner.as_attributes(),
             "uri": self.uri,
-            "resources": _resources_to_json(self.resources),
+            "resources": self.resources.to_json(),
             "pool": self.pool,
             "pool_owned": self.pool_owned,
             "volumes": self.volumes,
@@ -395,7 +368,7 @@ class Ledger:
                 path=path,
                 owner=Owner.from_attributes(data["owner"]),
                 uri=data["uri"],
-                resources=_resources_from_json(data["resources"]),
+                resources=LabResources.from_json(data["resources"]),
                 pool=data["pool"],
                 pool_owned=data["pool_owned"],
                 volumes=list(data["volumes"]),

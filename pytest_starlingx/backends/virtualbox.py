@@ -74,7 +74,6 @@ from pytest_starlingx.backends.base import (
     SnapshotInfo,
     name_prefix,
 )
-from pytest_starlingx.backends.libvirt import _resources_from_json, _resources_to_json
 from pytest_starlingx.errors import BackendError, LeakError
 from pytest_starlingx.transport import Transport, UnixSocketTransport
 
@@ -379,7 +378,7 @@ class Ledger:
         data = {
             "owner": self.owner.as_attributes(),
             "vboxmanage": self.vboxmanage,
-            "resources": _resources_to_json(self.resources),
+            "resources": self.resources.to_json(),
             "media": self.media,
             "natnetworks": self.natnetworks,
         }
@@ -396,7 +395,7 @@ class Ledger:
                 path=path,
                 owner=Owner.from_attributes(data["owner"]),
                 vboxmanage=data["vboxmanage"],
-                resources=_resources_from_json(data["resources"]),
+                resources=LabResources.from_json(data["resources"]),
                 media=list(data["media"]),
                 natnetworks=list(data["natnetworks"]),
             )
