@@ -54,7 +54,7 @@ from pytest_starlingx.lab import (
 )
 from pytest_starlingx.labstate import LabState, state_dir
 from pytest_starlingx.model import LabSpec
-from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT
+from pytest_starlingx.stages.base import ACTIVE_CONTROLLER, AVAILABLE, AVAILABLE_TEXT
 from pytest_starlingx.stages.pipelines import PIPELINE_VERSION
 
 log = logging.getLogger("pytest_starlingx.golden")
@@ -200,6 +200,11 @@ def repair_after_revert(lab: Lab, timeout: float = HEALTH_TIMEOUT) -> None:
     running = [n for n, m in lab.machines.items() if m.is_running()]
 
     def fix(node: str) -> None:
+        lab.bringup.login(node)
+        if node == ACTIVE_CONTROLLER:
+            # Its shell was open in the snapshot, so login() found a prompt and could not tell
+            # which password is valid: the forced change was done before the snapshot.
+            lab.bringup.consoles[node].password = lab.bringup.passwords["sysadmin"]
         now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
         lab.bringup.shell(node, f"sudo date -u -s '{now}' >/dev/null", phase="login")
 

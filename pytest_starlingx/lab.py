@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -313,13 +313,17 @@ def lab_session(
     *,
     keep: bool = False,
     knobs: Mapping[str, Mapping[str, object]] | None = None,
+    prepare: Callable[[Lab], None] | None = None,
 ) -> Iterator[Lab]:
     """Create, provision, yield and (unless ``keep``) destroy a lab.
 
-    Whatever was created is destroyed when the bring-up fails, unless ``keep``.
+    Whatever was created is destroyed when the bring-up fails, unless ``keep``. ``prepare``
+    is called with the created lab before it is provisioned (e.g. per-stage snapshots).
     """
     lab = create_lab(spec, backend, artifacts, knobs=knobs)
     try:
+        if prepare is not None:
+            prepare(lab)
         lab.provision()
         yield lab
     finally:

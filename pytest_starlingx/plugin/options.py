@@ -33,6 +33,8 @@ _VALUED = (
 _FLAGS = (
     ("keep", "leave labs up after the session and print how to reach and remove them"),
     ("reuse", "use a matching lab that is already up and provisioned instead of building one"),
+    ("golden", "restore labs from their golden snapshots (built and kept on first use)"),
+    ("stage-snapshots", "snapshot labs after each bring-up stage (resume, jump back)"),
 )
 
 
@@ -59,6 +61,8 @@ class Settings:
     timeout_factor: float
     keep: bool
     reuse: bool
+    golden: bool = False
+    stage_snapshots: bool = False
 
 
 def _value(config: pytest.Config, name: str) -> str | None:
@@ -99,6 +103,8 @@ def settings_from_config(config: pytest.Config) -> Settings:
         timeout_factor=factor,
         keep=bool(config.getoption("stx_keep")),
         reuse=bool(config.getoption("stx_reuse")),
+        golden=bool(config.getoption("stx_golden")),
+        stage_snapshots=bool(config.getoption("stx_stage_snapshots")),
     )
 
 

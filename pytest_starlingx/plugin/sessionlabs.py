@@ -20,6 +20,8 @@ from pathlib import Path
 from filelock import FileLock
 
 from pytest_starlingx.backends.base import Backend
+from pytest_starlingx.checkpoints import enable_checkpoints
+from pytest_starlingx.golden import golden_session
 from pytest_starlingx.lab import (
     Lab,
     attach_lab,
@@ -80,7 +82,16 @@ class SessionLabs:
             if lab is not None:
                 stack.callback(self._give_back, lab)
                 return lab
-        lab = stack.enter_context(lab_session(spec, backend, artifacts, keep=self.settings.keep))
+        if self.settings.golden:
+            lab = stack.enter_context(golden_session(
+                spec, backend, artifacts, stage_snapshots=self.settings.stage_snapshots,
+                keep=self.settings.keep,
+            ))  # fmt: skip
+        else:
+            prepare = enable_checkpoints if self.settings.stage_snapshots else None
+            lab = stack.enter_context(
+                lab_session(spec, backend, artifacts, keep=self.settings.keep, prepare=prepare)
+            )
         self.leases.take(lab_dir(lab), "pytest session")
         stack.callback(self.leases.release, lab_dir(lab))
         return lab
