@@ -46,7 +46,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(f"--stx-{name}", dest=dest, metavar=metavar, default=None, help=text)
         parser.addini(dest, text)
     for name, text in _FLAGS:
-        group.addoption(f"--stx-{name}", dest=f"stx_{name}", action="store_true", help=text)
+        dest = f"stx_{name.replace('-', '_')}"
+        group.addoption(f"--stx-{name}", dest=dest, action="store_true", help=text)
 
 
 @dataclass(frozen=True)
