@@ -11,6 +11,7 @@ record names the same lab id.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -21,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from pytest_starlingx.errors import BackendError
 from pytest_starlingx.transport import Transport
 
 OWNER_NAMESPACE = "urn:pytest-starlingx:owner:1"
@@ -241,6 +243,27 @@ class SnapshotInfo:
     machine: str
     created: datetime
     running: bool  # the machine was running (memory included) when it was taken
+
+
+def write_ledger(path: Path, owner: Owner, resources: LabResources, **extra: Any) -> None:
+    """Write a lab's ledger (owner, resources, backend-specific lists) atomically."""
+    data = {"owner": owner.as_attributes(), "resources": resources.to_json(), **extra}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def read_ledger(path: Path, *fields: str) -> tuple[Owner, LabResources, list[Any]]:
+    """A ledger's owner, resources and the values of ``fields``.
+
+    Raises ``BackendError`` when the ledger is missing, unreadable or lacks a field.
+    """
+    try:
+        data = json.loads(path.read_text())
+        owner = Owner.from_attributes(data["owner"])
+        return owner, LabResources.from_json(data["resources"]), [data[f] for f in fields]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BackendError(f"lab ledger {path} is missing or unreadable: {exc}") from exc
 
 
 BeforeResume = Callable[[str], None]

@@ -78,6 +78,8 @@ from pytest_starlingx.backends.base import (
     PowerState,
     SnapshotInfo,
     name_prefix,
+    read_ledger,
+    write_ledger,
 )
 from pytest_starlingx.errors import BackendError, LeakError
 from pytest_starlingx.transport import Transport, UnixSocketTransport
@@ -347,34 +349,16 @@ class Ledger:
 
     def save(self) -> None:
         """Write atomically."""
-        data = {
-            "owner": self.owner.as_attributes(),
-            "uri": self.uri,
-            "resources": self.resources.to_json(),
-            "pool": self.pool,
-            "pool_owned": self.pool_owned,
-            "volumes": self.volumes,
-        }
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.path)
+        write_ledger(self.path, self.owner, self.resources, uri=self.uri, pool=self.pool,
+                     pool_owned=self.pool_owned, volumes=self.volumes)  # fmt: skip
 
     @classmethod
     def load(cls, path: Path) -> Ledger:
         """Read a ledger; ``BackendError`` when it is missing or unreadable."""
-        try:
-            data = json.loads(path.read_text())
-            return cls(
-                path=path,
-                owner=Owner.from_attributes(data["owner"]),
-                uri=data["uri"],
-                resources=LabResources.from_json(data["resources"]),
-                pool=data["pool"],
-                pool_owned=data["pool_owned"],
-                volumes=list(data["volumes"]),
-            )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise BackendError(f"lab ledger {path} is missing or unreadable: {exc}") from exc
+        owner, resources, (uri, pool, owned, volumes) = read_ledger(
+            path, "uri", "pool", "pool_owned", "volumes"
+        )
+        return cls(path, owner, uri, resources, pool, owned, list(volumes))
 
 
 # --------------------------------------------------------------------------- backend

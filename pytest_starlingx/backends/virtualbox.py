@@ -73,6 +73,8 @@ from pytest_starlingx.backends.base import (
     PowerState,
     SnapshotInfo,
     name_prefix,
+    read_ledger,
+    write_ledger,
 )
 from pytest_starlingx.errors import BackendError, LeakError
 from pytest_starlingx.transport import Transport, UnixSocketTransport
@@ -375,32 +377,16 @@ class Ledger:
 
     def save(self) -> None:
         """Write atomically."""
-        data = {
-            "owner": self.owner.as_attributes(),
-            "vboxmanage": self.vboxmanage,
-            "resources": self.resources.to_json(),
-            "media": self.media,
-            "natnetworks": self.natnetworks,
-        }
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.path)
+        write_ledger(self.path, self.owner, self.resources, vboxmanage=self.vboxmanage,
+                     media=self.media, natnetworks=self.natnetworks)  # fmt: skip
 
     @classmethod
     def load(cls, path: Path) -> Ledger:
         """Read a ledger; ``BackendError`` when it is missing or unreadable."""
-        try:
-            data = json.loads(path.read_text())
-            return cls(
-                path=path,
-                owner=Owner.from_attributes(data["owner"]),
-                vboxmanage=data["vboxmanage"],
-                resources=LabResources.from_json(data["resources"]),
-                media=list(data["media"]),
-                natnetworks=list(data["natnetworks"]),
-            )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise BackendError(f"lab ledger {path} is missing or unreadable: {exc}") from exc
+        owner, resources, (vboxmanage, media, natnetworks) = read_ledger(
+            path, "vboxmanage", "media", "natnetworks"
+        )
+        return cls(path, owner, vboxmanage, resources, list(media), list(natnetworks))
 
 
 # --------------------------------------------------------------------------- backend
