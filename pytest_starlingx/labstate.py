@@ -6,7 +6,6 @@ beside the backend's own files for the lab. A re-run reads which stages are done
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -77,12 +76,11 @@ def lab_state_path(lab_id: str) -> Path:
 
 
 def forget_lab(lab_id: str, root: Path | None = None) -> None:
-    """Remove the lab's state and leases, and its directory once nothing else is in it."""
-    lab_dir = (root or state_dir()) / "labs" / lab_id
-    (lab_dir / "lab.json").unlink(missing_ok=True)
-    shutil.rmtree(lab_dir / "leases", ignore_errors=True)
-    with contextlib.suppress(OSError):
-        lab_dir.rmdir()
+    """Remove the lab's directory: state, leases and whatever other layers kept there.
+
+    Called once the backend has removed the lab's objects (their ledger goes with it).
+    """
+    shutil.rmtree((root or state_dir()) / "labs" / lab_id, ignore_errors=True)
 
 
 def all_states() -> list[LabState]:
