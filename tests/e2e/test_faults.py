@@ -6,9 +6,11 @@ the error a user would read. One of them then resumes the failed lab to the end.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from pytest_starlingx.backends import make_backend
@@ -103,6 +105,34 @@ def test_a_node_that_never_network_boots_is_named(backend, lab_name, tmp_path: P
         assert message.startswith(f"lab {lab_name!r} node controller-0: stage 'add-hosts' failed")
         assert "controller-1 never appeared in host-list" in message
         assert "waited 4" in message  # the 40 s node_install timeout, give or take a poll
+    finally:
+        lab.close()
+        destroy_lab(backend, lab.lab_id)
+
+
+def test_a_vm_killed_from_outside_fails_its_stage_at_once(backend, lab_name, tmp_path):
+    lab = create_lab(spec(lab_name), backend, tmp_path)
+    outcome: list[tuple[str, float]] = []
+    runner = threading.Thread(target=lambda: outcome.append(failed_bring_up(lab)), daemon=True)
+    try:
+        runner.start()
+        console = lab.bringup.consoles["controller-0"]
+        started = time.monotonic()
+        while "Installing StarlingX" not in "\n".join(console.tail()):
+            assert time.monotonic() - started < 300, "the install never started"
+            threading.Event().wait(1)
+        killed = time.monotonic()
+        conn = libvirt.open("qemu:///system")
+        try:
+            conn.lookupByName(f"stx-{lab_name}-{lab.lab_id}-controller-0").destroy()
+        finally:
+            conn.close()
+        runner.join(timeout=60)
+        assert outcome, "the bring-up did not end after its VM was killed"
+        message, _ = outcome[0]
+        assert message.startswith(f"lab {lab_name!r} node controller-0: stage 'install' failed")
+        assert "not running any more" in message or "console closed" in message
+        assert time.monotonic() - killed < 30
     finally:
         lab.close()
         destroy_lab(backend, lab.lab_id)
