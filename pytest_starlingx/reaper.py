@@ -107,6 +107,8 @@ class LabRecord:
             if pid_alive(holder.pid):
                 return False, f"owner pid {holder.pid} is running"
             return True, f"owner pid {holder.pid} is gone{expired}"
+        if not self.owners:
+            return True, "leftover files only (no lab state, no objects, no ledger)"
         hosts = {o.host for o in self.owners}
         if hosts - {socket.gethostname()}:
             return False, f"owned by a process on host {', '.join(sorted(hosts))}"
