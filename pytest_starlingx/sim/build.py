@@ -161,7 +161,7 @@ def input_key(src: Path = SIM_DIR) -> str:
             h.update(f"F {rel} {path.stat().st_mode & 0o111:o}\n".encode())
             h.update(hashlib.sha256(path.read_bytes()).digest())
     h.update(_package_versions(BUILD_PACKAGES).encode())
-    h.update(kernels()[-1].encode() if kernels() else b"")
+    h.update(" ".join(kernels()).encode())
     return h.hexdigest()[:16]
 
 
@@ -376,9 +376,17 @@ def _shared_libraries(elves: Iterable[str]) -> list[str]:
 
 
 def _owning_packages(host_files: Iterable[str]) -> list[str]:
-    """The Debian packages the copied host files belong to."""
-    paths = sorted({os.path.realpath(p) for p in host_files})
-    res = subprocess.run(["dpkg", "-S", *paths], capture_output=True, text=True, check=False)
+    """The Debian packages the copied host files belong to.
+
+    dpkg knows a file by the path its package ships (``/lib/...`` or ``/usr/lib/...`` on a
+    merged-/usr system), so every file is asked for by both, and by its link target's too.
+    """
+    paths: set[str] = set()
+    for path in host_files:
+        for p in (path, os.path.realpath(path)):
+            paths.update((p, p.removeprefix("/usr") if p.startswith("/usr/") else "/usr" + p))
+    res = subprocess.run(["dpkg", "-S", *sorted(paths)], capture_output=True, text=True,
+                         check=False)  # fmt: skip
     pkgs = set(BUILD_PACKAGES)
     for line in res.stdout.splitlines():
         owners, _, _ = line.partition(": ")
