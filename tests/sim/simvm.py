@@ -106,10 +106,15 @@ class NodeSpec:
         return self.workdir / f"{self.name}.console.log"
 
 
+class ConsoleTimeout(AssertionError):
+    """A console did not show what a test waited for."""
+
+
 class Console:
     """pexpect over the domain's serial socket; every byte is also in ``transcript``."""
 
     def __init__(self, path: Path, transcript: Path) -> None:
+        self.name = transcript.name.removesuffix(".console.log")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(str(path))
         self._log = open(transcript, "w", encoding="utf-8")  # noqa: SIM115
@@ -119,7 +124,15 @@ class Console:
         self.child.logfile_read = self._log
 
     def expect(self, pattern: str | list[str], timeout: float) -> int:
-        return self.child.expect(pattern, timeout=timeout)
+        """``pexpect.expect``; a timeout raises ConsoleTimeout with the console's tail."""
+        try:
+            return self.child.expect(pattern, timeout=timeout)
+        except (pexpect.TIMEOUT, pexpect.EOF) as exc:
+            tail = str(self.child.before)[-1500:]
+            raise ConsoleTimeout(
+                f"{self.name}: waited {timeout}s for {pattern!r} ({type(exc).__name__}); "
+                f"console tail:\n{tail}"
+            ) from None
 
     def send(self, text: str) -> None:
         self.child.send(text)

@@ -11,10 +11,9 @@ import logging
 import re
 import time
 
-import pexpect
 import pytest
 from conftest import NodeFactory
-from simvm import Console, Node
+from simvm import Console, ConsoleTimeout, Node
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def login(console: Console, password: str) -> None:
 
 def assert_silent(console: Console, pattern: str, seconds: float) -> None:
     """Fail when ``pattern`` appears on the console within ``seconds``."""
-    with pytest.raises(pexpect.TIMEOUT):
+    with pytest.raises(ConsoleTimeout):
         console.expect(pattern, seconds)
 
 
