@@ -142,6 +142,9 @@ def check_host() -> None:
             f"the simulator build needs Debian packages {', '.join(missing)}: "
             f"run 'apt-get install {' '.join(missing)}' or 'stx-lab host-setup'"
         )
+    kernel = f"/boot/vmlinuz-{kernels()[-1]}"
+    if not os.access(kernel, os.R_OK):
+        raise HostError(f"{kernel} is readable by root only: build as root, or 'chmod a+r' it")
 
 
 def kernels() -> list[str]:

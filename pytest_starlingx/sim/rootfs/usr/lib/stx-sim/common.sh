@@ -12,10 +12,11 @@ load_knobs() {
 
 # write_knobs: parse the SMBIOS OEM string "stx-sim:key=value,..." (type 11, set by the host
 # at power-on) into /run/stx-sim/knobs, one KEY=VALUE line per knob, defaults for the rest.
-# The DMI table is binary; its strings are NUL-terminated ASCII, so strings(1) finds ours.
+# The DMI table is binary; its strings are NUL-terminated ASCII, so strings(1) finds ours
+# (also behind a prefix, should a hypervisor add one to its OEM strings).
 write_knobs() {
     mkdir -p "$STXSIM_RUN"
-    spec=$(strings -n 8 /sys/firmware/dmi/tables/DMI 2>/dev/null | grep -m 1 '^stx-sim:')
+    spec=$(strings -n 8 /sys/firmware/dmi/tables/DMI 2>/dev/null | grep -o -m 1 'stx-sim:.*')
     : > "$STXSIM_RUN/knobs.new"
     old_ifs=$IFS; IFS=,
     for kv in ${spec#stx-sim:}; do
