@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_validate, _add_show, _add_doctor, _add_host_setup, _add_up, _add_down,
-                _add_list, _add_gc):  # fmt: skip
+                _add_list, _add_gc, _add_sim):  # fmt: skip
         add(sub)
     return parser
 
@@ -81,6 +81,15 @@ def _add_up(sub: Subparsers) -> None:
     p.add_argument("--resume", metavar="LAB_ID", help="go on with a lab whose bring-up stopped")
     p.add_argument("--artifacts", type=Path, help="where console transcripts go")
     p.set_defaults(handler=_up)
+
+
+def _add_sim(sub: Subparsers) -> None:
+    p = sub.add_parser("sim", help="the StarlingX simulator guest (an installer ISO)")
+    sim = p.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
+    b = sim.add_parser("build", help="build stx-sim.iso from Debian packages (cached)")
+    b.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="also leave the ISO at DIR/stx-sim.iso")  # fmt: skip
+    b.set_defaults(handler=_sim_build)
 
 
 def _add_down(sub: Subparsers) -> None:
@@ -183,6 +192,13 @@ def _doctor(args: argparse.Namespace) -> int:
     for check in checks:
         print(check.line())
     return EXIT_FAILED if any(c.ok is False for c in checks) else EXIT_OK
+
+
+def _sim_build(args: argparse.Namespace) -> int:
+    from pytest_starlingx.sim.build import build
+
+    print(build(out=args.out))
+    return EXIT_OK
 
 
 def _host_setup(args: argparse.Namespace) -> int:
