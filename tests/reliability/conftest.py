@@ -60,6 +60,9 @@ def state_dir(monkeypatch) -> Path:
     yield path
     subprocess.run([STX_LAB, "gc"], env={**os.environ, "STX_STATE_DIR": str(path)},
                    capture_output=True, timeout=300)  # fmt: skip
+    left = objects_of(path)
+    assert not left, f"left behind: {sorted(left)}"
+    shutil.rmtree(path)
 
 
 def stx_lab(*args: str, state: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
