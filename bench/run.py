@@ -26,6 +26,7 @@ from tempfile import mkdtemp
 
 from pytest_starlingx.backends import make_backend
 from pytest_starlingx.console import LOGIN, PROMPT
+from pytest_starlingx.errors import StxError
 from pytest_starlingx.golden import obtain, release, remove_golden
 from pytest_starlingx.lab import Lab, create_lab, destroy_lab
 from pytest_starlingx.labfile import lab_from_mapping
@@ -184,12 +185,17 @@ def main() -> int:
             ["plugin waits at a prompt on the critical path", f"{sx['plugin_wait']:.1f}"],
             ["plugin CPU time during the bring-up", f"{sx['cpu']:.1f}"],
             ["power-on to boot menu", f"{figures['menu_s']:.1f}"]]  # fmt: skip
+    print(render_table(["measure", "seconds"], rows), flush=True)
     if not args.quick:
         standard = {"topology": "standard", "name": "bstd", "workers": 2}
-        par = fresh(standard, out / "standard-parallel")
-        print(par["table"], flush=True)
-        seq = fresh({**standard, "name": "bseq"}, out / "standard-serial", max_parallel=1)
-        print(seq["table"], flush=True)
+        try:
+            par = fresh(standard, out / "standard-parallel")
+            print(par["table"], flush=True)
+            seq = fresh({**standard, "name": "bseq"}, out / "standard-serial", max_parallel=1)
+            print(seq["table"], flush=True)
+        except StxError as exc:
+            print(f"standard lab failed: {str(exc).splitlines()[0]}", flush=True)
+            return finish(figures, rows, sx, gd, 1)
         figures |= {
             "standard_s": par["wall"],
             "standard_serial_s": seq["wall"],
@@ -200,12 +206,17 @@ def main() -> int:
         }
         rows += [[f"standard 2+2, parallel (cap {par['parallel']})", f"{par['wall']:.1f}"],
                  ["standard 2+2, one stage at a time", f"{seq['wall']:.1f}"]]  # fmt: skip
+    return finish(figures, rows, sx, gd, 0)
+
+
+def finish(figures: dict, rows: list, sx: dict, gd: dict, status: int) -> int:
+    """The table, the machine after the run, and the line of figures."""
     print(render_table(["measure", "seconds"], rows))
     print("rss MiB per node:", sx["rss"], "restored golden:", gd["rss"])
     print(f"machine after: {machine()}")
     print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in figures.items()))  # fmt: skip
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ C0 = ACTIVE_CONTROLLER
 
 #: Bumped whenever a change to the stages changes what a finished lab looks like; part of the
 #: golden-lab key, so golden labs built by an older pipeline are never restored.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 
 
 def pipeline(spec: LabSpec) -> list[Stage]:

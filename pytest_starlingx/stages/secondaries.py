@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pytest_starlingx.errors import StageError
-from pytest_starlingx.model import AddHosts, NodeSpec, Personality
+from pytest_starlingx.model import AddHosts, NodeSpec, Personality, Topology
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup
 from pytest_starlingx.stages.controller0 import add_osd
 from pytest_starlingx.waits import WaitTimeout, poll
 
 NOT_ASSIGNED = "None"
+FIRST_WORKER = "worker-0"
 
 
 def power_on(node: str):
@@ -103,6 +104,9 @@ def configure(node: NodeSpec):
             add_osd(b, name)
         elif node.personality is Personality.STORAGE:
             add_osd(b, name, tier=True)
+        elif name == FIRST_WORKER and b.spec.topology is Topology.STANDARD:
+            # Controller storage: the third Ceph monitor goes on a worker, or no worker unlocks.
+            b.system(f"ceph-mon-add {name}")
 
     return action
 
