@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_validate, _add_show, _add_doctor, _add_host_setup, _add_up, _add_down,
-                _add_list, _add_gc, _add_sim):  # fmt: skip
+                _add_list, _add_gc, _add_sim, _add_golden, _add_snapshot):  # fmt: skip
         add(sub)
     return parser
 
@@ -80,7 +80,43 @@ def _add_up(sub: Subparsers) -> None:
     p.add_argument("--uri", default=None, help="libvirt connection URI (default qemu:///system)")
     p.add_argument("--resume", metavar="LAB_ID", help="go on with a lab whose bring-up stopped")
     p.add_argument("--artifacts", type=Path, help="where console transcripts go")
+    p.add_argument(
+        "--golden",
+        action="store_true",
+        help="restore the lab's golden snapshot, or build the lab and make it golden",
+    )
+    p.add_argument(
+        "--stage-snapshots",
+        action="store_true",
+        help="snapshot after each stage (resume from the last good one, jump back)",
+    )
     p.set_defaults(handler=_up)
+
+
+def _add_golden(sub: Subparsers) -> None:
+    p = sub.add_parser("golden", help="golden labs: provisioned once, restored in seconds")
+    golden = p.add_subparsers(dest="golden_command", required=True, metavar="ACTION")
+    golden.add_parser("list", help="every golden lab on this host").set_defaults(
+        handler=_golden_list
+    )
+    rm = golden.add_parser("rm", help="remove a golden lab by key, or all of them")
+    rm.add_argument("key", metavar="KEY|all")
+    rm.add_argument("--uri", default=None, help="libvirt connection URI")
+    rm.set_defaults(handler=_golden_rm)
+
+
+def _add_snapshot(sub: Subparsers) -> None:
+    p = sub.add_parser("snapshot", help="per-stage snapshots of a lab (up --stage-snapshots)")
+    snap = p.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
+    ls = snap.add_parser("list", help="the lab's stage snapshots")
+    ls.add_argument("lab", metavar="LAB_ID|NAME")
+    ls.add_argument("--uri", default=None, help="libvirt connection URI")
+    ls.set_defaults(handler=_snapshot_list)
+    rev = snap.add_parser("revert", help="put the lab back to a stage snapshot")
+    rev.add_argument("lab", metavar="LAB_ID|NAME")
+    rev.add_argument("name", metavar="NAME", help="a snapshot, a stage key or e.g. bootstrapped")
+    rev.add_argument("--uri", default=None, help="libvirt connection URI")
+    rev.set_defaults(handler=_snapshot_revert)
 
 
 def _add_sim(sub: Subparsers) -> None:
@@ -122,7 +158,31 @@ def _add_gc(sub: Subparsers) -> None:
 def _up(args: argparse.Namespace) -> int:
     from pytest_starlingx.labcmd import up
 
-    return up(args.lab, args.uri, args.resume, args.artifacts)
+    return up(args.lab, args.uri, args.resume, args.artifacts, args.golden, args.stage_snapshots)
+
+
+def _golden_list(args: argparse.Namespace) -> int:
+    from pytest_starlingx.labcmd import golden_list
+
+    return golden_list()
+
+
+def _golden_rm(args: argparse.Namespace) -> int:
+    from pytest_starlingx.labcmd import golden_rm
+
+    return golden_rm(args.key, args.uri)
+
+
+def _snapshot_list(args: argparse.Namespace) -> int:
+    from pytest_starlingx.labcmd import snapshot_list
+
+    return snapshot_list(args.lab, args.uri)
+
+
+def _snapshot_revert(args: argparse.Namespace) -> int:
+    from pytest_starlingx.labcmd import snapshot_revert
+
+    return snapshot_revert(args.lab, args.name, args.uri)
 
 
 def _down(args: argparse.Namespace) -> int:

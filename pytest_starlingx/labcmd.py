@@ -7,8 +7,17 @@ import sys
 from pathlib import Path
 
 from pytest_starlingx.backends import make_backend
+from pytest_starlingx.checkpoints import enable_checkpoints, load_checkpoints, open_lab_at
 from pytest_starlingx.errors import LabConfigError, StxError
-from pytest_starlingx.lab import attach_lab, create_lab, destroy_lab
+from pytest_starlingx.golden import (
+    CLI_USER,
+    golden_of,
+    list_golden,
+    obtain,
+    release_id,
+    remove_golden,
+)
+from pytest_starlingx.lab import create_lab, destroy_lab
 from pytest_starlingx.labfile import lab_from_mapping, load_lab
 from pytest_starlingx.labstate import LabState, all_states, state_dir
 from pytest_starlingx.leases import live_leases
@@ -31,18 +40,39 @@ def resolve(target: str) -> LabSpec:
     return load_lab(target)
 
 
-def up(target: str, uri: str | None, resume: str | None, artifacts: Path | None) -> int:
-    """Bring a lab up and leave it running; on failure leave it for inspection or resume."""
+def up(
+    target: str, uri: str | None, resume: str | None, artifacts: Path | None,
+    golden: bool = False, stage_snapshots: bool = False,
+) -> int:  # fmt: skip
+    """Bring a lab up and leave it running; on failure leave it for inspection or resume.
+
+    ``golden``: restore the lab's golden snapshot, or build it and make it golden. With
+    ``stage_snapshots`` the lab is snapshotted after each stage, and ``--resume`` goes on from
+    the last good one.
+    """
     _log_to_stderr()
     spec = resolve(target)
     backend = make_backend(spec.backend.value, uri)
+    if golden and not resume:
+        got = obtain(spec, backend, artifacts or _artifacts("golden"), user=CLI_USER,
+                     stage_snapshots=stage_snapshots)  # fmt: skip
+        if got is not None:
+            got.lab.close()
+            print(got.lab.timings())
+            print(f"\nlab {spec.name!r} is up (id {got.lab.lab_id}), {got.how} golden lab "
+                  f"{got.record.key} in {got.seconds:.1f}s; hand it back with `stx-lab down "
+                  f"{got.lab.lab_id}` (the golden lab stays)")  # fmt: skip
+            return 0
+        print("the golden lab is in use; bringing up a plain lab", file=sys.stderr)
     if resume:
         state = LabState.load(resume)
-        lab = attach_lab(spec, backend, state, artifacts or _artifacts(resume))
+        lab = open_lab_at(spec, backend, state, artifacts or _artifacts(resume))
     else:
         lab = create_lab(spec, backend, artifacts or _artifacts("new"))
         lab.state.kept = True  # wanted on purpose, even half built: gc leaves it alone
         lab.state.save()
+    if stage_snapshots:
+        enable_checkpoints(lab)
     print(f"lab {spec.name!r}: id {lab.lab_id}, artifacts in {lab.artifacts}", flush=True)
     try:
         lab.provision()
@@ -94,9 +124,83 @@ def down(target: str, uri: str | None, force: bool = False) -> int:
                   f"{', '.join(lease.describe() for lease in held)}; wait for it or use --force",
                   file=sys.stderr)  # fmt: skip
             return 1
-        destroy_lab(make_backend(state.backend, uri), state.lab_id)
+        backend = make_backend(state.backend, uri)
+        record = golden_of(state.lab_id)
+        if record is not None:
+            release_id(backend.open_lab(state.lab_id), state.lab_id)
+            print(f"golden lab {state.name!r} (id {state.lab_id}) powered off and kept; remove "
+                  f"it with `stx-lab golden rm {record.key}`")  # fmt: skip
+            continue
+        destroy_lab(backend, state.lab_id)
         print(f"lab {state.name!r} (id {state.lab_id}) removed")
     return 0
+
+
+def resolve_state(state: LabState) -> LabSpec:
+    """The description a lab was brought up from (its file or its topology name)."""
+    return resolve(state.source or state.topology)
+
+
+def golden_list() -> int:
+    """Every golden lab: key, lab, what it was built from, whole or not, in use or not."""
+    rows = [[r.key, r.lab_id, r.name, r.topology, r.image_sha256[:12], r.pipeline_version,
+             "yes" if r.complete else "NO (partial)", r.user or "-", r.build_seconds, r.created]
+            for r in list_golden()]  # fmt: skip
+    if not rows:
+        print("no golden labs")
+        return 0
+    print(render_table(["key", "lab id", "name", "topology", "image", "pipeline", "complete",
+                        "in use by", "build s", "created"], rows))  # fmt: skip
+    return 0
+
+
+def golden_rm(key: str, uri: str | None) -> int:
+    """Remove golden lab ``key`` (``all``: every one); one held by a live session is left."""
+    records = [r for r in list_golden() if key in ("all", r.key)]
+    if not records:
+        print(f"stx-lab golden rm: no golden lab {key!r}; see `stx-lab golden list`",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    status = 0
+    for record in records:
+        if record.busy() and record.user != CLI_USER:
+            print(f"golden lab {record.key} is in use by {record.user}; left", file=sys.stderr)
+            status = 1
+            continue
+        remove_golden(record, make_backend(record.backend, uri))
+        print(f"golden lab {record.key} (lab id {record.lab_id}) removed")
+    return status
+
+
+def snapshot_list(target: str, uri: str | None) -> int:
+    """The per-stage snapshots of a lab, oldest first."""
+    state = _one(target)
+    rows = [[c.name, c.stage, len(c.done), c.created] for c in load_checkpoints(state.lab_id)]
+    if not rows:
+        print(f"lab {state.lab_id} has no stage snapshots (bring it up with --stage-snapshots)")
+        return 0
+    print(render_table(["snapshot", "after stage", "stages done", "created"], rows))
+    return 0
+
+
+def snapshot_revert(target: str, name: str, uri: str | None) -> int:
+    """Put a lab back to one of its per-stage snapshots; `stx-lab up --resume` goes on from it."""
+    _log_to_stderr()
+    state = _one(target)
+    spec = resolve_state(state)
+    backend = make_backend(state.backend, uri)
+    lab = open_lab_at(spec, backend, state, _artifacts(state.lab_id), name)
+    lab.close()
+    print(f"lab {state.lab_id} reverted to {name}; go on with `stx-lab up "
+          f"{state.source or state.topology} --resume {state.lab_id}`")  # fmt: skip
+    return 0
+
+
+def _one(target: str) -> LabState:
+    states = matching(target)
+    if len(states) != 1:
+        raise StxError(f"{target!r} names {len(states)} labs; give a lab id (see `stx-lab list`)")
+    return states[0]
 
 
 def list_labs(uri: str | None) -> int:
