@@ -135,11 +135,13 @@ def wait_storage_backends(b: Bringup) -> None:
 
 
 def add_osd(b: Bringup, host: str, tier: bool = False) -> None:
-    """An OSD on the host's second disk (``/dev/sdb``), in the storage tier when asked."""
+    """An OSD on the host's second disk (SATA port 2, ``/dev/sdb`` in the guides), in the
+    storage tier when asked."""
     disks = parse_table(b.system(f"host-disk-list {host} --nowrap"))
-    disk = next((d for d in disks if d.get("device_node") == "/dev/sdb"), None)
+    disk = next((d for d in disks if d.get("device_path", "").endswith("-ata-2.0")), None)
+    disk = disk or next((d for d in disks if d.get("device_node") == "/dev/sdb"), None)
     if disk is None:
-        raise StageError(f"{host} has no /dev/sdb in host-disk-list: {disks}")
+        raise StageError(f"{host} has no second disk in host-disk-list: {disks}")
     tier_option = ""
     if tier:
         tiers = parse_table(b.system("storage-tier-list ceph_cluster --nowrap"))

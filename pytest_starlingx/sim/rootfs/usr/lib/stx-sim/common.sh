@@ -85,8 +85,12 @@ progress() {
     [ -z "$2" ] || scaled_sleep "$2"
 }
 
-# first_disk: the node's first disk (sda, vda, ...), never a CD-ROM.
+# first_disk: the node's first disk, never a CD-ROM: the one on the first SATA port (the kernel
+# probes ports in parallel, so sda is not always port 1), else sda, vda, ...
 first_disk() {
+    for d in /sys/block/sd*; do
+        case "$(readlink -f "$d")" in */ata1/*) echo "${d##*/}"; return 0 ;; esac
+    done
     for d in sda vda hda nvme0n1; do
         [ -e "/sys/block/$d" ] && { echo "$d"; return 0; }
     done

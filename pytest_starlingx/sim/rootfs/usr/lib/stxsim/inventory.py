@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from stxsim import env
 
@@ -60,27 +61,38 @@ def nics() -> list[dict[str, str]]:
 
 
 def disks() -> list[dict[str, object]]:
-    """SATA/SCSI disks (`/sys/block/sd*`) with their size in MiB, by name."""
+    """SATA/SCSI disks (`/sys/block/sd*`) with their size in MiB, in SATA port order.
+
+    The kernel probes SATA ports in parallel, so `sda` need not be on the first port; the
+    by-path name (port) is what stays put, as udev's /dev/disk/by-path does on a real host.
+    """
     base = env.path("/sys/block")
+    names = [n for n in os.listdir(base) if n.startswith("sd")] if os.path.isdir(base) else []
     out: list[dict[str, object]] = []
-    for index, name in enumerate(
-        sorted(n for n in os.listdir(base) if n.startswith("sd")) if os.path.isdir(base) else []
-    ):
+    ports = {name: _ata_port(os.path.join(base, name)) for name in names}
+    for index, name in enumerate(sorted(names, key=lambda n: (ports[n] or 99, n))):
         sectors = int(_read(os.path.join(base, name, "size")) or 0)
         rotational = _read(os.path.join(base, name, "queue", "rotational")) != "0"
+        port = ports[name] or index + 1
         out.append(
             {
                 "device_node": f"/dev/{name}",
                 # major 8 (sd), minor 16 per disk: sda 2048, sdb 2064, as sysinv reports them.
-                "device_num": 8 * 256 + 16 * index,
+                "device_num": 8 * 256 + 16 * (ord(name[2]) - ord("a")),
                 "device_type": "HDD" if rotational else "SSD",
                 "size_mib": sectors * 512 // (1024 * 1024),
                 # QEMU's q35 AHCI controller, one port per disk, as udev names it.
-                "device_path": f"/dev/disk/by-path/pci-0000:00:1f.2-ata-{index + 1}.0",
-                "serial_id": f"QM{index + 1:05d}",
+                "device_path": f"/dev/disk/by-path/pci-0000:00:1f.2-ata-{port}.0",
+                "serial_id": f"QM{port:05d}",
             }
         )
     return out
+
+
+def _ata_port(block: str) -> int | None:
+    """The SATA port number (1, 2, ...) in a block device's sysfs path, if it has one."""
+    match = re.search(r"/ata(\d+)/", os.path.realpath(block))
+    return int(match.group(1)) if match else None
 
 
 def collect() -> dict[str, list]:

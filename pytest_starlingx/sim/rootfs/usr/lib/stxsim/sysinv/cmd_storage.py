@@ -153,7 +153,7 @@ def partition_add(ctx: Ctx, a: argparse.Namespace) -> str:
         )
     existing = db.rows(ctx.data, "partitions", idisk_uuid=disk["uuid"])
     # The installer's own partitions (boot, root, cgts-vg) take sdX1-sdX4 of the root disk.
-    number = len(existing) + (5 if disk["device_node"] == "/dev/sda" else 1)
+    number = len(existing) + (5 if disk["device_node"] == host["rootfs_device"] else 1)
     start = disk["size_mib"] - disk["available_mib"]
     disk["available_mib"] -= size * 1024
     part = db.insert(
@@ -405,7 +405,7 @@ def stor_add(ctx: Ctx, a: argparse.Namespace) -> str:
         if db.first(data, "disks", uuid=a.idisk_uuid):
             raise CommandError("Disk is attached to a different host")
         raise CommandError("Missing idisk_uuid.")
-    if disk["device_node"] == "/dev/sda":
+    if disk["device_node"] == host["rootfs_device"]:
         raise CommandError("Can not associate to a rootfs disk")
     if db.first(data, "stors", idisk_uuid=disk["uuid"]):
         raise CommandError("Disk already assigned.")

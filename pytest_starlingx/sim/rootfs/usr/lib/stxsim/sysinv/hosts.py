@@ -249,9 +249,13 @@ def add_inventory(data: Data, host: Row, inventory: dict[str, list]) -> None:
         )
         assign_network(data, lo, "mgmt")
         assign_network(data, lo, "cluster-host")
+    if inventory["disks"]:
+        # The installer writes the disk on the first SATA port (the inventory lists disks in
+        # port order); the kernel's name for it is not always sda.
+        host["rootfs_device"] = host["boot_device"] = inventory["disks"][0]["device_node"]
     for disk in inventory["disks"]:
         size = int(disk["size_mib"])
-        root = disk["device_node"] == "/dev/sda"
+        root = disk["device_node"] == host["rootfs_device"]
         # The installer leaves roughly half the root disk free for user partitions.
         db.insert(
             data,
