@@ -177,6 +177,7 @@ def test_netboot_of_a_second_node(controller: Node, make_node: NodeFactory) -> N
     node.console.expect(r"lease of (192\.168\.204\.\d+) obtained", 90)
     assert int(node.console.child.match.group(1).rsplit(".", 1)[1]) >= 128  # dynamic range
     node.console.expect(r"stx-sim: network boot from 192\.168\.204\.3 done on enp2s0", 90)
+    log.info("PXE node: power-on to its root filesystem %.1fs", time.monotonic() - node.started)
     assert_silent(stalled.console, r"udhcpc|lease of|stx-sim", 20)
     http_log = run(c, "cat /var/log/netboot-httpd.log")
     assert http_log.count("response:200") >= 3  # boot.ipxe, vmlinuz, initrd.img (rootfs.tgz)
