@@ -39,3 +39,13 @@ def lab_file(tmp_path: Path, lab_name: str) -> Path:
     path = tmp_path / "lab.yaml"
     path.write_text(f"name: {lab_name}\ntopology: simplex\n")
     return path
+
+
+@pytest.fixture
+def backend():
+    """A libvirt backend, closed after the test."""
+    from pytest_starlingx.backends import make_backend
+
+    backend = make_backend("libvirt")
+    yield backend
+    backend.close()

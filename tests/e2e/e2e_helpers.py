@@ -1,0 +1,64 @@
+"""Helpers of the end-to-end tests: lab descriptions and failed bring-ups."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_starlingx.backends import make_backend
+from pytest_starlingx.errors import StageError
+from pytest_starlingx.lab import lab_session
+from pytest_starlingx.labfile import lab_from_mapping
+from pytest_starlingx.model import LabSpec
+
+SLACK = 15.0  # seconds past a stage's timeout within which its error must come
+
+
+def spec(name: str, topology: str = "simplex", **timeouts: float) -> LabSpec:
+    """A lab of ``topology`` named ``name`` with some phase timeouts shortened."""
+    return lab_from_mapping({"name": name, "topology": topology, "timeouts": timeouts})
+
+
+def failed_bring_up(lab) -> tuple[str, float]:
+    """The error message of a bring-up that must fail, and how long it took."""
+    started = time.monotonic()
+    with pytest.raises(StageError) as info:
+        lab.provision()
+    return str(info.value), time.monotonic() - started
+
+
+def bring_up_and_check_every_host(
+    topology: str, personalities: dict[str, int], lab_name: str, artifacts: Path
+) -> None:
+    """Bring a lab up from blank VMs and check every host is available, as StarlingX names it."""
+    lab_spec = lab_from_mapping({"name": lab_name, "topology": topology})
+    backend = make_backend("libvirt")
+    try:
+        with lab_session(lab_spec, backend, artifacts) as lab:
+            hosts = lab.host_list()
+            counts: dict[str, int] = {}
+            for host in hosts:
+                counts[host.personality] = counts.get(host.personality, 0) + 1
+            assert counts == personalities
+            assert {h.hostname for h in hosts} == {n.name for n in lab_spec.nodes}
+            assert all(
+                (h.administrative, h.operational, h.availability)
+                == ("unlocked", "enabled", "available")
+                for h in hosts
+            )
+            assert lab.node("worker-1").run("hostname", check=True).output == "worker-1"
+    finally:
+        backend.close()
+
+
+EXAMPLES = Path(__file__).parent.parent.parent / "conftest_examples"
+
+
+def run_examples(pytester: pytest.Pytester, lab_file: Path, *args: str) -> pytest.RunResult:
+    """``pytest`` on example suites in a subprocess, its labs based on ``lab_file``."""
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-v", f"--stx-artifacts={pytester.path / 'artifacts'}",
+        f"--stx-config={lab_file}", *args,
+    )  # fmt: skip

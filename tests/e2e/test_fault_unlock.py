@@ -1,0 +1,36 @@
+"""A failing unlock, and a node that never network-boots, each named with their stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from e2e_helpers import failed_bring_up, spec
+
+from pytest_starlingx.lab import create_lab, destroy_lab
+
+pytestmark = pytest.mark.usefixtures("lab_name")
+
+
+def test_unlock_failure_is_reported_at_the_unlock_stage(backend, lab_name, tmp_path):
+    lab = create_lab(spec(lab_name), backend, tmp_path, knobs={"controller-0": {"unlock_fail": 1}})
+    try:
+        message, _ = failed_bring_up(lab)
+        assert message.startswith(f"lab {lab_name!r} node controller-0: stage 'unlock' failed")
+        assert "controller-0 became unlocked | disabled | failed" in message
+    finally:
+        lab.close()
+        destroy_lab(backend, lab.lab_id)
+
+
+def test_a_node_that_never_network_boots_is_named(backend, lab_name, tmp_path: Path):
+    lab = create_lab(spec(lab_name, "duplex", node_install=40), backend, tmp_path,
+                     knobs={"controller-1": {"no_netboot": 1}})  # fmt: skip
+    try:
+        message, _ = failed_bring_up(lab)
+        assert message.startswith(f"lab {lab_name!r} node controller-0: stage 'add-hosts' failed")
+        assert "controller-1 never appeared in host-list" in message
+        assert "waited 4" in message  # the 40 s node_install timeout, give or take a poll
+    finally:
+        lab.close()
+        destroy_lab(backend, lab.lab_id)
