@@ -9,6 +9,7 @@ carries kernel, initramfs, GRUB's serial menu (``iso/grub.cfg``) and the root fi
 Results are cached in ``~/.cache/pytest-starlingx/sim/<key>/`` where the key hashes every file
 under this directory (this module included) and the versions of ``BUILD_PACKAGES``; each entry
 also records the versions of every package its files came from and is rebuilt when one changed.
+A build keeps the newest ``KEEP_ENTRIES`` entries and removes older ones.
 The output is reproducible: sorted entries, fixed mtimes (``SOURCE_DATE_EPOCH``), ``gzip -n``.
 
 Importing this module needs the standard library only (``stx-lab host-setup`` reads
@@ -72,6 +73,7 @@ HOST_TOOLS = {
 }
 
 ISO_NAME = "stx-sim.iso"
+KEEP_ENTRIES = 3  # cache entries kept (the newest builds)
 SOURCE_DATE_EPOCH = 1_700_000_000
 SIM_DIR = Path(__file__).resolve().parent
 
@@ -125,6 +127,7 @@ def build(out: Path | None = None, cache_dir: Path | None = None, src: Path = SI
         with _locked(cache / ".lock"):
             if not _entry_valid(entry):
                 _build_entry(entry, src)
+                _prune(cache, keep=KEEP_ENTRIES)
     iso = entry / ISO_NAME
     if out is not None:
         _place(iso, Path(out) / ISO_NAME)
@@ -196,6 +199,15 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _prune(cache: Path, keep: int) -> None:
+    """Remove all but the ``keep`` newest cache entries (each is ~50 MB)."""
+    entries = sorted((p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)  # fmt: skip
+    for old in entries[keep:]:
+        log.info("removing old simulator build %s", old)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _place(iso: Path, dest: Path) -> None:

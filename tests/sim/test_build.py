@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -80,3 +81,13 @@ def test_cli_sim_build_out(built: tuple[Path, Path], tmp_path: Path,
     monkeypatch.setenv("STX_SIM_CACHE", str(cache))
     assert main(["sim", "build", "--out", str(tmp_path)]) == 0
     assert (tmp_path / build.ISO_NAME).read_bytes() == iso.read_bytes()
+
+
+def test_old_cache_entries_are_pruned(tmp_path: Path) -> None:
+    for age, name in enumerate(["e4", "e3", "e2", "e1", "e0"]):
+        (tmp_path / name).mkdir()
+        mtime = 1_700_000_000 - age * 60
+        os.utime(tmp_path / name, (mtime, mtime))
+    (tmp_path / ".lock").touch()
+    build._prune(tmp_path, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "e2", "e3", "e4"]
