@@ -251,8 +251,8 @@ class Lab:
     def restore(self, name: str) -> None:
         """Bring every node back to snapshot ``name``; consoles reconnect, logins are redone."""
         self.handle.revert(name)
-        for name in self.nodes:
-            self.bringup.forget_shell(name)
+        for node in self.nodes:
+            self.bringup.forget_shell(node)
 
     def close(self) -> None:
         """Close the consoles (the lab stays up)."""
