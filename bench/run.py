@@ -159,6 +159,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="simplex only (no standard lab)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    for name in ("pytest_starlingx.golden", "pytest_starlingx.backend"):
+        logging.getLogger(name).setLevel(logging.INFO)  # restore and snapshot timings
     out = Path(mkdtemp(prefix="stx-bench-"))
     print(f"machine: {machine()}\nartifacts: {out}", flush=True)
     simplex = {"topology": "simplex", "name": "bench"}

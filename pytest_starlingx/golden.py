@@ -218,8 +218,9 @@ def repair_after_revert(lab: Lab, timeout: float = HEALTH_TIMEOUT) -> None:
 
 def restore_golden(record: GoldenRecord, spec: LabSpec, backend: Backend, artifacts: Path) -> Lab:
     """The golden lab reverted, repaired and checked; :class:`GoldenBroken` when it is not."""
-    check_golden(record, spec, backend)
     started = time.monotonic()
+    check_golden(record, spec, backend)
+    checked = time.monotonic()
     state = LabState.load(record.lab_id)
     state.done = list(record.done)
     state.status = "restoring"
@@ -228,6 +229,7 @@ def restore_golden(record: GoldenRecord, spec: LabSpec, backend: Backend, artifa
     lab = Lab(spec, backend.open_lab(record.lab_id), state, lab_passwords(spec, state), artifacts)
     try:
         revert_lab(lab, GOLDEN_SNAPSHOT)
+        reverted = time.monotonic()
         repair_after_revert(lab)
     except StxError as exc:
         lab.close()
@@ -236,8 +238,10 @@ def restore_golden(record: GoldenRecord, spec: LabSpec, backend: Backend, artifa
         ) from exc
     state.status = "ready"
     state.save()
-    log.info("%s: restored golden lab %s in %.1fs", spec.name, record.key,
-             time.monotonic() - started)  # fmt: skip
+    end = time.monotonic()
+    log.info("%s: restored golden lab %s in %.1fs (check %.1fs, revert %.1fs, repair %.1fs)",
+             spec.name, record.key, end - started, checked - started, reverted - checked,
+             end - reverted)  # fmt: skip
     return lab
 
 
