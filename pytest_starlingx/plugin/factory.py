@@ -25,12 +25,16 @@ class LabFactory:
     """Hands out labs by request; remembers a failed bring-up and fails fast after it."""
 
     def __init__(
-        self, settings: Settings, artifacts: Path, shared_root: Path | None = None
+        self,
+        settings: Settings,
+        artifacts: Path,
+        worker: str | None = None,
+        shared_root: Path | None = None,
     ) -> None:
         self.settings = settings
         self.artifacts = artifacts
         #: gc before the first lab, leases, signals, reuse, xdist sharing (sessionlabs.py)
-        self.session_labs = SessionLabs(settings, shared_root)
+        self.session_labs = SessionLabs(settings, worker, shared_root)
         self.labs: dict[LabRequest, Lab] = {}
         self.broken: dict[LabRequest, str] = {}
         self._stack = ExitStack()

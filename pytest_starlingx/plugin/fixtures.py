@@ -24,8 +24,8 @@ def stx_lab_factory(
     config = request.config
     settings = config.stash[SETTINGS]
     artifacts = settings.artifacts or tmp_path_factory.getbasetemp() / "stx"
-    shared = shared_root(config) if worker_id() else None
-    factory = LabFactory(settings, artifacts, shared)
+    worker = worker_id(config)
+    factory = LabFactory(settings, artifacts, worker, shared_root(config) if worker else None)
     factory.session_labs.signals.announce = terminal_announcer(config)
     config.stash[FACTORY] = factory
     try:

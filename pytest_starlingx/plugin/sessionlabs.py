@@ -36,7 +36,7 @@ from pytest_starlingx.leases import Holder, LeaseKeeper, live_leases
 from pytest_starlingx.model import LabSpec
 from pytest_starlingx.plugin.options import Settings
 from pytest_starlingx.plugin.signals import InterruptHandlers
-from pytest_starlingx.plugin.xdist import SharedLabs, worker_id
+from pytest_starlingx.plugin.xdist import SharedLabs
 from pytest_starlingx.reaper import gc
 
 log = logging.getLogger("pytest_starlingx.plugin")
@@ -50,11 +50,12 @@ def lab_dir(lab: Lab) -> Path:
 class SessionLabs:
     """Gets labs for one session (or one xdist worker); see the module docstring."""
 
-    def __init__(self, settings: Settings, shared_root: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, worker: str | None = None, shared_root: Path | None = None
+    ) -> None:
         self.settings = settings
         self.leases = LeaseKeeper()
         self.signals = InterruptHandlers()
-        worker = worker_id()
         self.shared = SharedLabs(shared_root, worker) if worker and shared_root else None
         self.collected: list[str] = []  # what the start-up collection did
         self._started = False

@@ -50,9 +50,14 @@ from pytest_starlingx.transport import Transport
 log = logging.getLogger("pytest_starlingx.plugin")
 
 
-def worker_id() -> str | None:
-    """``gw0``... in an xdist worker, None otherwise."""
-    return os.environ.get("PYTEST_XDIST_WORKER")
+def worker_id(config: pytest.Config) -> str | None:
+    """``gw0``... in an xdist worker, None otherwise.
+
+    Read from the worker's config, not the environment: a pytest run started from inside a
+    worker (e.g. by pytester) inherits ``PYTEST_XDIST_WORKER`` without being a worker.
+    """
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput["workerid"] if workerinput else None
 
 
 def lab_key(spec: LabSpec) -> str:
@@ -346,8 +351,8 @@ def shared_root(config: pytest.Config) -> Path:
 
 def leave_run(config: pytest.Config) -> list[dict[str, Any]]:
     """This worker's session ends; the labs to remove when it is the last one to end."""
-    worker = worker_id()
+    worker = worker_id(config)
     if worker is None:
         return []
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    workers = int(config.workerinput["workercount"])  # type: ignore[attr-defined]
     return Registry(shared_root(config)).leave(worker, workers)
