@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from pytest_starlingx.errors import StxError
 from pytest_starlingx.lab import Lab, attach_lab, image_path, lab_passwords, spec_key
 from pytest_starlingx.labstate import LabState, lab_state_path
 from pytest_starlingx.model import LabSpec
+from pytest_starlingx.stages.base import ACTIVE_CONTROLLER
 from pytest_starlingx.stages.custom import POINTS
 
 log = logging.getLogger("pytest_starlingx.checkpoints")
@@ -97,9 +99,30 @@ def revert_lab(lab: Lab, snapshot: str) -> None:
         lab.bringup.forget_shell(name)
 
 
+def set_clock(lab: Lab, nodes: list[str]) -> None:
+    """Log in on each node (in parallel) and set its clock from the host's.
+
+    A revert puts a guest back to the time of its snapshot. controller-0's shell was open in
+    every snapshot taken after its first login, so login() finds a prompt and cannot tell which
+    password is valid: the forced change happened before the snapshot.
+    """
+
+    def fix(node: str) -> None:
+        lab.bringup.login(node)
+        if node == ACTIVE_CONTROLLER:
+            lab.bringup.consoles[node].password = lab.bringup.passwords["sysadmin"]
+        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        lab.bringup.shell(node, f"sudo date -u -s '{now}' >/dev/null", phase="login")
+
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        list(pool.map(fix, nodes))
+
+
 def revert_checkpoint(lab: Lab, checkpoint: Checkpoint) -> None:
     """Guests and done-list back to ``checkpoint``; the consoles of ``lab`` must not be open."""
     revert_lab(lab, checkpoint.name)
+    if f"{ACTIVE_CONTROLLER}:first-login" in checkpoint.done:
+        set_clock(lab, [ACTIVE_CONTROLLER])
     lab.state.done = list(checkpoint.done)
     lab.state.status = "provisioning"
     lab.state.save()

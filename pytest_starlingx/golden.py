@@ -33,7 +33,6 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +41,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
-from pytest_starlingx.checkpoints import enable_checkpoints, revert_lab
+from pytest_starlingx.checkpoints import enable_checkpoints, revert_lab, set_clock
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.lab import (
     Lab,
@@ -54,7 +53,7 @@ from pytest_starlingx.lab import (
 )
 from pytest_starlingx.labstate import LabState, state_dir
 from pytest_starlingx.model import LabSpec
-from pytest_starlingx.stages.base import ACTIVE_CONTROLLER, AVAILABLE, AVAILABLE_TEXT
+from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT
 from pytest_starlingx.stages.pipelines import PIPELINE_VERSION
 
 log = logging.getLogger("pytest_starlingx.golden")
@@ -197,19 +196,7 @@ def check_golden(record: GoldenRecord, spec: LabSpec, backend: Backend) -> None:
 
 def repair_after_revert(lab: Lab, timeout: float = HEALTH_TIMEOUT) -> None:
     """Set each running node's clock from the host's, log in again, wait for ``available``."""
-    running = [n for n, m in lab.machines.items() if m.is_running()]
-
-    def fix(node: str) -> None:
-        lab.bringup.login(node)
-        if node == ACTIVE_CONTROLLER:
-            # Its shell was open in the snapshot, so login() found a prompt and could not tell
-            # which password is valid: the forced change was done before the snapshot.
-            lab.bringup.consoles[node].password = lab.bringup.passwords["sysadmin"]
-        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-        lab.bringup.shell(node, f"sudo date -u -s '{now}' >/dev/null", phase="login")
-
-    with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
-        list(pool.map(fix, running))
+    set_clock(lab, [n for n, m in lab.machines.items() if m.is_running()])
     lab.bringup.wait_hosts(
         [n.name for n in lab.spec.nodes], "command", f"all hosts {AVAILABLE_TEXT} after restore",
         timeout=timeout, **AVAILABLE,

@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pytest_starlingx.console import Console, Result
+from pytest_starlingx.console import CommandFailed, Console, Result
 from pytest_starlingx.errors import StageError, StxError
 from pytest_starlingx.model import LabSpec
 from pytest_starlingx.steps import StepRecorder
@@ -25,6 +25,8 @@ USER = "sysadmin"
 FIRST_PASSWORD = "sysadmin"  # until the forced change at the first login
 AVAILABLE = {"administrative": "unlocked", "operational": "enabled", "availability": "available"}
 AVAILABLE_TEXT = "unlocked | enabled | available"
+#: What the system CLI says while sysinv's API is not listening (a controller still booting).
+API_DOWN = "Unable to establish connection"
 
 
 class Machine(Protocol):
@@ -144,7 +146,13 @@ class Bringup:
 
         def ready() -> bool:
             self.check_cancelled()
-            rows = {row["hostname"]: row for row in self.hosts()}
+            try:
+                rows = {row["hostname"]: row for row in self.hosts()}
+            except CommandFailed as exc:
+                if API_DOWN not in str(exc):
+                    raise
+                log.info("%s: the platform API is not up yet; polling on", self.spec.name)
+                return False
             for host in hosts:
                 row = rows.get(host)
                 if row is not None and row["availability"] == "failed":
