@@ -17,6 +17,7 @@ from typing import Any
 from stxsim import client, env, inventory, sysops
 
 STATE = "/var/lib/stx/agent.json"
+SYSADMIN_SHADOW = "/run/stx-sim/sysadmin.shadow"
 WAITING = (
     "Waiting for this node to be configured.\n\n"
     "Please configure the personality for this node from the\n"
@@ -75,6 +76,10 @@ def _install(agent: Agent, action: dict[str, Any]) -> int:
     os.makedirs(os.path.dirname(env.path(STATE)), exist_ok=True)
     with open(env.path(STATE), "w", encoding="utf-8") as f:
         json.dump(state, f)
+    if action.get("sysadmin"):  # install-to-disk puts controller-0's sysadmin entry in place
+        os.makedirs(os.path.dirname(env.path(SYSADMIN_SHADOW)), exist_ok=True)
+        with open(env.path(SYSADMIN_SHADOW), "w", encoding="utf-8") as f:
+            f.write(action["sysadmin"])
     agent.report(install_state="installing")
     try:
         sysops.hook(

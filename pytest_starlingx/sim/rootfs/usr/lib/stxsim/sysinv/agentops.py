@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from stxsim import env
 from stxsim.sysinv import db, hosts
 from stxsim.sysinv.db import Data, Row
 from stxsim.sysinv.hosts import CommandError
@@ -31,6 +32,16 @@ def _public(host: Row) -> dict[str, Any]:
     return {k: host.get(k) for k in keys}
 
 
+def _sysadmin_shadow() -> str | None:
+    """controller-0's shadow entry for sysadmin: the real system keeps sysadmin's password the
+    same on every host (no forced change on the others), so an installing node takes it."""
+    try:
+        with open(env.path("/etc/shadow"), encoding="utf-8") as f:
+            return next((line for line in f if line.startswith("sysadmin:")), None)
+    except OSError:
+        return None
+
+
 def _action(host: Row, mode: str) -> dict[str, Any] | None:
     if mode == "pxe":
         if host["personality"] and host.get("install_state") in (None, "preinstall"):
@@ -40,6 +51,7 @@ def _action(host: Row, mode: str) -> dict[str, Any] | None:
                 "personality": host["personality"],
                 "subfunctions": host["subfunctions"],
                 "hostname": host["hostname"],
+                "sysadmin": _sysadmin_shadow(),
             }
         return None
     if host.get("pending") == "unlock":
