@@ -115,3 +115,24 @@ def vbox_lab_factory(vbox: VirtualBoxBackend) -> Iterator:
     yield make
     for lab_id in created:
         vbox.destroy_lab(lab_id)
+
+
+@pytest.fixture
+def vbox_env(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    """The emulator first on PATH as ``VBoxManage``, state in the emulator's directories."""
+    monkeypatch.setenv("PATH", f"{EMULATOR_DIR}:{os.environ['PATH']}")
+    monkeypatch.setenv("VBOX_EMULATOR_HOME", str(emulator.home))
+    monkeypatch.setenv("STX_STATE_DIR", str(emulator.state_dir))
+    return emulator
+
+
+def run_example_suite(emu: Emulator, pytester: pytest.Pytester, suite: str, passed: int) -> None:
+    """``pytest conftest_examples/<suite> --stx-backend=virtualbox``; then nothing is left."""
+    examples = Path(__file__).parent.parent.parent / "conftest_examples" / suite
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-v", "--stx-backend=virtualbox",
+        f"--stx-artifacts={pytester.path / 'artifacts'}", str(examples),
+    )  # fmt: skip
+    result.assert_outcomes(passed=passed)
+    assert "StarlingX labs" in result.stdout.str()
+    assert emu.registry().get("vms", {}) == {}
