@@ -81,6 +81,9 @@ class _Machine:
     def is_running(self) -> bool:
         return self._handle.state(self._name) is PowerState.RUNNING
 
+    def reset(self) -> None:
+        self._handle.reset(self._name)
+
     def mac(self, network: str) -> str:
         return self._handle.mac_addresses(self._name)[NETWORKS.index(network)]
 

@@ -38,6 +38,9 @@ class Machine(Protocol):
     def is_running(self) -> bool:
         """True while the node is powered on."""
 
+    def reset(self) -> None:
+        """Hard reset (the console stays attached)."""
+
     def mac(self, network: str) -> str:
         """MAC address of the node's NIC on ``network`` (oam, mgmt, data0, data1)."""
 
@@ -133,19 +136,22 @@ class Bringup:
         phase: str,
         what: str,
         timeout: float | None = None,
+        on_poll: Callable[[], None] | None = None,
         **wanted: str,
     ) -> None:
         """Poll ``host-list`` until every host has the wanted column values.
 
         ``wanted`` maps host-list columns to values, e.g. ``availability="available"``; the
         wait lasts ``phase``'s timeout unless ``timeout`` is given. A host in ``failed``
-        availability fails the wait at once.
+        availability fails the wait at once. ``on_poll`` runs before each look.
         """
         hosts = list(hosts)
         deadline = Deadline(timeout, what) if timeout else self.deadline(phase)
 
         def ready() -> bool:
             self.check_cancelled()
+            if on_poll is not None:
+                on_poll()
             try:
                 rows = {row["hostname"]: row for row in self.hosts()}
             except CommandFailed as exc:
