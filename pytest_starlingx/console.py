@@ -814,8 +814,18 @@ class Console:
         """
         self.interrupt()
         self.settle(0.5, deadline.within(5.0))
+        if self._at_prompt():
+            return  # a prompt already waits (the Ctrl-C gave one): an Enter would add another
         self.discard()
         self.sendline()
+
+    def _at_prompt(self) -> bool:
+        """True when the console's last line is a login or shell prompt waiting for input."""
+        lines = [line.rstrip() for line in self.tail(3) if line.strip()]
+        return bool(lines) and bool(
+            re.search(r"login:$", lines[-1])
+            or re.search(rf"(?:{self.prompt.rstrip()})$", lines[-1])
+        )
 
     # ---- commands
 
