@@ -39,8 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stx-lab", description="Bring up, inspect and remove StarlingX labs."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_validate, _add_show, _add_doctor, _add_host_setup, _add_up, _add_down,
-                _add_list, _add_gc, _add_sim, _add_golden, _add_snapshot):  # fmt: skip
+    commands = (
+        _add_validate, _add_show, _add_doctor, _add_host_setup, _add_up, _add_down, _add_list,
+        _add_console, _add_golden, _add_snapshot, _add_gc, _add_sim,
+    )  # fmt: skip
+    for add in commands:
         add(sub)
     return parser
 
@@ -153,6 +156,21 @@ def _add_gc(sub: Subparsers) -> None:
     p.add_argument("--uri", default=None, help="libvirt connection URI (default qemu:///system)")
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p.set_defaults(handler=_gc)
+
+
+def _add_console(sub: Subparsers) -> None:
+    p = sub.add_parser("console", help="watch a node's serial console (--write to type on it)")
+    p.add_argument("lab", metavar="LAB_ID|NAME|FILE")
+    p.add_argument("node", metavar="NODE", help="e.g. controller-0")
+    p.add_argument("--write", action="store_true", help="attach and type (Ctrl-] leaves)")
+    p.add_argument("--uri", default=None, help="libvirt connection URI (default qemu:///system)")
+    p.set_defaults(handler=_console)
+
+
+def _console(args: argparse.Namespace) -> int:
+    from pytest_starlingx.labcmd import console
+
+    return console(args.lab, args.node, args.write, args.uri)
 
 
 def _up(args: argparse.Namespace) -> int:

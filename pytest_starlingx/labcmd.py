@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import select
 import sys
+import termios
+import threading
+import tty
+from collections.abc import Callable
 from pathlib import Path
 
 from pytest_starlingx.backends import make_backend
@@ -24,6 +30,7 @@ from pytest_starlingx.leases import live_leases
 from pytest_starlingx.model import LabSpec, Topology
 from pytest_starlingx.reaper import Backends, age, gc, survey
 from pytest_starlingx.tables import render_table
+from pytest_starlingx.transport import Transport
 
 log = logging.getLogger("pytest_starlingx.cli")
 
@@ -244,3 +251,70 @@ def collect_garbage(uri: str | None, dry_run: bool) -> int:
     if not (result.removed or result.failed):
         print("nothing to collect")
     return 1 if result.failed else 0
+
+
+def console(target: str, node: str, write: bool, uri: str | None) -> int:
+    """Show a node's serial console to a person: follow its log, or (``write``) attach to it.
+
+    Watching follows everything the node prints (from the hypervisor's console log), so it works
+    while automation drives the console. Typing needs the console itself: only one client can
+    hold it, so use ``--write`` on a lab no session is driving. Ctrl-] leaves.
+    """
+    states = matching(target)
+    if len(states) != 1:
+        found = ", ".join(s.lab_id for s in states) or "none"
+        print(f"stx-lab console: {target!r} must name exactly one lab (matches: {found})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    handle = make_backend(states[0].backend, uri).open_lab(states[0].lab_id)
+    if node not in {m.name for m in handle.resources.machines}:
+        names = ", ".join(m.name for m in handle.resources.machines)
+        print(f"stx-lab console: lab {target!r} has no node {node!r} (has {names})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if write:
+        return _attach(handle.console(node))
+    return _follow(lambda: handle.console_log(node))
+
+
+def _follow(read_log: Callable[[], bytes]) -> int:
+    """Print the log from its start, then what is appended, until Ctrl-C."""
+    shown = 0
+    tick = threading.Event()
+    out = sys.stdout.buffer
+    try:
+        while True:
+            data = read_log()
+            if len(data) > shown:
+                out.write(data[shown:])
+                out.flush()
+                shown = len(data)
+            tick.wait(0.5)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _attach(transport: Transport) -> int:
+    """Raw terminal <-> console until Ctrl-] (0x1d)."""
+    transport.connect()
+    stdin = sys.stdin.fileno()
+    saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
+    try:
+        if saved is not None:
+            tty.setraw(stdin)
+        while True:
+            data = transport.read(4096, 0.05)
+            if data:
+                os.write(sys.stdout.fileno(), data)
+            ready, _, _ = select.select([stdin], [], [], 0)
+            if ready:
+                keys = os.read(stdin, 1024)
+                if not keys or b"\x1d" in keys:
+                    return 0
+                transport.write(keys)
+    except EOFError:
+        return 0
+    finally:
+        if saved is not None:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+        transport.close()

@@ -105,3 +105,15 @@ def test_usage_errors_exit_2():
     done = stx_lab("frobnicate")
     assert done.returncode == 2
     assert "invalid choice: 'frobnicate'" in done.stderr
+
+
+def test_console_names_what_it_cannot_find(tmp_path):
+    import os
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_starlingx.cli", "console", "nolab", "controller-0"],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "STX_STATE_DIR": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "'nolab' must name exactly one lab (matches: none)" in done.stderr
