@@ -91,6 +91,12 @@ class Bringup:
         self._logged_in.add(node)
         self._openrc.discard(node)
 
+    def logged_in(self, node: str) -> Console:
+        """``node``'s console with a shell on it (logging in first if needed); hold the lock."""
+        if node not in self._logged_in:
+            self._login(node)
+        return self.consoles[node]
+
     def forget_shell(self, node: str) -> None:
         """The node rebooted or lost power: its next command needs a login and openrc."""
         self._logged_in.discard(node)

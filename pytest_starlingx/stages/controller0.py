@@ -73,9 +73,10 @@ def _quoted(value: str) -> str:
 
 def bootstrap(b: Bringup) -> None:
     """Write localhost.yml, run the bootstrap playbook, check its recap and the host list."""
-    console = b.consoles[NODE]
     with b.console_lock(NODE):
-        console.write_file(LOCALHOST_YML, localhost_yml(b), b.deadline("command"), secret=True)
+        b.logged_in(NODE).write_file(
+            LOCALHOST_YML, localhost_yml(b), b.deadline("command"), secret=True
+        )
     output = b.shell(NODE, BOOTSTRAP, phase="bootstrap")
     recaps = _RECAP.findall(output)
     if not recaps or recaps[-1] != ("0", "0"):
