@@ -34,9 +34,7 @@ def mem_available_mib(meminfo: Path = MEMINFO) -> int | None:
     return None
 
 
-def parallel_cap(
-    spec: LabSpec, cpus: int | None = None, mem_available: int | None = None
-) -> int:
+def parallel_cap(spec: LabSpec, cpus: int | None = None, mem_available: int | None = None) -> int:
     """``max_parallel`` for :func:`~pytest_starlingx.stages.base.run_stages` on this host.
 
     One slot for controller-0's stages plus as many secondaries as the CPUs and the free memory

@@ -47,9 +47,7 @@ class StepRecorder:
         self._lock = threading.Lock()
 
     @contextmanager
-    def step(
-        self, stage: str, node: str, after: tuple[str, ...] = ()
-    ) -> Iterator[StepRecord]:
+    def step(self, stage: str, node: str, after: tuple[str, ...] = ()) -> Iterator[StepRecord]:
         """Time ``stage`` on ``node`` (which waited for ``after``); logs start and end."""
         record = StepRecord(stage, node, time.monotonic() - self._origin, after=after)
         with self._lock:

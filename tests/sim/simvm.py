@@ -190,4 +190,3 @@ def isolated_network(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork:
     net = ET.Element("network")
     _sub(net, "name", name)
     return conn.networkCreateXML(ET.tostring(net, encoding="unicode"))
-
