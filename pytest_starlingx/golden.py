@@ -52,6 +52,7 @@ from pytest_starlingx.lab import (
     lab_session,
 )
 from pytest_starlingx.labstate import LabState, state_dir
+from pytest_starlingx.leases import pid_alive
 from pytest_starlingx.model import LabSpec
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT
 from pytest_starlingx.stages.pipelines import PIPELINE_VERSION
@@ -143,17 +144,7 @@ class GoldenRecord:
         if self.user == CLI_USER:
             return True
         pid = int(self.user.removeprefix("pid:"))
-        return pid != os.getpid() and _alive(pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return pid != os.getpid() and pid_alive(pid)
 
 
 def _lock() -> FileLock:
