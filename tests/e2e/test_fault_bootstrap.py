@@ -23,8 +23,10 @@ def test_bootstrap_failure_then_resume_completes_without_repeating(backend, lab_
             "controller-0:install",
             "controller-0:first-login",
         ]
-        lab.close()
         # The fault is gone after a power cycle without it; the re-run picks up at bootstrap.
+        # The disks run with cache=unsafe, so the guest's writes are flushed before the cut.
+        lab.node("controller-0").run("sync", check=True)
+        lab.close()
         lab.handle.set_oem_strings("controller-0", [knob_string({"slow": 1})])
         lab.handle.power_off("controller-0")
         resumed = attach_lab(lab.spec, backend, LabState.load(lab.lab_id), tmp_path / "resumed")
