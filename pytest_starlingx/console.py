@@ -527,11 +527,12 @@ class Console:
         """Forget output received but not matched yet (it stays in the transcript)."""
         self._child.discard()
 
-    def settle(self, quiet: float, deadline: Deadline) -> bool:
-        """Wait until the console has been silent for ``quiet`` seconds; False if it never was."""
+    def settle(self, quiet: float, deadline: Deadline, since: float | None = None) -> bool:
+        """Wait until the console has been silent for ``quiet`` seconds (counted from ``since``
+        at the earliest, a ``time.monotonic()`` value); False if it never was."""
         with self._changed:
             while True:
-                silent = time.monotonic() - self._last_output
+                silent = time.monotonic() - max(self._last_output, since or 0.0)
                 if silent >= quiet:
                     return True
                 if deadline.expired or self._closed_reason is not None:
@@ -812,8 +813,9 @@ class Console:
         Waiting for silence before Enter matters: answering a prompt that was already under way
         types into the wrong dialog.
         """
+        sent = time.monotonic()
         self.interrupt()
-        self.settle(0.5, deadline.within(5.0))
+        self.settle(0.5, deadline.within(5.0), since=sent)  # the answer to the Ctrl-C included
         if self._at_prompt():
             return  # a prompt already waits (the Ctrl-C gave one): an Enter would add another
         self.discard()
