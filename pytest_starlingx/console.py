@@ -47,6 +47,10 @@ from pytest_starlingx.waits import Deadline, Progress
 log = logging.getLogger("pytest_starlingx.console")
 
 TAIL_LINES = 30
+#: How long login() lets a quiet console show a prompt by itself before waking it.
+PROMPT_GRACE = 30.0
+#: Silence after which a console without a prompt counts as idle rather than booting.
+BOOT_QUIET = 8.0
 MASK = "****"
 #: Longest command line :meth:`Console.run` sends; longer input goes through write_file().
 MAX_COMMAND = 1000
@@ -737,6 +741,7 @@ class Console:
         }
         names = list(patterns)
         sent_password = sent_new = False
+        self._await_prompt(deadline.within(PROMPT_GRACE))
         self._wake(deadline)
         probes = 0  # wake-ups repeated for a console that stays quiet (a lost Ctrl-C, say)
         for _ in range(40):
@@ -820,6 +825,18 @@ class Console:
             return  # a prompt already waits (the Ctrl-C gave one): an Enter would add another
         self.discard()
         self.sendline()
+
+    def _await_prompt(self, deadline: Deadline) -> None:
+        """Give a node that is still booting the time to print its prompt by itself: keys
+        typed before its login program runs are queued and answer the wrong prompt later."""
+        with self._changed:
+            while not (
+                self._at_prompt()
+                or deadline.expired
+                or self._closed_reason is not None
+                or time.monotonic() - self._last_output > BOOT_QUIET  # not booting: wake it
+            ):
+                self._changed.wait(min(0.5, deadline.remaining))
 
     def _at_prompt(self) -> bool:
         """True when the console's last line is a login or shell prompt waiting for input."""
