@@ -266,6 +266,32 @@ def read_ledger(path: Path, *fields: str) -> tuple[Owner, LabResources, list[Any
         raise BackendError(f"lab ledger {path} is missing or unreadable: {exc}") from exc
 
 
+class LedgerLab:
+    """What every backend's lab handle shares: its ledger's resources and its run directory,
+    where each machine's console socket and console log live (on the hypervisor's host)."""
+
+    ledger: Any  # a backend's ledger: has ``resources``
+    run_dir: Path
+
+    @property
+    def resources(self) -> LabResources:
+        """What the lab was created from."""
+        return self.ledger.resources
+
+    @property
+    def lab_id(self) -> str:
+        """The lab's id."""
+        return self.ledger.resources.lab_id
+
+    def socket_path(self, machine: str) -> Path:
+        """Path of the machine's console socket."""
+        return self.run_dir / f"{machine}.sock"
+
+    def log_path(self, machine: str) -> Path:
+        """Path of the machine's console log."""
+        return self.run_dir / f"{machine}.serial.log"
+
+
 BeforeResume = Callable[[str], None]
 """Called with a machine name while it is paused, before it runs its first instruction."""
 

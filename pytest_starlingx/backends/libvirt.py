@@ -72,6 +72,7 @@ from pytest_starlingx.backends.base import (
     BootDevice,
     DiskSpec,
     LabResources,
+    LedgerLab,
     MachineSpec,
     NetworkSpec,
     Owner,
@@ -698,7 +699,7 @@ def _was_running(description: str | None) -> bool:
     return description == _SNAPSHOT_MARK + "running"
 
 
-class LibvirtLab:
+class LibvirtLab(LedgerLab):
     """Power, consoles and snapshots of one lab (implements ``base.LabHandle``)."""
 
     def __init__(self, backend: LibvirtBackend, ledger: Ledger) -> None:
@@ -707,24 +708,6 @@ class LibvirtLab:
         self.ledger = ledger
         self.prefix = name_prefix(ledger.resources.lab_name, ledger.resources.lab_id)
         self.run_dir = backend.lab_dir(ledger.resources.lab_id) / "run"
-
-    @property
-    def resources(self) -> LabResources:
-        """What the lab was created from."""
-        return self.ledger.resources
-
-    @property
-    def lab_id(self) -> str:
-        """The lab's id."""
-        return self.ledger.resources.lab_id
-
-    def socket_path(self, machine: str) -> Path:
-        """Path of the machine's console socket (on the libvirt host)."""
-        return self.run_dir / f"{machine}.sock"
-
-    def log_path(self, machine: str) -> Path:
-        """Path of the machine's serial log (on the libvirt host)."""
-        return self.run_dir / f"{machine}.serial.log"
 
     def domain_name(self, machine: str) -> str:
         """The libvirt domain name of ``machine``."""

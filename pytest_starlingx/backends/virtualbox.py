@@ -67,6 +67,7 @@ from pytest_starlingx.backends.base import (
     BeforeResume,
     BootDevice,
     LabResources,
+    LedgerLab,
     MachineSpec,
     NetworkSpec,
     Owner,
@@ -683,31 +684,13 @@ class _LoggedTransport:
         self._inner.close()
 
 
-class VirtualBoxLab:
+class VirtualBoxLab(LedgerLab):
     """Power, consoles and snapshots of one lab (implements ``base.LabHandle``)."""
 
     def __init__(self, backend: VirtualBoxBackend, ledger: Ledger) -> None:
         self.backend = backend
         self.ledger = ledger
         self.run_dir = backend.lab_dir(ledger.resources.lab_id) / "run"
-
-    @property
-    def resources(self) -> LabResources:
-        """What the lab was created from."""
-        return self.ledger.resources
-
-    @property
-    def lab_id(self) -> str:
-        """The lab's id."""
-        return self.ledger.resources.lab_id
-
-    def socket_path(self, machine: str) -> Path:
-        """Path of the machine's console socket."""
-        return self.run_dir / f"{machine}.sock"
-
-    def log_path(self, machine: str) -> Path:
-        """Path of the machine's console log."""
-        return self.run_dir / f"{machine}.serial.log"
 
     def vm_name(self, machine: str) -> str:
         """The VirtualBox VM name of ``machine``."""
