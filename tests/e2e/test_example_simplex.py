@@ -1,4 +1,5 @@
-"""The simplex example suite, run as a user runs it: ``pytest conftest_examples/simplex``."""
+"""The simplex example suite, run as a user runs it: ``pytest conftest_examples/simplex``,
+together with a failing test of our own on the same lab, whose report must carry the console."""
 
 from __future__ import annotations
 
@@ -6,10 +7,19 @@ from e2e_helpers import EXAMPLES, run_examples
 
 
 def test_simplex_example_suite(pytester, lab_file, lab_name):
-    result = run_examples(pytester, lab_file, str(EXAMPLES / "simplex"))
-    result.assert_outcomes(passed=4)
+    failing = pytester.makepyfile(
+        test_fails="""
+        def test_wrong_hostname(stx_simplex):
+            assert stx_simplex.node("controller-0").run("hostname").output == "controller-9"
+        """
+    )
+    result = run_examples(pytester, lab_file, str(EXAMPLES / "simplex"), str(failing))
+    result.assert_outcomes(passed=4, failed=1)
     text = result.stdout.str()
     assert "StarlingX labs" in text
     assert "controller-0  unlock" in text
-    transcript = pytester.path / "artifacts" / f"{lab_name}-1" / "controller-0.console.log"
+    assert f"console {lab_name}/controller-0 (last lines)" in text  # the failure's report
+    labs = sorted(p.name for p in (pytester.path / "artifacts").iterdir())
+    assert labs == [f"{lab_name}-1"]  # the five tests shared one lab
+    transcript = pytester.path / "artifacts" / labs[0] / "controller-0.console.log"
     assert "localhost login:" in transcript.read_text()
