@@ -281,40 +281,16 @@ def storage_argvs(name: str, spec: MachineSpec, disk_paths: Sequence[Path]) -> l
                 "Standard",
             ]
         )
-        argvs.append(
-            [
-                "storageattach",
-                name,
-                "--storagectl",
-                SATA,
-                "--port",
-                str(port),
-                "--device",
-                "0",
-                "--type",
-                "hdd",
-                "--medium",
-                str(path),
-            ]
-        )
+        argvs.append(_storageattach(name, port, "hdd", path))
     if spec.cdrom:
-        argvs.append(
-            [
-                "storageattach",
-                name,
-                "--storagectl",
-                SATA,
-                "--port",
-                str(len(spec.disks)),
-                "--device",
-                "0",
-                "--type",
-                "dvddrive",
-                "--medium",
-                str(spec.cdrom),
-            ]
-        )
+        argvs.append(_storageattach(name, len(spec.disks), "dvddrive", spec.cdrom))
     return argvs
+
+
+def _storageattach(name: str, port: int, kind: str, medium: Path) -> list[str]:
+    """``storageattach`` of ``medium`` (``hdd`` or ``dvddrive``) on a SATA port."""
+    return ["storageattach", name, "--storagectl", SATA, "--port", str(port), "--device", "0",
+            "--type", kind, "--medium", str(medium)]  # fmt: skip
 
 
 def oem_argvs(name: str, strings: Sequence[str]) -> list[list[str]]:
