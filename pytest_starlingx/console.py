@@ -630,15 +630,18 @@ class Console:
         for level, wanted in enumerate(path):
             label = wanted.pattern if isinstance(wanted, re.Pattern) else wanted
             menu = self._await_entry(wanted, label, deadline, settle)
+            target = menu.find(wanted)
             for _ in range(2 * len(menu.entries) + 2):
-                current, target = menu.highlighted, menu.find(wanted)
+                current, target = menu.highlighted, menu.find(wanted) or target
                 if current is None or target is None:  # cannot happen: checked by the waits
                     raise self._error(MenuError, f"lost menu entry {label!r}: {menu}")
                 if current.row == target.row:
                     break
                 self.send_key("down" if target.row > current.row else "up")
+                # Only the highlight is awaited, not the entry's text: GRUB drops serial output
+                # when the host is slow, so a redrawn row may read 'tall' instead of its entry.
                 menu = self.wait_screen(
-                    _moved_from(current.row, wanted),
+                    _moved_from(current.row),
                     deadline,
                     f"the highlight to move towards menu entry {label!r}",
                 )
@@ -965,14 +968,10 @@ class Console:
         self.run_checked(finish, deadline)
 
 
-def _moved_from(row: int, wanted: str | re.Pattern[str] | None = None) -> Callable[[Menu], bool]:
-    """Predicate: one entry highlighted, not the one on ``row``, and ``wanted`` (if given) shown."""
+def _moved_from(row: int) -> Callable[[Menu], bool]:
+    """Predicate: one entry highlighted, and not the one on ``row``."""
 
     def moved(menu: Menu) -> bool:
-        return (
-            menu.highlighted is not None
-            and menu.highlighted.row != row
-            and (wanted is None or menu.find(wanted) is not None)
-        )
+        return menu.highlighted is not None and menu.highlighted.row != row
 
     return moved
