@@ -80,6 +80,8 @@ PASSWORD_REJECTED = (
     r"Have exhausted maximum number of retries[^\r\n]*"
 )
 SUDO_PASSWORD = r"\[sudo\] password for [^\r\n:]+: ?"
+#: A login prompt at the start of a line while a command runs: the node rebooted under it.
+REBOOTED = r"(?m)^[\w.-]+ login: "
 #: ``sysadmin@controller-0:~$ ``, ``[sysadmin@controller-0 ~(keystone_admin)]$ ``,
 #: ``controller-0:~$ `` (CentOS era), and their root ``# `` forms.
 PROMPT = r"(?:[\w.-]+@[\w.-]+:[^\r\n]*?|\[[\w.-]+@[\w.-]+ [^\r\n]*?\]|[\w.-]+:~)[$#] "
@@ -145,6 +147,10 @@ class MenuError(NodeConsoleError):
 
 class LoginError(NodeConsoleError):
     """Login failed: password refused, new password rejected, or no new password given."""
+
+
+class NodeRebooted(NodeConsoleError):
+    """The node's login prompt appeared while a command ran: it rebooted (or lost its shell)."""
 
 
 class CommandFailed(NodeConsoleError):
@@ -890,12 +896,13 @@ class Console:
             self._transcript.note(f"run (echo off): {self.mask(command)}")
         log.debug("%s: run %s", self.node, self.mask(command), extra=self._extra)
         self.sendline(line)
+        sent = time.monotonic()
         sudo = [SUDO_PASSWORD] + ([PASSWORD] if "sudo" in command else [])
         captured = ""
         asked = 0
         while True:
             step = self.expect(
-                [rf"__STX_{token}_E_(\d+)__", *sudo],
+                [rf"__STX_{token}_E_(\d+)__", REBOOTED, *sudo],
                 deadline,
                 what=f"the end of command {self.mask(command)!r}",
             )
@@ -905,6 +912,12 @@ class Console:
             captured += before
             if step.index == 0:
                 break
+            if step.index == 1:
+                raise self._error(
+                    NodeRebooted,
+                    f"the node rebooted while running {self.mask(command)!r}: its login prompt "
+                    f"appeared {_secs(time.monotonic() - sent)} after it was sent",
+                )
             asked += 1
             if self.password is None or asked > 1:
                 self.interrupt()

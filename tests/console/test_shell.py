@@ -9,6 +9,7 @@ from pytest_starlingx.console import (
     PROMPT,
     CommandFailed,
     LoginError,
+    NodeRebooted,
 )
 from pytest_starlingx.waits import Deadline
 
@@ -39,6 +40,20 @@ def test_login_at_the_login_prompt_and_run(make_console, tmp_path):
     assert "No such file or directory" in result.output
     assert "__STX_" not in result.output
     assert console.run("echo $TMOUT", Deadline(10)).output == "0"
+
+
+def test_a_reboot_under_a_command_is_reported_at_once(make_console, tmp_path):
+    console = booted(make_console(fake_stx(tmp_path)))
+    login(console)
+    deadline = Deadline(60)
+    with console.stage("bootstrap"), pytest.raises(NodeRebooted) as info:
+        console.run("echo '[   42.1] reboot: Restarting system'; exit", deadline)
+    message = str(info.value)
+    assert message.startswith(
+        "lab 'simplex' node controller-0: stage 'bootstrap': the node rebooted"
+    )
+    assert "| localhost login:" in message
+    assert deadline.elapsed < 10
 
 
 def test_forced_password_change(make_console, tmp_path):
