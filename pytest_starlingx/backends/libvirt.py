@@ -42,6 +42,10 @@ by itself. Reverting a running snapshot makes libvirt start a new QEMU process, 
 socket is re-created: :meth:`LibvirtLab.revert` restores paused and calls ``before_resume``
 first, like ``power_on``.
 
+libvirtd restarts. Guests and their console sockets outlive libvirtd; every libvirt call goes
+through :meth:`LibvirtBackend.call`, which reopens a lost connection (``libvirt_conn``) and
+repeats the step, looked up by name again (each step checks the state before acting).
+
 The console socket and log are local files: with a remote URI (``qemu+ssh://``) everything but
 :meth:`LibvirtLab.console` / :meth:`LibvirtLab.console_log` works the same, with paths on the
 remote host.
@@ -61,7 +65,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import libvirt
@@ -82,6 +86,7 @@ from pytest_starlingx.backends.base import (
     read_ledger,
     write_ledger,
 )
+from pytest_starlingx.backends.libvirt_conn import Connection, error
 from pytest_starlingx.errors import BackendError, LeakError
 from pytest_starlingx.transport import Transport, UnixSocketTransport
 
@@ -89,12 +94,12 @@ logger = logging.getLogger("pytest_starlingx.backend")
 
 DEFAULT_URI = "qemu:///system"
 DEFAULT_STATE_DIR = Path("/var/lib/pytest-starlingx")
-HOST_SETUP_HINT = "is libvirtd running? start it with `stx-lab host-setup`"
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 _POLL = 0.2  # seconds between polls of a probe or a state change
 
 ET.register_namespace("stx", OWNER_NAMESPACE)
 _OWNER_TAG = f"{{{OWNER_NAMESPACE}}}owner"
+T = TypeVar("T")
 _GONE = {
     libvirt.VIR_ERR_NO_DOMAIN,
     libvirt.VIR_ERR_NO_NETWORK,
@@ -122,6 +127,7 @@ class LibvirtConfig:
     domain_type: DomainType = DomainType.AUTO
     kvm_probe_timeout: float = 20.0  # seconds a probe guest gets to boot a kernel under KVM
     disk_cache: str = "unsafe"  # labs are throwaway: no host flushes, fastest installs
+    reconnect_timeout: float = 60.0  # seconds a restarted libvirtd gets to answer again
 
     @property
     def is_local(self) -> bool:
@@ -132,39 +138,27 @@ class LibvirtConfig:
 # --------------------------------------------------------------------------- errors
 
 
-def _hint(exc: libvirt.libvirtError) -> str:
-    code, domain = exc.get_error_code(), exc.get_error_domain()
-    if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_SYSTEM_ERROR) or (
-        domain == libvirt.VIR_FROM_RPC
-    ):
-        return HOST_SETUP_HINT
-    if code in (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_ACCESS_DENIED):
-        return "run as root or as a member of group libvirt"
-    if "Permission denied" in str(exc):
-        return "libvirt's QEMU user must be able to read the file and traverse its directories"
-    return ""
-
-
-def _error(what: str, exc: libvirt.libvirtError) -> BackendError:
-    hint = _hint(exc)
-    return BackendError(f"{what}: {exc.get_error_message()}" + (f" ({hint})" if hint else ""))
-
-
 @contextlib.contextmanager
 def _op(what: str) -> Iterator[None]:
     """Turn a libvirt error into a BackendError saying ``what`` was being done."""
     try:
         yield
     except libvirt.libvirtError as exc:
-        raise _error(what, exc) from exc
+        raise error(what, exc) from exc
 
 
 def _is_gone(exc: libvirt.libvirtError) -> bool:
     return exc.get_error_code() in _GONE
 
 
-def _silence_libvirt(_ctx: object, _err: object) -> None:
-    """libvirt prints every error to stderr by default; ours are raised as exceptions."""
+def _existing(lookup: Callable[[], T]) -> T | None:
+    """What ``lookup`` finds, or None when there is no such object."""
+    try:
+        return lookup()
+    except libvirt.libvirtError as exc:
+        if _is_gone(exc):
+            return None
+        raise
 
 
 # --------------------------------------------------------------------------- XML
@@ -366,21 +360,32 @@ class Ledger:
 
 
 class LibvirtBackend:
-    """Creates, finds and removes labs on one libvirt host (implements ``base.Backend``)."""
+    """Creates, finds and removes labs on one libvirt host (implements ``base.Backend``).
+
+    Every libvirt call goes through :meth:`call`, so a lab survives a libvirtd restart.
+    """
 
     def __init__(self, config: LibvirtConfig | None = None) -> None:
         self.config = config or LibvirtConfig()
-        libvirt.registerErrorHandler(_silence_libvirt, None)
-        try:
-            self.conn = libvirt.open(self.config.uri)
-        except libvirt.libvirtError as exc:
-            raise _error(f"connecting to libvirt at {self.config.uri}", exc) from exc
+        self.libvirt = Connection(self.config.uri, self.config.reconnect_timeout)
         self._domain_type: DomainType | None = None
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        """The current libvirt connection (a new one after libvirtd restarted)."""
+        return self.libvirt.conn
+
+    def call(self, what: str, action: Callable[[libvirt.virConnect], T]) -> T:
+        """``action(conn)``, repeated on a new connection if libvirtd restarted meanwhile.
+
+        A libvirt error becomes a BackendError saying ``what`` was being done.
+        """
+        with _op(what):
+            return self.libvirt.run(action)
 
     def close(self) -> None:
         """Close the libvirt connection."""
-        with contextlib.suppress(libvirt.libvirtError):
-            self.conn.close()
+        self.libvirt.close()
 
     def lab_dir(self, lab_id: str) -> Path:
         """The lab's directory in the state directory."""
@@ -399,13 +404,18 @@ class LibvirtBackend:
                     logger.warning(
                         "KVM does not work on libvirt host %s: using QEMU software emulation "
                         "(domain type 'qemu', much slower); force with domain_type=kvm|qemu",
-                        self.conn.getHostname(),
+                        self._host()[0],
                     )
         return self._domain_type
 
+    def _host(self) -> tuple[str, int]:
+        """The libvirt host's name and QEMU version."""
+        return self.call("reading the libvirt host", lambda c: (c.getHostname(), c.getVersion()))
+
     def _kvm_works(self) -> bool:
         cache = self.config.state_dir / "kvm-probe.json"
-        key = f"{self.config.uri} {self.conn.getHostname()} qemu {self.conn.getVersion()}"
+        host, version = self._host()
+        key = f"{self.config.uri} {host} qemu {version}"
         if self.config.is_local:
             key += f" kernel {os.uname().release}"
         try:
@@ -472,7 +482,7 @@ class LibvirtBackend:
 
     def lab_ids(self) -> list[str]:
         """Ids of our labs that still have domains, networks or a ledger here."""
-        ids = {owner.lab_id for _, _, owner in self._owned_objects()}
+        ids = {owner.lab_id for _, _, owner in self.owned_objects()}
         labs = self.config.state_dir / "labs"
         if labs.is_dir():
             ids.update(p.parent.name for p in labs.glob("*/owner.json"))
@@ -480,29 +490,13 @@ class LibvirtBackend:
 
     def owned_objects(self) -> list[tuple[str, str, Owner]]:
         """(kind, name, owner) of every domain and network carrying our owner record."""
-        return [(kind, obj.name(), owner) for kind, obj, owner in self._owned_objects()]
-
-    def _owned_objects(self) -> Iterator[tuple[str, Any, Owner]]:
-        """Every domain and network carrying an owner record: (kind, object, owner)."""
-        with _op("listing libvirt domains and networks"):
-            domains = self.conn.listAllDomains()
-            networks = self.conn.listAllNetworks()
-        for kind, objects in (("domain", domains), ("network", networks)):
-            for obj in objects:
-                try:
-                    owner = owner_from_xml(obj.XMLDesc(0))
-                except libvirt.libvirtError as exc:
-                    if _is_gone(exc):
-                        continue
-                    raise _error(f"reading {kind} {obj.name()}", exc) from exc
-                if owner is not None:
-                    yield kind, obj, owner
+        return self.call("listing libvirt domains and networks", _owned_objects)
 
     def _check_new(self, res: LabResources) -> None:
         """Refuse a lab id that exists, or names/bridges taken by anything else."""
         problems = [
-            f"{kind} {obj.name()}"
-            for kind, obj, owner in self._owned_objects()
+            f"{kind} {name}"
+            for kind, name, owner in self.owned_objects()
             if owner.lab_id == res.lab_id
         ]
         if problems or (self.lab_dir(res.lab_id) / "owner.json").exists():
@@ -512,14 +506,7 @@ class LibvirtBackend:
             )
         prefix = name_prefix(res.lab_name, res.lab_id)
         clashes = []
-        with _op("listing libvirt objects"):
-            domains = {d.name() for d in self.conn.listAllDomains()}
-            nets = {n.name(): n for n in self.conn.listAllNetworks()}
-            pools = {p.name() for p in self.conn.listAllStoragePools()}
-            bridges = {}
-            for net in nets.values():
-                with contextlib.suppress(libvirt.libvirtError):
-                    bridges[net.bridgeName()] = net.name()
+        domains, nets, bridges, pools = self.call("listing libvirt objects", _names)
         clashes += [f"domain {prefix}{m.name}" for m in res.machines if prefix + m.name in domains]
         clashes += [f"network {prefix}{n.name}" for n in res.networks if prefix + n.name in nets]
         for index in range(len(res.networks)):
@@ -544,12 +531,16 @@ class LibvirtBackend:
             )
 
     def _volume_clashes(self, res: LabResources) -> list[str]:
-        with _op(f"looking up storage pool {self.config.pool}"):
-            pool = self.conn.storagePoolLookupByName(self.config.pool)
-            existing = set(pool.listVolumes()) if pool.isActive() else set()
+        pool_name = self.config.pool
+
+        def volumes(conn: libvirt.virConnect) -> set[str]:
+            pool = conn.storagePoolLookupByName(pool_name)
+            return set(pool.listVolumes()) if pool.isActive() else set()
+
+        existing = self.call(f"looking up storage pool {pool_name}", volumes)
         prefix = name_prefix(res.lab_name, res.lab_id)
         return [
-            f"volume {name} in pool {self.config.pool}"
+            f"volume {name} in pool {pool_name}"
             for m in res.machines
             for name in (_volume_name(prefix, m.name, i) for i in range(len(m.disks)))
             if name in existing
@@ -566,16 +557,16 @@ class LibvirtBackend:
                 ledger = Ledger.load(ledger_path)
             except BackendError as exc:
                 logger.warning("teardown of lab %s goes on without its ledger: %s", lab_id, exc)
-        owned = [(k, o) for k, o, owner in self._owned_objects() if owner.lab_id == lab_id]
-        for obj in (o for k, o in owned if k == "domain"):
-            _remove(remaining, f"domain {obj.name()}", lambda d=obj: _remove_domain(d))
+        owned = [(k, name) for k, name, owner in self.owned_objects() if owner.lab_id == lab_id]
+        for name in (n for k, n in owned if k == "domain"):
+            self._remove(remaining, f"domain {name}", lambda c, n=name: _remove_domain(c, n))
         if ledger is not None and not ledger.pool_owned:
             for path in ledger.volumes:
-                _remove(remaining, f"volume {path}", lambda p=path: self._remove_volume(p))
-        for pool in self._owned_pools(lab_id):
-            _remove(remaining, f"storage pool {pool.name()}", lambda p=pool: _remove_pool(p))
-        for obj in (o for k, o in owned if k == "network"):
-            _remove(remaining, f"network {obj.name()}", lambda n=obj: _remove_network(n))
+                self._remove(remaining, f"volume {path}", lambda c, p=path: _remove_volume(c, p))
+        for name in self._owned_pools(lab_id):
+            self._remove(remaining, f"storage pool {name}", lambda c, n=name: _remove_pool(c, n))
+        for name in (n for k, n in owned if k == "network"):
+            self._remove(remaining, f"network {name}", lambda c, n=name: _remove_network(c, n))
         if remaining:
             raise LeakError(
                 f"lab {lab_id}: could not remove {len(remaining)} object(s), kept the ledger "
@@ -584,6 +575,21 @@ class LibvirtBackend:
             )
         self._remove_files(lab_id)
         logger.info("destroyed lab %s in %.1fs", lab_id, time.monotonic() - started)
+
+    def _remove(
+        self, remaining: list[str], what: str, action: Callable[[libvirt.virConnect], None]
+    ) -> None:
+        """One teardown action; an object already gone is fine, other failures are listed."""
+        try:
+            self.libvirt.run(action)
+        except libvirt.libvirtError as exc:
+            if _is_gone(exc):
+                logger.debug("%s: already gone", what)
+                return
+            logger.warning("teardown: %s: %s", what, exc.get_error_message())
+            remaining.append(f"{what}: {exc.get_error_message()}")
+        else:
+            logger.debug("removed %s", what)
 
     def _remove_files(self, lab_id: str) -> None:
         """Remove our files of the lab (run dir, disks dir, ledger); others' files stay."""
@@ -595,29 +601,46 @@ class LibvirtBackend:
         with contextlib.suppress(OSError):
             lab_dir.rmdir()  # only if nothing else lives there
 
-    def _owned_pools(self, lab_id: str) -> list[libvirt.virStoragePool]:
+    def _owned_pools(self, lab_id: str) -> list[str]:
         """Our per-lab pool: named ``stx-*-<id>-disks`` with its target in our lab dir."""
         target = str(self.lab_dir(lab_id) / "disks")
-        found = []
-        with _op("listing storage pools"):
-            pools = self.conn.listAllStoragePools()
-        for pool in pools:
-            if not pool.name().endswith(f"-{lab_id}-disks"):
-                continue
-            with _op(f"reading storage pool {pool.name()}"):
-                path = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
-            if path == target:
-                found.append(pool)
-        return found
 
-    def _remove_volume(self, path: str) -> None:
-        try:
-            vol = self.conn.storageVolLookupByPath(path)
-        except libvirt.libvirtError as exc:
-            if _is_gone(exc):
-                return
-            raise
-        vol.delete(0)
+        def pools(conn: libvirt.virConnect) -> list[str]:
+            return [
+                pool.name()
+                for pool in conn.listAllStoragePools()
+                if pool.name().endswith(f"-{lab_id}-disks")
+                and ET.fromstring(pool.XMLDesc(0)).findtext("target/path") == target
+            ]
+
+        return self.call("listing storage pools", pools)
+
+
+def _owned_objects(conn: libvirt.virConnect) -> list[tuple[str, str, Owner]]:
+    """(kind, name, owner) of every domain and network carrying an owner record."""
+    found = []
+    for kind, objects in (("domain", conn.listAllDomains()), ("network", conn.listAllNetworks())):
+        for obj in objects:
+            xml = _existing(lambda o=obj: o.XMLDesc(0))  # gone meanwhile: not ours to list
+            owner = None if xml is None else owner_from_xml(xml)
+            if owner is not None:
+                found.append((kind, obj.name(), owner))
+    return found
+
+
+def _names(conn: libvirt.virConnect) -> tuple[set[str], set[str], dict[str, str], set[str]]:
+    """Names of all domains, networks, bridges (to their network) and storage pools."""
+    nets = conn.listAllNetworks()
+    bridges = {}
+    for net in nets:
+        with contextlib.suppress(libvirt.libvirtError):  # e.g. a network without a bridge
+            bridges[net.bridgeName()] = net.name()
+    return (
+        {d.name() for d in conn.listAllDomains()},
+        {n.name() for n in nets},
+        bridges,
+        {p.name() for p in conn.listAllStoragePools()},
+    )
 
 
 def _make_dir(path: Path) -> None:
@@ -636,21 +659,11 @@ def _volume_name(prefix: str, machine: str, index: int) -> str:
     return f"{prefix}{machine}-disk{index}.qcow2"
 
 
-def _remove(remaining: list[str], what: str, action: Callable[[], None]) -> None:
-    """Run one teardown action; an object already gone is fine, other failures are listed."""
-    try:
-        action()
-    except libvirt.libvirtError as exc:
-        if _is_gone(exc):
-            logger.debug("%s: already gone", what)
-            return
-        logger.warning("teardown: %s: %s", what, exc.get_error_message())
-        remaining.append(f"{what}: {exc.get_error_message()}")
-    else:
-        logger.debug("removed %s", what)
+# Teardown steps: each looks its object up by name, so it can run again after a reconnect.
 
 
-def _remove_domain(dom: libvirt.virDomain) -> None:
+def _remove_domain(conn: libvirt.virConnect, name: str) -> None:
+    dom = conn.lookupByName(name)
     if dom.isActive():
         dom.destroy()
     if dom.isPersistent():
@@ -662,7 +675,12 @@ def _remove_domain(dom: libvirt.virDomain) -> None:
         )
 
 
-def _remove_pool(pool: libvirt.virStoragePool) -> None:
+def _remove_volume(conn: libvirt.virConnect, path: str) -> None:
+    conn.storageVolLookupByPath(path).delete(0)
+
+
+def _remove_pool(conn: libvirt.virConnect, name: str) -> None:
+    pool = conn.storagePoolLookupByName(name)
     if not pool.isActive():
         pool.create(0)
     pool.refresh(0)
@@ -673,7 +691,8 @@ def _remove_pool(pool: libvirt.virStoragePool) -> None:
     pool.undefine()
 
 
-def _remove_network(net: libvirt.virNetwork) -> None:
+def _remove_network(conn: libvirt.virConnect, name: str) -> None:
+    net = conn.networkLookupByName(name)
     if net.isActive():
         net.destroy()
     if net.isPersistent():
@@ -700,11 +719,14 @@ def _was_running(description: str | None) -> bool:
 
 
 class LibvirtLab(LedgerLab):
-    """Power, consoles and snapshots of one lab (implements ``base.LabHandle``)."""
+    """Power, consoles and snapshots of one lab (implements ``base.LabHandle``).
+
+    Every step looks its domain up by name through ``backend.call``, so it still works, or
+    runs again, after libvirtd restarted.
+    """
 
     def __init__(self, backend: LibvirtBackend, ledger: Ledger) -> None:
         self.backend = backend
-        self.conn = backend.conn
         self.ledger = ledger
         self.prefix = name_prefix(ledger.resources.lab_name, ledger.resources.lab_id)
         self.run_dir = backend.lab_dir(ledger.resources.lab_id) / "run"
@@ -717,26 +739,31 @@ class LibvirtLab(LedgerLab):
     # ---------------------------------------------------------------- creation
 
     def build(self, domain_type: DomainType) -> None:
-        """Create networks, pool, volumes and domains (called by ``create_lab``)."""
-        res, owner = self.resources, self.ledger.owner
+        """Create networks, pool, volumes and domains (called by ``create_lab``).
+
+        ``_check_new`` made sure no other object has these names, so each step creates its
+        object unless it is there already: a step cut short by a libvirtd restart runs again.
+        """
+        res, owner, call = self.resources, self.ledger.owner, self.backend.call
         net_names = {}
         for index, spec in enumerate(res.networks):
             name = self.prefix + spec.name
             xml = network_xml(spec, name, bridge_name(res.lab_id, index), owner)
-            with _op(f"creating network {name}"):
-                net = self.conn.networkDefineXML(xml)
-                net.create()
+            call(f"creating network {name}", lambda c, n=name, x=xml: _create_network(c, n, x))
             net_names[spec.name] = name
-        pool = self._pool()
+        self._pool()
         for machine in res.machines:
             volumes = []
             for index, disk in enumerate(machine.disks):
                 name = _volume_name(self.prefix, machine.name, index)
-                with _op(f"creating {disk.size_gib} GiB volume {name} for {machine.name}"):
-                    vol = pool.createXML(volume_xml(name, disk), 0)
-                volumes.append(vol.path())
+                xml = volume_xml(name, disk)
+                path = call(
+                    f"creating {disk.size_gib} GiB volume {name} for {machine.name}",
+                    lambda c, n=name, x=xml: _create_volume(c, self.ledger.pool, n, x),
+                )
+                volumes.append(path)
                 if not self.ledger.pool_owned:
-                    self.ledger.volumes.append(vol.path())
+                    self.ledger.volumes.append(path)
                     self.ledger.save()
             plan = DomainPlan(
                 name=self.prefix + machine.name,
@@ -747,50 +774,56 @@ class LibvirtLab(LedgerLab):
                 log=self.log_path(machine.name),
                 disk_cache=self.backend.config.disk_cache,
             )
-            with _op(f"defining domain {plan.name} for {machine.name}"):
-                self.conn.defineXML(domain_xml(machine, plan, owner))
+            xml = domain_xml(machine, plan, owner)
+            call(
+                f"defining domain {plan.name} for {machine.name}",
+                lambda c, n=plan.name, x=xml: _define_domain(c, n, x),
+            )
 
-    def _pool(self) -> libvirt.virStoragePool:
-        if not self.ledger.pool_owned:
-            with _op(f"looking up storage pool {self.ledger.pool}"):
-                pool = self.conn.storagePoolLookupByName(self.ledger.pool)
-                if not pool.isActive():
-                    raise BackendError(
-                        f"storage pool {self.ledger.pool} is not active; start it with "
-                        f"`virsh pool-start {self.ledger.pool}`"
-                    )
-            return pool
-        path = self.backend.lab_dir(self.lab_id) / "disks"
-        with _op(f"creating storage pool {self.ledger.pool} at {path}"):
-            pool = self.conn.storagePoolDefineXML(pool_xml(self.ledger.pool, path), 0)
-            pool.build(0)
-            pool.create(0)
-        return pool
+    def _pool(self) -> None:
+        """Create our per-lab pool, or check that the configured one is active."""
+        pool = self.ledger.pool
+        if self.ledger.pool_owned:
+            path = self.backend.lab_dir(self.lab_id) / "disks"
+            self.backend.call(
+                f"creating storage pool {pool} at {path}",
+                lambda c: _create_pool(c, pool, pool_xml(pool, path)),
+            )
+        elif not self.backend.call(
+            f"looking up storage pool {pool}", lambda c: c.storagePoolLookupByName(pool).isActive()
+        ):
+            raise BackendError(
+                f"storage pool {pool} is not active; start it with `virsh pool-start {pool}`"
+            )
 
     # ---------------------------------------------------------------- domains
 
-    def _domain(self, machine: str) -> libvirt.virDomain:
+    def _domain(self, conn: libvirt.virConnect, machine: str) -> libvirt.virDomain:
         """The machine's domain, checked to be ours."""
         name = self.domain_name(machine)
-        with _op(f"looking up domain {name} of {machine}"):
-            dom = self.conn.lookupByName(name)
-            owner = owner_from_xml(dom.XMLDesc(0))
+        dom = conn.lookupByName(name)
+        owner = owner_from_xml(dom.XMLDesc(0))
         if owner is None or owner.lab_id != self.lab_id:
             raise BackendError(f"domain {name} is not ours (lab id {self.lab_id}); left alone")
         return dom
 
+    def _on_domain(self, machine: str, what: str, action: Callable[[libvirt.virDomain], T]) -> T:
+        """``action`` on the machine's domain (looked up again after a reconnect)."""
+        return self.backend.call(what, lambda c: action(self._domain(c, machine)))
+
     def _update_definition(self, machine: str, change: Callable[[ET.Element], None]) -> None:
-        dom = self._domain(machine)
-        with _op(f"redefining domain {dom.name()} of {machine}"):
-            root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        def redefine(conn: libvirt.virConnect) -> None:
+            root = ET.fromstring(
+                self._domain(conn, machine).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            )
             change(root)
-            self.conn.defineXML(_tostring(root))
+            conn.defineXML(_tostring(root))
+
+        self.backend.call(f"redefining domain {self.domain_name(machine)} of {machine}", redefine)
 
     def state(self, machine: str) -> PowerState:
         """The machine's power state."""
-        dom = self._domain(machine)
-        with _op(f"reading the state of {machine}"):
-            code = dom.state()[0]
+        code = self._on_domain(machine, f"reading the state of {machine}", lambda d: d.state()[0])
         return _STATES.get(code, PowerState.OTHER)
 
     def power_on(self, machine: str, before_resume: BeforeResume | None = None) -> None:
@@ -798,47 +831,47 @@ class LibvirtLab(LedgerLab):
 
         If ``before_resume`` raises, the machine stays paused and the error propagates.
         """
-        dom = self._domain(machine)
         state = self.state(machine)
         if state is PowerState.RUNNING:
             logger.info("%s: already running", machine)
             return
         if state is not PowerState.PAUSED:
             self._start_networks(machine)
-            with _op(f"powering on {machine}"):
-                dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+            self._on_domain(machine, f"powering on {machine}", _start_paused)
         if before_resume is not None:
             before_resume(machine)
-        with _op(f"resuming {machine}"):
-            dom.resume()
+        self._on_domain(machine, f"resuming {machine}", _resume)
         logger.info("%s: powered on", machine)
 
     def _start_networks(self, machine: str) -> None:
         """Start the machine's networks if they are down (they do not autostart at boot)."""
         for nic in self.resources.machine(machine).nics:
             name = self.prefix + nic.network
-            with _op(f"starting network {name} for {machine}"):
-                net = self.conn.networkLookupByName(name)
-                owner = owner_from_xml(net.XMLDesc(0))
-                if owner is None or owner.lab_id != self.lab_id:
-                    raise BackendError(f"network {name} is not ours (lab id {self.lab_id})")
-                if not net.isActive():
-                    net.create()
-                    logger.info("started network %s", name)
+            if self.backend.call(
+                f"starting network {name} for {machine}",
+                lambda c, n=name: self._start_network(c, n),
+            ):
+                logger.info("started network %s", name)
+
+    def _start_network(self, conn: libvirt.virConnect, name: str) -> bool:
+        """Start our network ``name`` unless it runs; whether it was started."""
+        net = conn.networkLookupByName(name)
+        owner = owner_from_xml(net.XMLDesc(0))
+        if owner is None or owner.lab_id != self.lab_id:
+            raise BackendError(f"network {name} is not ours (lab id {self.lab_id})")
+        if net.isActive():
+            return False
+        net.create()
+        return True
 
     def power_off(self, machine: str) -> None:
         """Pull the plug; nothing to do when the machine is off."""
-        dom = self._domain(machine)
-        with _op(f"powering off {machine}"):
-            if dom.isActive():
-                dom.destroy()
-                logger.info("%s: powered off", machine)
+        if self._on_domain(machine, f"powering off {machine}", _pull_plug):
+            logger.info("%s: powered off", machine)
 
     def reset(self, machine: str) -> None:
         """Hard reset, same QEMU process: the console stays connected."""
-        dom = self._domain(machine)
-        with _op(f"resetting {machine}"):
-            dom.reset(0)
+        self._on_domain(machine, f"resetting {machine}", lambda d: d.reset(0))
         logger.info("%s: reset", machine)
 
     def set_boot_order(self, machine: str, order: Sequence[BootDevice]) -> None:
@@ -854,9 +887,12 @@ class LibvirtLab(LedgerLab):
 
     def mac_addresses(self, machine: str) -> tuple[str, ...]:
         """MAC of each NIC in spec order (libvirt generates them at definition)."""
-        dom = self._domain(machine)
-        with _op(f"reading the NICs of {machine}"):
-            root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        xml = self._on_domain(
+            machine,
+            f"reading the NICs of {machine}",
+            lambda d: d.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE),
+        )
+        root = ET.fromstring(xml)
         return tuple(mac.get("address", "") for mac in root.findall("devices/interface/mac"))
 
     # ---------------------------------------------------------------- console
@@ -894,39 +930,38 @@ class LibvirtLab(LedgerLab):
 
     # ---------------------------------------------------------------- snapshots
 
-    def _targets(self, machines: Sequence[str] | None) -> dict[str, libvirt.virDomain]:
-        names = [m.name for m in self.resources.machines] if machines is None else list(machines)
-        return {m: self._domain(m) for m in names}
+    def _machines(self, machines: Sequence[str] | None) -> list[str]:
+        return [m.name for m in self.resources.machines] if machines is None else list(machines)
 
     def snapshot(self, name: str, machines: Sequence[str] | None = None) -> None:
         """Internal snapshots of the machines at one instant (all paused, then resumed)."""
-        targets = self._targets(machines)
+        targets = self._machines(machines)
         started = time.monotonic()
         states = {m: self.state(m) for m in targets}
         paused: list[str] = []
-        made: list[libvirt.virDomainSnapshot] = []
+        made: list[str] = []
         try:
-            for machine, dom in targets.items():
+            for machine in targets:
                 if states[machine] is PowerState.RUNNING:
-                    with _op(f"pausing {machine} for snapshot {name}"):
-                        dom.suspend()
+                    self._on_domain(machine, f"pausing {machine} for snapshot {name}", _suspend)
                     paused.append(machine)
-            for machine, dom in targets.items():
+            for machine in targets:
                 was = "running" if states[machine] is PowerState.RUNNING else "stopped"
                 root = ET.Element("domainsnapshot")
                 _sub(root, "name", name)
                 _sub(root, "description", _SNAPSHOT_MARK + was)
-                with _op(f"taking snapshot {name} of {machine}"):
-                    made.append(dom.snapshotCreateXML(_tostring(root), 0))
+                take = _snapshot_taker(name, _tostring(root))
+                self._on_domain(machine, f"taking snapshot {name} of {machine}", take)
+                made.append(machine)
         except BaseException:
-            for snap in made:
-                with contextlib.suppress(libvirt.libvirtError):
-                    snap.delete(0)
+            try:
+                self.delete_snapshot(name, made)
+            except BackendError as exc:
+                logger.warning("snapshot %s failed; removing its parts failed too: %s", name, exc)
             raise
         finally:
             for machine in paused:
-                with _op(f"resuming {machine} after snapshot {name}"):
-                    targets[machine].resume()
+                self._on_domain(machine, f"resuming {machine} after snapshot {name}", _resume)
         logger.info(
             "snapshot %s of %s taken in %.1fs", name, ", ".join(targets), time.monotonic() - started
         )
@@ -934,11 +969,13 @@ class LibvirtLab(LedgerLab):
     def snapshots(self, machine: str | None = None) -> list[SnapshotInfo]:
         """Snapshots of one machine or all machines, oldest first."""
         infos = []
-        for m, dom in self._targets(None if machine is None else [machine]).items():
-            with _op(f"listing snapshots of {m}"):
-                snaps = dom.listAllSnapshots(0)
-                xmls = [ET.fromstring(s.getXMLDesc(0)) for s in snaps]
-            for root in xmls:
+        for m in self._machines(None if machine is None else [machine]):
+            xmls = self._on_domain(
+                m,
+                f"listing snapshots of {m}",
+                lambda d: [s.getXMLDesc(0) for s in d.listAllSnapshots(0)],
+            )
+            for root in map(ET.fromstring, xmls):
                 created = int(root.findtext("creationTime", "0"))
                 infos.append(
                     SnapshotInfo(
@@ -961,28 +998,30 @@ class LibvirtLab(LedgerLab):
         Machines snapshotted while off end up off. Reverting also restores the domain
         definition of the time (boot order, OEM strings).
         """
-        targets = self._targets(machines)
+        targets = self._machines(machines)
         started = time.monotonic()
-        snaps = {}
-        was_running = {}
-        for machine, dom in targets.items():
-            with _op(f"looking up snapshot {name} of {machine}"):
-                snaps[machine] = dom.snapshotLookupByName(name, 0)
-                description = ET.fromstring(snaps[machine].getXMLDesc(0)).findtext("description")
-            was_running[machine] = _was_running(description)
         to_resume = []
-        for machine, dom in targets.items():
-            flags = libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE
-            if was_running[machine]:
-                flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
+        for machine in targets:
+            xml = self._on_domain(
+                machine,
+                f"looking up snapshot {name} of {machine}",
+                lambda d: d.snapshotLookupByName(name, 0).getXMLDesc(0),
+            )
+            if _was_running(ET.fromstring(xml).findtext("description")):
                 to_resume.append(machine)
-            with _op(f"reverting {machine} to snapshot {name}"):
-                dom.revertToSnapshot(snaps[machine], flags)
+        for machine in targets:
+            flags = libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE
+            if machine in to_resume:
+                flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
+            self._on_domain(
+                machine,
+                f"reverting {machine} to snapshot {name}",
+                lambda d, f=flags: d.revertToSnapshot(d.snapshotLookupByName(name, 0), f),
+            )
         for machine in to_resume:
             if before_resume is not None:
                 before_resume(machine)
-            with _op(f"resuming {machine} after revert to {name}"):
-                targets[machine].resume()
+            self._on_domain(machine, f"resuming {machine} after revert to {name}", _resume)
         logger.info(
             "reverted %s to snapshot %s in %.1fs",
             ", ".join(targets),
@@ -992,16 +1031,89 @@ class LibvirtLab(LedgerLab):
 
     def delete_snapshot(self, name: str, machines: Sequence[str] | None = None) -> None:
         """Delete snapshot ``name``; machines without it are skipped."""
-        for machine, dom in self._targets(machines).items():
-            try:
-                dom.snapshotLookupByName(name, 0).delete(0)
-            except libvirt.libvirtError as exc:
-                if not _is_gone(exc):
-                    raise _error(f"deleting snapshot {name} of {machine}", exc) from exc
+        for machine in self._machines(machines):
+            self._on_domain(
+                machine,
+                f"deleting snapshot {name} of {machine}",
+                lambda d: _delete_snapshot(d, name),
+            )
 
     def destroy(self) -> None:
         """Remove the whole lab (see ``LibvirtBackend.destroy_lab``)."""
         self.backend.destroy_lab(self.lab_id)
+
+
+# Steps of a lab's life, each safe to run again after a reconnect (check, then act).
+
+
+def _create_network(conn: libvirt.virConnect, name: str, xml: str) -> None:
+    net = _existing(lambda: conn.networkLookupByName(name)) or conn.networkDefineXML(xml)
+    if not net.isActive():
+        net.create()
+
+
+def _create_pool(conn: libvirt.virConnect, name: str, xml: str) -> None:
+    pool = _existing(lambda: conn.storagePoolLookupByName(name)) or conn.storagePoolDefineXML(
+        xml, 0
+    )
+    if not pool.isActive():
+        pool.build(0)
+        pool.create(0)
+
+
+def _create_volume(conn: libvirt.virConnect, pool_name: str, name: str, xml: str) -> str:
+    """The volume's path."""
+    pool = conn.storagePoolLookupByName(pool_name)
+    vol = _existing(lambda: pool.storageVolLookupByName(name)) or pool.createXML(xml, 0)
+    return str(vol.path())
+
+
+def _define_domain(conn: libvirt.virConnect, name: str, xml: str) -> None:
+    if _existing(lambda: conn.lookupByName(name)) is None:
+        conn.defineXML(xml)
+
+
+def _start_paused(dom: libvirt.virDomain) -> None:
+    if not dom.isActive():
+        dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+
+
+def _suspend(dom: libvirt.virDomain) -> None:
+    if dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+        dom.suspend()
+
+
+def _resume(dom: libvirt.virDomain) -> None:
+    if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+        dom.resume()
+
+
+def _pull_plug(dom: libvirt.virDomain) -> bool:
+    """Destroy a running domain; whether it was running."""
+    if not dom.isActive():
+        return False
+    dom.destroy()
+    return True
+
+
+def _snapshot_taker(name: str, xml: str) -> Callable[[libvirt.virDomain], None]:
+    """Takes snapshot ``name``; run again after a reconnect, keeps the one the first run took."""
+    tried = False
+
+    def take(dom: libvirt.virDomain) -> None:
+        nonlocal tried
+        if tried and _existing(lambda: dom.snapshotLookupByName(name, 0)) is not None:
+            return
+        tried = True
+        dom.snapshotCreateXML(xml, 0)
+
+    return take
+
+
+def _delete_snapshot(dom: libvirt.virDomain, name: str) -> None:
+    snap = _existing(lambda: dom.snapshotLookupByName(name, 0))
+    if snap is not None:
+        snap.delete(0)
 
 
 # --------------------------------------------------------------------------- KVM probe
@@ -1061,7 +1173,7 @@ def probe_kvm(conn: libvirt.virConnect, work_dir: Path, timeout: float) -> bool:
         if _is_gone(exc):
             output = log.read_bytes() if log.exists() else b""
             return any(marker in output for marker in markers)
-        raise _error("probing KVM", exc) from exc
+        raise error("probing KVM", exc) from exc
     finally:
         with contextlib.suppress(libvirt.libvirtError):
             dom.destroy()
