@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -80,8 +81,30 @@ def host_setup() -> Iterator[str]:
     yield f"libvirt: answering on {LIBVIRT_SOCKET}"
 
 
+def restart_libvirtd() -> None:
+    """Stop libvirtd and start it again (guests keep running): systemd's way, or ours."""
+    _require_root("restart libvirtd")
+    if Path("/run/systemd/system").is_dir():
+        _run(["systemctl", "restart", "libvirtd"], dict(os.environ))
+    else:
+        for pid in _pids("libvirtd"):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + SOCKET_WAIT
+        while _running("libvirtd"):
+            if time.monotonic() > deadline:
+                raise HostError(f"libvirtd did not exit within {SOCKET_WAIT:.0f} s of SIGTERM")
+            time.sleep(0.2)
+        _run([dict(DAEMONS)["libvirtd"], "--daemon"], dict(os.environ))
+    _wait_for_socket()
+
+
+def _pids(name: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True, check=False)
+    return [int(pid) for pid in found.stdout.split()]
+
+
 def _running(name: str) -> bool:
-    return subprocess.run(["pgrep", "-x", name], capture_output=True, check=False).returncode == 0
+    return bool(_pids(name))
 
 
 def _require_root(what: str) -> None:

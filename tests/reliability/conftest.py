@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import libvirt
@@ -15,6 +16,7 @@ VENV_BIN = Path(sys.executable).parent
 STX_LAB = str(VENV_BIN / "stx-lab")
 # Not under /tmp/pytest-of-<user> (mode 0700): libvirt's QEMU user must reach sockets and disks.
 ROOT = Path("/var/tmp/pytest-starlingx-reliability")
+LIBVIRTD_RESTART = 20.0  # seconds objects_of waits for a restarting libvirtd
 
 
 def objects_of(state_dir: Path) -> set[str]:
@@ -22,7 +24,24 @@ def objects_of(state_dir: Path) -> set[str]:
 
     Domains and networks are ours when their owner record names ``state_dir``; pools and
     volumes when they live under it; files are whatever is left in its ``labs/`` directory.
+    Waits out a libvirtd restart (``test_libvirtd_restart`` runs beside other tests).
     """
+    deadline = time.monotonic() + LIBVIRTD_RESTART
+    while True:
+        try:
+            found = _libvirt_objects(state_dir)
+            break
+        except libvirt.libvirtError as exc:
+            if exc.get_error_domain() != libvirt.VIR_FROM_RPC or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    labs = state_dir / "labs"
+    if labs.is_dir():
+        found |= {f"file {p}" for p in labs.rglob("*")}
+    return found
+
+
+def _libvirt_objects(state_dir: Path) -> set[str]:
     conn = libvirt.open("qemu:///system")
     found = set()
     try:
@@ -40,9 +59,6 @@ def objects_of(state_dir: Path) -> set[str]:
                     found |= {f"volume {v.path()}" for v in pool.listAllVolumes()}
     finally:
         conn.close()
-    labs = state_dir / "labs"
-    if labs.is_dir():
-        found |= {f"file {p}" for p in labs.rglob("*")}
     return found
 
 
