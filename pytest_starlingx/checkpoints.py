@@ -108,7 +108,7 @@ def set_clock(lab: Lab, nodes: list[str]) -> None:
     """
 
     def fix(node: str) -> None:
-        lab.bringup.login(node)
+        lab.bringup.login(node, booting=False)
         if node == ACTIVE_CONTROLLER:
             lab.bringup.consoles[node].password = lab.bringup.passwords["sysadmin"]
         now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")

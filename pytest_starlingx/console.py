@@ -723,6 +723,8 @@ class Console:
         password: str,
         deadline: Deadline,
         new_password: str | None = None,
+        *,
+        booting: bool = True,
     ) -> str:
         """Log in on the console and return the password that is now valid.
 
@@ -730,6 +732,8 @@ class Console:
         shell (as ``user``), logged out, or busy with a command (Ctrl-C). When ``password`` is
         refused and ``new_password`` is given, it tries ``new_password`` (a lab resumed after the
         change). Afterwards ``TMOUT`` is off and sudo prompts are answered with the password.
+        ``booting=False`` says the node is known to be up (resumed from a memory snapshot), so
+        there is no waiting for a booting node to print its prompt by itself.
         """
         self.user = user
         for secret in (password, new_password):
@@ -750,7 +754,8 @@ class Console:
         }
         names = list(patterns)
         sent_password = sent_new = False
-        self._await_prompt(deadline.within(PROMPT_GRACE))
+        if booting:
+            self._await_prompt(deadline.within(PROMPT_GRACE))
         self._wake(deadline)
         probes = 0  # wake-ups repeated for a console that stays quiet (a lost Ctrl-C, say)
         for _ in range(40):

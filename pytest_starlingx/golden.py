@@ -230,8 +230,6 @@ def build_golden(
     """A fresh lab, provisioned (without registered stages) and snapshotted as golden ``key``."""
     started = time.monotonic()
     lab = create_lab(spec, backend, artifacts)
-    lab.state.kept = True  # outlives the session
-    lab.state.save()
     record = GoldenRecord(
         key, lab.lab_id, spec.name, spec.topology.value, spec.backend.value, image_sha256,
         PIPELINE_VERSION, sorted(lab.nodes), [], user=user,
@@ -244,6 +242,8 @@ def build_golden(
         record.done = list(lab.state.done)
         record.save()
         lab.snapshot(GOLDEN_SNAPSHOT)
+        lab.state.kept = True  # outlives the session; until now, gc's if its builder dies
+        lab.state.save()
         record.complete = True
         record.build_seconds = round(time.monotonic() - started, 1)
         record.save()

@@ -79,15 +79,17 @@ class Bringup:
         """The lock that serialises commands on ``node``'s console."""
         return self.console_locks.setdefault(node, threading.Lock())
 
-    def login(self, node: str) -> None:
-        """Log in as sysadmin on ``node``'s console: first login, or again after a reboot."""
+    def login(self, node: str, *, booting: bool = True) -> None:
+        """Log in as sysadmin on ``node``'s console: first login, again after a reboot, or after
+        a revert (``booting=False``: the node runs on, no boot to wait for)."""
         with self.console_lock(node):
-            self._login(node)
+            self._login(node, booting=booting)
 
-    def _login(self, node: str) -> None:
+    def _login(self, node: str, *, booting: bool = True) -> None:
         self.consoles[node].login(
-            USER, FIRST_PASSWORD, self.deadline("login"), new_password=self.passwords["sysadmin"]
-        )
+            USER, FIRST_PASSWORD, self.deadline("login"), new_password=self.passwords["sysadmin"],
+            booting=booting,
+        )  # fmt: skip
         self._logged_in.add(node)
         self._openrc.discard(node)
 

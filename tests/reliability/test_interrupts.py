@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import libvirt
+import pytest
 from conftest import objects_of, stx_lab
 
 from pytest_starlingx.waits import Deadline, poll
@@ -17,12 +18,12 @@ from pytest_starlingx.waits import Deadline, poll
 EXAMPLES = Path(__file__).parent.parent.parent / "conftest_examples"
 
 
-def _start_session(state: Path, out: Path) -> subprocess.Popen[bytes]:
+def _start_session(state: Path, out: Path, *options: str) -> subprocess.Popen[bytes]:
     """``pytest conftest_examples/simplex`` in its own process group, output to ``out``."""
     with out.open("wb") as sink:
         return subprocess.Popen(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v",
-             f"--stx-artifacts={out.parent / 'artifacts'}", str(EXAMPLES / "simplex")],
+             f"--stx-artifacts={out.parent / 'artifacts'}", *options, str(EXAMPLES / "simplex")],
             env={**os.environ, "STX_STATE_DIR": str(state)}, stdout=sink,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -48,9 +49,10 @@ def _wait_until_running(state: Path, session: subprocess.Popen[bytes], out: Path
         conn.close()
 
 
-def test_kill_9_mid_bringup_then_gc_leaves_nothing(state_dir, tmp_path):
+@pytest.mark.parametrize("options", [(), ("--stx-golden",)], ids=["plain", "golden-build"])
+def test_kill_9_mid_bringup_then_gc_leaves_nothing(state_dir, tmp_path, options):
     out = tmp_path / "session.log"
-    session = _start_session(state_dir, out)
+    session = _start_session(state_dir, out, *options)
     _wait_until_running(state_dir, session, out)
     os.killpg(session.pid, signal.SIGKILL)
     session.wait(timeout=60)
