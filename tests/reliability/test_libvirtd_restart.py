@@ -1,0 +1,150 @@
+"""libvirtd restarted mid-run: the backend reconnects, the bring-up and the suite go on.
+
+The fast tests put a relay socket between the backend and the real libvirtd and drop it, as
+a dying libvirtd drops its clients; the slow one restarts the host's libvirtd for real while
+a simplex lab installs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import objects_of
+
+from pytest_starlingx.backends.libvirt import LibvirtBackend, LibvirtConfig
+from pytest_starlingx.errors import BackendError
+from pytest_starlingx.hostsetup import LIBVIRT_SOCKET, restart_libvirtd
+from pytest_starlingx.waits import Deadline, poll
+
+EXAMPLES = Path(__file__).parent.parent.parent / "conftest_examples"
+INSTALLING = b"StarlingX installer starting"
+
+
+class Relay:
+    """A unix socket passing bytes to libvirtd's; ``stop()`` drops every client at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sockets: list[socket.socket] = []
+
+    @property
+    def uri(self) -> str:
+        return f"qemu+unix:///system?socket={self.path}"
+
+    def start(self) -> None:
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(self.path))
+        listener.listen()
+        self._sockets = [listener]
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # stopped
+                return
+            daemon = socket.socket(socket.AF_UNIX)
+            daemon.connect(str(LIBVIRT_SOCKET))
+            self._sockets += [client, daemon]
+            for source, sink in ((client, daemon), (daemon, client)):
+                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+
+    def stop(self) -> None:
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Relay:
+    relay = Relay(tmp_path / "libvirt.sock")
+    relay.start()
+    yield relay
+    relay.stop()
+
+
+def test_a_lost_connection_is_reopened_and_the_call_repeated(relay, tmp_path, caplog):
+    backend = LibvirtBackend(LibvirtConfig(uri=relay.uri, state_dir=tmp_path))
+    backend.owned_objects()
+    first = backend.conn
+    relay.stop()  # libvirtd goes away ...
+    threading.Timer(2.0, relay.start).start()  # ... and is back 2 s later
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, "pytest_starlingx.backend"):
+        backend.owned_objects()
+    assert 1.5 < time.monotonic() - started < 30
+    assert backend.conn is not first and backend.conn.isAlive()
+    assert f"libvirt connection to {relay.uri} lost" in caplog.text
+    assert f"reconnected to libvirt at {relay.uri}" in caplog.text
+    backend.close()
+
+
+def test_libvirtd_gone_for_good_is_a_clear_error(relay, tmp_path):
+    backend = LibvirtBackend(LibvirtConfig(uri=relay.uri, state_dir=tmp_path, reconnect_timeout=2))
+    relay.stop()
+    started = time.monotonic()
+    with pytest.raises(BackendError) as failed:
+        backend.lab_ids()
+    assert time.monotonic() - started < 10
+    assert f"libvirtd at {relay.uri} is unreachable" in str(failed.value)
+    assert "within 2 s" in str(failed.value)
+    assert "stx-lab host-setup" in str(failed.value)
+
+
+def _wait_for_install(state: Path, session: subprocess.Popen[bytes], out: Path) -> None:
+    """Until controller-0's installer prints its first line."""
+
+    def installing() -> bool:
+        assert session.poll() is None, out.read_text()
+        logs = (state / "labs").glob("*/run/controller-0.serial.log")
+        return any(INSTALLING in log.read_bytes() for log in logs)
+
+    poll(installing, Deadline(600, "the install"), "controller-0's installer", poll_every=0.5)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="restarting libvirtd needs root")
+def test_simplex_bringup_survives_a_libvirtd_restart(state_dir, tmp_path):
+    out = tmp_path / "session.log"
+    with out.open("wb") as sink:
+        session = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v",
+             "-o", "log_cli=true", "--log-cli-level=WARNING",
+             f"--stx-artifacts={tmp_path / 'artifacts'}", str(EXAMPLES / "simplex")],
+            env={**os.environ, "STX_STATE_DIR": str(state_dir)}, stdout=sink,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        _wait_for_install(state_dir, session, out)
+        started = time.monotonic()
+        restart_libvirtd()
+        print(f"libvirtd restarted in {time.monotonic() - started:.1f} s")
+        status = session.wait(timeout=1200)
+    finally:
+        if session.poll() is None:
+            os.killpg(session.pid, signal.SIGTERM)
+            session.wait(timeout=300)
+    text = out.read_text()
+    assert status == 0, text
+    assert "4 passed" in text, text
+    assert "libvirt connection to qemu:///system lost" in text, text
+    assert "reconnected to libvirt at qemu:///system" in text, text
+    assert objects_of(state_dir) == set()
