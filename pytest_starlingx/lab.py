@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -297,14 +298,17 @@ def image_path(spec: LabSpec) -> Path:
         placed.parent.mkdir(parents=True, exist_ok=True)
         for directory in (placed.parent.parent.parent, placed.parent.parent, placed.parent):
             directory.chmod(0o755)
-        tmp = placed.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
+        # A name of this call's own: sessions starting together place the same ISO at once.
+        tmp = placed.with_name(f".{placed.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         try:
-            os.link(iso, tmp)
-        except OSError:
-            shutil.copyfile(iso, tmp)
-        tmp.chmod(0o644)
-        tmp.replace(placed)
+            try:
+                os.link(iso, tmp)
+            except OSError:
+                shutil.copyfile(iso, tmp)
+            tmp.chmod(0o644)
+            tmp.replace(placed)
+        finally:
+            tmp.unlink(missing_ok=True)
     return placed
 
 
