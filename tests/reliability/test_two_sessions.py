@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -122,7 +123,7 @@ class Session:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-v", "-rA",
              f"--log-file={self.log}", "--log-file-level=INFO", "--log-file-mode=a", *options],
-            cwd=self.dir, stdout=self.out, stderr=subprocess.STDOUT,
+            cwd=self.dir, stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "STX_STATE_DIR": str(state), "TWO_SESSIONS_DIR": str(exchange),
                  "TWO_SESSIONS_NAME": name},
         )  # fmt: skip
@@ -140,15 +141,26 @@ class Session:
         return output
 
     def stop(self) -> None:
-        """Interrupt a session still running (a normal teardown), kill it if that hangs."""
+        """SIGTERM a session still running, workers included (each tears its labs down),
+        kill it if that hangs; the ``state_dir`` fixture collects what is left."""
         if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(300)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 300
+            while _group_alive(self.proc.pid) and time.monotonic() < deadline:
+                self.proc.poll()  # reaps the controller; its workers go on tearing down
+                time.sleep(1)
+            if _group_alive(self.proc.pid):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
         self.out.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def wait_for(marker: Path, *sessions: Session, timeout: float = WAIT) -> None:
