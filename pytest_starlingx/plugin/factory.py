@@ -73,11 +73,11 @@ class LabFactory:
             backend = self.backend()
         except BackendError as exc:
             pytest.skip(f"the {self.settings.backend.value} backend is not usable here: {exc}")
-        artifacts = self.artifacts / f"{spec.name}-{len(self.labs) + 1}"
+        private = request.private_to is not None
+        suffix = self.session_labs.artifacts_suffix(private)
+        artifacts = claim_dir(self.artifacts, spec.name, suffix, start=len(self.labs) + 1)
         try:
-            return self.session_labs.get(
-                spec, backend, artifacts, stack, private=request.private_to is not None
-            )
+            return self.session_labs.get(spec, backend, artifacts, stack, private=private)
         except StxError as exc:
             self.broken[request] = str(exc)
             pytest.fail(f"lab bring-up failed:\n{exc}", pytrace=False)
@@ -113,3 +113,20 @@ def memory_shortfall(spec: LabSpec) -> str | None:
 
 def _scaled(spec: LabSpec, factor: float) -> LabSpec:
     return replace(spec, timeout_factor=spec.timeout_factor * factor)
+
+
+def claim_dir(parent: Path, stem: str, suffix: str, start: int) -> Path:
+    """The first new directory ``<parent>/<stem>-<n><suffix>`` from ``n = start``, created.
+
+    Two sessions given the same ``--stx-artifacts`` directory get directories of their own, so
+    their console transcripts (appended to) never interleave.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    n = start
+    while True:
+        path = parent / f"{stem}-{n}{suffix}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1

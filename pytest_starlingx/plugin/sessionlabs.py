@@ -71,6 +71,10 @@ class SessionLabs:
         for line in self.collected:
             log.warning("before creating labs: %s", line)
 
+    def artifacts_suffix(self, private: bool) -> str:
+        """``-gwN`` for a lab shared by xdist workers: each worker writes its own transcripts."""
+        return f"-{self.shared.worker}" if self.shared is not None and not private else ""
+
     def get(
         self, spec: LabSpec, backend: Backend, artifacts: Path, stack: ExitStack, private: bool
     ) -> Lab:
@@ -138,7 +142,6 @@ class SessionLabs:
 
     def _shared(self, spec: LabSpec, backend: Backend, artifacts: Path, stack: ExitStack) -> Lab:
         assert self.shared is not None
-        artifacts = artifacts.with_name(f"{artifacts.name}-{self.shared.worker}")
 
         def build(shared_backend: Backend) -> Lab:
             if self.settings.reuse:
