@@ -121,6 +121,7 @@ def _wait_for_install(state: Path, session: subprocess.Popen[bytes], out: Path) 
     poll(installing, Deadline(600, "the install"), "controller-0's installer", poll_every=0.5)
 
 
+@pytest.mark.host_exclusive
 @pytest.mark.skipif(os.geteuid() != 0, reason="restarting libvirtd needs root")
 def test_simplex_bringup_survives_a_libvirtd_restart(state_dir, tmp_path):
     out = tmp_path / "session.log"
