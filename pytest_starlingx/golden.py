@@ -330,6 +330,39 @@ def release_id(handle: LabHandle, lab_id: str) -> None:
     log.info("golden lab %s released (powered off)", lab_id)
 
 
+def release_abandoned(libvirt_uri: str | None = None) -> list[str]:
+    """Power off and free the golden labs whose user died without releasing them.
+
+    A session killed with SIGKILL leaves its restored golden lab running and marked as its own;
+    such a lab is kept on purpose, so gc does not remove it, but it must not run on for nobody.
+    Returns one line per golden lab released (or that failed to be).
+    """
+    from pytest_starlingx.backends import make_backend
+
+    lines = []
+    for found in list_golden():
+        with _lock():  # claimed for this process, so no session takes it meanwhile
+            record = GoldenRecord.load(found.key)
+            if record is None or not record.complete or record.user in (None, CLI_USER):
+                continue
+            if record.busy() or record.user == f"pid:{os.getpid()}":
+                continue
+            gone, record.user = record.user, f"pid:{os.getpid()}"
+            record.save()
+        where = f"golden lab {record.key} (lab id {record.lab_id})"
+        try:
+            backend = make_backend(record.backend, libvirt_uri)
+            try:
+                release_id(backend.open_lab(record.lab_id), record.lab_id)
+            finally:
+                backend.close()
+        except StxError as exc:
+            lines.append(f"FAILED to power off {where}: {exc}")
+            continue
+        lines.append(f"released {where}: its user ({gone}) is gone; powered off")
+    return lines
+
+
 def golden_of(lab_id: str) -> GoldenRecord | None:
     """The golden record held by lab ``lab_id``, if it is a golden lab."""
     return next((r for r in list_golden() if r.lab_id == lab_id), None)

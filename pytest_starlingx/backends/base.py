@@ -380,3 +380,6 @@ class Backend(Protocol):
         Idempotent, tolerant of objects already gone, keeps going past single failures and
         then raises one ``LeakError`` listing what remains.
         """
+
+    def close(self) -> None:
+        """Let go of the hypervisor connection."""

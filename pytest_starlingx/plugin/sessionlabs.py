@@ -21,7 +21,7 @@ from filelock import FileLock
 
 from pytest_starlingx.backends.base import Backend
 from pytest_starlingx.checkpoints import enable_checkpoints
-from pytest_starlingx.golden import golden_session
+from pytest_starlingx.golden import golden_session, release_abandoned
 from pytest_starlingx.lab import (
     Lab,
     attach_lab,
@@ -68,6 +68,7 @@ class SessionLabs:
         self.signals.install()
         result = gc(self.settings.libvirt_uri)
         self.collected = [line for line in result.lines() if not line.startswith("kept")]
+        self.collected += release_abandoned(self.settings.libvirt_uri)
         for line in self.collected:
             log.warning("before creating labs: %s", line)
 

@@ -6,6 +6,9 @@ the module removes it at the end. A few minutes in all.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pytest_starlingx.backends import make_backend
-from pytest_starlingx.backends.base import Backend
+from pytest_starlingx.backends.base import Backend, PowerState
 from pytest_starlingx.checkpoints import open_lab_at
 from pytest_starlingx.golden import (
     GOLDEN_SNAPSHOT,
@@ -28,15 +31,32 @@ from pytest_starlingx.labstate import LabState
 from pytest_starlingx.model import LabSpec
 
 LABEL = "golden-test=yes"
+STX_LAB = str(Path(sys.executable).parent / "stx-lab")
+
+
+#: A simplex lab whose own stage assigns a label before the golden snapshot.
+LAB = {"topology": "simplex", "name": "goldt", "stages": [
+    {"name": "label", "after": "available", "system": [f"host-label-assign controller-0 {LABEL}"]},
+]}  # fmt: skip
+
+#: A process that takes the golden lab (``obtain``) and holds it until killed.
+HOLDER = """
+import json, sys, time
+from pathlib import Path
+from pytest_starlingx.backends import make_backend
+from pytest_starlingx.golden import obtain
+from pytest_starlingx.labfile import lab_from_mapping
+
+got = obtain(lab_from_mapping(json.loads(sys.argv[1]), source="test"), make_backend("libvirt"),
+             Path(sys.argv[2]))
+print(got.how, flush=True)
+time.sleep(600)
+"""
 
 
 @pytest.fixture(scope="module")
 def spec() -> LabSpec:
-    """A simplex lab whose own stage assigns a label before the golden snapshot."""
-    stage = {"name": "label", "after": "available",
-             "system": [f"host-label-assign controller-0 {LABEL}"]}  # fmt: skip
-    return lab_from_mapping({"topology": "simplex", "name": "goldt", "stages": [stage]},
-                            source="test")  # fmt: skip
+    return lab_from_mapping(LAB, source="test")
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +105,27 @@ def test_resume_from_a_stage_snapshot_skips_finished_stages(spec, backend, golde
         assert {h.availability for h in lab.host_list()} == {"available"}
     finally:
         release(lab)
+
+
+def test_gc_powers_off_a_golden_lab_whose_user_was_killed(backend, golden, tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, json.dumps(LAB), str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "restored"
+    finally:
+        holder.kill()  # SIGKILL: no release
+        holder.wait()
+    handle = backend.open_lab(golden.lab_id)
+    assert handle.state("controller-0") is PowerState.RUNNING
+    gc = subprocess.run([STX_LAB, "gc"], capture_output=True, text=True, timeout=300)
+    assert gc.returncode == 0, gc.stdout + gc.stderr
+    assert (f"released golden lab {golden.key} (lab id {golden.lab_id}): its user "
+            f"(pid:{holder.pid}) is gone; powered off") in gc.stdout  # fmt: skip
+    assert handle.state("controller-0") is PowerState.OFF
+    record = GoldenRecord.load(golden.key)
+    assert record is not None and record.user is None
+    assert golden.lab_id in backend.lab_ids()  # kept: powered off, not removed
 
 
 def test_a_partial_golden_snapshot_is_detected_and_rebuilt(spec, backend, golden, tmp_path):
