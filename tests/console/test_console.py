@@ -167,8 +167,19 @@ def test_select_top_level_entry(make_console):
     assert grub.keys == ["down", "down", "enter"]
 
 
-def test_select_nested_entries(make_console):
-    grub = GrubDevice(DEBIAN_MENU)
+class LossyGrub(GrubDevice):
+    """GRUB drops serial output on a slow host: a CI run saw the highlighted row read '*tall'."""
+
+    def entry(self, index: int, highlighted: bool) -> bytes:
+        drawn = super().entry(index, highlighted)
+        if highlighted and index == 1 and len(self.stack) == 1:
+            drawn = drawn.replace(b"Debian All-in-one Ins", b"")
+        return drawn
+
+
+@pytest.mark.parametrize("device", [GrubDevice, LossyGrub], ids=["clean", "highlight-garbled"])
+def test_select_nested_entries(make_console, device):
+    grub = device(DEBIAN_MENU)
     console = make_console(grub.transport)
     console.select_menu("Debian All-in-one Install", "Serial Console", deadline=Deadline(10))
     console.expect("SELECTED: ", Deadline(5))
@@ -232,24 +243,6 @@ def test_entry_cut_short_in_the_first_draw_is_found_by_walking(make_console):
     )
     console.expect("SELECTED: ", Deadline(5))
     assert grub.booted == "SELECTED: aio serial"
-
-
-def test_entry_garbled_when_highlighted_is_still_selected(make_console):
-    """GRUB drops serial output on a slow host: a CI run saw the highlighted row read '*tall'."""
-
-    class LossyGrub(GrubDevice):
-        def entry(self, index: int, highlighted: bool) -> bytes:
-            drawn = super().entry(index, highlighted)
-            if highlighted and index == 1 and len(self.stack) == 1:
-                drawn = drawn.replace(b"Debian All-in-one Ins", b"")
-            return drawn
-
-    grub = LossyGrub(DEBIAN_MENU)
-    console = make_console(grub.transport)
-    console.select_menu("Debian All-in-one Install", "Serial Console", deadline=Deadline(10))
-    console.expect("SELECTED: ", Deadline(5))
-    assert grub.booted == "SELECTED: aio serial"
-    assert grub.keys == ["down", "enter", "enter"]
 
 
 def test_menu_timeout_names_the_entry(make_console):
