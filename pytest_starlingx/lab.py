@@ -12,9 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import secrets
-import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -24,6 +21,7 @@ from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
 from pytest_starlingx.capacity import parallel_cap
 from pytest_starlingx.console import LOGIN, Console, Result
 from pytest_starlingx.errors import StxError
+from pytest_starlingx.files import place
 from pytest_starlingx.labmap import lab_resources
 from pytest_starlingx.labstate import DoneStages, LabState, forget_lab, new_lab_id, state_dir
 from pytest_starlingx.model import NETWORKS, LabSpec, Personality, generate_password
@@ -298,17 +296,7 @@ def image_path(spec: LabSpec) -> Path:
         placed.parent.mkdir(parents=True, exist_ok=True)
         for directory in (placed.parent.parent.parent, placed.parent.parent, placed.parent):
             directory.chmod(0o755)
-        # A name of this call's own: sessions starting together place the same ISO at once.
-        tmp = placed.with_name(f".{placed.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-        try:
-            try:
-                os.link(iso, tmp)
-            except OSError:
-                shutil.copyfile(iso, tmp)
-            tmp.chmod(0o644)
-            tmp.replace(placed)
-        finally:
-            tmp.unlink(missing_ok=True)
+        place(iso, placed, mode=0o644)  # sessions starting together place the same ISO at once
     return placed
 
 

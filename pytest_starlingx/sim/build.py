@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pytest_starlingx.errors import HostError
+from pytest_starlingx.files import place
 
 log = logging.getLogger("pytest_starlingx.sim")
 
@@ -130,7 +131,7 @@ def build(out: Path | None = None, cache_dir: Path | None = None, src: Path = SI
                 _prune(cache, keep=KEEP_ENTRIES)
     iso = entry / ISO_NAME
     if out is not None:
-        _place(iso, Path(out) / ISO_NAME)
+        place(iso, Path(out) / ISO_NAME)
         return Path(out) / ISO_NAME
     return iso
 
@@ -208,18 +209,6 @@ def _prune(cache: Path, keep: int) -> None:
     for old in entries[keep:]:
         log.info("removing old simulator build %s", old)
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _place(iso: Path, dest: Path) -> None:
-    """Hard-link (same filesystem) or copy ``iso`` to ``dest``, replacing what is there."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(iso, tmp)
-    except OSError:
-        shutil.copyfile(iso, tmp)
-    os.replace(tmp, dest)
 
 
 def _build_entry(entry: Path, src: Path) -> None:
