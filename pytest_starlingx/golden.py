@@ -339,15 +339,16 @@ def release_abandoned(libvirt_uri: str | None = None) -> list[str]:
     """
     from pytest_starlingx.backends import make_backend
 
+    me = f"pid:{os.getpid()}"
     lines = []
     for found in list_golden():
         with _lock():  # claimed for this process, so no session takes it meanwhile
             record = GoldenRecord.load(found.key)
-            if record is None or not record.complete or record.user in (None, CLI_USER):
+            if record is None or not record.complete or record.user in (None, CLI_USER, me):
                 continue
-            if record.busy() or record.user == f"pid:{os.getpid()}":
+            if record.busy():
                 continue
-            gone, record.user = record.user, f"pid:{os.getpid()}"
+            gone, record.user = record.user, me
             record.save()
         where = f"golden lab {record.key} (lab id {record.lab_id})"
         try:
