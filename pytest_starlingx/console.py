@@ -91,6 +91,7 @@ _ANSI = re.compile(
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _KERNEL_MESSAGE = re.compile(r"\[ *\d+\.\d+\] [^\n]*\n")
+_KERNEL_MESSAGE_TAIL = re.compile(r"\[ *\d+\.\d+\] .*")  # a printk to the end of a line
 
 
 def _secs(seconds: float) -> str:
@@ -397,6 +398,7 @@ class Console:
         path = artifacts / f"{node}.console.log" if artifacts is not None else None
         self.transcript_path = path
         self._transcript = _Transcript(node, path, self._secrets, ring_lines)
+        self._ring_lines = ring_lines
         self._chunks: queue.Queue[bytes | None] = queue.Queue()
         self._child = _QueueSpawn(self._chunks, self._send_bytes)
         self._changed = threading.Condition()
@@ -853,12 +855,18 @@ class Console:
                 self._changed.wait(min(0.5, deadline.remaining))
 
     def _at_prompt(self) -> bool:
-        """True when the console's last line is a login or shell prompt waiting for input."""
-        lines = [line.rstrip() for line in self.tail(3) if line.strip()]
-        return bool(lines) and bool(
-            re.search(r"login:$", lines[-1])
-            or re.search(rf"(?:{self.prompt.rstrip()})$", lines[-1])
-        )
+        """True when the console's last line is a login or shell prompt waiting for input.
+
+        Kernel messages printed since (on lines of their own, or run onto the prompt's line)
+        do not count, however many: the prompt still waits.
+        """
+        for line in reversed(self.tail(self._ring_lines)):
+            line = _KERNEL_MESSAGE_TAIL.sub("", line).rstrip()
+            if line:
+                return bool(
+                    re.search(r"login:$", line) or re.search(rf"(?:{self.prompt.rstrip()})$", line)
+                )
+        return False
 
     # ---- commands
 
