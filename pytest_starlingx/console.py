@@ -49,7 +49,7 @@ log = logging.getLogger("pytest_starlingx.console")
 TAIL_LINES = 30
 #: How long login() lets a quiet console show a prompt by itself before waking it.
 PROMPT_GRACE = 30.0
-#: Silence after which a console without a prompt counts as idle rather than booting.
+#: Silence after which a console without a prompt counts as idle, unless it is booting.
 BOOT_QUIET = 8.0
 MASK = "****"
 #: Longest command line :meth:`Console.run` sends; longer input goes through write_file().
@@ -92,6 +92,8 @@ _ANSI = re.compile(
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _KERNEL_MESSAGE = re.compile(r"\[ *\d+\.\d+\] [^\n]*\n")
 _KERNEL_MESSAGE_TAIL = re.compile(r"\[ *\d+\.\d+\] .*")  # a printk to the end of a line
+#: A line printed by a machine on its way up: firmware, network boot, boot loader, kernel, systemd.
+_BOOT_OUTPUT = re.compile(r"^\[ *(?:\d+\.\d+|OK) *\]|^(?:SeaBIOS|iPXE|Booting |Loading )|GRUB")
 
 
 def _secs(seconds: float) -> str:
@@ -844,15 +846,28 @@ class Console:
 
     def _await_prompt(self, deadline: Deadline) -> None:
         """Give a node that is still booting the time to print its prompt by itself: keys
-        typed before its login program runs are queued and answer the wrong prompt later."""
+        typed before its login program runs are queued and answer the wrong prompt later.
+
+        A console quiet for a while is woken early, unless its last news is a boot: on a slow
+        host a boot can fall silent for long after the kernel's last line.
+        """
         with self._changed:
             while not (
                 self._at_prompt()
                 or deadline.expired
                 or self._closed_reason is not None
-                or time.monotonic() - self._last_output > BOOT_QUIET  # not booting: wake it
+                or (time.monotonic() - self._last_output > BOOT_QUIET and not self._booting())
             ):
                 self._changed.wait(min(0.5, deadline.remaining))
+
+    def _booting(self) -> bool:
+        """True when the console shows boot output with no prompt printed since."""
+        for line in reversed(self.tail(self._ring_lines)):
+            if re.search(LOGIN, line) or re.search(self.prompt.rstrip(), line):
+                return False
+            if _BOOT_OUTPUT.search(line):
+                return True
+        return False
 
     def _at_prompt(self) -> bool:
         """True when the console's last line is a login or shell prompt waiting for input.

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import select
 import signal
 import subprocess
 import sys
+import termios
 import threading
+import time
 from pathlib import Path
 
 SUDO = """#!/bin/sh
@@ -117,6 +120,17 @@ def kernel_messages(every: float) -> None:
         os.write(1, f"[ {100 + n * every:11.6f}] eth1000: link flapped ({n})\r\n".encode())
 
 
+def pause_boot(seconds: float, state: Path) -> None:
+    """A boot silent for ``seconds`` after the kernel's last line; then, as agetty, drop what was
+    typed meanwhile, and keep it in ``typeahead`` for the test to see."""
+    time.sleep(seconds)
+    typed = b""
+    while select.select([0], [], [], 0)[0]:
+        typed += os.read(0, 1024)
+    (state / "typeahead").write_bytes(typed)
+    termios.tcflush(0, termios.TCIFLUSH)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--state", type=Path, required=True)
@@ -124,6 +138,7 @@ def main() -> None:
     parser.add_argument("--forced", action="store_true", help="first login forces a change")
     parser.add_argument("--shell", action="store_true", help="start logged in")
     parser.add_argument("--kmsg", type=float, default=0.0, help="kernel message every N s")
+    parser.add_argument("--boot-pause", type=float, default=0.0, help="silent boot for N s")
     args = parser.parse_args()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a booting machine shrugs off Ctrl-C
     state: Path = args.state
@@ -137,6 +152,8 @@ def main() -> None:
     if args.kmsg:
         threading.Thread(target=kernel_messages, args=(args.kmsg,), daemon=True).start()
     out("[    0.000000] Linux version 6.1.0-28-amd64 (debian-kernel@lists.debian.org)\n")
+    if args.boot_pause:
+        pause_boot(args.boot_pause, state)
     out("Debian GNU/Linux 11 localhost ttyS0\n\n")
     if args.shell:
         shell(state)

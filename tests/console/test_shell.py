@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from console_fakes import fake_stx
 
+from pytest_starlingx import console as console_module
 from pytest_starlingx.console import (
     PROMPT,
     CommandFailed,
@@ -54,6 +55,18 @@ def test_a_reboot_under_a_command_is_reported_at_once(make_console, tmp_path):
     )
     assert "| localhost login:" in message
     assert deadline.elapsed < 10
+
+
+def test_a_boot_that_falls_silent_gets_no_keys_before_its_login_prompt(
+    make_console, tmp_path, monkeypatch
+):
+    # A slow host: the boot prints nothing for longer than an idle console is given.
+    monkeypatch.setattr(console_module, "BOOT_QUIET", 0.5)
+    console = make_console(fake_stx(tmp_path, "--boot-pause", "3"))
+    console.expect("Linux version", Deadline(20))
+    assert login(console) == "sysadmin"
+    assert (tmp_path / "fake-stx" / "typeahead").read_bytes() == b""
+    assert console.run("echo ok", Deadline(10)).output == "ok"
 
 
 def test_forced_password_change(make_console, tmp_path):
