@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
+from pytest_starlingx.labstate import DEFAULT_STATE_DIR
+
 pytest_plugins = ["pytester"]
+
+# Not under /tmp/pytest-of-<user> (mode 0700): libvirt's QEMU user must reach sockets and disks.
+STATE_ROOT = Path("/var/tmp/pytest-starlingx-reliability")
 
 
 @pytest.fixture
@@ -13,3 +23,21 @@ def fake_iso(tmp_path):
     iso = tmp_path / "starlingx.iso"
     iso.write_bytes(b"\0" * 0x8001 + b"CD001" + b"\0" * 2042)
     return iso
+
+
+@pytest.fixture(scope="session")
+def new_state_dir() -> Callable[[], Path]:
+    """Makes a new state dir (for ``$STX_STATE_DIR``) that QEMU can traverse: labs in it are
+    out of reach of other sessions' gc, and theirs out of its."""
+
+    def make() -> Path:
+        STATE_ROOT.mkdir(parents=True, exist_ok=True)
+        STATE_ROOT.chmod(0o755)
+        path = STATE_ROOT / f"state-{os.getpid()}-{os.urandom(3).hex()}"
+        path.mkdir(mode=0o755)
+        probe = DEFAULT_STATE_DIR / "kvm-probe.json"  # spare the session a KVM probe
+        if probe.exists():
+            shutil.copy(probe, path / probe.name)
+        return path
+
+    return make

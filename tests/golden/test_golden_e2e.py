@@ -7,6 +7,7 @@ the module removes it at the end. A few minutes in all.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -52,6 +53,19 @@ got = obtain(lab_from_mapping(json.loads(sys.argv[1]), source="test"), make_back
 print(got.how, flush=True)
 time.sleep(600)
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_state_dir(new_state_dir) -> Iterator[Path]:
+    """A state dir of this module only: no other session's start-up gc releases its golden lab
+    before the gc test's own ``stx-lab gc`` does."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = new_state_dir()
+        patch.setenv("STX_STATE_DIR", str(path))
+        yield path
+    left = sorted(p.name for p in (path / "labs").glob("*"))
+    assert not left, f"labs left behind in {path}: {left}"
+    shutil.rmtree(path)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,6 @@ import pytest
 
 VENV_BIN = Path(sys.executable).parent
 STX_LAB = str(VENV_BIN / "stx-lab")
-# Not under /tmp/pytest-of-<user> (mode 0700): libvirt's QEMU user must reach sockets and disks.
-ROOT = Path("/var/tmp/pytest-starlingx-reliability")
 LIBVIRTD_RESTART = 20.0  # seconds objects_of waits for a restarting libvirtd
 
 
@@ -63,15 +61,9 @@ def _libvirt_objects(state_dir: Path) -> set[str]:
 
 
 @pytest.fixture
-def state_dir(monkeypatch) -> Path:
+def state_dir(monkeypatch, new_state_dir) -> Path:
     """A state dir of this test only (QEMU can traverse it), set as ``$STX_STATE_DIR``."""
-    ROOT.mkdir(parents=True, exist_ok=True)
-    ROOT.chmod(0o755)
-    path = ROOT / f"state-{os.getpid()}-{os.urandom(3).hex()}"
-    path.mkdir(mode=0o755)
-    probe = Path("/var/lib/pytest-starlingx/kvm-probe.json")  # spare the session a KVM probe
-    if probe.exists():
-        shutil.copy(probe, path / probe.name)
+    path = new_state_dir()
     monkeypatch.setenv("STX_STATE_DIR", str(path))
     yield path
     subprocess.run([STX_LAB, "gc"], env={**os.environ, "STX_STATE_DIR": str(path)},
