@@ -681,8 +681,8 @@ def _remove_volume(conn: libvirt.virConnect, path: str) -> None:
 
 def _remove_pool(conn: libvirt.virConnect, name: str) -> None:
     pool = conn.storagePoolLookupByName(name)
-    if not pool.isActive():
-        pool.create(0)
+    if not pool.isActive():  # its directory may be gone already: build it to start it
+        pool.create(libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
     pool.refresh(0)
     for vol in pool.listAllVolumes():
         vol.delete(0)

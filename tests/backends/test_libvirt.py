@@ -292,6 +292,20 @@ def test_destroy_lab_partly_removed_by_hand(backend, lab_factory):
     backend.destroy_lab(lab_id)
 
 
+def test_destroy_lab_whose_pool_directory_is_gone(backend, lab_factory):
+    # As a teardown cut off (libvirtd restarted) between deleting the pool and undefining it.
+    lab_id = new_lab_id()
+    lab = lab_factory(lab_resources(1, lab_id))
+    pool = backend.conn.storagePoolLookupByName(f"stx-t-{lab_id}-disks")
+    for volume in pool.listAllVolumes():
+        volume.delete(0)
+    pool.destroy()
+    pool.delete(libvirt.VIR_STORAGE_POOL_DELETE_NORMAL)
+    lab.destroy()
+    assert ours(everything(backend.conn), lab_id) == set()
+    assert lab_id not in backend.lab_ids()
+
+
 def test_two_labs_side_by_side(backend, lab_factory):
     first_id, second_id = new_lab_id(), new_lab_id()
     first = lab_factory(lab_resources(2, first_id))
