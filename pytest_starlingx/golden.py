@@ -330,17 +330,18 @@ def release_id(handle: LabHandle, lab_id: str) -> None:
     log.info("golden lab %s released (powered off)", lab_id)
 
 
-def release_abandoned(libvirt_uri: str | None = None) -> list[str]:
+def release_abandoned(libvirt_uri: str | None = None) -> tuple[list[str], list[str]]:
     """Power off and free the golden labs whose user died without releasing them.
 
     A session killed with SIGKILL leaves its restored golden lab running and marked as its own;
     such a lab is kept on purpose, so gc does not remove it, but it must not run on for nobody.
-    Returns one line per golden lab released (or that failed to be).
+    Returns one line per golden lab released, and one per golden lab that failed to be.
     """
     from pytest_starlingx.backends import make_backend
 
     me = f"pid:{os.getpid()}"
-    lines = []
+    released: list[str] = []
+    failed: list[str] = []
     for found in list_golden():
         with _lock():  # claimed for this process, so no session takes it meanwhile
             record = GoldenRecord.load(found.key)
@@ -358,10 +359,10 @@ def release_abandoned(libvirt_uri: str | None = None) -> list[str]:
             finally:
                 backend.close()
         except StxError as exc:
-            lines.append(f"FAILED to power off {where}: {exc}")
+            failed.append(f"FAILED to power off {where}: {exc}")
             continue
-        lines.append(f"released {where}: its user ({gone}) is gone; powered off")
-    return lines
+        released.append(f"released {where}: its user ({gone}) is gone; powered off")
+    return released, failed
 
 
 def golden_of(lab_id: str) -> GoldenRecord | None:

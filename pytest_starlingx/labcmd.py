@@ -247,12 +247,12 @@ def collect_garbage(uri: str | None, dry_run: bool) -> int:
     """Remove the labs of dead owners that were not kept; 1 when some could not be removed."""
     _log_to_stderr()
     result = gc(uri, dry_run=dry_run)
-    released = [] if dry_run else release_abandoned(uri)
-    for line in result.lines() + released:
+    released, not_released = ([], []) if dry_run else release_abandoned(uri)
+    for line in result.lines() + released + not_released:
         print(line)
-    if not (result.removed or result.failed or released):
+    if not (result.removed or result.failed or released or not_released):
         print("nothing to collect")
-    return 1 if result.failed or any(line.startswith("FAILED") for line in released) else 0
+    return 1 if result.failed or not_released else 0
 
 
 def console(target: str, node: str, write: bool, uri: str | None) -> int:

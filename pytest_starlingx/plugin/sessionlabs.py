@@ -68,7 +68,8 @@ class SessionLabs:
         self.signals.install()
         result = gc(self.settings.libvirt_uri)
         self.collected = [line for line in result.lines() if not line.startswith("kept")]
-        self.collected += release_abandoned(self.settings.libvirt_uri)
+        released, not_released = release_abandoned(self.settings.libvirt_uri)
+        self.collected += released + not_released
         for line in self.collected:
             log.warning("before creating labs: %s", line)
 
