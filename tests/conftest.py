@@ -27,8 +27,9 @@ def fake_iso(tmp_path):
 
 @pytest.fixture(scope="session")
 def new_state_dir() -> Callable[[], Path]:
-    """Makes a new state dir (for ``$STX_STATE_DIR``) that QEMU can traverse: labs in it are
-    out of reach of other sessions' gc, and theirs out of its."""
+    """Makes a new state dir (for ``$STX_STATE_DIR``) that QEMU can traverse: its lab states,
+    leases and golden labs are its own. Any gc on this host still removes a lab of it whose
+    owner is gone (``on_host`` in the reliability tests keeps such labs to the test's own gc)."""
 
     def make() -> Path:
         STATE_ROOT.mkdir(parents=True, exist_ok=True)

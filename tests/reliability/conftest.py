@@ -15,6 +15,25 @@ import pytest
 VENV_BIN = Path(sys.executable).parent
 STX_LAB = str(VENV_BIN / "stx-lab")
 LIBVIRTD_RESTART = 20.0  # seconds objects_of waits for a restarting libvirtd
+SET_HOST_NAME = (
+    "import os, socket, sys; socket.sethostname(sys.argv[1]); os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def host_of(state_dir: Path) -> str:
+    """The host name that the labs of ``state_dir`` are owned by under :func:`on_host`."""
+    return f"stx-test-{state_dir.name.rsplit('-', 1)[-1]}"
+
+
+def on_host(state_dir: Path, command: list[str]) -> list[str]:
+    """``command`` run with ``host_of(state_dir)`` as host name (a UTS namespace of its own).
+
+    Every gc on this host removes a lab whose owner on this host is gone, whatever its state
+    dir: other sessions start one beside a test at any time. A lab owned by this host name is
+    out of their reach (another host's) and in reach of a gc run under the same name.
+    """
+    return ["unshare", "--uts", sys.executable, "-c", SET_HOST_NAME, host_of(state_dir),
+            *command]  # fmt: skip
 
 
 def objects_of(state_dir: Path) -> set[str]:
@@ -66,16 +85,21 @@ def state_dir(monkeypatch, new_state_dir) -> Path:
     path = new_state_dir()
     monkeypatch.setenv("STX_STATE_DIR", str(path))
     yield path
-    subprocess.run([STX_LAB, "gc"], env={**os.environ, "STX_STATE_DIR": str(path)},
-                   capture_output=True, timeout=300)  # fmt: skip
+    for gc in ([STX_LAB, "gc"], on_host(path, [STX_LAB, "gc"])):  # the test's own host name too
+        subprocess.run(gc, env={**os.environ, "STX_STATE_DIR": str(path)}, capture_output=True,
+                       timeout=300)  # fmt: skip
     left = objects_of(path)
     assert not left, f"left behind: {sorted(left)}"
     shutil.rmtree(path)
 
 
-def stx_lab(*args: str, state: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``stx-lab`` against ``state``."""
+def stx_lab(
+    *args: str, state: Path, own_host: bool = False, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``stx-lab`` against ``state`` (under ``host_of(state)`` with ``own_host``)."""
+    command = [STX_LAB, *args]
     return subprocess.run(
-        [STX_LAB, *args], env={**os.environ, "STX_STATE_DIR": str(state)},
-        capture_output=True, text=True, timeout=timeout,
+        on_host(state, command) if own_host else command,
+        env={**os.environ, "STX_STATE_DIR": str(state)}, capture_output=True, text=True,
+        timeout=timeout,
     )  # fmt: skip

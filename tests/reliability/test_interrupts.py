@@ -11,19 +11,24 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from conftest import objects_of, stx_lab
+from conftest import objects_of, on_host, stx_lab
 
 from pytest_starlingx.waits import Deadline, poll
 
 EXAMPLES = Path(__file__).parent.parent.parent / "conftest_examples"
 
 
-def _start_session(state: Path, out: Path, *options: str) -> subprocess.Popen[bytes]:
-    """``pytest conftest_examples/simplex`` in its own process group, output to ``out``."""
+def _start_session(
+    state: Path, out: Path, *options: str, own_host: bool = False
+) -> subprocess.Popen[bytes]:
+    """``pytest conftest_examples/simplex`` in its own process group, output to ``out``
+    (under ``host_of(state)`` with ``own_host``)."""
+    artifacts = f"--stx-artifacts={out.parent / 'artifacts'}"
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", artifacts,
+               *options, str(EXAMPLES / "simplex")]  # fmt: skip
     with out.open("wb") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v",
-             f"--stx-artifacts={out.parent / 'artifacts'}", *options, str(EXAMPLES / "simplex")],
+            on_host(state, command) if own_host else command,
             env={**os.environ, "STX_STATE_DIR": str(state)}, stdout=sink,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -52,7 +57,7 @@ def _wait_until_running(state: Path, session: subprocess.Popen[bytes], out: Path
 @pytest.mark.parametrize("options", [(), ("--stx-golden",)], ids=["plain", "golden-build"])
 def test_kill_9_mid_bringup_then_gc_leaves_nothing(state_dir, tmp_path, options):
     out = tmp_path / "session.log"
-    session = _start_session(state_dir, out, *options)
+    session = _start_session(state_dir, out, *options, own_host=True)  # its gc alone collects
     _wait_until_running(state_dir, session, out)
     os.killpg(session.pid, signal.SIGKILL)
     session.wait(timeout=60)
@@ -61,7 +66,7 @@ def test_kill_9_mid_bringup_then_gc_leaves_nothing(state_dir, tmp_path, options)
     kinds = {o.split()[0] for o in before}
     assert {"domain", "network", "pool", "volume", "file"} <= kinds, before
     assert any(o.endswith(".sock") for o in before), before
-    result = stx_lab("gc", state=state_dir)
+    result = stx_lab("gc", state=state_dir, own_host=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "removed lab" in result.stdout
     after = objects_of(state_dir)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import string
 import subprocess
 import xml.etree.ElementTree as ET
@@ -13,11 +12,11 @@ from collections.abc import Iterator
 
 import libvirt
 import pytest
-from conftest import stx_lab
+from conftest import host_of, stx_lab
 
 from pytest_starlingx.backends.base import OWNER_NAMESPACE, Owner
 from pytest_starlingx.labstate import LabState
-from pytest_starlingx.leases import Holder, LeaseKeeper
+from pytest_starlingx.leases import Holder, LeaseKeeper, process_start
 
 
 def _lab_id() -> str:
@@ -63,7 +62,7 @@ def test_gc_removes_orphans_and_leaves_the_rest(conn, state_dir):
     ids = {k: _lab_id() for k in ("foreign", "orphan", "alive", "kept", "leased")}
     name = {k: f"stx-simplex-{i}-controller-0" for k, i in ids.items()}
     dead = _dead_pid()
-    here = socket.gethostname()
+    here = host_of(state_dir)  # other sessions' gc leaves the labs to the test's own
 
     def owner(key: str, pid: int) -> Owner:
         return Owner("simplex", ids[key], here, pid, state_dir=str(state_dir))
@@ -77,18 +76,18 @@ def test_gc_removes_orphans_and_leaves_the_rest(conn, state_dir):
         for key in ("kept", "leased"):
             conn.defineXML(_domain(name[key], owner(key, dead)))
             state = LabState(ids[key], "simplex", "simplex", "libvirt", owner_pid=dead,
-                             status="ready", kept=key == "kept")  # fmt: skip
+                             owner_host=here, status="ready", kept=key == "kept")  # fmt: skip
             state.save()
-        keeper = LeaseKeeper(Holder.of(os.getpid()))
+        keeper = LeaseKeeper(Holder(here, os.getpid(), process_start(os.getpid())))
         keeper.take(state_dir / "labs" / ids["leased"], "test")
 
-        listed = stx_lab("list", state=state_dir)
+        listed = stx_lab("list", state=state_dir, own_host=True)
         assert listed.returncode == 0, listed.stderr
         for key in ("orphan", "alive", "kept", "leased"):
             assert ids[key] in listed.stdout
         assert ids["foreign"] not in listed.stdout
 
-        result = stx_lab("gc", state=state_dir)
+        result = stx_lab("gc", state=state_dir, own_host=True)
         assert result.returncode == 0, result.stderr
         left = _names(conn)
         assert name["orphan"] not in left
@@ -99,11 +98,11 @@ def test_gc_removes_orphans_and_leaves_the_rest(conn, state_dir):
 
         keeper.release(state_dir / "labs" / ids["leased"])
         keeper.stop()
-        result = stx_lab("gc", state=state_dir)
+        result = stx_lab("gc", state=state_dir, own_host=True)
         assert name["leased"] not in _names(conn), result.stdout
         assert not (state_dir / "labs" / ids["leased"]).exists()
         assert name["kept"] in _names(conn)
-        down = stx_lab("down", ids["kept"], state=state_dir)
+        down = stx_lab("down", ids["kept"], state=state_dir, own_host=True)
         assert down.returncode == 0, down.stderr
     finally:
         for key in ("foreign", "alive", "kept", "orphan", "leased"):
