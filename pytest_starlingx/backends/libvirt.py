@@ -86,7 +86,7 @@ from pytest_starlingx.backends.base import (
     read_ledger,
     write_ledger,
 )
-from pytest_starlingx.backends.libvirt_conn import Connection, error
+from pytest_starlingx.backends.libvirt_conn import Connection, error, is_alive
 from pytest_starlingx.errors import BackendError, LeakError
 from pytest_starlingx.transport import Transport, UnixSocketTransport
 
@@ -424,7 +424,8 @@ class LibvirtBackend:
             cached = {}
         if key in cached:
             return bool(cached[key]["kvm"])
-        works = probe_kvm(self.conn, self._probe_dir(), self.config.kvm_probe_timeout)
+        probe_dir, timeout = self._probe_dir(), self.config.kvm_probe_timeout
+        works = self.call("probing KVM", lambda c: probe_kvm(c, probe_dir, timeout))
         cached[key] = {"kvm": works, "checked": datetime.now(UTC).isoformat(timespec="seconds")}
         cache.write_text(json.dumps(cached, indent=1))
         return works
@@ -1119,23 +1120,36 @@ def _delete_snapshot(dom: libvirt.virDomain, name: str) -> None:
 # --------------------------------------------------------------------------- KVM probe
 
 
+def _raise_if_lost(conn: libvirt.virConnect, exc: libvirt.libvirtError) -> None:
+    """Raise ``exc`` again when ``conn`` died: the error says nothing about KVM."""
+    if not is_alive(conn):
+        raise exc
+
+
 def probe_kvm(conn: libvirt.virConnect, work_dir: Path, timeout: float) -> bool:
     """Whether a KVM guest really runs: boot a tiny transient domain and watch its serial.
 
     On some hosts /dev/kvm exists and SeaBIOS runs, yet a Linux kernel hangs without a byte
     of output; so when a host kernel is at hand (local libvirt) the probe boots it without
     a root file system and waits for its panic, else it waits for SeaBIOS to finish POST.
+    A libvirt error on a connection that died is raised, not taken for an answer: the caller
+    reconnects and probes again (the domain of the probe cut off is destroyed first).
     """
+    name = f"stx-kvm-probe-{os.getpid()}"
     try:
         conn.getDomainCapabilities(None, "x86_64", "q35", "kvm", 0)
     except libvirt.libvirtError as exc:
+        _raise_if_lost(conn, exc)
         logger.info("KVM probe: libvirt offers no KVM domains: %s", exc.get_error_message())
         return False
+    leftover = _existing(lambda: conn.lookupByName(name))
+    if leftover is not None:  # the guest of a probe cut off by a lost connection
+        _existing(leftover.destroy)
     kernels = sorted(Path("/boot").glob("vmlinuz-*"))
     log = work_dir / f"kvm-probe-{os.getpid()}.log"
     log.unlink(missing_ok=True)
     root = ET.Element("domain", type="kvm")
-    _sub(root, "name", f"stx-kvm-probe-{os.getpid()}")
+    _sub(root, "name", name)
     _metadata(root, Owner("kvm-probe", "probe"))
     _sub(root, "memory", "128", unit="MiB")
     _sub(root, "vcpu", "1")
@@ -1156,6 +1170,7 @@ def probe_kvm(conn: libvirt.virConnect, work_dir: Path, timeout: float) -> bool:
     try:
         dom = conn.createXML(_tostring(root), 0)
     except libvirt.libvirtError as exc:
+        _raise_if_lost(conn, exc)
         logger.info("KVM probe: a KVM guest does not start: %s", exc.get_error_message())
         return False
     try:
@@ -1170,6 +1185,7 @@ def probe_kvm(conn: libvirt.virConnect, work_dir: Path, timeout: float) -> bool:
         logger.info("KVM probe: no kernel output from a KVM guest within %.0fs", timeout)
         return False
     except libvirt.libvirtError as exc:
+        _raise_if_lost(conn, exc)
         if _is_gone(exc):
             output = log.read_bytes() if log.exists() else b""
             return any(marker in output for marker in markers)

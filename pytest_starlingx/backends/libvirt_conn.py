@@ -53,7 +53,8 @@ def _silence_libvirt(_ctx: object, _err: object) -> None:
     """libvirt prints every error to stderr by default; ours are raised as exceptions."""
 
 
-def _is_alive(conn: libvirt.virConnect) -> bool:
+def is_alive(conn: libvirt.virConnect) -> bool:
+    """Whether ``conn`` still reaches libvirtd."""
     try:
         return bool(conn.isAlive())
     except libvirt.libvirtError:
@@ -85,7 +86,7 @@ class Connection:
             try:
                 return action(conn)
             except libvirt.libvirtError as exc:
-                if _is_alive(conn):
+                if is_alive(conn):
                     raise
                 self._reopen(conn, exc)
 

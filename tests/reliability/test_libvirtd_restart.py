@@ -8,8 +8,10 @@ a simplex lab installs.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,10 +20,11 @@ import threading
 import time
 from pathlib import Path
 
+import libvirt
 import pytest
 from conftest import objects_of
 
-from pytest_starlingx.backends.libvirt import LibvirtBackend, LibvirtConfig
+from pytest_starlingx.backends.libvirt import DomainType, LibvirtBackend, LibvirtConfig, probe_kvm
 from pytest_starlingx.errors import BackendError
 from pytest_starlingx.hostsetup import LIBVIRT_SOCKET, restart_libvirtd
 from pytest_starlingx.waits import Deadline, poll
@@ -108,6 +111,40 @@ def test_libvirtd_gone_for_good_is_a_clear_error(relay, tmp_path):
     assert f"libvirtd at {relay.uri} is unreachable" in str(failed.value)
     assert "within 2 s" in str(failed.value)
     assert "stx-lab host-setup" in str(failed.value)
+
+
+def test_a_kvm_probe_cut_off_by_a_lost_connection_is_repeated(relay, new_state_dir, caplog):
+    state = new_state_dir()
+    (state / "kvm-probe.json").unlink(missing_ok=True)  # probe, do not take the host's answer
+    backend = LibvirtBackend(LibvirtConfig(uri=relay.uri, state_dir=state, kvm_probe_timeout=5))
+    direct = libvirt.open("qemu:///system")
+    probe_name = f"stx-kvm-probe-{os.getpid()}"
+
+    def probe_guests() -> list[str]:
+        return [d.name() for d in direct.listAllDomains() if d.name() == probe_name]
+
+    def cut_while_the_probe_runs() -> None:
+        poll(probe_guests, Deadline(60, "the probe guest"), "the KVM probe's guest", 0.1)
+        relay.stop()
+        threading.Timer(1.0, relay.start).start()
+
+    cutter = threading.Thread(target=cut_while_the_probe_runs)
+    cutter.start()
+    try:
+        with caplog.at_level(logging.WARNING, "pytest_starlingx.backend"):
+            kind = backend.domain_type()
+        cutter.join()
+        assert f"libvirt connection to {relay.uri} lost" in caplog.text
+        assert f"reconnected to libvirt at {relay.uri}" in caplog.text
+        assert probe_guests() == []
+        undisturbed = probe_kvm(direct, state / "probe", 5)
+        assert kind is (DomainType.KVM if undisturbed else DomainType.QEMU)
+        [cached] = json.loads((state / "kvm-probe.json").read_text()).values()
+        assert cached["kvm"] is undisturbed
+    finally:
+        backend.close()
+        direct.close()
+        shutil.rmtree(state)
 
 
 def _wait_for_install(state: Path, session: subprocess.Popen[bytes], out: Path) -> None:
