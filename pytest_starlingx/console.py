@@ -863,7 +863,7 @@ class Console:
     def _booting(self) -> bool:
         """True when the console shows boot output with no prompt printed since."""
         for line in reversed(self.tail(self._ring_lines)):
-            if re.search(LOGIN, line) or re.search(self.prompt.rstrip(), line):
+            if re.search(self._any_prompt(), line):
                 return False
             if _BOOT_OUTPUT.search(line):
                 return True
@@ -878,10 +878,12 @@ class Console:
         for line in reversed(self.tail(self._ring_lines)):
             line = _KERNEL_MESSAGE_TAIL.sub("", line).rstrip()
             if line:
-                return bool(
-                    re.search(r"login:$", line) or re.search(rf"(?:{self.prompt.rstrip()})$", line)
-                )
+                return bool(re.search(rf"{self._any_prompt()}$", line))
         return False
+
+    def _any_prompt(self) -> str:
+        """A login or shell prompt (its trailing blank optional)."""
+        return rf"(?:{LOGIN}|{self.prompt.rstrip()})"
 
     # ---- commands
 
