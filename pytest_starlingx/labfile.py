@@ -79,6 +79,7 @@ OAM_KEYS = ("subnet", "gateway", "floating", "controller_0", "controller_1")
 MGMT_KEYS = ("subnet",)
 PASSWORD_KEYS = ("env", "value", "generate")
 
+MIN_WORKERS = 1  # standard options run their workloads on worker nodes
 MAX_WORKERS = 20
 MAX_STORAGE_NODES = 8
 MIN_STORAGE_NODES = 2
@@ -398,7 +399,10 @@ class _Checker:
                 f"topology {' or '.join(t.value for t in owners)}",
             )
             return None
-        low, high = (0, MAX_WORKERS) if key == "workers" else (MIN_STORAGE_NODES, MAX_STORAGE_NODES)
+        if key == "workers":
+            low, high = MIN_WORKERS, MAX_WORKERS
+        else:
+            low, high = MIN_STORAGE_NODES, MAX_STORAGE_NODES
         return self.integer(data[key], (key,), low, high)
 
     def node_override(self, value: Any, path: Path_) -> NodeOverride:

@@ -42,7 +42,7 @@ def test_validate_rejects_bad_files_with_exit_2_and_every_message(tmp_path):
     assert done.returncode == 2
     assert f"{good}: ok (simplex lab 'simplex', 1 node)" in done.stdout
     assert done.stderr.splitlines() == [
-        f"{bad}:2: workers: must be from 0 to 20, got 99",
+        f"{bad}:2: workers: must be from 1 to 20, got 99",
         f"{bad}:4: nodes.worker-7: no such node in this standard lab (it has controller-0, "
         "controller-1, worker-0, worker-1) (did you mean 'worker-1'?)",
     ]

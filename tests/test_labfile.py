@@ -60,7 +60,7 @@ def test_iso_path_is_relative_to_the_file(tmp_path, fake_iso):
 
 def test_mapping_source_validates_marker_overrides():
     assert lab_from_mapping({"topology": "standard", "workers": 3}).workers == 3
-    with pytest.raises(LabConfigError, match=r"^<overrides>: workers: must be from 0 to 20"):
+    with pytest.raises(LabConfigError, match=r"^<overrides>: workers: must be from 1 to 20"):
         lab_from_mapping({"topology": "standard", "workers": 99})
 
 
@@ -92,9 +92,10 @@ def test_mapping_source_validates_marker_overrides():
                                            "remove the key or use topology standard or storage"),
         ("topology: standard\nstorage_nodes: 2\n", "lab.yaml:2: storage_nodes: a standard lab "
                                                    "has no storage nodes"),
-        ("topology: standard\nworkers: -1\n", "lab.yaml:2: workers: must be from 0 to 20, got -1"),
+        ("topology: standard\nworkers: -1\n", "lab.yaml:2: workers: must be from 1 to 20, got -1"),
+        ("topology: storage\nworkers: 0\n", "lab.yaml:2: workers: must be from 1 to 20, got 0"),
         ("topology: standard\nworkers: two\n", "lab.yaml:2: workers: must be a whole number from "
-                                               "0 to 20, got 'two'"),
+                                               "1 to 20, got 'two'"),
         ("topology: standard\nworkers: 2.5\n", "lab.yaml:2: workers: must be a whole number"),
         ("topology: standard\nworkers: true\n", "lab.yaml:2: workers: must be a whole number"),
         ("topology: storage\nstorage_nodes: 1\n", "lab.yaml:2: storage_nodes: must be from 2 to "

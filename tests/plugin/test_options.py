@@ -71,7 +71,7 @@ def test_a_bad_config_file_lists_its_problems(pytester):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "--stx-config: the lab description is invalid:" in err
-    assert f"{lab}:2: workers: must be from 0 to 20, got -1" in err
+    assert f"{lab}:2: workers: must be from 1 to 20, got -1" in err
     assert f"{lab}:3: nodez: unknown key (did you mean 'nodes'?)" in err
 
 
@@ -103,7 +103,7 @@ def test_bad_markers_fail_collection_naming_each_test(pytester):
             "ERROR: invalid stx markers:",
             "test_bad_markers_fail_collection_naming_each_test.py::test_typo: @pytest.mark.stx: "
             "'simplx' is not a topology; use one of simplex, duplex, standard, storage",
-            "*::test_too_many: @pytest.mark.stx: workers: must be from 0 to 20, got 99",
+            "*::test_too_many: @pytest.mark.stx: workers: must be from 1 to 20, got 99",
             "*::test_unknown_need: @pytest.mark.stx: needs: unknown capability 'gpu'; known: "
             "standby_controller, worker_nodes, storage_nodes",
             "*::test_contradiction: @pytest.mark.stx: a simplex lab lacks standby_controller; "
