@@ -862,8 +862,9 @@ class Console:
 
     def _booting(self) -> bool:
         """True when the console shows boot output with no prompt printed since."""
+        prompt = self._any_prompt()
         for line in reversed(self.tail(self._ring_lines)):
-            if re.search(self._any_prompt(), line):
+            if re.search(prompt, line):
                 return False
             if _BOOT_OUTPUT.search(line):
                 return True

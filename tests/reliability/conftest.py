@@ -85,9 +85,8 @@ def state_dir(monkeypatch, new_state_dir) -> Path:
     path = new_state_dir()
     monkeypatch.setenv("STX_STATE_DIR", str(path))
     yield path
-    for gc in ([STX_LAB, "gc"], on_host(path, [STX_LAB, "gc"])):  # the test's own host name too
-        subprocess.run(gc, env={**os.environ, "STX_STATE_DIR": str(path)}, capture_output=True,
-                       timeout=300)  # fmt: skip
+    for own_host in (False, True):  # the test's own host name too
+        stx_lab("gc", state=path, own_host=own_host)
     left = objects_of(path)
     assert not left, f"left behind: {sorted(left)}"
     shutil.rmtree(path)
