@@ -52,6 +52,8 @@ PROMPT_GRACE = 30.0
 #: Silence after which a console without a prompt counts as idle, unless it is booting.
 BOOT_QUIET = 8.0
 MASK = "****"
+#: How often a lost boot-menu highlight is redrawn before giving up.
+MENU_REDRAWS = 5
 #: Longest command line :meth:`Console.run` sends; longer input goes through write_file().
 MAX_COMMAND = 1000
 
@@ -634,33 +636,58 @@ class Console:
         """Select a boot-menu entry by its text; several texts walk nested menus.
 
         Reads the highlighted entry from the screen, presses down/up until the wanted entry is
-        highlighted (checking the screen after every key), then Enter. Raises :class:`MenuError`
-        when a menu has stayed the same for ``settle`` seconds without the wanted entry.
+        highlighted (checking the screen after every key and redrawing a highlight the boot
+        loader's output lost), then Enter. Raises :class:`MenuError` when a menu has stayed the
+        same for ``settle`` seconds without the wanted entry.
         """
         for level, wanted in enumerate(path):
             label = wanted.pattern if isinstance(wanted, re.Pattern) else wanted
             menu = self._await_entry(wanted, label, deadline, settle)
-            target = menu.find(wanted)
-            for _ in range(2 * len(menu.entries) + 2):
-                current, target = menu.highlighted, menu.find(wanted) or target
-                if current is None or target is None:  # cannot happen: checked by the waits
-                    raise self._error(MenuError, f"lost menu entry {label!r}: {menu}")
-                if current.row == target.row:
-                    break
-                self.send_key("down" if target.row > current.row else "up")
-                # Only the highlight is awaited, not the entry's text: GRUB drops serial output
-                # when the host is slow, so a redrawn row may read 'tall' instead of its entry.
-                menu = self.wait_screen(
-                    _moved_from(current.row),
-                    deadline,
-                    f"the highlight to move towards menu entry {label!r}",
-                )
-            else:
-                raise self._error(MenuError, f"could not highlight menu entry {label!r}: {menu}")
+            rows = [entry.row for entry in menu.entries]
+            highlighted, target = menu.highlighted, menu.find(wanted)
+            if highlighted is None or target is None:  # cannot happen: checked by the wait
+                raise self._error(MenuError, f"lost menu entry {label!r}: {menu}")
+            here, there = rows.index(highlighted.row), rows.index(target.row)
+            step = 1 if there > here else -1
+            while here != there:
+                self._move_highlight(rows[here], rows[here + step], label, deadline, settle)
+                here += step
             log.info("%s: menu entry %r selected", self.node, label, extra=self._extra)
             if level < len(path) - 1:
                 self.screen.reset()  # the submenu is drawn on a cleared screen
             self.send_key("enter")
+
+    def _move_highlight(
+        self, row: int, to: int, label: str, deadline: Deadline, settle: float
+    ) -> None:
+        """Press up or down once and wait until the highlight is on screen row ``to``.
+
+        GRUB drops serial output when the host is slow: a CI run lost the redraw of the newly
+        highlighted row, and the screen showed no highlight at all. Keys are not lost, so when
+        the highlight has not arrived within ``settle`` seconds, the opposite key and the key
+        again redraw both rows. Only the highlight is awaited, not the entry's text (a redrawn
+        row may read 'tall' instead of its entry).
+        """
+        key, back = ("down", "up") if to > row else ("up", "down")
+        arrived = _highlight_on(to)
+        what = f"the highlight to move towards menu entry {label!r}"
+        self.send_key(key)
+        for _ in range(MENU_REDRAWS):
+            menu = self._wait_screen_briefly(arrived, deadline, settle, what)
+            if arrived(menu):
+                return
+            log.info(
+                "%s: no highlight on row %d after key %s (menu on screen: %s); "
+                "pressing %s and %s to redraw it", self.node, to, key, menu or "none", back, key,
+                extra=self._extra,
+            )  # fmt: skip
+            self.send_key(back)
+            self.send_key(key)
+        raise self._error(
+            MenuError,
+            f"{what}: the highlight did not reach screen row {to} after {MENU_REDRAWS} redraws "
+            f"(menu on screen: {menu or 'none'})",
+        )
 
     def _await_entry(
         self, wanted: str | re.Pattern[str], label: str, deadline: Deadline, settle: float
@@ -1010,6 +1037,15 @@ class Console:
         if mode:
             finish += f" && chmod {shlex.quote(mode)} {target}"
         self.run_checked(finish, deadline)
+
+
+def _highlight_on(row: int) -> Callable[[Menu], bool]:
+    """Predicate: one entry highlighted, the one on ``row``."""
+
+    def on(menu: Menu) -> bool:
+        return menu.highlighted is not None and menu.highlighted.row == row
+
+    return on
 
 
 def _moved_from(row: int) -> Callable[[Menu], bool]:

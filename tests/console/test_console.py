@@ -187,6 +187,57 @@ def test_select_nested_entries(make_console, device):
     assert grub.keys == ["down", "enter", "enter"]
 
 
+class DroppingGrub(GrubDevice):
+    """GRUB drops a whole redraw on a slow host; ``lost`` picks the row draw of the first move
+    that never arrives: the new highlight (a CI run saw no highlight at all) or the old row's
+    un-highlighting (two rows read highlighted)."""
+
+    def __init__(self, lost: str) -> None:
+        self.lost = lost
+        self.moves = 0
+        super().__init__(DEBIAN_MENU)
+
+    def move(self, step: int) -> None:
+        self.moves += 1
+        super().move(step)
+
+    def entry(self, index: int, highlighted: bool) -> bytes:
+        drawn = super().entry(index, highlighted)
+        first_move = self.moves == 1 and len(self.stack) == 1
+        lost = highlighted if self.lost == "new highlight" else not highlighted
+        return b"" if first_move and lost else drawn
+
+
+@pytest.mark.parametrize("lost", ["new highlight", "old row"])
+def test_a_highlight_redraw_lost_by_grub_is_redrawn(make_console, lost):
+    grub = DroppingGrub(lost)
+    console = make_console(grub.transport)
+    console.select_menu(
+        "Debian All-in-one Install", "Serial Console", deadline=Deadline(20), settle=0.5
+    )
+    console.expect("SELECTED: ", Deadline(5))
+    assert grub.booted == "SELECTED: aio serial"
+    assert grub.keys == ["down", "up", "down", "enter", "enter"]
+
+
+def test_a_highlight_that_never_arrives_fails_with_the_menu(make_console):
+    class MuteGrub(GrubDevice):
+        def move(self, step: int) -> None:
+            self.keys.append("down" if step > 0 else "up")
+            self.stack[-1] = (self.current[0], self.current[1] + step)
+
+    grub = MuteGrub(DEBIAN_MENU)
+    console = make_console(grub.transport)
+    deadline = Deadline(30)
+    with console.stage("install"), pytest.raises(MenuError) as info:
+        console.select_menu("Debian All-in-one Install", deadline=deadline, settle=0.2)
+    message = str(info.value)
+    assert "the highlight to move towards menu entry 'Debian All-in-one Install'" in message
+    assert "after 5 redraws" in message
+    assert "*'Debian Controller Install'" in message  # the menu as last seen
+    assert "enter" not in grub.keys
+
+
 def test_select_upwards_from_a_lower_default(make_console):
     grub = GrubDevice(DEBIAN_MENU, draw=False)
     grub.stack[-1] = (DEBIAN_MENU, 2)
