@@ -662,30 +662,51 @@ class Console:
     ) -> None:
         """Press up or down once and wait until the highlight is on screen row ``to``.
 
-        GRUB drops serial output when the host is slow: a CI run lost the redraw of the newly
-        highlighted row, and the screen showed no highlight at all. Keys are not lost, so when
-        the highlight has not arrived within ``settle`` seconds, the opposite key and the key
-        again redraw both rows. Only the highlight is awaited, not the entry's text (a redrawn
-        row may read 'tall' instead of its entry).
+        Only the highlight is awaited, not the entry's text: a redrawn row may read 'tall'
+        instead of its entry. A lost highlight is redrawn (:meth:`_redraw_highlight`).
         """
-        key, back = ("down", "up") if to > row else ("up", "down")
+        key = "down" if to > row else "up"
         arrived = _highlight_on(to)
         what = f"the highlight to move towards menu entry {label!r}"
         self.send_key(key)
+        menu = self._wait_screen_briefly(arrived, deadline, settle, what)
+        if not arrived(menu):
+            menu = self._redraw_highlight(key, deadline, settle, what)
+        if not arrived(menu):
+            raise self._error(
+                MenuError, f"{what}: the highlight went to another row than {to}: {menu}"
+            )
+
+    def _redraw_highlight(self, key: str, deadline: Deadline, settle: float, what: str) -> Menu:
+        """Redraw a highlight lost after ``key``: press the opposite key, then ``key`` again.
+
+        GRUB drops serial output when the host is slow: a CI run lost the redraw of the newly
+        highlighted row, and no row read highlighted. Keys are not lost, and the two moves
+        redraw both rows of the lost one. Each move is awaited on screen before the next key (a
+        highlight read in between would be stale). Returns the menu once ``key`` has moved the
+        highlight; raises :class:`MenuError` after :data:`MENU_REDRAWS` tries.
+        """
+        back = "up" if key == "down" else "down"
+        menu = self.screen.menu()
         for _ in range(MENU_REDRAWS):
-            menu = self._wait_screen_briefly(arrived, deadline, settle, what)
-            if arrived(menu):
-                return
             log.info(
-                "%s: no highlight on row %d after key %s (menu on screen: %s); "
-                "pressing %s and %s to redraw it", self.node, to, key, menu or "none", back, key,
-                extra=self._extra,
+                "%s: waiting for %s after key %s (menu on screen: %s); pressing %s and %s to "
+                "redraw it", self.node, what, key, menu or "none", back, key, extra=self._extra,
             )  # fmt: skip
             self.send_key(back)
+            menu = self._wait_screen_briefly(_one_highlight, deadline, settle, what)
+            start = menu.highlighted
             self.send_key(key)
+            if start is None:  # this redraw was lost too: let the second one land, then again
+                menu = self._wait_screen_briefly(_one_highlight, deadline, settle, what)
+                continue
+            moved = _moved_from(start.row)
+            menu = self._wait_screen_briefly(moved, deadline, settle, what)
+            if moved(menu):
+                return menu
         raise self._error(
             MenuError,
-            f"{what}: the highlight did not reach screen row {to} after {MENU_REDRAWS} redraws "
+            f"{what}: not on screen after {MENU_REDRAWS} redraws "
             f"(menu on screen: {menu or 'none'})",
         )
 
@@ -718,21 +739,26 @@ class Console:
             "%s: no %s in the menu on screen (%s); walking the menu", self.node, what, menu,
             extra=self._extra,
         )  # fmt: skip
+        current = menu.highlighted
+        assert current is not None  # the loop above ends on a menu with a highlight
         for key in ("down", "up"):
             for _ in range(64):
-                current = menu.highlighted
-                assert current is not None
                 self.send_key(key)
-                menu = self._wait_screen_briefly(
-                    _moved_from(current.row), deadline, settle, "the highlight to move"
-                )
-                if menu.highlighted is None or menu.highlighted.row == current.row:
-                    break  # the end of the menu
-                menu = self._wait_screen_briefly(found, deadline, 0.5, what)
+                moved = _moved_from(current.row)
+                menu = self._wait_screen_briefly(moved, deadline, settle, "the highlight to move")
+                menu = self._wait_screen_briefly(found, deadline, 0.5, what)  # text completes
                 if found(menu):
                     return menu
-                if (menu.highlighted.row > current.row) != (key == "down"):
-                    break  # wrapped around
+                if menu.highlighted is None:
+                    menu = self._redraw_highlight(key, deadline, settle, what)
+                    if found(menu):
+                        return menu
+                here = menu.highlighted
+                assert here is not None  # _redraw_highlight returns a menu with a highlight
+                at_end = here.row == current.row or (here.row > current.row) != (key == "down")
+                current = here
+                if at_end:
+                    break  # the end of the menu, or it wrapped around
         raise self._error(MenuError, f"no {what} in the menu: {menu}")
 
     def _wait_screen_briefly(
@@ -1037,6 +1063,11 @@ class Console:
         if mode:
             finish += f" && chmod {shlex.quote(mode)} {target}"
         self.run_checked(finish, deadline)
+
+
+def _one_highlight(menu: Menu) -> bool:
+    """Predicate: exactly one entry highlighted."""
+    return menu.highlighted is not None
 
 
 def _highlight_on(row: int) -> Callable[[Menu], bool]:
