@@ -280,7 +280,7 @@ def test_a_highlight_lost_while_walking_the_menu_is_redrawn(make_console):
     grub = FlakyGrub(cut=True, lost="new highlight")
     console = make_console(grub.transport)
     console.select_menu(
-        "Debian All-in-one Install", "Serial Console", deadline=Deadline(20), settle=0.5
+        "Debian All-in-one Install", "Serial Console", deadline=Deadline(30), settle=2
     )
     console.expect("SELECTED: ", Deadline(5))
     assert grub.booted == "SELECTED: aio serial"
@@ -292,7 +292,7 @@ def test_a_highlight_redraw_lost_by_grub_is_redrawn(make_console, lost):
     grub = FlakyGrub(lost=lost)
     console = make_console(grub.transport)
     console.select_menu(
-        "Debian All-in-one Install", "Serial Console", deadline=Deadline(20), settle=0.5
+        "Debian All-in-one Install", "Serial Console", deadline=Deadline(30), settle=2
     )
     console.expect("SELECTED: ", Deadline(5))
     assert grub.booted == "SELECTED: aio serial"
