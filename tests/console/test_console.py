@@ -10,6 +10,7 @@ from console_fakes import DEBIAN_MENU, Device, GrubDevice
 
 from pytest_starlingx.console import (
     LOGIN,
+    Console,
     ConsoleClosed,
     ConsoleTimeout,
     MenuError,
@@ -159,6 +160,14 @@ def test_strip_ansi():
 # ------------------------------------------------------------------------------- boot menus
 
 
+def menu_error(console: Console, entry: str, settle: float) -> tuple[str, Deadline]:
+    """The MenuError message of selecting ``entry`` in the install stage, and its deadline."""
+    deadline = Deadline(30)
+    with console.stage("install"), pytest.raises(MenuError) as info:
+        console.select_menu(entry, deadline=deadline, settle=settle)
+    return str(info.value), deadline
+
+
 def test_select_top_level_entry(make_console):
     grub = GrubDevice({"Disk": "BOOT disk", "Controller": "BOOT controller", "AIO": "BOOT aio"})
     console = make_console(grub.transport)
@@ -194,11 +203,7 @@ def test_a_highlight_that_never_arrives_fails_with_the_menu(make_console):
             self.stack[-1] = (self.current[0], self.current[1] + step)
 
     grub = MuteGrub(DEBIAN_MENU)
-    console = make_console(grub.transport)
-    deadline = Deadline(30)
-    with console.stage("install"), pytest.raises(MenuError) as info:
-        console.select_menu("Debian All-in-one Install", deadline=deadline, settle=0.2)
-    message = str(info.value)
+    message, _ = menu_error(make_console(grub.transport), "Debian All-in-one Install", 0.2)
     assert "the highlight to move towards menu entry 'Debian All-in-one Install'" in message
     assert "after 5 redraws" in message
     assert "*'Debian Controller Install'" in message  # the menu as last seen
@@ -226,11 +231,7 @@ def test_select_by_regex(make_console):
 
 def test_missing_entry_fails_with_the_menu_listed(make_console):
     grub = GrubDevice(DEBIAN_MENU)
-    console = make_console(grub.transport)
-    deadline = Deadline(30)
-    with console.stage("install"), pytest.raises(MenuError) as info:
-        console.select_menu("Debian Storage Install", deadline=deadline, settle=0.3)
-    message = str(info.value)
+    message, deadline = menu_error(make_console(grub.transport), "Debian Storage Install", 0.3)
     assert "no menu entry 'Debian Storage Install' in the menu" in message
     assert "'Debian All-in-one (lowlatency) Install'" in message
     assert deadline.elapsed < 10
@@ -266,37 +267,26 @@ class FlakyGrub(GrubDevice):
         return drawn
 
 
-def test_entry_cut_short_in_the_first_draw_is_found_by_walking(make_console):
-    grub = FlakyGrub(cut=True)
-    console = make_console(grub.transport)
-    console.select_menu(
-        "Debian All-in-one Install", "Serial Console", deadline=Deadline(20), settle=1
-    )
-    console.expect("SELECTED: ", Deadline(5))
-    assert grub.booted == "SELECTED: aio serial"
-
-
-def test_a_highlight_lost_while_walking_the_menu_is_redrawn(make_console):
-    grub = FlakyGrub(cut=True, lost="new highlight")
-    console = make_console(grub.transport)
-    console.select_menu(
-        "Debian All-in-one Install", "Serial Console", deadline=Deadline(30), settle=2
-    )
-    console.expect("SELECTED: ", Deadline(5))
-    assert grub.booted == "SELECTED: aio serial"
-    assert grub.keys == ["down", "up", "down", "enter", "enter"]
-
-
-@pytest.mark.parametrize("lost", ["new highlight", "old row"])
-def test_a_highlight_redraw_lost_by_grub_is_redrawn(make_console, lost):
-    grub = FlakyGrub(lost=lost)
+@pytest.mark.parametrize(
+    ("cut", "lost", "keys"),
+    [
+        (True, None, ["down", "enter", "enter"]),
+        (False, "new highlight", ["down", "up", "down", "enter", "enter"]),
+        (False, "old row", ["down", "up", "down", "enter", "enter"]),
+        (True, "new highlight", ["down", "up", "down", "enter", "enter"]),
+    ],
+    ids=["cut-short-found-by-walking", "highlight-lost", "unhighlight-lost", "lost-while-walking"],
+)
+def test_a_menu_garbled_by_grub_is_repaired(make_console, cut, lost, keys):
+    """A cut-short entry is found by walking the menu; a lost highlight is redrawn."""
+    grub = FlakyGrub(cut=cut, lost=lost)
     console = make_console(grub.transport)
     console.select_menu(
         "Debian All-in-one Install", "Serial Console", deadline=Deadline(30), settle=2
     )
     console.expect("SELECTED: ", Deadline(5))
     assert grub.booted == "SELECTED: aio serial"
-    assert grub.keys == ["down", "up", "down", "enter", "enter"]
+    assert grub.keys == keys
 
 
 def test_menu_timeout_names_the_entry(make_console):
