@@ -747,12 +747,10 @@ class Console:
                 moved = _moved_from(current.row)
                 menu = self._wait_screen_briefly(moved, deadline, settle, "the highlight to move")
                 menu = self._wait_screen_briefly(found, deadline, 0.5, what)  # text completes
-                if found(menu):
-                    return menu
                 if menu.highlighted is None:
                     menu = self._redraw_highlight(key, deadline, settle, what)
-                    if found(menu):
-                        return menu
+                if found(menu):
+                    return menu
                 here = menu.highlighted
                 assert here is not None  # _redraw_highlight returns a menu with a highlight
                 at_end = here.row == current.row or (here.row > current.row) != (key == "down")
