@@ -40,7 +40,7 @@ from pexpect import EOF, TIMEOUT
 from pexpect.spawnbase import SpawnBase
 
 from pytest_starlingx.errors import ConsoleError
-from pytest_starlingx.screen import Menu, Screen
+from pytest_starlingx.screen import Menu, Screen, matches
 from pytest_starlingx.transport import Transport
 from pytest_starlingx.waits import Deadline, Progress
 
@@ -95,7 +95,12 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _KERNEL_MESSAGE = re.compile(r"\[ *\d+\.\d+\] [^\n]*\n")
 _KERNEL_MESSAGE_TAIL = re.compile(r"\[ *\d+\.\d+\] .*")  # a printk to the end of a line
 #: A line printed by a machine on its way up: firmware, network boot, boot loader, kernel, systemd.
-_BOOT_OUTPUT = re.compile(r"^\[ *(?:\d+\.\d+|OK) *\]|^(?:SeaBIOS|iPXE|Booting |Loading )|GRUB")
+#: Four letters in a row each printed twice: a boot menu copied to the serial line by the
+#: firmware as well (shared/real-menus.md: ``DDeebbiiaann``).
+_DOUBLED = re.compile(r"(?:([A-Za-z])\1){4}")
+_BOOT_OUTPUT = re.compile(
+    r"^\[ *(?:\d+\.\d+|OK) *\]|^(?:SeaBIOS|iPXE|Booting |Loading |ISOLINUX |PXELINUX )|GRUB"
+)
 
 
 def _secs(seconds: float) -> str:
@@ -635,17 +640,50 @@ class Console:
     ) -> None:
         """Select a boot-menu entry by its text; several texts walk nested menus.
 
-        Reads the highlighted entry from the screen, presses down/up until the wanted entry is
-        highlighted (checking the screen after every key and redrawing a highlight the boot
-        loader's output lost), then Enter. Raises :class:`MenuError` when a menu has stayed the
-        same for ``settle`` seconds without the wanted entry.
+        Each text is an entry of its level, whatever the menu's decoration: the highlighted entry
+        is read from the screen and down/up pressed until the wanted one is highlighted (checking
+        the screen after every key and redrawing a highlight the boot loader's output lost), then
+        Enter. A menu already inside a wanted submenu (vesamenu opens inside its default one,
+        titled with the submenu's text) counts as that level chosen; a titled menu that stays
+        without the wanted entry for ``settle`` seconds is left with ESC (one level up), which
+        also stops its countdown. Raises :class:`MenuError` when no level has the entry.
         """
-        for level, wanted in enumerate(path):
+        try:
+            self._select_path(path, deadline, settle)
+        except (ConsoleTimeout, MenuError) as exc:
+            if not any(_DOUBLED.search(line) for line in self.tail()):
+                raise
+            raise self._error(
+                MenuError,
+                f"{exc.summary}; the console shows every character twice: the firmware copies "
+                "the screen to the serial port while the boot loader writes there too (a "
+                "serial BIOS console such as libvirt's <bios useserial='yes'/>; give the VM a "
+                "video device instead, as StarlingX's own domains have)",
+            ) from None
+
+    def _select_path(
+        self, path: Sequence[str | re.Pattern[str]], deadline: Deadline, settle: float
+    ) -> None:
+        """The walk of :meth:`select_menu`. ESC is pressed at most once, before any entry is
+        chosen: ESC at vesamenu's top level opens the ``boot:`` prompt, which boots label 1
+        after its own timeout."""
+        level = 0
+        escaped = False
+        while level < len(path):
+            wanted = path[level]
             label = wanted.pattern if isinstance(wanted, re.Pattern) else wanted
-            menu = self._await_entry(wanted, label, deadline, settle)
+            inner = level + 1 < len(path)
+            menu, escaped = self._await_entry(
+                wanted, label, deadline, settle, titled=inner, may_leave=level == 0 and not escaped
+            )
+            target = menu.find(wanted)
+            if target is None:  # the menu on screen is the wanted submenu itself
+                log.info("%s: already in menu %r", self.node, label, extra=self._extra)
+                level += 1
+                continue
             rows = [entry.row for entry in menu.entries]
-            highlighted, target = menu.highlighted, menu.find(wanted)
-            if highlighted is None or target is None:  # cannot happen: checked by the wait
+            highlighted = menu.highlighted
+            if highlighted is None:  # cannot happen: checked by the wait
                 raise self._error(MenuError, f"lost menu entry {label!r}: {menu}")
             here, there = rows.index(highlighted.row), rows.index(target.row)
             step = 1 if there > here else -1
@@ -653,9 +691,10 @@ class Console:
                 self._move_highlight(rows[here], rows[here + step], label, deadline, settle)
                 here += step
             log.info("%s: menu entry %r selected", self.node, label, extra=self._extra)
-            if level < len(path) - 1:
+            if inner:
                 self.screen.reset()  # the submenu is drawn on a cleared screen
             self.send_key("enter")
+            level += 1
 
     def _move_highlight(
         self, row: int, to: int, label: str, deadline: Deadline, settle: float
@@ -711,20 +750,33 @@ class Console:
         )
 
     def _await_entry(
-        self, wanted: str | re.Pattern[str], label: str, deadline: Deadline, settle: float
-    ) -> Menu:
-        """Wait for a menu showing ``wanted`` with a highlight; return it.
+        self,
+        wanted: str | re.Pattern[str],
+        label: str,
+        deadline: Deadline,
+        settle: float,
+        *,
+        titled: bool = False,
+        may_leave: bool = False,
+    ) -> tuple[Menu, bool]:
+        """Wait for a menu showing ``wanted`` with a highlight (or, when ``titled``, a menu
+        titled ``wanted``); return it, and whether ESC was pressed.
 
-        A menu may be drawn incompletely on a serial line (GRUB 2.06 under QEMU cut an entry
-        short in its first draw, reproducibly). When the menu settles without ``wanted``, the
-        highlight is walked down and then up through the menu: every move redraws the rows it
-        leaves and enters, which repairs them (and scrolls long menus).
+        A menu that stays the same for ``settle`` seconds without it is, when it has a title
+        and ``may_leave``, left with ESC (vesamenu: up from the submenu it opened in, the
+        countdown restarting at the top). Otherwise the highlight is
+        walked down and then up through the menu: a menu may be drawn incompletely on a serial
+        line (GRUB 2.06 under QEMU cut an entry short in its first draw, reproducibly), and
+        every move redraws the rows it leaves and enters, which repairs them (and scrolls long
+        menus).
         """
         what = f"menu entry {label!r}"
 
         def found(menu: Menu) -> bool:
-            return menu.highlighted is not None and menu.find(wanted) is not None
+            inside = titled and menu.title is not None and matches(menu.title, wanted)
+            return menu.highlighted is not None and (menu.find(wanted) is not None or inside)
 
+        escaped = False
         menu = self.screen.menu()
         while True:  # until the menu has stayed the same for `settle` seconds
             shown = menu
@@ -732,9 +784,19 @@ class Console:
                 lambda m, shown=shown: found(m) or m != shown, deadline, settle, what
             )
             if found(menu):
-                return menu
-            if menu == shown and menu.highlighted is not None:
+                return menu, escaped
+            if menu != shown or menu.highlighted is None:
+                continue
+            if menu.title is None or escaped or not may_leave:
                 break
+            log.info(
+                "%s: no %s in the menu on screen (%s); ESC to the menu above", self.node, what,
+                menu, extra=self._extra,
+            )  # fmt: skip
+            escaped = True
+            self.screen.reset()  # the menu above is drawn on a cleared screen
+            self.send_key("esc")
+            menu = self.screen.menu()
         log.info(
             "%s: no %s in the menu on screen (%s); walking the menu", self.node, what, menu,
             extra=self._extra,
@@ -750,7 +812,7 @@ class Console:
                 if menu.highlighted is None:
                     menu = self._redraw_highlight(key, deadline, settle, what)
                 if found(menu):
-                    return menu
+                    return menu, escaped
                 here = menu.highlighted
                 assert here is not None  # _redraw_highlight returns a menu with a highlight
                 at_end = here.row == current.row or (here.row > current.row) != (key == "down")

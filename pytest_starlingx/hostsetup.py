@@ -16,7 +16,8 @@ from pathlib import Path
 from pytest_starlingx.errors import HostError
 
 # QEMU and libvirt (daemon, client, headers for building libvirt-python), Python's venv and
-# headers, and what the simulator guest build takes its kernel, busybox, GRUB and iPXE from.
+# headers, and what the simulator guest build takes its kernel, busybox, ISOLINUX, GRUB and iPXE
+# from.
 HOST_PACKAGES: tuple[str, ...] = (
     "qemu-system-x86",
     "qemu-utils",
@@ -29,6 +30,7 @@ HOST_PACKAGES: tuple[str, ...] = (
     "python3-venv",
     "procps",
     "vde2",  # the VBoxManage emulator wires internal networks with vde_switch
+    "mtools",  # grub-mkrescue, which the tests' small boot ISO is made with, may call mformat
 )
 LIBVIRT_SOCKET = Path("/run/libvirt/libvirt-sock")
 DAEMONS: tuple[tuple[str, str], ...] = (

@@ -1,11 +1,14 @@
 """Reading boot menus from a VT100 screen model (pyte).
 
 Boot loaders draw menus with cursor addressing: GRUB writes each entry at ``ESC[row;3H`` and the
-highlighted one in reverse video (``ESC[7m``) with a ``*`` prefix; syslinux draws a box with the
-highlighted row in other colours. Regexes on the raw bytes cannot tell which entry is highlighted
-after a few redraws; a screen model can. The reading here is generic: a row is highlighted when its
-text is drawn in reverse video, or when it is marked with ``*`` or ``>``, or (last resort) when its
-background differs from that of the other entries.
+highlighted one in reverse video (``ESC[7m``) with a ``*`` prefix; syslinux's vesamenu draws a
+box in DEC line drawing, its title above a separator row, the highlighted row in reverse video
+and a ``>`` at the right edge of rows that open a submenu (shared/real-menus.md). Regexes on the
+raw bytes cannot tell which entry is highlighted after a few redraws; a screen model can. The
+reading here is generic: a row is highlighted when its text is drawn in reverse video, or when it
+is marked with ``*`` or ``>``, or (last resort) when its background differs from that of the
+other entries. Entry texts come without the decoration: no marks, no submenu ``>``, one space
+between words.
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ import pyte
 _BORDER = r"|+\-" + "\u2500-\u257f"
 _EDGES = re.compile(rf"^[\s{_BORDER}]+|[\s{_BORDER}]+$")
 _MARK = re.compile(r"^[*>]\s?")
+_SUBMENU = re.compile(r"\s+>$")  # vesamenu's marker of a row that opens a submenu
+
+
+def matches(text: str, wanted: str | re.Pattern[str]) -> bool:
+    """Whether a menu text is ``wanted``: equal (whitespace-normalized) or a regex full match."""
+    if isinstance(wanted, re.Pattern):
+        return wanted.fullmatch(text) is not None
+    return text == " ".join(wanted.split())
 
 
 @dataclass(frozen=True)
@@ -34,9 +45,10 @@ class MenuEntry:
 
 @dataclass(frozen=True)
 class Menu:
-    """The entries of the menu currently on screen (top to bottom)."""
+    """The entries of the menu currently on screen (top to bottom), and its boxed title."""
 
     entries: tuple[MenuEntry, ...]
+    title: str | None = None
 
     @property
     def highlighted(self) -> MenuEntry | None:
@@ -46,25 +58,24 @@ class Menu:
 
     def find(self, text: str | re.Pattern[str]) -> MenuEntry | None:
         """The entry whose whole text equals ``text`` (whitespace-normalized) or matches it."""
-        for entry in self.entries:
-            if isinstance(text, re.Pattern):
-                if text.fullmatch(entry.text):
-                    return entry
-            elif entry.text == " ".join(text.split()):
-                return entry
-        return None
+        return next((entry for entry in self.entries if matches(entry.text, text)), None)
 
     def __bool__(self) -> bool:
         return bool(self.entries)
 
     def __str__(self) -> str:
-        return ", ".join(f"{'*' if e.highlighted else ''}{e.text!r}" for e in self.entries)
+        entries = ", ".join(f"{'*' if e.highlighted else ''}{e.text!r}" for e in self.entries)
+        return f"[{self.title}] {entries}" if self.title else entries
 
 
 class Screen:
-    """A thread-safe VT100 screen fed with console bytes."""
+    """A thread-safe VT100 screen fed with console bytes.
 
-    def __init__(self, columns: int = 80, lines: int = 25) -> None:
+    30 lines: vesamenu addresses rows up to 29 on the serial line (its 640x480 text screen);
+    a shorter model would scroll its menu out of place.
+    """
+
+    def __init__(self, columns: int = 80, lines: int = 30) -> None:
         self._screen = pyte.Screen(columns, lines)
         self._stream = pyte.ByteStream(self._screen)
         self._lock = threading.Lock()
@@ -106,7 +117,16 @@ class Screen:
             for r in rows[start : end + 1]
             if r is not None
         )
-        return Menu(entries)
+        # A boxed title: the row above the border or separator row above the entries.
+        above = rows[start - 2] if start >= 2 and rows[start - 1] is None else None
+        title = above[0].text if above is not None and self._boxed(start - 1) else None
+        return Menu(entries, title)
+
+    def _boxed(self, y: int) -> bool:
+        """Whether row ``y`` is a box's border or separator (line drawing, no text)."""
+        with self._lock:
+            text = "".join(self._screen.buffer[y][x].data for x in range(self._screen.columns))
+        return bool(text.strip()) and not _EDGES.sub("", text)
 
     def _row(self, y: int) -> tuple[MenuEntry, bool, str] | None:
         """(entry, explicitly highlighted, background) for row ``y``, None for a blank row."""
@@ -120,7 +140,7 @@ class Screen:
         cells = chars[first : first + len(inner)]
         reverse = all(c.reverse for c in cells if c.data.strip())
         marked = bool(_MARK.match(inner))
-        words = " ".join(_MARK.sub("", inner).split())
+        words = " ".join(_SUBMENU.sub("", _MARK.sub("", inner)).split())
         if not words:
             return None
         backgrounds = Counter(c.bg for c in cells if c.data.strip())

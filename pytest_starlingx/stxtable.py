@@ -1,11 +1,15 @@
-"""One parser for the tables StarlingX's ``system`` CLI prints (prettytable borders).
+"""Parsers for what StarlingX's ``system`` CLI prints: tables (prettytable borders) and yaml.
 
 ``system host-list`` prints rows under a header; ``system host-show`` prints a
-``Property | Value`` table. Use ``--nowrap`` where the CLI has it: without it, long cells are
-wrapped onto continuation lines, which this parser joins back together.
+``Property | Value`` table. ``--nowrap`` exists on list commands only (cgtsclient
+``common/utils.py`` ``_does_command_need_no_wrap``): without it, long cells are wrapped onto
+continuation lines, which this parser joins back together. Show commands that take ``--format
+yaml`` (host-show, application-show) are better read that way (:func:`parse_yaml_properties`).
 """
 
 from __future__ import annotations
+
+import yaml
 
 from pytest_starlingx.errors import StxError
 
@@ -47,6 +51,26 @@ def parse_properties(text: str) -> dict[str, str]:
     if rows and set(rows[0]) != {"Property", "Value"}:
         raise TableError(f"not a Property | Value table: columns {list(rows[0])}")
     return {row["Property"]: row["Value"] for row in rows}
+
+
+def parse_yaml_properties(text: str) -> dict[str, str]:
+    """``system <x>-show --format yaml`` as a mapping of each property to its value as text
+    (``None`` for a null, nested mappings as their yaml)."""
+    try:
+        data = yaml.safe_load(text.replace("\r", ""))
+    except yaml.YAMLError as exc:
+        raise TableError(f"not yaml ({exc}):\n{text}") from None
+    if not isinstance(data, dict):
+        raise TableError(f"not a yaml mapping:\n{text}")
+    return {str(key): _text(value) for key, value in data.items()}
+
+
+def _text(value: object) -> str:
+    if value is None or isinstance(value, str):
+        return str(value)
+    if isinstance(value, dict | list):
+        return yaml.safe_dump(value, default_flow_style=True).strip()
+    return str(value)
 
 
 def _table_lines(text: str) -> list[str]:

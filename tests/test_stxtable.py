@@ -1,10 +1,15 @@
-"""Parsing ``system`` CLI tables: rows by header, properties, wrapped cells, noise around."""
+"""Parsing ``system`` CLI output: tables by header, wrapped cells, noise around; yaml shows."""
 
 from __future__ import annotations
 
 import pytest
 
-from pytest_starlingx.stxtable import TableError, parse_properties, parse_table
+from pytest_starlingx.stxtable import (
+    TableError,
+    parse_properties,
+    parse_table,
+    parse_yaml_properties,
+)
 
 HOST_LIST = """\
 [sysadmin@controller-0 ~(keystone_admin)]$ system host-list
@@ -69,6 +74,30 @@ def test_host_show_properties():
 def test_properties_refuse_a_row_table():
     with pytest.raises(TableError, match=r"not a Property \| Value table"):
         parse_properties(HOST_LIST)
+
+
+def test_host_show_yaml_properties():
+    # cgtsclient's --format yaml is yaml.safe_dump(default_flow_style=False): sorted keys.
+    text = """\
+[sysadmin@controller-0 ~(keystone_admin)]$ system host-show 2 --format yaml\r
+capabilities:\r
+  Personality: Controller-Standby\r
+id: 2\r
+install_state: completed\r
+location: {}\r
+mgmt_mac: '52:54:00:12:34:56'\r
+serialid: null\r
+"""
+    props = parse_yaml_properties(text.split("\n", 1)[1])
+    assert props["install_state"] == "completed" and props["id"] == "2"
+    assert props["mgmt_mac"] == "52:54:00:12:34:56" and props["serialid"] == "None"
+    assert props["capabilities"] == "{Personality: Controller-Standby}"
+
+
+@pytest.mark.parametrize("text", ["Host not found", HOST_LIST, "a: [unclosed"])
+def test_yaml_properties_refuse_other_text(text):
+    with pytest.raises(TableError, match=r"not a yaml mapping|not yaml"):
+        parse_yaml_properties(text)
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,19 @@ What it makes, for a lab ``<lab>`` with id ``<id>`` (names all start ``stx-<lab>
   host address, no DHCP, no routing) on a bridge ``stx<id>n<i>`` (at most 14 characters);
 * a directory storage pool ``stx-<lab>-<id>-disks`` at ``<state>/labs/<id>/disks`` (or, with
   ``LibvirtConfig.pool``, an existing pool) holding one sparse qcow2 volume per disk;
-* one persistent q35 domain per machine: SeaBIOS with the serial console mirror, SATA disks,
-  the ISO as a read-only SATA CD, NICs in the given order, per-device ``<boot order>``, SMBIOS
-  OEM strings, ``on_reboot=restart`` and the first serial port on a unix socket (mode bind)
-  with a ``<log>`` file beside it.
+* one persistent q35 domain per machine: SeaBIOS, a VGA device, SATA disks, the ISO as a
+  read-only SATA CD, NICs in the given order, per-device ``<boot order>``, SMBIOS OEM strings,
+  ``on_reboot=restart`` and the first serial port on a unix socket (mode bind) with a
+  ``<log>`` file beside it.
+
+Firmware output stays on the VGA device, as in StarlingX's own libvirt domains (starlingx/tools
+``deployment/libvirt/controller_allinone.xml``: a video device, no serial BIOS console): with
+``<bios useserial='yes'/>`` and no video device SeaBIOS copies what a boot loader writes to the
+screen onto the serial port, while ISOLINUX (``SERIAL 0 115200`` in a StarlingX ISO's
+isolinux.cfg) writes there itself, and every character of the boot menu arrives twice
+(shared/real-menus.md). A boot that finds no bootable device is retried by SeaBIOS after
+``REBOOT_TIMEOUT_MS`` (``rebootTimeout``): a node whose network boot went unanswered (controller-0
+busy) tries again by itself, as StarlingX's automation power-cycles such nodes.
 
 Ownership. Domains and networks carry ``<stx:owner lab= lab-id= host= pid= created=/>`` in
 namespace ``urn:pytest-starlingx:owner:1`` inside ``<metadata>``; that is what teardown looks
@@ -96,6 +105,8 @@ DEFAULT_URI = "qemu:///system"
 DEFAULT_STATE_DIR = Path("/var/lib/pytest-starlingx")
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 _POLL = 0.2  # seconds between polls of a probe or a state change
+#: SeaBIOS retries a boot that found no bootable device (a network boot left unanswered) after this.
+REBOOT_TIMEOUT_MS = 5000
 
 ET.register_namespace("stx", OWNER_NAMESPACE)
 _OWNER_TAG = f"{{{OWNER_NAMESPACE}}}owner"
@@ -251,7 +262,7 @@ def domain_xml(spec: MachineSpec, plan: DomainPlan, owner: Owner) -> str:
     _sub(root, "vcpu", str(spec.vcpus))
     os_el = _sub(root, "os")
     _sub(os_el, "type", "hvm", arch="x86_64", machine="q35")
-    _sub(os_el, "bios", useserial="yes")
+    _sub(os_el, "bios", rebootTimeout=str(REBOOT_TIMEOUT_MS))
     features = _sub(root, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
@@ -281,6 +292,7 @@ def domain_xml(spec: MachineSpec, plan: DomainPlan, owner: Owner) -> str:
     _sub(serial, "source", mode="bind", path=str(plan.socket))
     _sub(serial, "log", file=str(plan.log), append="on")
     _sub(serial, "target", port="0")
+    _sub(_sub(devices, "video"), "model", type="vga")
     _sub(devices, "controller", type="usb", model="none")
     _sub(devices, "memballoon", model="none")
     set_boot_order(root, spec.boot_order, spec.boot_nic)

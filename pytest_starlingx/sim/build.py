@@ -3,8 +3,10 @@
 The guest is the stock Debian kernel with a small initramfs (busybox, the drivers it needs,
 ``initramfs/init``) and a root filesystem (busybox, bash, Debian's python3.11 with a trimmed
 standard library, dnsmasq, their shared libraries and everything under ``rootfs/``). The ISO
-carries kernel, initramfs, GRUB's serial menu (``iso/grub.cfg``) and the root filesystem as
-``/stx/rootfs.tgz``, which the installer unpacks onto the node's disk.
+boots as a real StarlingX ISO does under BIOS: Debian's ISOLINUX with ``vesamenu.c32`` and
+StarlingX's own ``isolinux.cfg`` (``iso/isolinux.cfg``, see ``ISOLINUX_FILES``); it carries the
+kernel as ``/bzImage-std``, the initramfs and the root filesystem as ``/stx/rootfs.tgz``, which
+the installer unpacks onto the node's disk.
 
 Results are cached in ``~/.cache/pytest-starlingx/sim/<key>/`` where the key hashes every file
 under this directory (this module included) and the versions of ``BUILD_PACKAGES``; each entry
@@ -30,7 +32,6 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,8 @@ log = logging.getLogger("pytest_starlingx.sim")
 
 #: Debian packages the build reads from (and ``ipxe-qemu``, whose NIC ROMs network-boot nodes).
 BUILD_PACKAGES = (
+    "isolinux",
+    "syslinux-common",
     "linux-image-amd64",
     "kmod",
     "busybox-static",
@@ -49,10 +52,10 @@ BUILD_PACKAGES = (
     "python3.11-minimal",
     "libpython3.11-stdlib",
     "dnsmasq-base",
+    "iproute2",
     "grub-common",
     "grub-pc-bin",
     "xorriso",
-    "mtools",
     "ipxe-qemu",
     "libc-bin",
 )
@@ -63,15 +66,31 @@ HOST_TOOLS = {
     "/usr/bin/bash": "bash",
     "/usr/bin/python3.11": "python3.11-minimal",
     "/usr/sbin/dnsmasq": "dnsmasq-base",
-    "/usr/bin/grub-mkrescue": "grub-common",
+    "/usr/bin/ip": "iproute2",
     "/usr/bin/grub-mkimage": "grub-common",
     "/usr/lib/grub/i386-pc/boot.img": "grub-pc-bin",
+    "/usr/lib/ISOLINUX/isolinux.bin": "isolinux",
+    "/usr/lib/syslinux/modules/bios/vesamenu.c32": "syslinux-common",
     "/usr/bin/xorriso": "xorriso",
-    "/usr/bin/mformat": "mtools",
     "/usr/sbin/modprobe": "kmod",
     "/usr/bin/ldd": "libc-bin",
     "/usr/lib/ipxe/qemu/pxe-virtio.rom": "ipxe-qemu",
 }
+
+#: The BIOS boot loader of a Debian StarlingX ISO (starlingx/tools debian-mirror-tools/config/
+#: debian/common/base-bullseye.yaml ``iso-syslinux-entry``, under LAT's ``SYSLINUX_CFG_HEAD``;
+#: shared/real-menus.md): ISOLINUX and the vesamenu modules, copied into ``isolinux/``.
+ISOLINUX_FILES = (
+    "/usr/lib/ISOLINUX/isolinux.bin",
+    "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+    "/usr/lib/syslinux/modules/bios/vesamenu.c32",
+    "/usr/lib/syslinux/modules/bios/libcom32.c32",
+    "/usr/lib/syslinux/modules/bios/libutil.c32",
+)
+#: The kernel's name on a StarlingX ISO (``kernel /bzImage-std`` in its isolinux.cfg).
+ISO_KERNEL = "bzImage-std"
+
+IPROUTE2 = "/usr/bin/ip"
 
 ISO_NAME = "stx-sim.iso"
 KEEP_ENTRIES = 3  # cache entries kept (the newest builds)
@@ -223,9 +242,11 @@ def _build_entry(entry: Path, src: Path) -> None:
         _make_rootfs(root, src, kver, initrd, host_files)
         (iso_dir / "stx").mkdir(parents=True)
         _write_tar_gz(root, iso_dir / "stx" / "rootfs.tgz")
-        shutil.copyfile(f"/boot/vmlinuz-{kver}", iso_dir / "vmlinuz")
+        shutil.copyfile(f"/boot/vmlinuz-{kver}", iso_dir / ISO_KERNEL)
         (iso_dir / "initrd.img").write_bytes(initrd)
-        _copy_tree(src / "iso", iso_dir / "boot" / "grub")
+        for path in ISOLINUX_FILES:
+            _copy_host_file(path, iso_dir, host_files, dest=f"isolinux/{Path(path).name}")
+        _copy_tree(src / "iso", iso_dir / "isolinux")
         _make_iso(iso_dir, work / ISO_NAME)
         (work / "packages.txt").write_text(_package_versions(_owning_packages(host_files)))
         for stage in (iso_dir, root, work / "initramfs"):
@@ -318,6 +339,9 @@ def _make_rootfs(root: Path, src: Path, kver: str, initrd: bytes, host_files: se
     elves = ["/usr/bin/bash", "/usr/bin/python3.11", "/usr/sbin/dnsmasq"]
     for path in elves:
         _copy_host_file(path, root, host_files)
+    # iproute2's ip, as on StarlingX (busybox's has no `ip address replace`), in busybox's place.
+    elves.append(IPROUTE2)
+    _copy_host_file(IPROUTE2, root, host_files, dest="usr/sbin/ip")
     elves += _install_python_stdlib(root, host_files)
     for lib in _shared_libraries(elves):
         _copy_host_file(lib, root, host_files)
@@ -402,18 +426,15 @@ def _owning_packages(host_files: Iterable[str]) -> list[str]:
 
 
 def _make_iso(iso_dir: Path, out: Path) -> None:
-    """Run grub-mkrescue (BIOS); fixed volume and file dates make the ISO reproducible.
+    """An El Torito ISO booting ISOLINUX, as StarlingX's build makes it; reproducible.
 
-    Arguments after ``--`` are xorriso commands; grub-mkrescue's own files (GRUB modules,
-    El Torito image) carry the build time unless ``all_file_dates`` is set.
+    xorriso honours ``SOURCE_DATE_EPOCH`` for the volume dates; file dates are fixed first.
     """
     _fix_mtimes(iso_dir)
-    epoch = f"={SOURCE_DATE_EPOCH}"
-    uuid = time.strftime("%Y%m%d%H%M%S00", time.gmtime(SOURCE_DATE_EPOCH))
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH), "TZ": "UTC"}
-    _run(["grub-mkrescue", "-o", str(out), str(iso_dir), "--", "-volid", "instboot",
-          "-volume_date", "c", epoch, "-volume_date", "m", epoch, "-volume_date", "uuid", uuid,
-          "-volume_date", "all_file_dates", epoch], env=env)  # fmt: skip
+    _run(["xorriso", "-as", "mkisofs", "-o", str(out), "-V", "instboot", "-R", "-J",
+          "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot",
+          "-boot-load-size", "4", "-boot-info-table", str(iso_dir)], env=env)  # fmt: skip
 
 
 def _write_tar_gz(root: Path, out: Path) -> None:

@@ -14,7 +14,7 @@ from pytest_starlingx.console import CommandFailed, Console, Result
 from pytest_starlingx.errors import StageError, StxError
 from pytest_starlingx.model import LabSpec
 from pytest_starlingx.steps import StepRecorder
-from pytest_starlingx.stxtable import parse_properties, parse_table
+from pytest_starlingx.stxtable import parse_table, parse_yaml_properties
 from pytest_starlingx.waits import Deadline, WaitTimeout, poll
 
 log = logging.getLogger("pytest_starlingx.stages")
@@ -135,8 +135,8 @@ class Bringup:
         return parse_table(self.system("host-list --nowrap"))
 
     def host_show(self, host: str) -> dict[str, str]:
-        """``system host-show`` as a mapping."""
-        return parse_properties(self.system(f"host-show {host} --nowrap"))
+        """``system host-show`` as a mapping (read as yaml: no wrapped cells)."""
+        return parse_yaml_properties(self.system(f"host-show {host} --format yaml"))
 
     def wait_hosts(
         self,
@@ -144,22 +144,19 @@ class Bringup:
         phase: str,
         what: str,
         timeout: float | None = None,
-        on_poll: Callable[[], None] | None = None,
         **wanted: str,
     ) -> None:
         """Poll ``host-list`` until every host has the wanted column values.
 
         ``wanted`` maps host-list columns to values, e.g. ``availability="available"``; the
         wait lasts ``phase``'s timeout unless ``timeout`` is given. A host in ``failed``
-        availability fails the wait at once. ``on_poll`` runs before each look.
+        availability fails the wait at once.
         """
         hosts = list(hosts)
         deadline = Deadline(timeout, what) if timeout else self.deadline(phase)
 
         def ready() -> bool:
             self.check_cancelled()
-            if on_poll is not None:
-                on_poll()
             try:
                 rows = {row["hostname"]: row for row in self.hosts()}
             except CommandFailed as exc:

@@ -71,8 +71,23 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def configure_oam(b: Bringup) -> None:
+    """Give the OAM interface controller-0's address, bring it up and route by the OAM gateway,
+    as the install guides do before the bootstrap ("Verify and/or configure IP connectivity"):
+    the playbook's ``ip route replace default via <gateway>`` (ansible-playbooks
+    ``roles/bootstrap/bringup-essential-services/tasks/setup_default_route.yml``) fails without
+    an address on the gateway's subnet. ``replace``: a resumed bootstrap runs this again."""
+    oam, _ = controller_interfaces(b)
+    spec = b.spec.oam
+    b.shell(NODE, f"sudo ip address replace {spec.controller_0}/{spec.subnet.prefixlen} dev {oam}")
+    b.shell(NODE, f"sudo ip link set up dev {oam}")
+    b.shell(NODE, f"sudo ip route replace default via {spec.gateway} dev {oam}")
+
+
 def bootstrap(b: Bringup) -> None:
-    """Write localhost.yml, run the bootstrap playbook, check its recap and the host list."""
+    """Configure the OAM interface, write localhost.yml, run the bootstrap playbook, check its
+    recap and the host list."""
+    configure_oam(b)
     with b.console_lock(NODE):
         b.logged_in(NODE).write_file(
             LOCALHOST_YML, localhost_yml(b), b.deadline("command"), secret=True
@@ -102,11 +117,18 @@ def find_interfaces(b: Bringup, node: str) -> dict[str, str]:
     return names
 
 
+def controller_interfaces(b: Bringup) -> tuple[str, str]:
+    """controller-0's OAM and mgmt interface names, found once per bring-up (also when it
+    resumes after the stage that found them); the other controller has the same hardware."""
+    if "oam_if" not in b.facts:
+        names = find_interfaces(b, NODE)
+        b.facts["oam_if"], b.facts["mgmt_if"] = names["oam"], names["mgmt"]
+    return b.facts["oam_if"], b.facts["mgmt_if"]
+
+
 def configure(b: Bringup) -> None:
     """Interfaces, networks and storage of controller-0 (starlingx.md 5.2-5.5)."""
-    names = find_interfaces(b, NODE)
-    b.facts["oam_if"], b.facts["mgmt_if"] = names["oam"], names["mgmt"]
-    oam, mgmt = names["oam"], names["mgmt"]
+    oam, mgmt = controller_interfaces(b)
     if b.spec.topology is not Topology.SIMPLEX:
         b.system(f"host-if-modify {NODE} lo -c none")
         for row in parse_table(b.system(f"interface-network-list {NODE} --nowrap")):

@@ -8,20 +8,15 @@ mgmt MAC before it powers on. Either way the node installs from controller-0 and
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from pytest_starlingx.errors import StageError
 from pytest_starlingx.model import AddHosts, NodeSpec, Personality, Topology
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup
-from pytest_starlingx.stages.controller0 import add_osd
+from pytest_starlingx.stages.controller0 import add_osd, controller_interfaces
 from pytest_starlingx.waits import WaitTimeout, poll
 
 NOT_ASSIGNED = "None"
-NETBOOT_FAILED = "No bootable device"  # what SeaBIOS prints when every boot device failed
-MAX_NETBOOT_TRIES = 3
-
-log = logging.getLogger("pytest_starlingx.stages")
 FIRST_WORKER = "worker-0"
 
 
@@ -64,11 +59,8 @@ def _discover(b: Bringup, nodes: Sequence[NodeSpec]) -> dict[str, str]:
     found: dict[str, str] = {}
     macs: dict[str, str] = {}  # host id -> mgmt MAC, asked once per host
 
-    retry = NetbootRetry(b, [n.name for n in nodes])
-
     def all_found() -> bool:
         b.check_cancelled()
-        retry([name for name in wanted.values() if name not in found])
         for row in b.hosts():
             if row["hostname"] != NOT_ASSIGNED or row["id"] in macs:
                 continue
@@ -88,35 +80,12 @@ def _discover(b: Bringup, nodes: Sequence[NodeSpec]) -> dict[str, str]:
     return found
 
 
-class NetbootRetry:
-    """Power-cycles nodes whose firmware gave up network-booting.
-
-    A PXE request can go unanswered when controller-0 is busy (its DHCP answer comes too late
-    for the firmware); StarlingX's own automation retries by power-cycling the node.
-    """
-
-    def __init__(self, b: Bringup, names: Sequence[str]) -> None:
-        self.b = b
-        self.tries = dict.fromkeys(names, 0)
-
-    def __call__(self, names: Sequence[str]) -> None:
-        for name in names:
-            tail = self.b.consoles[name].tail(3)
-            if self.tries[name] < MAX_NETBOOT_TRIES and any(NETBOOT_FAILED in t for t in tail):
-                self.tries[name] += 1
-                log.warning("%s: network boot failed (%s); power-cycling it, try %d of %d",
-                            name, NETBOOT_FAILED, self.tries[name], MAX_NETBOOT_TRIES)  # fmt: skip
-                self.b.consoles[name].discard()
-                self.b.machines[name].reset()
-
-
 def install(node: str):
     """A stage action: wait for the node to install and report ``online``."""
 
     def action(b: Bringup) -> None:
-        retry = NetbootRetry(b, [node])
         b.wait_hosts([node], "node_install", f"{node} installed and online",
-                     on_poll=lambda: retry([node]), availability="online")  # fmt: skip
+                     availability="online")  # fmt: skip
 
     return action
 
@@ -127,7 +96,7 @@ def configure(node: NodeSpec):
     def action(b: Bringup) -> None:
         name = node.name
         if node.personality is Personality.CONTROLLER:
-            oam = b.facts["oam_if"]  # identical hardware: same name as on controller-0
+            oam, _ = controller_interfaces(b)  # identical hardware: the same name
             b.system(f"host-if-modify {name} {oam} -c platform")
             b.system(f"interface-network-assign {name} {oam} oam")
         b.system(f"interface-network-assign {name} mgmt0 cluster-host")

@@ -20,6 +20,7 @@ from pytest_starlingx.backends.base import (
 TEST_ROOT = Path("/var/tmp/pytest-starlingx-tests")
 NETWORKS = ("oam", "mgmt", "data0", "data1")
 READY = "STX-GUEST-READY"
+LOADER = "STX-BOOT-LOADER"  # the first thing the guest prints on its serial port
 
 INIT = f"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -30,14 +31,15 @@ mkdir -p /mnt/t && mount -t tmpfs tmpfs /mnt/t
 echo {READY}
 while true; do setsid cttyhack sh; done
 """
-GRUB_CFG = """serial --unit=0 --speed=115200
+GRUB_CFG = f"""serial --unit=0 --speed=115200
 terminal_input serial
 terminal_output serial
 set timeout=0
-menuentry 'tiny' {
+menuentry 'tiny' {{
+  echo {LOADER}
   linux /boot/vmlinuz console=ttyS0 quiet
   initrd /boot/initrd.gz
-}
+}}
 """
 
 

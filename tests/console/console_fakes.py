@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import select
 import socket
 import sys
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 from ptyprocess import PtyProcess
 
@@ -192,6 +195,52 @@ DEBIAN_MENU: dict[str, object] = {
         "Graphical Console": "SELECTED: lowlatency graphical",
     },
 }
+
+
+def recorded(name: str) -> list[tuple[str, bytes]]:
+    """The steps of a console recording in data/ (label, bytes)."""
+    steps = json.loads(Path(__file__).with_name("data").joinpath(name).read_text())
+    return [(label, base64.b64decode(data)) for label, data in steps]
+
+
+class IsolinuxDevice(Device):
+    """The real ISOLINUX 6.04 vesamenu of a StarlingX 10.0 ISO, replayed from the recording in
+    data/isolinux_serial.json (data/record_isolinux.py: power-on, then esc, down, up, down,
+    enter, down, up, enter). Each recorded step is one transition between menu states; a key
+    with no recorded transition is kept in ``keys`` and answered with nothing.
+
+    States: ``controller`` (the default submenu, where the menu opens), ``top`` and ``aio``
+    with the highlighted row. Enter on a Serial Console row boots its label: the recorded
+    Loading lines, the same for every label (one kernel and initrd on the ISO).
+    """
+
+    LABELS: ClassVar[dict[tuple[str, int], str]] = {("controller", 0): "1", ("aio", 0): "3"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        steps = recorded("isolinux_serial.json")
+        (_, boot), *moves = steps
+        path = [("controller", 0), ("top", 0), ("top", 1), ("top", 0), ("top", 1), ("aio", 0),
+                ("aio", 1), ("aio", 0), ("booted", 0)]  # fmt: skip
+        self.moves = {
+            (path[i], label): (path[i + 1], data) for i, (label, data) in enumerate(moves)
+        }
+        self.loading = steps[-1][1]
+        self.state = ("controller", 0)
+        self.keys: list[str] = []
+        self.booted: str | None = None
+        self.write(boot)
+
+    def on_input(self, data: bytes) -> None:
+        names = {b"\x1b": "esc", b"\x1b[B": "down", b"\x1b[A": "up", b"\r": "enter"}
+        key = names.get(data, repr(data))
+        self.keys.append(key)
+        if key == "enter" and self.state in self.LABELS:
+            self.booted, self.state = self.LABELS[self.state], ("booted", 0)
+            self.write(self.loading)
+        elif (self.state, key) in self.moves:
+            self.state, output = self.moves[self.state, key]
+            self.write(output)
 
 
 class PtyTransport:

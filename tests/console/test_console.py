@@ -6,7 +6,7 @@ import re
 import threading
 
 import pytest
-from console_fakes import DEBIAN_MENU, Device, GrubDevice
+from console_fakes import DEBIAN_MENU, Device, GrubDevice, IsolinuxDevice, recorded
 
 from pytest_starlingx.console import (
     LOGIN,
@@ -174,6 +174,42 @@ def test_select_top_level_entry(make_console):
     console.select_menu("AIO", deadline=Deadline(10))
     console.expect("BOOT aio", Deadline(5))
     assert grub.keys == ["down", "down", "enter"]
+
+
+@pytest.mark.parametrize(
+    ("path", "label", "keys"),
+    [
+        (("Debian All-in-one Install", "Serial Console"), "3", ["esc", "down", "enter", "enter"]),
+        (("Debian Controller Install", "Serial Console"), "1", ["enter"]),
+    ],
+    ids=["aio", "controller"],
+)
+def test_the_real_isolinux_menu_is_driven_from_its_default_submenu(make_console, path, label, keys):
+    """StarlingX's ISOLINUX menu opens inside 'Debian Controller Install' (recorded bytes)."""
+    isolinux = IsolinuxDevice()
+    console = make_console(isolinux.transport)
+    console.select_menu(*path, deadline=Deadline(30))
+    console.expect("Loading /initrd.img", Deadline(5))
+    assert (isolinux.booted, isolinux.keys) == (label, keys)
+
+
+def test_an_entry_on_no_level_of_the_isolinux_menu_fails_without_a_second_esc(make_console):
+    """ESC at vesamenu's top level opens the boot: prompt, which boots label 1 by itself."""
+    isolinux = IsolinuxDevice()
+    message, _ = menu_error(make_console(isolinux.transport), "Debian Storage Install", 0.3)
+    assert "no menu entry 'Debian Storage Install' in the menu" in message
+    assert "[Select kernel options and boot kernel]" in message
+    assert isolinux.keys.count("esc") == 1 and "enter" not in isolinux.keys
+
+
+def test_a_doubled_menu_says_why_it_is_unreadable(make_console):
+    """SeaBIOS's serial console (<bios useserial='yes'/>, no video) doubles ISOLINUX's output."""
+    device = Device()
+    console = make_console(device.transport)
+    device.write(recorded("isolinux_doubled.json")[0][1])
+    with pytest.raises(MenuError, match=r"every character twice.*useserial") as info:
+        console.select_menu("Debian All-in-one Install", deadline=Deadline(2), settle=0.5)
+    assert "SSeerriiaall" in str(info.value)  # the console tail shows it
 
 
 class LossyGrub(GrubDevice):

@@ -1,4 +1,4 @@
-"""Reading boot menus from the screen model: real GRUB output and other menu styles."""
+"""Reading boot menus from the screen model: real GRUB and ISOLINUX output, other styles."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from console_fakes import DEBIAN_MENU, GrubDevice
+from console_fakes import DEBIAN_MENU, GrubDevice, recorded
 
 from pytest_starlingx.screen import Screen
 
@@ -39,6 +39,30 @@ def test_recorded_grub_session_is_read_step_by_step():
         "Serial Console",
         "Graphical Console",
         None,  # booted: the menu is gone
+    ]
+
+
+def test_recorded_isolinux_session_is_read_with_titles_and_without_submenu_marks():
+    """StarlingX 10.0's vesamenu (data/record_isolinux.py): DEC line drawing, a title above a
+    separator, '>' on rows that open a submenu."""
+    screen = Screen()
+    seen = []
+    for _, data in recorded("isolinux_serial.json"):
+        screen.feed(data)
+        menu = screen.menu()
+        seen.append((menu.title, [e.text for e in menu.entries], highlighted(screen)))
+    top = ["Debian Controller Install", "Debian All-in-one Install"]
+    consoles = ["Serial Console", "Graphical Console"]
+    assert seen == [
+        ("Debian Controller Install", consoles, "Serial Console"),
+        ("Select kernel options and boot kernel", top, "Debian Controller Install"),
+        ("Select kernel options and boot kernel", top, "Debian All-in-one Install"),
+        ("Select kernel options and boot kernel", top, "Debian Controller Install"),
+        ("Select kernel options and boot kernel", top, "Debian All-in-one Install"),
+        ("Debian All-in-one Install", consoles, "Serial Console"),
+        ("Debian All-in-one Install", consoles, "Graphical Console"),
+        ("Debian All-in-one Install", consoles, "Serial Console"),
+        ("Debian All-in-one Install", consoles, "Serial Console"),  # Loading below the box
     ]
 
 

@@ -1,24 +1,27 @@
 """A small private libvirt helper for the simulator tests (until the libvirt backend lands).
 
-Domains are transient, type ``qemu`` (software emulation), q35 with SeaBIOS mirrored on the
-serial port, the serial console on a unix socket (started paused, connected, then resumed so
-nothing is lost) plus a log file. Networks are isolated: no ``<ip>``, no ``<forward>``.
+Domains are transient, type ``qemu`` (software emulation), q35 with SeaBIOS and a VGA device
+as StarlingX's libvirt domains have (firmware text stays on the screen), the serial console on a
+unix socket (started paused, connected, then resumed so nothing is lost) plus a log file.
+Networks are isolated: no ``<ip>``, no ``<forward>``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import secrets
 import socket
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import libvirt
 import pexpect
 import pexpect.fdpexpect
+
+from pytest_starlingx.screen import Menu, Screen
 
 URI = "qemu:///system"
 ESC = "\x1b"
@@ -59,7 +62,6 @@ class NodeSpec:
             _sub(oem, "entry", f"stx-sim:{spec}")
         os_el = _sub(dom, "os")
         _sub(os_el, "type", "hvm", arch="x86_64", machine="q35")
-        _sub(os_el, "bios", useserial="yes")
         if self.knobs:
             _sub(os_el, "smbios", mode="sysinfo")
         _sub(_sub(dom, "features"), "acpi")
@@ -87,6 +89,7 @@ class NodeSpec:
             _sub(nic, "model", type="virtio")
             if self.netboot and i == 1:
                 _sub(nic, "boot", order=str(order))
+        _sub(_sub(devices, "video"), "model", type="vga")
         serial = _sub(devices, "serial", type="unix")
         _sub(serial, "source", mode="bind", path=str(self.socket_path))
         _sub(serial, "log", file=str(self.log_path))
@@ -121,7 +124,8 @@ class Console:
         self.child = pexpect.fdpexpect.fdspawn(
             self.sock.fileno(), encoding="utf-8", codec_errors="replace"
         )
-        self.child.logfile_read = self._log
+        self.screen = Screen()
+        self.child.logfile_read = _Tee(self._log, self.screen)
 
     def expect(self, pattern: str | list[str], timeout: float) -> int:
         """``pexpect.expect``; a timeout raises ConsoleTimeout with the console's tail."""
@@ -145,21 +149,62 @@ class Console:
         self.sock.detach()
         self._log.close()
 
-    def select_menu(self, title: str, timeout: float = 60) -> None:
-        """Highlight the GRUB entry ``title`` with down arrows (reading the highlighted one
-        back after each key), then press Enter."""
-        highlighted = re.compile(r"\x1b\[7m(?:\x1b\[\d+;\d+H)?\*(?P<title>[^\x1b\r\n]*?)\s*\x1b")
-        seen: list[str] = []
-        while True:
-            self.child.expect(highlighted, timeout=timeout)
-            current = self.child.match.group("title")
-            if current == title:
-                self.send("\r")
-                return
-            if current in seen:
-                raise AssertionError(f"no menu entry {title!r}; entries seen: {seen}")
-            seen.append(current)
-            self.send(f"{ESC}[B")
+    def select_menu(self, *path: str, timeout: float = 60) -> None:
+        """Walk ISOLINUX's menu to the entry ``path`` names, read from the screen: ESC out of
+        a submenu not on the path, down to each entry, Enter."""
+        keys = {"esc": ESC, "down": f"{ESC}[B", "enter": "\r"}
+        deadline = time.monotonic() + timeout
+        level = 0
+        while level < len(path):
+            menu = self._settled_menu(deadline)
+            target = menu.find(path[level])
+            if menu.title == path[level]:
+                level += 1
+                continue
+            if target is None:
+                self.screen.reset()
+                self.send(keys["esc"])
+                continue
+            assert menu.highlighted is not None
+            for _ in range(target.row - menu.highlighted.row):
+                self.send(keys["down"])
+                self._pump(1.0)
+            self.screen.reset()
+            self.send(keys["enter"])
+            level += 1
+
+    def _settled_menu(self, deadline: float) -> Menu:
+        """The menu on screen once it has a highlight and stayed the same for a second."""
+        last = None
+        while time.monotonic() < deadline:
+            self._pump(1.0)
+            menu = self.screen.menu()
+            if menu.highlighted is not None and menu == last:
+                return menu
+            last = menu
+        raise ConsoleTimeout(
+            f"{self.name}: no settled menu; screen:\n" + "\n".join(self.screen.lines())
+        )
+
+    def _pump(self, seconds: float) -> None:
+        """Read the console for ``seconds``."""
+        with contextlib.suppress(pexpect.TIMEOUT):
+            self.child.expect("(?!)", timeout=seconds)
+
+
+class _Tee:
+    """The console's transcript file, also fed to a screen model."""
+
+    def __init__(self, log: TextIO, screen: Screen) -> None:
+        self.log = log
+        self.screen = screen
+
+    def write(self, text: str) -> None:
+        self.log.write(text)
+        self.screen.feed(text.encode())
+
+    def flush(self) -> None:
+        self.log.flush()
 
 
 class Node:

@@ -56,8 +56,9 @@ def test_bootstrap_prints_the_play_and_sets_up_controller_0(c0: Controller) -> N
     assert failed == 0 and ok >= changed > 0 and skipped > 0
     assert (c0.root / "etc/hostname").read_text() == "controller-0\n"
     assert "system_mode=simplex" in (c0.root / "etc/platform/platform.conf").read_text()
-    assert c0.sysops()[0] == "hostname controller-0"
-    assert "ip address add 192.168.204.3/24 dev enp2s2" in c0.sysops()
+    ops = c0.sysops()[3:]  # after the OAM configuration of the install guides
+    assert ops[:2] == ["hostname controller-0", "ip route replace default via 10.10.10.1"]
+    assert "ip address add 192.168.204.3/24 dev enp2s2" in ops
     assert c0.hook_calls() == ["netboot-server start enp2s2 192.168.204.2 24"]
     rc = c0.openrc_env()
     assert rc["OS_USERNAME"] == "admin" and rc["OS_PASSWORD"] == PASSWORD
@@ -72,6 +73,20 @@ def test_bootstrap_prints_the_play_and_sets_up_controller_0(c0: Controller) -> N
             "availability": "online",
         }
     ]
+
+
+def test_bootstrap_fails_without_an_oam_address_as_the_real_playbook(c0: Controller) -> None:
+    """ansible-playbooks setup_default_route.yml: `ip route replace default via <gateway>`
+    needs an address on the gateway's subnet; iproute2 refuses the next hop otherwise."""
+    proc = c0.bootstrap(oam=False)
+    assert proc.returncode == 2
+    task = "TASK [bootstrap/bringup-essential-services : Configure the default route]"
+    fatal = proc.stdout.split(task, 1)[1]
+    assert re.search(r"^fatal: \[localhost\]: FAILED! => .*non-zero return code", fatal, re.M)
+    assert "Error: Nexthop has invalid gateway." in fatal
+    assert "ip route replace default via 10.10.10.1" in fatal
+    assert int(RECAP.search(proc.stdout).group(3)) == 1
+    assert not (c0.root / "etc/platform/openrc").exists()  # nothing applied
 
 
 def test_openrc_gives_the_keystone_prompt(simplex: Controller) -> None:

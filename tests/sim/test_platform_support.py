@@ -23,6 +23,7 @@ PLAYBOOK = "/usr/share/ansible/stx-ansible/playbooks/bootstrap.yml"
 PASSWORD = "St8rlingX*"
 SLOW = "0.1"
 
+OAM_ADDRESS = "10.10.10.3/24"  # controller-0 before its bootstrap, on its OAM port enp2s1
 SIMPLEX_YML = """\
 system_mode: simplex
 dns_servers:
@@ -217,11 +218,25 @@ class Controller(Node):
     """controller-0: bootstrap it, then drive `system` as sysadmin with openrc sourced."""
 
     def bootstrap(
-        self, yml: str = SIMPLEX_YML, subfunction: str = "controller,worker"
+        self, yml: str = SIMPLEX_YML, subfunction: str = "controller,worker", oam: bool = True
     ) -> subprocess.CompletedProcess[str]:
+        """Install, configure the OAM interface as the install guides do (unless not ``oam``),
+        write localhost.yml and run the bootstrap playbook."""
         self.install_identity("controller", subfunction)
+        if oam:
+            self.configure_oam()
         (self.home / "localhost.yml").write_text(yml)
         return self.run("ansible-playbook", PLAYBOOK)
+
+    def configure_oam(self) -> None:
+        """The guides' commands before bootstrap (address, link up, default route), as the
+        simulator sees commands in host tests: lines of its sysops log."""
+        log = self.root / "run" / "stx-sim" / "sysops.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as f:
+            f.write(f"ip address add {OAM_ADDRESS} dev enp2s1\n")
+            f.write("ip link set up dev enp2s1\n")
+            f.write("ip route add default via 10.10.10.1 dev enp2s1\n")
 
     def openrc_env(self) -> dict[str, str]:
         """The variables `source /etc/platform/openrc` sets."""

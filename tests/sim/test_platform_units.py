@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
+from pathlib import Path
 
 import pytest
 from test_platform_support import ROOTFS, parse_table
 
 sys.path.insert(0, str(ROOTFS / "usr" / "lib"))
 from stxsim import miniyaml, table
+from stxsim.sysinv import commands, registry
+
+assert commands.MODULES  # importing them registers every `system` subcommand
 
 
 def test_localhost_yml_subset_parses_like_yaml() -> None:
@@ -72,3 +77,31 @@ def test_table_renders_like_prettytable() -> None:
         "['p']",
         "True",
     ]
+
+
+def _verdicts() -> list[tuple[str, str, str]]:
+    """(verdict, command line, error line) from the real cgtsclient 10.0 parser's recording."""
+    path = Path(__file__).with_name("data") / "cgtsclient-10.0-parse.tsv"
+    lines = [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
+    return [tuple([*ln.split("\t"), ""][:3]) for ln in lines]  # type: ignore[misc]
+
+
+def _without_choices(message: str) -> str:
+    """An argparse error line without its '(choose from ...)' list: the simulator implements
+    fewer subcommands and personalities than cgtsclient lists."""
+    return message.split(" (choose from ")[0]
+
+
+@pytest.mark.parametrize(("verdict", "line", "message"), _verdicts(), ids=lambda v: v[:60])
+def test_system_parses_command_lines_as_the_real_cgtsclient(verdict, line, message) -> None:
+    """Usage errors as in StarlingX 10.0: --nowrap on list commands only, --column/--format on
+    host-list and host-show, positional arguments and choices as each *_shell.py declares."""
+    parser = registry.build()
+    try:
+        registry.parse(parser, shlex.split(line))
+    except registry.ParserExit as exc:
+        assert exc.status == 2, exc.text
+        error = next(ln for ln in exc.text.splitlines() if ": error: " in ln)
+        assert (verdict, _without_choices(error)) == ("USAGE", _without_choices(message))
+    else:
+        assert verdict == "OK", f"the real parser refuses {line!r}: {message}"

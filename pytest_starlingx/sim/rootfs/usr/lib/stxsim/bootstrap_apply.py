@@ -157,6 +157,7 @@ def main(argv: list[str]) -> int:
         cfg = json.load(f)
     uid, gid = (int(x) for x in argv[1].split(":"))
     conf = _identity(cfg, (uid, gid))
+    sysops.system("ip", "route", "replace", "default", "via", cfg["default_route"])
     _database(cfg, conf["subfunction"])
     controller.start_services()
     return 0

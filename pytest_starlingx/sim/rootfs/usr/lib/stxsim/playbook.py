@@ -8,6 +8,7 @@ does), while printing TASK lines over the simulated duration. Exit status: 0 on 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -30,6 +31,10 @@ TASKS = (
     ("bootstrap/validate-config : Validate DNS servers", "ok"),
     ("bootstrap/store-passwd : Store keystone admin password", "changed"),
     ("bootstrap/prepare-env : Set hostname", "changed"),
+    # roles/bootstrap/bringup-essential-services/tasks/setup_default_route.yml (ansible-playbooks
+    # r/stx.10.0; there after persist-config): `ip route replace default via <OAM gateway>`.
+    ("bootstrap/bringup-essential-services : Check if the default route exists", "ok"),
+    ("bootstrap/bringup-essential-services : Configure the default route", "route"),
     ("bootstrap/persist-config : Saving config in sysinv database", "apply"),
     ("bootstrap/persist-config : Write platform config and openrc", "changed"),
     ("bootstrap/bringup-essential-services : Bring up sysinv and the boot service", "changed"),
@@ -71,9 +76,9 @@ class Play:
             self.counts["changed"] += kind == "changed"
         print(f"{kind}: [localhost]", flush=True)
 
-    def fail(self, msg: str, changed: bool = False) -> int:
+    def fail(self, msg: str, changed: bool = False, **details: object) -> int:
         self.counts["failed"] += 1
-        payload = json.dumps({"changed": changed, "msg": msg})
+        payload = json.dumps({"changed": changed, **details, "msg": msg})
         print(f"fatal: [localhost]: FAILED! => {payload}", flush=True)
         return self.recap()
 
@@ -120,6 +125,17 @@ def _apply(cfg: dict) -> str | None:
     return (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
 
 
+def _route_error(gateway: str) -> str | None:
+    """What `ip route replace default via GATEWAY` says when no address of the node is on the
+    gateway's subnet (iproute2: the kernel refuses the next hop), else None. The install guides
+    give the OAM interface its address first ("Verify and/or configure IP connectivity")."""
+    gw = ipaddress.ip_address(gateway)
+    for cidr in sysops.ipv4_addresses():
+        if gw in ipaddress.ip_interface(cidr).network:
+            return None
+    return "Error: Nexthop has invalid gateway."
+
+
 def main(argv: list[str]) -> int:
     """Run the bootstrap play."""
     playbook, extra = _extra_vars(argv)
@@ -146,6 +162,14 @@ def main(argv: list[str]) -> int:
                 return play.fail(str(exc))
             cfg.update({k: v for k, v in extra.items() if k == "ansible_become_pass"})
             kind = "ok"
+        elif kind == "route":
+            gateway = cfg["external_oam_gateway_address"]
+            error = _route_error(gateway)
+            if error:
+                cmd = f"ip route replace default via {gateway}"
+                return play.fail("non-zero return code", True, cmd=cmd, rc=2, stderr=error)
+            cfg["default_route"] = gateway  # set by the privileged half below
+            kind = "changed"
         elif kind == "apply":
             error = _apply(cfg)
             if error:

@@ -48,6 +48,23 @@ def system(*argv: str) -> None:
         raise HookError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.returncode}")
 
 
+def ipv4_addresses() -> list[str]:
+    """The node's IPv4 addresses as ``address/prefix``: `ip -4 -o address show` on the guest;
+    in host tests, the ``ip address add`` lines of `/run/stx-sim/sysops.log` (what a test or
+    the platform "ran")."""
+    if env.is_guest():
+        out = subprocess.run(
+            ["ip", "-4", "-o", "address", "show"], capture_output=True, text=True, check=False
+        ).stdout
+        return [line.split()[3] for line in out.splitlines() if len(line.split()) > 3]
+    try:
+        with open(env.path("/run/stx-sim/sysops.log"), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    return [ln.split()[3] for ln in lines if ln.startswith(("ip address add ", "ip addr add "))]
+
+
 def add_address(iface: str, cidr: str) -> None:
     """Bring `iface` up and add `cidr` to it (idempotent: an existing address is fine)."""
     system("ip", "link", "set", iface, "up")

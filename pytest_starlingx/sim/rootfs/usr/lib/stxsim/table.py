@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,3 +38,60 @@ def render_dict(pairs: Sequence[tuple[str, Any]], sort: bool = False) -> str:
     """A `Property | Value` table (host-show sorts its keys, other *-show keep their order)."""
     items = sorted(pairs) if sort else list(pairs)
     return render(["Property", "Value"], items)
+
+
+# ---- cgtsclient's --format yaml|value (starlingx/config cgtsclient/common/utils.py, r/stx.10.0:
+# ``print_list`` and ``print_dict_with_format``: yaml is ``yaml.safe_dump(...,
+# default_flow_style=False)`` (keys sorted), value is the values joined by one space)
+
+FORMATS = ("table", "yaml", "value")
+_PLAIN = re.compile(r"[A-Za-z_/][\w./@-]*(?: [\w./@-]+)*")
+_YAML_WORDS = {"null", "true", "false", "yes", "no", "on", "off", "y", "n", "~"}
+
+
+def yaml_scalar(value: Any) -> str:
+    """A scalar as PyYAML's safe_dump writes it (plain where that reads back the same)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    text = str(value)
+    if _PLAIN.fullmatch(text) and text.lower() not in _YAML_WORDS:
+        return text
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _yaml_mapping(mapping: dict[str, Any], indent: str) -> list[str]:
+    lines = []
+    for key in sorted(mapping):
+        value = mapping[key]
+        if isinstance(value, dict) and value:
+            lines.append(f"{indent}{key}:")
+            lines += _yaml_mapping(value, indent + "  ")
+        else:
+            lines.append(f"{indent}{key}: {'{}' if value == {} else yaml_scalar(value)}")
+    return lines
+
+
+def render_records(fields: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str | None) -> str:
+    """A list command's output: the table, or its records as yaml or values."""
+    if fmt == "yaml":
+        lines = []
+        for row in rows:
+            first, *rest = _yaml_mapping(dict(zip(fields, row, strict=True)), "  ")
+            lines += ["- " + first[2:], *rest]
+        return "\n".join(lines or ["[]"]) + "\n"
+    if fmt == "value":
+        return "\n".join(" ".join(cell(v) for v in row) for row in rows)
+    return render(fields, rows)
+
+
+def render_fields(pairs: Sequence[tuple[str, Any]], fmt: str | None) -> str:
+    """A show command's output: the sorted ``Property | Value`` table, yaml or values."""
+    if fmt == "yaml":
+        return "\n".join(_yaml_mapping(dict(pairs), "")) + "\n"
+    if fmt == "value":
+        return " ".join(cell(v) for _, v in pairs)
+    return render_dict(pairs, sort=True)

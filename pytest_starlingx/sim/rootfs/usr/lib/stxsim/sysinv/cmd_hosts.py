@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import threading
+from collections.abc import Sequence
 
 from stxsim import env, sysops
 from stxsim.sysinv import db, storage_state
@@ -21,7 +22,7 @@ from stxsim.sysinv.hosts import (
     valid_mac,
 )
 from stxsim.sysinv.registry import Ctx, arg, command
-from stxsim.table import render, render_dict
+from stxsim.table import FORMATS, render, render_dict, render_fields, render_records
 
 HOST_ARG = arg("hostnameorid", metavar="<hostname or id>", help="Name or ID of host")
 UPDATABLE = (
@@ -36,29 +37,40 @@ UPDATABLE = (
 )
 
 
-def host_show(ctx: Ctx, host: Row) -> str:
-    """The host-show table (sorted properties)."""
-    return render_dict(show_fields(ctx.data, host, ctx.now), sort=True)
+def host_show(ctx: Ctx, host: Row, columns: Sequence[str] = (), fmt: str | None = None) -> str:
+    """The host-show output: the chosen properties (all by default) in the chosen format."""
+    fields = show_fields(ctx.data, host, ctx.now)
+    if columns:
+        shown = dict(fields)
+        fields = [(column, shown.get(column, "")) for column in columns]
+    return render_fields(fields, fmt)
 
 
-@command("host-list")
+# Options of host-list and host-show (cgtsclient v1/iHost_shell.py, r/stx.10.0).
+COLUMN_ARG = arg("--column", action="append", default=[],
+                 help="Specify the column(s) to include, can be repeated")  # fmt: skip
+FORMAT_ARG = arg("--format", choices=list(FORMATS),
+                 help="specify the output format, defaults to table")  # fmt: skip
+HOST_LIST_FIELDS = ("id", "hostname", "personality", "administrative", "operational",
+                    "availability")  # fmt: skip
+
+
+@command("host-list", COLUMN_ARG, FORMAT_ARG)
 def host_list(ctx: Ctx, a: argparse.Namespace) -> str:
     """List hosts."""
+    fields = a.column or HOST_LIST_FIELDS
     rows = []
     for h in sorted(ctx.data["hosts"], key=lambda h: h["id"]):
         operational, avail = availability(h, ctx.now)
-        rows.append(
-            [h["id"], h["hostname"], h["personality"], h["administrative"], operational, avail]
-        )
-    return render(
-        ["id", "hostname", "personality", "administrative", "operational", "availability"], rows
-    )
+        record = {**h, "operational": operational, "availability": avail}
+        rows.append([record.get(field, "") for field in fields])
+    return render_records(fields, rows, a.format)
 
 
-@command("host-show", HOST_ARG)
+@command("host-show", HOST_ARG, COLUMN_ARG, FORMAT_ARG)
 def do_host_show(ctx: Ctx, a: argparse.Namespace) -> str:
     """Show host attributes."""
-    return host_show(ctx, find_host(ctx.data, a.hostnameorid))
+    return host_show(ctx, find_host(ctx.data, a.hostnameorid), a.column, a.format)
 
 
 def _free_name(data: Data, prefix: str) -> str:
@@ -286,7 +298,7 @@ def host_swact(ctx: Ctx, a: argparse.Namespace) -> str:
 @command(
     "host-label-assign",
     HOST_ARG,
-    arg("attributes", metavar="<key=value>", nargs="+", help="List of labels"),
+    arg("attributes", metavar="<name=value>", nargs="+", help="List of labels"),
     arg("--overwrite", action="store_true", help="Allow labels to be overwritten"),
 )
 def label_assign(ctx: Ctx, a: argparse.Namespace) -> str:

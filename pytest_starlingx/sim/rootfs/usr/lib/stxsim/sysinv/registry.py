@@ -66,6 +66,18 @@ class Parser(argparse.ArgumentParser):
         raise ParserExit(status, text)
 
 
+#: Commands that get ``--nowrap`` besides every ``*-list``: cgtsclient's exception list
+#: (starlingx/config cgtsclient/common/utils.py ``_does_command_need_no_wrap``, r/stx.10.0).
+NOWRAP_EXCEPTIONS = ("host-cpu-modify",)
+
+
+def needs_nowrap(name: str) -> bool:
+    """Whether cgtsclient gives `system <name>` its ``--nowrap`` option: only functions named
+    ``do_*_list`` and the exceptions (``_does_command_need_no_wrap``); any other command
+    rejects it as an unrecognized argument (exit status 2)."""
+    return name.endswith("-list") or name in NOWRAP_EXCEPTIONS
+
+
 def build() -> Parser:
     """The `system` parser with every registered subcommand."""
     parser = Parser(prog="system", description="StarlingX system configuration CLI")
@@ -73,10 +85,11 @@ def build() -> Parser:
     subs.required = True
     for name, help_text, args, handler in COMMANDS:
         sub = subs.add_parser(name, help=help_text, description=help_text)
+        if needs_nowrap(name):  # added first, as cgtsclient's define_command does
+            sub.add_argument("--nowrap", action="store_true",
+                             help="No wordwrapping of output")  # fmt: skip
         for names, options in args:
             sub.add_argument(*names, **options)
-        # cgtsclient accepts --nowrap to keep long cells on one line; we never wrap.
-        sub.add_argument("--nowrap", action="store_true", help=argparse.SUPPRESS)
         sub.set_defaults(handler=handler)
     return parser
 
