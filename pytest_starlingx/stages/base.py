@@ -27,6 +27,12 @@ AVAILABLE = {"administrative": "unlocked", "operational": "enabled", "availabili
 AVAILABLE_TEXT = "unlocked | enabled | available"
 #: What the system CLI says while sysinv's API is not listening (a controller still booting).
 API_DOWN = "Unable to establish connection"
+#: What openrc says while the platform filesystem holding the admin keyring is not mounted yet
+#: (a controller still booting; stx-puppet ``platform/templates/openrc.admin.erb``), returning 1.
+OPENRC_NOT_READY = "Openstack Admin credentials can only be loaded from the active controller."
+#: sysinv's refusal of ``host-unlock`` while an application is applied (``host.py``,
+#: ``check_unlock_application``); it passes by itself, and starlingx/test's unlock retries.
+UNLOCK_WHILE_APPLYING = "while an application is being applied"
 
 
 class Machine(Protocol):
@@ -126,9 +132,43 @@ class Bringup:
                 self._login(node)
             console = self.consoles[node]
             if node not in self._openrc:
-                console.run_checked(f"source {OPENRC}", self.deadline("command"))
+                self._source_openrc(console, self.deadline(phase))
                 self._openrc.add(node)
             return console.run_checked(f"system {args}", self.deadline(phase))
+
+    def unlock_host(self, host: str, phase: str) -> None:
+        """``system host-unlock <host>``, again every 10 s while sysinv refuses it because an
+        application (platform-integ-apps after controller-0's unlock) is being applied."""
+
+        def accepted() -> bool:
+            try:
+                self.system(f"host-unlock {host}", phase)
+            except CommandFailed as exc:
+                if exc.result is None or UNLOCK_WHILE_APPLYING not in exc.result.output:
+                    raise
+                log.info("%s: host-unlock refused %s; trying again", host, UNLOCK_WHILE_APPLYING)
+                return False
+            return True
+
+        poll(accepted, self.deadline(phase), f"sysinv to accept {host}'s unlock",
+             poll_every=10.0, logger=log)  # fmt: skip
+
+    def _source_openrc(self, console: Console, deadline: Deadline) -> None:
+        """``source /etc/platform/openrc``, again every few seconds while it says the admin
+        credentials cannot be loaded yet (a booting controller), until ``deadline``."""
+
+        def sourced() -> bool:
+            try:
+                console.run_checked(f"source {OPENRC}", deadline)
+            except CommandFailed as exc:
+                if exc.result is None or OPENRC_NOT_READY not in exc.result.output:
+                    raise
+                log.info("%s: openrc: %s; trying again", console.node, OPENRC_NOT_READY)
+                return False
+            return True
+
+        poll(sourced, deadline, f"{OPENRC} to load the admin credentials", poll_every=3.0,
+             logger=log)  # fmt: skip
 
     def hosts(self) -> list[dict[str, str]]:
         """``system host-list`` as records."""

@@ -178,7 +178,7 @@ def add_osd(b: Bringup, host: str, tier: bool = False) -> None:
 def unlock(b: Bringup) -> None:
     """``host-unlock``, the reboot, a fresh login, then wait for ``available``."""
     console = b.consoles[NODE]
-    b.system(f"host-unlock {NODE}")
+    b.unlock_host(NODE, "unlock")
     console.expect(LOGIN, b.deadline("unlock"), what="the login prompt after the unlock reboot")
     b.forget_shell(NODE)
     b.login(NODE)

@@ -115,7 +115,7 @@ def unlock(node: str):
     """A stage action: ``host-unlock`` and wait for ``available``."""
 
     def action(b: Bringup) -> None:
-        b.system(f"host-unlock {node}")
+        b.unlock_host(node, "node_unlock")
         b.wait_hosts([node], "node_unlock", f"{node} {AVAILABLE_TEXT}", **AVAILABLE)
 
     return action

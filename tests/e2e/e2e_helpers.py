@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -30,13 +31,17 @@ def failed_bring_up(lab) -> tuple[str, float]:
 
 
 def bring_up_and_check_every_host(
-    topology: str, personalities: dict[str, int], lab_name: str, artifacts: Path
+    topology: str,
+    personalities: dict[str, int],
+    lab_name: str,
+    artifacts: Path,
+    knobs: Mapping[str, Mapping[str, object]] | None = None,
 ) -> None:
     """Bring a lab up from blank VMs and check every host is available, as StarlingX names it."""
     lab_spec = lab_from_mapping({"name": lab_name, "topology": topology})
     backend = make_backend("libvirt")
     try:
-        with lab_session(lab_spec, backend, artifacts) as lab:
+        with lab_session(lab_spec, backend, artifacts, knobs=knobs) as lab:
             hosts = lab.host_list()
             counts: dict[str, int] = {}
             for host in hosts:

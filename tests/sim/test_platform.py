@@ -89,6 +89,21 @@ def test_bootstrap_fails_without_an_oam_address_as_the_real_playbook(c0: Control
     assert not (c0.root / "etc/platform/openrc").exists()  # nothing applied
 
 
+def test_openrc_fails_until_the_platform_filesystem_is_there(simplex: Controller) -> None:
+    """stx-puppet openrc.admin.erb: no keyring on /opt/platform (not mounted yet after a boot):
+    the message, the plain prompt and status 1."""
+    keyring = simplex.root / "opt/platform/.keyring/24.09/.CREDENTIAL"
+    hidden = keyring.with_name("hidden")
+    keyring.rename(hidden)
+    script = f'. {simplex.root / "etc/platform/openrc"}; echo "status $? ${{PS1@P}}"'
+    run = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin"}, check=True)  # fmt: skip
+    message, status = run.stdout.splitlines()
+    assert message == "Openstack Admin credentials can only be loaded from the active controller."
+    assert status.startswith("status 1 ") and "keystone" not in status  # PS1 '\\h:\\w\\$ '
+    hidden.rename(keyring)
+
+
 def test_openrc_gives_the_keystone_prompt(simplex: Controller) -> None:
     openrc = simplex.root / "etc/platform/openrc"
     out = subprocess.run(

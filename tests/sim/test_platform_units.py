@@ -11,7 +11,7 @@ from test_platform_support import ROOTFS, parse_table
 
 sys.path.insert(0, str(ROOTFS / "usr" / "lib"))
 from stxsim import miniyaml, table
-from stxsim.sysinv import commands, registry
+from stxsim.sysinv import checks, commands, hosts, registry
 
 assert commands.MODULES  # importing them registers every `system` subcommand
 
@@ -105,3 +105,19 @@ def test_system_parses_command_lines_as_the_real_cgtsclient(verdict, line, messa
         assert (verdict, _without_choices(error)) == ("USAGE", _without_choices(message))
     else:
         assert verdict == "OK", f"the real parser refuses {line!r}: {message}"
+
+
+def test_unlock_is_refused_while_an_application_applies() -> None:
+    """sysinv host.py check_unlock_application (r/stx.10.0): refused, and the reason."""
+    now = 1000.0
+    app = {"name": "platform-integ-apps", "status": "uploaded", "apply_at": now + 5}
+    data = {"apps": [app]}
+    host = {"id": 2, "hostname": "controller-1", "administrative": "locked"}
+    assert hosts.app_status(app, now) == ("applying", "retrieving docker images")
+    with pytest.raises(hosts.CommandError) as info:
+        checks.check_unlock(data, host, now, force=False)
+    assert str(info.value) == (
+        "Rejected: Can not unlock host controller-1 while an application is being applied, "
+        "updated or recovered. Please try again later."
+    )
+    assert hosts.app_status(app, now + 5) == ("applied", "completed")

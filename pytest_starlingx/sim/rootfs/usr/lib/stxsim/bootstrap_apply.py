@@ -37,12 +37,21 @@ export OS_INTERFACE=internal
 if [ ! -z "${{OS_PASSWORD}}" ]; then
     export PS1='[\\u@\\h \\W(keystone_$OS_USERNAME)]\\$ '
 else
-    echo 'Openstack Admin credentials can only be loaded from the active controller.'
+    if [ ! -e {keyring} ]; then
+        echo 'Openstack Admin credentials can only be loaded from the active controller.'
+    else
+        echo 'Not enough privileges to read keyring password.'
+    fi
     export PS1='\\h:\\w\\$ '
     return 1
 fi
+
+return 0
 """
-KEYRING = "/etc/platform/.keyring"
+#: The admin keyring on the platform filesystem (DRBD-backed /opt/platform on StarlingX, where
+#: stx-puppet's openrc.admin.erb reads it; 24.09 is release 10.0). /opt/platform is hidden at
+#: boot until the platform mounts it (rc.sysinit, platform_boot): openrc fails meanwhile.
+KEYRING = "/opt/platform/.keyring/24.09/.CREDENTIAL"
 APPS = (  # what a fresh STX 8 system lists; platform-integ-apps applies once available
     ("cert-manager", "22.12-0", "cert-manager-fluxcd-manifests", "fluxcd-manifests", "applied"),
     (

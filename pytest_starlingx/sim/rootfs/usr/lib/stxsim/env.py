@@ -12,6 +12,8 @@ SERVICES_START = 5.0  # from boot of an unlocked host to enabled/available
 CONFIGURE = 3.0  # a partition, storage backend, ceph monitor or application settling
 HEARTBEAT = 3.0  # agent heartbeat period
 HEARTBEAT_TIMEOUT = 15.0  # silence after which sysinv shows a host offline
+APP_APPLY = 3.0  # platform-integ-apps applying after controller-0's unlock (knob app_apply)
+PLATFORM_FS = 3.0  # from boot of a bootstrapped controller to its platform filesystem mounted
 
 
 def root() -> str:

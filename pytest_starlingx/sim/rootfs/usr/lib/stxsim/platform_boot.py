@@ -18,7 +18,19 @@ from stxsim import agent, bootstrap_apply, controller, env, sysops
 from stxsim.sysinv import db
 
 
+def _mount_platform_fs() -> None:
+    """The platform filesystem comes up PLATFORM_FS (the `platform_fs` knob) x slow into the
+    boot: rc.sysinit's stand-in over /opt/platform goes, and the admin keyring on it is
+    readable again."""
+    time.sleep(env.scaled(float(env.knobs().get("platform_fs", env.PLATFORM_FS))))
+    with open("/proc/mounts", encoding="utf-8") as mounts:
+        hidden = any(line.split()[1] == "/opt/platform" for line in mounts)
+    if hidden or not env.is_guest():
+        sysops.system("umount", "/opt/platform")
+
+
 def _controller0() -> None:
+    _mount_platform_fs()
     controller.start_services()
     with db.transaction() as data:
         c0 = db.first(data, "hosts", hostname="controller-0")
@@ -44,7 +56,7 @@ def _controller0() -> None:
             task=None,
             invprovision="provisioned",
         )
-        apply_at = time.time() + env.scaled(env.CONFIGURE)
+        apply_at = time.time() + env.scaled(float(env.knobs().get("app_apply", env.APP_APPLY)))
         for app in data.get("apps", []):
             if app["status"] == "uploaded" and app["name"] == "platform-integ-apps":
                 app.setdefault("apply_at", apply_at)

@@ -1,6 +1,7 @@
 """host-unlock semantic checks, in the order and with the wording of sysinv's host.py.
 
-Only the checks a virtual lab can trip are kept: install/online state, OAM on controllers,
+Only the checks a virtual lab can trip are kept: install/online state, an application being
+applied, OAM on controllers,
 storage backends settled, Ceph OSDs and monitors where Ceph is configured, nova-local for
 OpenStack compute hosts, mgmt and cluster-host interfaces, partitions still being created.
 """
@@ -9,7 +10,14 @@ from __future__ import annotations
 
 from stxsim.sysinv import db, storage_state
 from stxsim.sysinv.db import Data, Row
-from stxsim.sysinv.hosts import CommandError, availability, has_function, is_aio, is_simplex
+from stxsim.sysinv.hosts import (
+    CommandError,
+    app_status,
+    availability,
+    has_function,
+    is_aio,
+    is_simplex,
+)
 
 
 def _networks(data: Data, host: Row) -> dict[str, Row]:
@@ -29,6 +37,12 @@ def check_unlock(data: Data, host: Row, now: float, force: bool) -> None:
         raise CommandError(f"Cannot unlock host {name} due to installation failure")
     if host["administrative"] == "unlocked":
         raise CommandError(f"Avoiding 'unlock' action on already 'unlocked' host {name}")
+    applying = [a for a in data.get("apps", []) if app_status(a, now)[0] == "applying"]
+    if applying and not force:  # host.py check_unlock_application (r/stx.10.0)
+        raise CommandError(
+            f"Rejected: Can not unlock host {name} while an application is being applied, "
+            "updated or recovered. Please try again later."
+        )
     if not force and availability(host, now)[1] != "online":
         raise CommandError(
             f"Host {name} is not online. Wait for 'online' availability status and then 'unlock'"

@@ -13,6 +13,7 @@ from stxsim.sysinv.checks import check_unlock
 from stxsim.sysinv.db import Data, Row
 from stxsim.sysinv.hosts import (
     CommandError,
+    app_status,
     assign_mgmt_ip,
     availability,
     find_host,
@@ -347,11 +348,7 @@ def application_list(ctx: Ctx, a: argparse.Namespace) -> str:
     """List all containerized applications."""
     rows = []
     for app in sorted(ctx.data.get("apps", []), key=lambda x: x["name"]):
-        status, progress = app["status"], "completed"
-        if app.get("apply_at") is not None:  # set when controller-0 became available
-            applied = ctx.now >= app["apply_at"]
-            status = "applied" if applied else "applying"
-            progress = "completed" if applied else "retrieving docker images"
+        status, progress = app_status(app, ctx.now)
         rows.append(
             [
                 app["name"],

@@ -58,6 +58,17 @@ def availability(host: Row, now: float) -> tuple[str, str]:
     return host["operational"], host["availability"]
 
 
+def app_status(app: Row, now: float) -> tuple[str, str]:
+    """An application's status and progress (`system application-list`): one being applied
+    (from controller-0 becoming available until its `apply_at`) is `applying`, with one of
+    sysinv's progress texts, then `applied` / `completed`."""
+    if app.get("apply_at") is None:
+        return app["status"], "completed"
+    if now >= app["apply_at"]:
+        return "applied", "completed"
+    return "applying", "retrieving docker images"
+
+
 def show_fields(data: Data, host: Row, now: float) -> list[tuple[str, Any]]:
     """The `system host-show` properties (cgtsclient `_print_ihost_show`)."""
     operational, avail = availability(host, now)
