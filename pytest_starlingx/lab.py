@@ -339,7 +339,18 @@ def create_lab(
     *,
     knobs: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Lab:
-    """Create the lab's hypervisor objects (all powered off) and its state; no stage runs."""
+    """Create the lab's hypervisor objects (all powered off) and its state; no stage runs.
+
+    A StarlingX ISO on a host whose hardware virtualisation does not work is refused before
+    anything is made: its install would not finish under software emulation in any useful time.
+    """
+    if not spec.uses_simulator and backend.software_emulated():
+        raise StxError(
+            f"lab {spec.name!r}: {spec.image} is a StarlingX ISO, and KVM does not work on this "
+            "host (see `stx-lab doctor`): under QEMU's software emulation its install and "
+            "bootstrap would take days. Use a host with working KVM, or the simulator "
+            "(image: sim); to run it emulated all the same, set STX_LIBVIRT_DOMAIN_TYPE=qemu."
+        )
     iso = image_path(spec)
     lab_id = new_lab_id()
     source = str(spec.source) if spec.source else None

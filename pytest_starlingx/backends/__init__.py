@@ -11,14 +11,27 @@ from pytest_starlingx.errors import BackendError
 def make_backend(name: str, libvirt_uri: str | None = None) -> Backend:
     """The backend called ``name`` (libvirt or virtualbox), connected.
 
-    VirtualBox: ``VBoxManage`` from PATH, or the path in ``$STX_VBOXMANAGE``.
+    libvirt: the domain type from ``$STX_LIBVIRT_DOMAIN_TYPE`` (``auto``, the default, probes
+    KVM; ``kvm`` or ``qemu`` force one). VirtualBox: ``VBoxManage`` from PATH, or the path in
+    ``$STX_VBOXMANAGE``.
     """
     from pytest_starlingx.labstate import state_dir
 
     if name == "libvirt":
-        from pytest_starlingx.backends.libvirt import DEFAULT_URI, LibvirtBackend, LibvirtConfig
+        from pytest_starlingx.backends.libvirt import (
+            DEFAULT_URI,
+            DomainType,
+            LibvirtBackend,
+            LibvirtConfig,
+        )
 
-        return LibvirtBackend(LibvirtConfig(uri=libvirt_uri or DEFAULT_URI, state_dir=state_dir()))
+        chosen = os.environ.get("STX_LIBVIRT_DOMAIN_TYPE", "auto")
+        if chosen not in set(DomainType):
+            raise BackendError(f"STX_LIBVIRT_DOMAIN_TYPE={chosen!r}: use {', '.join(DomainType)}")
+        config = LibvirtConfig(
+            uri=libvirt_uri or DEFAULT_URI, state_dir=state_dir(), domain_type=DomainType(chosen)
+        )
+        return LibvirtBackend(config)
     if name == "virtualbox":
         from pytest_starlingx.backends.virtualbox import VirtualBoxBackend, VirtualBoxConfig
 

@@ -381,5 +381,9 @@ class Backend(Protocol):
         then raises one ``LeakError`` listing what remains.
         """
 
+    def software_emulated(self) -> bool:
+        """True when machines would run under software emulation because hardware
+        virtualisation does not work on the host (not because it was asked for)."""
+
     def close(self) -> None:
         """Let go of the hypervisor connection."""

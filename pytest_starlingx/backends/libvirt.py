@@ -420,6 +420,10 @@ class LibvirtBackend:
                     )
         return self._domain_type
 
+    def software_emulated(self) -> bool:
+        """True when the KVM probe chose QEMU software emulation (not a configured choice)."""
+        return self.config.domain_type is DomainType.AUTO and self.domain_type() is DomainType.QEMU
+
     def _host(self) -> tuple[str, int]:
         """The libvirt host's name and QEMU version."""
         return self.call("reading the libvirt host", lambda c: (c.getHostname(), c.getVersion()))

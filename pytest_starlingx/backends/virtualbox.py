@@ -535,6 +535,10 @@ class VirtualBoxBackend:
         """A handle on a lab created earlier, from its ledger."""
         return VirtualBoxLab(self, Ledger.load(self.lab_dir(lab_id) / "owner.json"))
 
+    def software_emulated(self) -> bool:
+        """Never: VirtualBox runs 64-bit guests with the CPU's virtualisation (VT-x/AMD-V) only."""
+        return False
+
     def lab_ids(self) -> list[str]:
         """Ids of our labs that still have VMs or a ledger here."""
         ids = {owner.lab_id for _, owner in self._owned_vms()}

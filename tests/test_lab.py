@@ -1,0 +1,39 @@
+"""Lab creation's own checks, before any hypervisor object exists."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_starlingx.backends import make_backend
+from pytest_starlingx.errors import BackendError, StxError
+from pytest_starlingx.lab import create_lab
+from pytest_starlingx.labfile import lab_from_mapping
+
+
+class EmulatedHost:
+    """A backend on a host where KVM does not work; it must not be asked to create anything."""
+
+    def software_emulated(self) -> bool:
+        return True
+
+    def create_lab(self, resources: object) -> None:
+        raise AssertionError("a lab was created")
+
+
+def test_a_real_iso_is_refused_where_kvm_does_not_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("STX_STATE_DIR", str(tmp_path / "state"))
+    iso = tmp_path / "starlingx-10.0.iso"
+    iso.write_bytes(b"\0" * 0x8001 + b"CD001")  # the ISO 9660 signature, at sector 16
+    spec = lab_from_mapping({"name": "real", "topology": "simplex", "image": str(iso)})
+    with pytest.raises(StxError) as info:
+        create_lab(spec, EmulatedHost(), tmp_path / "artifacts")  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "KVM does not work on this host" in message and "stx-lab doctor" in message
+    assert "STX_LIBVIRT_DOMAIN_TYPE=qemu" in message
+    assert not (tmp_path / "state").exists()  # nothing recorded, nothing made
+
+
+def test_a_bad_libvirt_domain_type_names_the_choices(monkeypatch):
+    monkeypatch.setenv("STX_LIBVIRT_DOMAIN_TYPE", "hvf")
+    with pytest.raises(BackendError, match=r"STX_LIBVIRT_DOMAIN_TYPE='hvf': use auto, kvm, qemu"):
+        make_backend("libvirt")
