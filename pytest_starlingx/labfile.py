@@ -20,6 +20,8 @@ import yaml
 
 from pytest_starlingx.errors import LabConfigError
 from pytest_starlingx.model import (
+    BOOTSTRAP_KEYS,
+    BOOTSTRAP_MANAGED,
     DEFAULT_STORAGE_NODES,
     DEFAULT_WORKERS,
     NAME_PATTERN,
@@ -60,6 +62,7 @@ TOP_KEYS = (
     "timeout_factor",
     "add_hosts",
     "stages",
+    "bootstrap",
 )
 STAGE_KEYS = ("name", "after", "before", "node", "system", "shell")
 STAGE_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
@@ -328,6 +331,8 @@ class _Checker:
             )
         if "stages" in data and topology is not None:
             kwargs["stages"] = self.stages(data["stages"], topology, kwargs)
+        if "bootstrap" in data:
+            kwargs["bootstrap"] = self.bootstrap(data["bootstrap"])
         if self.problems or topology is None:
             raise LabConfigError(self.sorted_problems())
         return resolve_lab(topology, **{k: v for k, v in kwargs.items() if v is not None})
@@ -658,6 +663,34 @@ class _Checker:
             )
         ]
 
+    def bootstrap(self, value: Any) -> dict[str, Any]:
+        """Extra localhost.yml overrides: StarlingX's bootstrap keys with plain YAML values,
+        except those the lab description sets elsewhere."""
+        if not isinstance(value, dict):
+            example = "`docker_http_proxy: http://proxy:3128`"
+            self.problem(
+                ("bootstrap",),
+                f"expected a mapping of localhost.yml keys (e.g. {example}), got {_show(value)}",
+            )
+            return {}
+        overrides = {}
+        for key, item in value.items():
+            path = ("bootstrap", key)
+            if key in BOOTSTRAP_MANAGED:
+                self.problem(path, f"set from {BOOTSTRAP_MANAGED[key]} of the lab description, "
+                             "not here")  # fmt: skip
+            elif key not in BOOTSTRAP_KEYS:
+                hint = _suggest(str(key), BOOTSTRAP_KEYS) or (
+                    "; see host_vars/bootstrap/default.yml of StarlingX's ansible-playbooks"
+                )
+                self.problem(path, f"not a key of StarlingX's bootstrap overrides{hint}")
+            elif (bad := _not_plain(item)) is not None:
+                self.problem(path, f"values must be plain YAML (strings, numbers, booleans, "
+                             f"lists, mappings), got {bad}")  # fmt: skip
+            else:
+                overrides[key] = item
+        return overrides
+
     def timeouts(self, value: Any) -> dict[str, float]:
         data = self.mapping(value, ("timeouts",), TIMEOUT_PHASES)
         found = {}
@@ -666,6 +699,22 @@ class _Checker:
             if seconds is not None:
                 found[phase] = seconds
         return found
+
+
+def _not_plain(value: Any) -> str | None:
+    """What in ``value`` is not plain YAML data (a date, a set, ...), or None."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return None
+    if isinstance(value, list):
+        return next((bad for item in value if (bad := _not_plain(item)) is not None), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"the key {_show(key)}"
+            if (bad := _not_plain(item)) is not None:
+                return bad
+        return None
+    return f"a {type(value).__name__} ({_show(value)})"
 
 
 def lab_variant(

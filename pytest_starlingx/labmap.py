@@ -21,7 +21,7 @@ from pytest_starlingx.model import NETWORKS, LabSpec, NodeSpec
 
 SIM_KNOB_PREFIX = "stx-sim:"
 SIM_KNOBS = ("slow", "hang_install", "bootstrap_fail", "no_netboot", "unlock_fail",
-             "reboot_after", "app_apply", "platform_fs")  # fmt: skip
+             "reboot_after", "app_apply", "platform_fs", "images_fail")  # fmt: skip
 
 
 def knob_string(knobs: Mapping[str, object]) -> str:

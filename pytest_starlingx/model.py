@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 
 class Topology(StrEnum):
@@ -78,6 +79,46 @@ NIC_MODELS: Mapping[str, str] = {
 }
 
 SIM_IMAGE = "sim"
+
+#: The keys of the bootstrap playbook's overrides: ansible-playbooks
+#: ``playbookconfig/src/playbooks/host_vars/bootstrap/default.yml`` (r/stx.10.0), its keys and
+#: the optional ones it documents in comments.
+BOOTSTRAP_KEYS: tuple[str, ...] = (
+    "system_mode", "distributed_cloud_role", "region_name", "timezone", "dns_servers",
+    "pxeboot_subnet", "management_subnet", "cluster_host_subnet", "cluster_pod_subnet",
+    "cluster_service_subnet", "external_oam_subnet", "external_oam_gateway_address",
+    "external_oam_floating_address", "management_multicast_subnet",
+    "management_dynamic_address_allocation", "cluster_host_dynamic_address_allocation",
+    "docker_registries", "user_dns_host_records", "apiserver_extra_volumes",
+    "controllermanager_extra_volumes", "scheduler_extra_volumes", "admin_username",
+    "admin_password", "password_change", "password_change_responses", "override_files_dir",
+    "wipe_ceph_osds", "enable_volume_snapshot_support", "k8s_plugins", "applications",
+    "add_docker_prefix", "kernel", "virtual_system",
+    *(f"{net}_{end}_address" for net in ("pxeboot", "management", "cluster_host", "cluster_pod",
+      "cluster_service", "external_oam", "management_multicast") for end in ("start", "end")),
+    "external_oam_node_0_address", "external_oam_node_1_address", "banner",
+    "docker_http_proxy", "docker_https_proxy", "docker_no_proxy",
+    "additional_local_registry_images", "ssl_ca_cert", "k8s_root_ca_cert", "k8s_root_ca_key",
+    "etcd_root_ca_cert", "etcd_root_ca_key", "apiserver_cert_sans", "apiserver_oidc",
+    "apiserver_extra_args", "controllermanager_extra_args", "scheduler_extra_args",
+    "kubelet_extra_args", "kubelet_configurations", "networking_configurations",
+)  # fmt: skip
+#: Bootstrap keys the plugin writes itself, and what in the lab description sets each.
+BOOTSTRAP_MANAGED: Mapping[str, str] = {
+    "system_mode": "topology",
+    "external_oam_subnet": "oam.subnet",
+    "external_oam_gateway_address": "oam.gateway",
+    "external_oam_floating_address": "oam.floating",
+    "external_oam_node_0_address": "oam.controller_0",
+    "external_oam_node_1_address": "oam.controller_1",
+    "management_subnet": "mgmt.subnet",
+    "admin_username": "the plugin (admin)",
+    "admin_password": "passwords.admin",
+    "override_files_dir": "the plugin (it writes ~/localhost.yml)",
+}
+#: Words that make a bootstrap value a secret wherever they are in its key (registry
+#: passwords, CA keys): masked like passwords.
+SECRET_KEY_WORDS = ("password", "key", "secret", "token")
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,19}")
 PASSWORD_USERS: tuple[str, ...] = ("sysadmin", "admin")
 DEFAULT_PASSWORD_ENV: Mapping[str, str] = {
@@ -257,6 +298,26 @@ class LabSpec:
     add_hosts: AddHosts = AddHosts.DISCOVER
     stages: tuple[StageSpec, ...] = ()
     source: Path | None = None  # the YAML file it came from, if any
+    #: Extra localhost.yml overrides (registries, proxies, NTP, DNS, ...; BOOTSTRAP_KEYS).
+    bootstrap: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def bootstrap_secrets(self) -> list[str]:
+        """The string values of ``bootstrap`` under keys that name a secret (at any depth)."""
+        found: list[str] = []
+
+        def walk(value: Any, secret: bool) -> None:
+            if isinstance(value, Mapping):
+                for key, item in value.items():
+                    walk(item, secret or any(w in str(key).lower() for w in SECRET_KEY_WORDS))
+            elif isinstance(value, list):
+                for item in value:
+                    walk(item, secret)
+            elif secret and isinstance(value, str) and value:
+                found.append(value)
+
+        walk(self.bootstrap, False)
+        return found
 
     @property
     def uses_simulator(self) -> bool:
@@ -387,6 +448,7 @@ def resolve_lab(
     add_hosts: AddHosts | str = AddHosts.DISCOVER,
     stages: tuple[StageSpec, ...] = (),
     source: Path | None = None,
+    bootstrap: Mapping[str, Any] | None = None,
 ) -> LabSpec:
     """A lab of ``topology`` with defaults for everything not given.
 
@@ -423,4 +485,5 @@ def resolve_lab(
         add_hosts=AddHosts(add_hosts),
         stages=stages,
         source=source,
+        bootstrap=dict(bootstrap or {}),
     )

@@ -166,6 +166,19 @@ def test_mapping_source_validates_marker_overrides():
          "lab.yaml:2: timeouts.unlock: must be a number above 0 and at most 604800 seconds, got 0"),
         ("topology: simplex\ntimeout_factor: -2\n",
          "lab.yaml:2: timeout_factor: must be a number above 0 and at most 100, got -2"),
+        ("topology: simplex\nbootstrap:\n  docker_http_prxy: http://p:3128\n",
+         "lab.yaml:3: bootstrap.docker_http_prxy: not a key of StarlingX's bootstrap overrides "
+         "(did you mean 'docker_http_proxy'?)"),
+        ("topology: simplex\nbootstrap:\n  external_oam_gateway_address: 10.10.10.9\n",
+         "lab.yaml:3: bootstrap.external_oam_gateway_address: set from oam.gateway of the lab "
+         "description, not here"),
+        ("topology: simplex\nbootstrap:\n  admin_password: Secret*42x\n",
+         "lab.yaml:3: bootstrap.admin_password: set from passwords.admin"),
+        ("topology: simplex\nbootstrap:\n  timezone: 2024-01-01\n",
+         "lab.yaml:3: bootstrap.timezone: values must be plain YAML (strings, numbers, booleans, "
+         "lists, mappings), got a date"),
+        ("topology: simplex\nbootstrap: [docker_http_proxy]\n",
+         "lab.yaml:2: bootstrap: expected a mapping of localhost.yml keys"),
     ],
 )  # fmt: skip
 def test_bad_files_name_line_key_and_fix(text, expected):
@@ -225,3 +238,20 @@ def test_unreadable_file_is_a_config_error(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00topology")
     with pytest.raises(LabConfigError, match=r"binary\.yaml: cannot read"):
         load_lab(binary)
+
+
+def test_bootstrap_overrides_reach_the_lab_and_their_secrets_are_known():
+    lab = parse_lab(
+        textwrap.dedent("""\
+            topology: simplex
+            bootstrap:
+              dns_servers: [10.10.10.1]
+              docker_http_proxy: http://10.10.10.1:3128
+              docker_registries:
+                defaults: {url: registry.local:9001, username: stx, password: R3g*secret}
+              k8s_root_ca_key: KEYDATA
+            """)
+    )
+    assert lab.bootstrap["dns_servers"] == ["10.10.10.1"]
+    assert lab.bootstrap["docker_registries"]["defaults"]["url"] == "registry.local:9001"
+    assert sorted(lab.bootstrap_secrets) == ["KEYDATA", "R3g*secret"]

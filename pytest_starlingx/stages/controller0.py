@@ -7,6 +7,7 @@ deployment guides, and ``host-unlock`` with its reboot.
 
 from __future__ import annotations
 
+import json
 import re
 
 from pytest_starlingx.console import LOGIN
@@ -23,6 +24,16 @@ MENU_AIO = "Debian All-in-one Install"
 MENU_STANDARD = "Debian Controller Install"
 MENU_CONSOLE = "Serial Console"
 DNS_SERVERS = ("8.8.8.8", "8.8.4.4")
+#: What the bootstrap prints when it cannot pull its container images (ansible-playbooks
+#: ``roles/common/push-docker-images/files/download_images.py``): public registries by default.
+IMAGES_FAILED = "Failed to download images"
+IMAGES_HINT = (
+    ": it could not download its container images, which it pulls from public registries "
+    "(docker.io, quay.io, registry.k8s.io, ...) unless told otherwise. Give the lab a way out, "
+    "or point it at a local registry or proxy in the lab description: bootstrap: "
+    "{docker_registries: ..., docker_http_proxy: ..., docker_https_proxy: ..., "
+    "docker_no_proxy: ...}"
+)
 _RECAP = re.compile(r"localhost\s*:\s*ok=\d+\s+changed=\d+\s+unreachable=(\d+)\s+failed=(\d+)")
 
 
@@ -42,33 +53,35 @@ def first_login(b: Bringup) -> None:
 
 
 def localhost_yml(b: Bringup) -> str:
-    """The bootstrap overrides (starlingx.md section 4) for this lab."""
+    """The bootstrap overrides (starlingx.md section 4) for this lab, then the lab
+    description's own ``bootstrap:`` keys (registries, proxies, DNS, ...; they win)."""
     spec = b.spec
-    lines = [
-        f"system_mode: {spec.topology.system_mode}",
-        "dns_servers:",
-        *(f"  - {server}" for server in DNS_SERVERS),
-        f"external_oam_subnet: {spec.oam.subnet}",
-        f"external_oam_gateway_address: {spec.oam.gateway}",
-        f"external_oam_floating_address: {spec.oam.floating}",
-    ]
+    values: dict[str, object] = {
+        "system_mode": spec.topology.system_mode,
+        "dns_servers": list(DNS_SERVERS),
+        "external_oam_subnet": str(spec.oam.subnet),
+        "external_oam_gateway_address": str(spec.oam.gateway),
+        "external_oam_floating_address": str(spec.oam.floating),
+    }
     if spec.topology is not Topology.SIMPLEX:
-        lines += [
-            f"external_oam_node_0_address: {spec.oam.controller_0}",
-            f"external_oam_node_1_address: {spec.oam.controller_1}",
-        ]
-    lines += [
-        f"management_subnet: {spec.mgmt.subnet}",
-        "admin_username: admin",
-        f"admin_password: {_quoted(b.passwords['admin'])}",
-        f"ansible_become_pass: {_quoted(b.passwords['sysadmin'])}",
-    ]
-    return "\n".join(lines) + "\n"
+        values["external_oam_node_0_address"] = str(spec.oam.controller_0)
+        values["external_oam_node_1_address"] = str(spec.oam.controller_1)
+    values |= {
+        "management_subnet": str(spec.mgmt.subnet),
+        "admin_username": "admin",
+        "admin_password": b.passwords["admin"],
+        "ansible_become_pass": b.passwords["sysadmin"],
+        **spec.bootstrap,
+    }
+    return "".join(f"{key}: {_yaml(value)}\n" for key, value in values.items())
 
 
-def _quoted(value: str) -> str:
-    """A YAML single-quoted scalar."""
-    return "'" + value.replace("'", "''") + "'"
+def _yaml(value: object) -> str:
+    """A YAML value on one line: strings single-quoted, anything else as JSON (YAML's flow
+    style: ``[...]``, ``{...}``, ``true``, ``null``, numbers)."""
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return json.dumps(value)
 
 
 def configure_oam(b: Bringup) -> None:
@@ -89,15 +102,22 @@ def bootstrap(b: Bringup) -> None:
     recap and the host list."""
     configure_oam(b)
     with b.console_lock(NODE):
-        b.logged_in(NODE).write_file(
-            LOCALHOST_YML, localhost_yml(b), b.deadline("command"), secret=True
-        )
-    output = b.shell(NODE, BOOTSTRAP, phase="bootstrap")
+        console = b.logged_in(NODE)
+        for secret in b.spec.bootstrap_secrets:
+            console.add_secret(secret)
+        console.write_file(LOCALHOST_YML, localhost_yml(b), b.deadline("command"), secret=True)
+    check_recap(b.shell(NODE, BOOTSTRAP, phase="bootstrap"))
+    b.wait_hosts([NODE], "command", "controller-0 online after bootstrap", availability="online")
+
+
+def check_recap(output: str) -> None:
+    """Raise StageError unless the playbook's last ``PLAY RECAP`` says nothing failed; say what
+    to set when the failure is the image download."""
     recaps = _RECAP.findall(output)
     if not recaps or recaps[-1] != ("0", "0"):
         recap = next((ln for ln in output.splitlines() if "PLAY RECAP" in ln), "no PLAY RECAP")
-        raise StageError(f"the bootstrap playbook did not succeed ({recap}; recap {recaps})")
-    b.wait_hosts([NODE], "command", "controller-0 online after bootstrap", availability="online")
+        hint = IMAGES_HINT if IMAGES_FAILED in output else ""
+        raise StageError(f"the bootstrap playbook did not succeed ({recap}; recap {recaps}){hint}")
 
 
 def find_interfaces(b: Bringup, node: str) -> dict[str, str]:

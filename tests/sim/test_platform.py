@@ -22,6 +22,9 @@ from test_platform_support import (
     parse_table,
 )
 
+from pytest_starlingx.errors import StageError
+from pytest_starlingx.stages.controller0 import check_recap
+
 RECAP = re.compile(
     r"^localhost\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=0\s+failed=(\d+)\s+"
     r"skipped=(\d+)\s+rescued=0\s+ignored=0$",
@@ -87,6 +90,27 @@ def test_bootstrap_fails_without_an_oam_address_as_the_real_playbook(c0: Control
     assert "ip route replace default via 10.10.10.1" in fatal
     assert int(RECAP.search(proc.stdout).group(3)) == 1
     assert not (c0.root / "etc/platform/openrc").exists()  # nothing applied
+
+
+def test_bootstrap_without_its_images_fails_as_the_real_download(tmp_path: Path) -> None:
+    """images_fail: ansible-playbooks push-docker-images' retries, then download_images.py's
+    'Failed to download images [...]'."""
+    c0 = Controller(tmp_path, "controller-0", f"http://127.0.0.1:{free_port()}", images_fail="1")
+    try:
+        proc = c0.bootstrap()
+    finally:
+        c0.stop()
+    assert proc.returncode == 2
+    task = "Download images and push to local registry"
+    assert f"TASK [common/push-docker-images : {task}]" in proc.stdout
+    assert proc.stdout.count(f"FAILED - RETRYING: [localhost]: {task} (") == 10
+    fatal = next(ln for ln in proc.stdout.splitlines() if ln.startswith("fatal: [localhost]"))
+    assert '"attempts": 10' in fatal and "Exception: Failed to download images [" in fatal
+    assert int(RECAP.search(proc.stdout).group(3)) == 1
+    with pytest.raises(StageError) as info:  # what the plugin makes of it
+        check_recap(proc.stdout)
+    assert "could not download its container images" in str(info.value)
+    assert "docker_registries" in str(info.value) and "docker_https_proxy" in str(info.value)
 
 
 def test_openrc_fails_until_the_platform_filesystem_is_there(simplex: Controller) -> None:

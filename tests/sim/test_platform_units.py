@@ -45,7 +45,7 @@ def test_localhost_yml_subset_parses_like_yaml() -> None:
     ("text", "error"),
     [
         ("a:\n  b: c\n", "f.yml:2: nested mappings are not supported"),
-        ("a: {b: c}\n", "f.yml:1: unsupported YAML construct '{'"),
+        ("a: {b: c}\n", "f.yml:1: flow mappings must be written as JSON"),
         ("a: [b, [c]]\n", "f.yml:1: nested collections are not supported"),
         ("- a\n", "f.yml:1: list item outside a list"),
         ("a: 1\na: 2\n", "f.yml:2: duplicate key 'a'"),
@@ -121,3 +121,26 @@ def test_unlock_is_refused_while_an_application_applies() -> None:
         "updated or recovered. Please try again later."
     )
     assert hosts.app_status(app, now + 5) == ("applied", "completed")
+
+
+def test_the_plugins_localhost_yml_reads_the_same_in_the_simulator_and_in_yaml() -> None:
+    """What the plugin writes (its keys, then the lab's bootstrap: overrides, nested ones as
+    JSON flow collections) is read alike by PyYAML (Ansible) and the simulator's parser."""
+    import yaml
+
+    from pytest_starlingx.labfile import lab_from_mapping
+    from pytest_starlingx.stages.base import Bringup
+    from pytest_starlingx.stages.controller0 import localhost_yml
+    from pytest_starlingx.steps import StepRecorder
+
+    registries = {"defaults": {"url": "registry.local:9001", "password": "it's*S3cret"}}
+    spec = lab_from_mapping({"topology": "duplex", "bootstrap": {
+        "docker_registries": registries, "dns_servers": ["10.10.10.1"], "wipe_ceph_osds": True,
+    }})  # fmt: skip
+    passwords = {"admin": "Adm1n*'quoted'", "sysadmin": "Sys4dmin*#1"}
+    text = localhost_yml(Bringup(spec, {}, {}, passwords, StepRecorder(spec.name)))
+    parsed = miniyaml.loads(text)
+    assert parsed == yaml.safe_load(text)
+    assert parsed["docker_registries"] == registries and parsed["dns_servers"] == ["10.10.10.1"]
+    assert parsed["admin_password"] == passwords["admin"] and parsed["wipe_ceph_osds"] is True
+    assert parsed["external_oam_node_1_address"] == "10.10.10.4"

@@ -1,15 +1,18 @@
 """The YAML subset that `localhost.yml` uses, without PyYAML (the guest has none).
 
 Top-level `key: value` mappings only; values are plain or quoted scalars, flow lists
-`[a, b]`, or block lists (`- a` lines under an empty `key:`). Comments and `---` are
-skipped. Anything else raises `YamlError` naming the line.
+`[a, b]`, block lists (`- a` lines under an empty `key:`), or flow collections written as
+JSON on one line (`{"docker.io": {"url": "..."}}`: JSON is YAML's flow style, and it is how
+nested values such as `docker_registries` reach us). Comments and `---` are skipped.
+Anything else raises `YamlError` naming the line.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
-Value = str | int | bool | None | list["Value"]
+Value = str | int | bool | None | list["Value"] | dict[str, "Value"]
 
 _KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)\s*:(?:\s+(.*))?$")
 
@@ -61,6 +64,15 @@ def _flow_list(text: str, where: str) -> list[Value]:
     return [scalar(part, where) for part in inner.split(",")]
 
 
+def _json(text: str) -> Value | None:
+    """A JSON collection (YAML flow style), or None when ``text`` is not JSON."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict | list) else None
+
+
 def loads(text: str, name: str = "<yaml>") -> dict[str, Value]:
     """Parse the subset; duplicate keys and stray indentation are errors."""
     data: dict[str, Value] = {}
@@ -96,6 +108,10 @@ def loads(text: str, name: str = "<yaml>") -> dict[str, Value]:
         if not rest:
             open_list, open_key = [], key
             data[key] = open_list
+        elif rest.startswith(("{", "[")) and (collection := _json(rest)) is not None:
+            data[key] = collection
+        elif rest.startswith("{"):
+            raise YamlError(f"{where}: flow mappings must be written as JSON")
         elif rest.startswith("["):
             if not rest.endswith("]"):
                 raise YamlError(f"{where}: unterminated flow list")

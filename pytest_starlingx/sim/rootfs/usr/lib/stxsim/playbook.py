@@ -39,6 +39,9 @@ TASKS = (
     ("bootstrap/persist-config : Write platform config and openrc", "changed"),
     ("bootstrap/bringup-essential-services : Bring up sysinv and the boot service", "changed"),
     ("bootstrap/apply-bootstrap-manifest : Applying puppet bootstrap manifest", "fail_point"),
+    # roles/common/push-docker-images (ansible-playbooks r/stx.10.0): a script task with
+    # `retries: 10`, `delay: 5`; the simulator has no registry to pull from unless told it has.
+    ("common/push-docker-images : Download images and push to local registry", "images"),
     ("bootstrap/bringup-kubemaster : Initializing Kubernetes master", "changed"),
     ("bootstrap/bringup-essential-services : Add host route to mgmt network", "skipping"),
     ("bootstrap/bringup-bootstrap-applications : Upload platform applications", "changed"),
@@ -125,6 +128,24 @@ def _apply(cfg: dict) -> str | None:
     return (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
 
 
+#: Images the download names when it fails (a few of what 10.0's bootstrap pulls).
+FAILED_IMAGES = ["registry.k8s.io/kube-apiserver:v1.29.2", "quay.io/calico/cni:v3.27.0"]
+
+
+def _images_failed(play: Play, name: str, step: float) -> int:
+    """The download task's ten retries and its failure, as Ansible and download_images.py
+    (``raise Exception("Failed to download images %s" % failed_downloads)``) print them."""
+    for left in range(10, 0, -1):
+        print(f"FAILED - RETRYING: [localhost]: {name} ({left} retries left).", flush=True)
+        time.sleep(step / 10)
+    stderr = (
+        "Traceback (most recent call last):\n"
+        '  File "/tmp/.ansible/tmp/download_images.py", line 450, in <module>\n'
+        f"Exception: Failed to download images {FAILED_IMAGES}"
+    )
+    return play.fail("non-zero return code", True, attempts=10, rc=1, stderr=stderr)
+
+
 def _route_error(gateway: str) -> str | None:
     """What `ip route replace default via GATEWAY` says when no address of the node is on the
     gateway's subnet (iproute2: the kernel refuses the next hop), else None. The install guides
@@ -174,6 +195,10 @@ def main(argv: list[str]) -> int:
             error = _apply(cfg)
             if error:
                 return play.fail(error)
+            kind = "changed"
+        elif kind == "images":
+            if env.knob_on("images_fail"):
+                return _images_failed(play, title.split(" : ", 1)[1], step)
             kind = "changed"
         elif kind == "fail_point":
             if env.knob_on("bootstrap_fail"):
