@@ -76,6 +76,7 @@ PIPELINE_STAGES = (
     "unlock",
     "power-on",
     "add-hosts",
+    "osds",
 )
 NODE_KEYS = ("memory_mib", "vcpus", "disks_gib")
 OAM_KEYS = ("subnet", "gateway", "floating", "controller_0", "controller_1")

@@ -92,7 +92,7 @@ def test_unknown_prerequisites_are_refused():
 
 
 @pytest.mark.parametrize(
-    ("topology", "count"), [("simplex", 5), ("duplex", 10), ("standard", 18), ("storage", 26)]
+    ("topology", "count"), [("simplex", 5), ("duplex", 10), ("standard", 19), ("storage", 26)]
 )
 def test_every_pipeline_is_complete_and_ends_with_all_unlocked(topology, count):
     spec = resolve_lab(topology)
@@ -108,6 +108,12 @@ def test_unlock_order_follows_the_guides():
     assert "controller-1:unlock" in stages["storage-0:unlock"].after
     assert {"storage-0:unlock", "storage-1:unlock"} <= set(stages["worker-0:unlock"].after)
     assert stages["worker-1:power-on"].after == ("controller-0:unlock",)
+
+
+def test_the_standard_options_controllers_get_osds_once_the_workers_run():
+    stages = {s.key: s for s in pipeline(resolve_lab("standard"))}
+    assert stages["controller-0:osds"].after == ("worker-0:unlock", "worker-1:unlock")
+    assert not any(s.name == "osds" for s in pipeline(resolve_lab("storage")))
 
 
 def test_host_add_adds_hosts_before_powering_them_on():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_starlingx.model import AddHosts, LabSpec, Personality
+from pytest_starlingx.model import AddHosts, LabSpec, Personality, Topology
 from pytest_starlingx.stages import controller0, secondaries
 from pytest_starlingx.stages.base import ACTIVE_CONTROLLER, Stage
 
@@ -10,7 +10,7 @@ C0 = ACTIVE_CONTROLLER
 
 #: Bumped whenever a change to the stages changes what a finished lab looks like; part of the
 #: golden-lab key, so golden labs built by an older pipeline are never restored.
-PIPELINE_VERSION = 2
+PIPELINE_VERSION = 3
 
 
 def pipeline(spec: LabSpec) -> list[Stage]:
@@ -18,7 +18,8 @@ def pipeline(spec: LabSpec) -> list[Stage]:
 
     controller-0 first (install, first login, bootstrap, configure, unlock); then the other
     nodes network-boot and install together; controller-1 unlocks first, then storage nodes,
-    then workers (the order of the StarlingX guides).
+    then workers (the order of the StarlingX guides); in the standard option the controllers
+    then get their OSDs.
     """
     stages = [
         Stage("install", C0, controller0.install),
@@ -52,5 +53,8 @@ def pipeline(spec: LabSpec) -> list[Stage]:
             after.append("controller-1:unlock")
         if node.personality is Personality.WORKER:
             after += [f"{s}:unlock" for s in storage]
-        stages.append(Stage("unlock", node.name, secondaries.unlock(node.name), tuple(after)))
+        stages.append(Stage("unlock", node.name, secondaries.unlock(node), tuple(after)))
+    if spec.topology is Topology.STANDARD:  # controller storage: OSDs once the workers run
+        workers = tuple(f"{n.name}:unlock" for n in others if n.personality is Personality.WORKER)
+        stages.append(Stage("osds", C0, secondaries.controller_osds, workers))
     return stages

@@ -14,6 +14,7 @@ from pytest_starlingx.errors import StageError
 from pytest_starlingx.model import AddHosts, NodeSpec, Personality, Topology
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup
 from pytest_starlingx.stages.controller0 import add_osd, controller_interfaces
+from pytest_starlingx.stxtable import parse_table
 from pytest_starlingx.waits import WaitTimeout, poll
 
 NOT_ASSIGNED = "None"
@@ -111,11 +112,45 @@ def configure(node: NodeSpec):
     return action
 
 
-def unlock(node: str):
-    """A stage action: ``host-unlock`` and wait for ``available``."""
+def unlock(node: NodeSpec):
+    """A stage action: ``host-unlock`` and wait for ``available``. In the standard (controller
+    storage) option a worker unlocks only once worker-0's Ceph monitor is ``configured``
+    (docs ``controller_storage_install_kubernetes.rst``: "wait ... ceph-mon-list")."""
 
     def action(b: Bringup) -> None:
-        b.unlock_host(node, "node_unlock")
-        b.wait_hosts([node], "node_unlock", f"{node} {AVAILABLE_TEXT}", **AVAILABLE)
+        if node.personality is Personality.WORKER and b.spec.topology is Topology.STANDARD:
+            wait_ceph_monitor(b, FIRST_WORKER)
+        b.unlock_host(node.name, "node_unlock")
+        b.wait_hosts([node.name], "node_unlock", f"{node.name} {AVAILABLE_TEXT}", **AVAILABLE)
 
     return action
+
+
+def wait_ceph_monitor(b: Bringup, host: str) -> None:
+    """Poll ``ceph-mon-list`` until ``host``'s monitor is ``configured``."""
+
+    def configured() -> bool:
+        mons = parse_table(b.system("ceph-mon-list --nowrap"))
+        return any(m.get("hostname") == host and m.get("state") == "configured" for m in mons)
+
+    poll(configured, b.deadline("node_unlock"), f"{host}'s Ceph monitor to be configured",
+         poll_every=3.0)  # fmt: skip
+
+
+def controller_osds(b: Bringup) -> None:
+    """A stage action (standard option, after the workers' unlock): an OSD in the storage tier
+    on each controller's second disk, then wait until none is ``configuring``
+    (``controller_storage_install_kubernetes.rst``)."""
+    controllers = [n.name for n in b.spec.nodes if n.personality is Personality.CONTROLLER]
+    for host in controllers:
+        add_osd(b, host, tier=True)
+
+    def settled() -> bool:
+        return all(
+            stor.get("state") == "configured"
+            for host in controllers
+            for stor in parse_table(b.system(f"host-stor-list {host} --nowrap"))
+        )
+
+    poll(settled, b.deadline("node_unlock"), "the controllers' OSDs to be configured",
+         poll_every=3.0)  # fmt: skip
