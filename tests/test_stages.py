@@ -6,9 +6,11 @@ import threading
 
 import pytest
 
+from pytest_starlingx.console import CommandFailed, Result
 from pytest_starlingx.errors import StageError
 from pytest_starlingx.labfile import parse_lab
 from pytest_starlingx.model import resolve_lab
+from pytest_starlingx.stages import base
 from pytest_starlingx.stages.base import Bringup, Stage, run_stages
 from pytest_starlingx.stages.custom import CustomStage, from_lab_file, insert
 from pytest_starlingx.stages.pipelines import pipeline
@@ -140,3 +142,45 @@ def test_custom_stage_at_an_unknown_point_is_an_error():
     stages = pipeline(resolve_lab("simplex"))
     with pytest.raises(ValueError, match="no pipeline point 'worker-0:unlock'"):
         insert(stages, [CustomStage("x", recording([], "x"), after="worker-0:unlock")])
+
+
+class Sysinv(Bringup):
+    """A bring-up whose `system` answers host-unlock as sysinv does while platform-integ-apps
+    applies (host.py, r/stx.10.0): refused ``refusals`` times, then accepted."""
+
+    def __init__(self, refusals: int, message: str) -> None:
+        spec = resolve_lab("duplex")
+        super().__init__(spec, {}, {}, {}, StepRecorder(spec.name))
+        self.refusals, self.message, self.sent = refusals, message, []
+
+    def system(self, args: str, phase: str = "command") -> str:
+        self.sent.append(args)
+        if len(self.sent) <= self.refusals:
+            error = CommandFailed(f"command 'system {args}' exited with status 1", lab="l",
+                                  node="controller-0", stage="unlock", tail=[])  # fmt: skip
+            error.result = Result(f"system {args}", self.message, 1)
+            raise error
+        return ""
+
+
+APPLYING = (
+    "Rejected: Can not unlock host controller-1 while an application is being applied, "
+    "updated or recovered. Please try again later."
+)
+
+
+def test_an_unlock_refused_while_an_application_applies_is_tried_again(monkeypatch, caplog):
+    monkeypatch.setattr(base, "UNLOCK_RETRY_EVERY", 0.01)
+    b = Sysinv(refusals=2, message=APPLYING)
+    with caplog.at_level("INFO", "pytest_starlingx.stages"):
+        b.unlock_host("controller-1", "node_unlock")
+    assert b.sent == ["host-unlock controller-1"] * 3
+    assert "controller-1: host-unlock refused while an application is being applied" in caplog.text
+
+
+def test_other_unlock_refusals_fail_at_once(monkeypatch):
+    monkeypatch.setattr(base, "UNLOCK_RETRY_EVERY", 0.01)
+    b = Sysinv(refusals=1, message="Can not unlock node until at least one OSD is configured.")
+    with pytest.raises(CommandFailed):
+        b.unlock_host("controller-1", "node_unlock")
+    assert b.sent == ["host-unlock controller-1"]

@@ -33,6 +33,7 @@ OPENRC_NOT_READY = "Openstack Admin credentials can only be loaded from the acti
 #: sysinv's refusal of ``host-unlock`` while an application is applied (``host.py``,
 #: ``check_unlock_application``); it passes by itself, and starlingx/test's unlock retries.
 UNLOCK_WHILE_APPLYING = "while an application is being applied"
+UNLOCK_RETRY_EVERY = 10.0  # seconds between unlocks refused for an applying application
 
 
 class Machine(Protocol):
@@ -151,7 +152,7 @@ class Bringup:
             return True
 
         poll(accepted, self.deadline(phase), f"sysinv to accept {host}'s unlock",
-             poll_every=10.0, logger=log)  # fmt: skip
+             poll_every=UNLOCK_RETRY_EVERY, logger=log)  # fmt: skip
 
     def _source_openrc(self, console: Console, deadline: Deadline) -> None:
         """``source /etc/platform/openrc``, again every few seconds while it says the admin
