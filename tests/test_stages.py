@@ -175,7 +175,7 @@ def test_an_unlock_refused_while_an_application_applies_is_tried_again(monkeypat
     with caplog.at_level("INFO", "pytest_starlingx.stages"):
         b.unlock_host("controller-1", "node_unlock")
     assert b.sent == ["host-unlock controller-1"] * 3
-    assert "controller-1: host-unlock refused while an application is being applied" in caplog.text
+    assert "controller-1: waiting for sysinv to accept controller-1's unlock" in caplog.text
 
 
 def test_other_unlock_refusals_fail_at_once(monkeypatch):

@@ -140,36 +140,18 @@ class Bringup:
     def unlock_host(self, host: str, phase: str) -> None:
         """``system host-unlock <host>``, again every 10 s while sysinv refuses it because an
         application (platform-integ-apps after controller-0's unlock) is being applied."""
-
-        def accepted() -> bool:
-            try:
-                self.system(f"host-unlock {host}", phase)
-            except CommandFailed as exc:
-                if exc.result is None or UNLOCK_WHILE_APPLYING not in exc.result.output:
-                    raise
-                log.info("%s: host-unlock refused %s; trying again", host, UNLOCK_WHILE_APPLYING)
-                return False
-            return True
-
-        poll(accepted, self.deadline(phase), f"sysinv to accept {host}'s unlock",
-             poll_every=UNLOCK_RETRY_EVERY, logger=log)  # fmt: skip
+        _retry_while(
+            lambda: self.system(f"host-unlock {host}", phase), UNLOCK_WHILE_APPLYING,
+            self.deadline(phase), host, f"sysinv to accept {host}'s unlock", UNLOCK_RETRY_EVERY,
+        )  # fmt: skip
 
     def _source_openrc(self, console: Console, deadline: Deadline) -> None:
         """``source /etc/platform/openrc``, again every few seconds while it says the admin
         credentials cannot be loaded yet (a booting controller), until ``deadline``."""
-
-        def sourced() -> bool:
-            try:
-                console.run_checked(f"source {OPENRC}", deadline)
-            except CommandFailed as exc:
-                if exc.result is None or OPENRC_NOT_READY not in exc.result.output:
-                    raise
-                log.info("%s: openrc: %s; trying again", console.node, OPENRC_NOT_READY)
-                return False
-            return True
-
-        poll(sourced, deadline, f"{OPENRC} to load the admin credentials", poll_every=3.0,
-             logger=log)  # fmt: skip
+        _retry_while(
+            lambda: console.run_checked(f"source {OPENRC}", deadline), OPENRC_NOT_READY,
+            deadline, console.node, f"{OPENRC} to load the admin credentials", 3.0,
+        )  # fmt: skip
 
     def hosts(self) -> list[dict[str, str]]:
         """``system host-list`` as records."""
@@ -225,6 +207,31 @@ class Bringup:
         """Raise when another stage failed and the bring-up is being abandoned."""
         if self.cancelled.is_set():
             raise StageError("abandoned: another stage of the bring-up failed")
+
+
+def _retry_while(
+    command: Callable[[], object],
+    transient: str,
+    deadline: Deadline,
+    node: str,
+    what: str,
+    every: float,
+) -> None:
+    """Run ``command`` until it succeeds, again every ``every`` seconds while it fails saying
+    ``transient`` (a normal passing state of StarlingX; logged each time) until ``deadline``;
+    any other failure is raised at once."""
+
+    def done() -> bool:
+        try:
+            command()
+        except CommandFailed as exc:
+            if exc.result is None or transient not in exc.result.output:
+                raise
+            log.info("%s: waiting for %s: %r; trying again", node, what, transient)
+            return False
+        return True
+
+    poll(done, deadline, what, poll_every=every, logger=log)
 
 
 def _state(row: Mapping[str, str]) -> str:
