@@ -668,13 +668,12 @@ class Console:
         chosen: ESC at vesamenu's top level opens the ``boot:`` prompt, which boots label 1
         after its own timeout."""
         level = 0
-        escaped = False
         while level < len(path):
             wanted = path[level]
             label = wanted.pattern if isinstance(wanted, re.Pattern) else wanted
             inner = level + 1 < len(path)
-            menu, escaped = self._await_entry(
-                wanted, label, deadline, settle, titled=inner, may_leave=level == 0 and not escaped
+            menu = self._await_entry(
+                wanted, label, deadline, settle, titled=inner, may_leave=level == 0
             )
             target = menu.find(wanted)
             if target is None:  # the menu on screen is the wanted submenu itself
@@ -758,12 +757,12 @@ class Console:
         *,
         titled: bool = False,
         may_leave: bool = False,
-    ) -> tuple[Menu, bool]:
+    ) -> Menu:
         """Wait for a menu showing ``wanted`` with a highlight (or, when ``titled``, a menu
-        titled ``wanted``); return it, and whether ESC was pressed.
+        titled ``wanted``); return it.
 
         A menu that stays the same for ``settle`` seconds without it is, when it has a title
-        and ``may_leave``, left with ESC (vesamenu: up from the submenu it opened in, the
+        and ``may_leave``, left with ESC (once) (vesamenu: up from the submenu it opened in, the
         countdown restarting at the top). Otherwise the highlight is
         walked down and then up through the menu: a menu may be drawn incompletely on a serial
         line (GRUB 2.06 under QEMU cut an entry short in its first draw, reproducibly), and
@@ -784,7 +783,7 @@ class Console:
                 lambda m, shown=shown: found(m) or m != shown, deadline, settle, what
             )
             if found(menu):
-                return menu, escaped
+                return menu
             if menu != shown or menu.highlighted is None:
                 continue
             if menu.title is None or escaped or not may_leave:
@@ -812,7 +811,7 @@ class Console:
                 if menu.highlighted is None:
                     menu = self._redraw_highlight(key, deadline, settle, what)
                 if found(menu):
-                    return menu, escaped
+                    return menu
                 here = menu.highlighted
                 assert here is not None  # _redraw_highlight returns a menu with a highlight
                 at_end = here.row == current.row or (here.row > current.row) != (key == "down")
