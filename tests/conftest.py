@@ -42,38 +42,3 @@ def new_state_dir() -> Callable[[], Path]:
         return path
 
     return make
-
-
-#: The test files that bring labs up, by their wall time in a full run here (2026-12-02),
-#: heaviest first. `./run tests` runs `-n 3 --dist loadfile --no-loadscope-reorder`: xdist then
-#: hands out files in collection order, so the longest start first instead of last (xdist's
-#: default order, by number of tests, put them at the end and a 7-minute file ran alone).
-HEAVIEST_FIRST = (
-    "tests/e2e/test_storage.py",
-    "tests/e2e/test_standard.py",
-    "tests/golden/test_golden_e2e.py",
-    "tests/e2e/test_example_duplex.py",
-    "tests/reliability/test_two_sessions.py",
-    "tests/backends/test_virtualbox_e2e_duplex.py",
-    "tests/e2e/test_fault_unlock.py",
-    "tests/reliability/test_xdist_secrets.py",
-    "tests/reliability/test_keep_reuse.py",
-    "tests/e2e/test_fault_bootstrap.py",
-    "tests/backends/test_virtualbox_e2e.py",
-    "tests/e2e/test_example_simplex.py",
-    "tests/e2e/test_fault_reboot.py",
-    "tests/sim/test_boot.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Heaviest test files first (HEAVIEST_FIRST); every other file after, in its own order."""
-    root = Path(__file__).parent.parent
-    rank = {path: i for i, path in enumerate(HEAVIEST_FIRST)}
-
-    def heaviness(item: pytest.Item) -> int:
-        if not item.path.is_relative_to(root):
-            return len(rank)
-        return rank.get(item.path.relative_to(root).as_posix(), len(rank))
-
-    items.sort(key=heaviness)
