@@ -97,8 +97,9 @@ class Screen:
 
     def menu(self) -> Menu:
         """The menu on screen: the block of non-empty rows around the highlighted one."""
-        with self._lock:
+        with self._lock:  # one snapshot of the screen for rows and borders alike
             rows = [self._row(y) for y in range(self._screen.lines)]
+            texts = list(self._screen.display)
         marked = [r for r in rows if r is not None and r[1]]
         if not marked:
             marked = _odd_background(rows)
@@ -119,14 +120,8 @@ class Screen:
         )
         # A boxed title: the row above the border or separator row above the entries.
         above = rows[start - 2] if start >= 2 and rows[start - 1] is None else None
-        title = above[0].text if above is not None and self._boxed(start - 1) else None
+        title = above[0].text if above is not None and _boxed(texts[start - 1]) else None
         return Menu(entries, title)
-
-    def _boxed(self, y: int) -> bool:
-        """Whether row ``y`` is a box's border or separator (line drawing, no text)."""
-        with self._lock:
-            text = "".join(self._screen.buffer[y][x].data for x in range(self._screen.columns))
-        return bool(text.strip()) and not _EDGES.sub("", text)
 
     def _row(self, y: int) -> tuple[MenuEntry, bool, str] | None:
         """(entry, explicitly highlighted, background) for row ``y``, None for a blank row."""
@@ -146,6 +141,11 @@ class Screen:
         backgrounds = Counter(c.bg for c in cells if c.data.strip())
         background = backgrounds.most_common(1)[0][0]
         return MenuEntry(y, words, False), reverse or marked, background
+
+
+def _boxed(text: str) -> bool:
+    """Whether a screen row is a box's border or separator (line drawing, no text)."""
+    return bool(text.strip()) and not _EDGES.sub("", text)
 
 
 def _odd_background(
