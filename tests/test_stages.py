@@ -15,6 +15,7 @@ from pytest_starlingx.stages.base import Bringup, Stage, run_stages
 from pytest_starlingx.stages.custom import CustomStage, from_lab_file, insert
 from pytest_starlingx.stages.pipelines import pipeline
 from pytest_starlingx.steps import StepRecorder
+from pytest_starlingx.waits import Deadline
 
 
 def bringup(done=None) -> Bringup:
@@ -184,3 +185,39 @@ def test_other_unlock_refusals_fail_at_once(monkeypatch):
     with pytest.raises(CommandFailed):
         b.unlock_host("controller-1", "node_unlock")
     assert b.sent == ["host-unlock controller-1"]
+
+
+class OpenrcConsole:
+    """A console whose ``source openrc`` prints each of ``outputs`` in turn (status 1), then
+    succeeds: openrc.admin.erb on a booting controller."""
+
+    node = "controller-0"
+
+    def __init__(self, *outputs: str) -> None:
+        self.outputs, self.sent = list(outputs), []
+
+    def run_checked(self, command: str, deadline) -> str:
+        self.sent.append(command)
+        if len(self.sent) <= len(self.outputs):
+            error = CommandFailed(f"command {command!r} exited with status 1", lab="l",
+                                  node=self.node, stage="unlock", tail=[])  # fmt: skip
+            error.result = Result(command, self.outputs[len(self.sent) - 1], 1)
+            raise error
+        return ""
+
+
+def test_openrc_is_sourced_again_while_the_platform_filesystem_is_not_mounted(monkeypatch):
+    monkeypatch.setattr(base, "OPENRC_RETRY_EVERY", 0.01)
+    console = OpenrcConsole(base.OPENRC_NOT_READY, base.OPENRC_NOT_READY)
+    bringup()._source_openrc(console, Deadline(60, "openrc"))
+    assert console.sent == [f"source {base.OPENRC}"] * 3
+
+
+def test_openrc_racing_the_mount_is_sourced_once_more_and_a_real_lack_of_rights_fails():
+    raced = OpenrcConsole(base.OPENRC_RACED)
+    bringup()._source_openrc(raced, Deadline(60, "openrc"))
+    assert raced.sent == [f"source {base.OPENRC}"] * 2
+    denied = OpenrcConsole(base.OPENRC_RACED, base.OPENRC_RACED)
+    with pytest.raises(CommandFailed, match="exited with status 1"):
+        bringup()._source_openrc(denied, Deadline(60, "openrc"))
+    assert denied.sent == [f"source {base.OPENRC}"] * 2

@@ -30,10 +30,15 @@ API_DOWN = "Unable to establish connection"
 #: What openrc says while the platform filesystem holding the admin keyring is not mounted yet
 #: (a controller still booting; stx-puppet ``platform/templates/openrc.admin.erb``), returning 1.
 OPENRC_NOT_READY = "Openstack Admin credentials can only be loaded from the active controller."
+#: What openrc says when the keyring script exists but printed nothing. openrc runs the script
+#: first and tests whether it exists afterwards, so a platform filesystem mounted in between
+#: says this once; said twice in a row, it is true (openrc.admin.erb as above).
+OPENRC_RACED = "Not enough privileges to read keyring password."
 #: sysinv's refusal of ``host-unlock`` while an application is applied (``host.py``,
 #: ``check_unlock_application``); it passes by itself, and starlingx/test's unlock retries.
 UNLOCK_WHILE_APPLYING = "while an application is being applied"
 UNLOCK_RETRY_EVERY = 10.0  # seconds between unlocks refused for an applying application
+OPENRC_RETRY_EVERY = 3.0  # seconds between openrc tries while the keyring is not mounted
 
 
 class Machine(Protocol):
@@ -148,9 +153,20 @@ class Bringup:
     def _source_openrc(self, console: Console, deadline: Deadline) -> None:
         """``source /etc/platform/openrc``, again every few seconds while it says the admin
         credentials cannot be loaded yet (a booting controller), until ``deadline``."""
+
+        def source() -> None:
+            try:
+                console.run_checked(f"source {OPENRC}", deadline)
+            except CommandFailed as exc:
+                if exc.result is None or OPENRC_RACED not in exc.result.output:
+                    raise
+                log.info("%s: %r: the platform filesystem came up meanwhile; once more",
+                         console.node, OPENRC_RACED)  # fmt: skip
+                console.run_checked(f"source {OPENRC}", deadline)
+
         _retry_while(
-            lambda: console.run_checked(f"source {OPENRC}", deadline), OPENRC_NOT_READY,
-            deadline, console.node, f"{OPENRC} to load the admin credentials", 3.0,
+            source, OPENRC_NOT_READY, deadline, console.node,
+            f"{OPENRC} to load the admin credentials", OPENRC_RETRY_EVERY,
         )  # fmt: skip
 
     def hosts(self) -> list[dict[str, str]]:
