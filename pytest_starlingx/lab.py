@@ -24,7 +24,13 @@ from pytest_starlingx.errors import StxError
 from pytest_starlingx.files import place
 from pytest_starlingx.labmap import lab_resources
 from pytest_starlingx.labstate import DoneStages, LabState, forget_lab, new_lab_id, state_dir
-from pytest_starlingx.model import NETWORKS, LabSpec, Personality, generate_password
+from pytest_starlingx.model import (
+    NETWORKS,
+    LabSpec,
+    Personality,
+    generate_password,
+    password_problems,
+)
 from pytest_starlingx.stages.base import (
     AVAILABLE,
     AVAILABLE_TEXT,
@@ -267,12 +273,21 @@ class Lab:
 
 
 def lab_passwords(spec: LabSpec, state: LabState) -> dict[str, str]:
-    """sysadmin and admin passwords: from the description, else generated once per lab."""
+    """sysadmin and admin passwords: from the description, else generated once per lab.
+
+    A password from an environment variable that the lab's release would refuse is an error
+    here, before any VM exists (the lab file's literals were checked when it was read).
+    """
     passwords = {}
     for user, source in spec.passwords.items():
         value = source.resolve()
         if value is None:  # asked to generate, or the variable is unset
             value = state.passwords.setdefault(user, generate_password())
+        elif source.env is not None and (missing := password_problems(value, spec.release, user)):
+            raise StxError(
+                f"lab {spec.name!r}: the {user} password in ${source.env} does not meet "
+                f"StarlingX {spec.release}'s password rules: it needs {', '.join(missing)}"
+            )
         passwords[user] = value
     return passwords
 
@@ -286,7 +301,7 @@ def image_path(spec: LabSpec) -> Path:
     if spec.uses_simulator:
         from pytest_starlingx.sim.build import build
 
-        iso = build()
+        iso = build(release=spec.release)
     else:
         iso = Path(spec.image)
     info = iso.stat()

@@ -22,10 +22,12 @@ from pytest_starlingx.errors import LabConfigError
 from pytest_starlingx.model import (
     BOOTSTRAP_KEYS,
     BOOTSTRAP_MANAGED,
+    DEFAULT_RELEASE,
     DEFAULT_STORAGE_NODES,
     DEFAULT_WORKERS,
     NAME_PATTERN,
     PASSWORD_USERS,
+    RELEASES,
     SIM_IMAGE,
     TIMEOUT_PHASES,
     AddHosts,
@@ -50,6 +52,7 @@ TOP_KEYS = (
     "topology",
     "backend",
     "image",
+    "release",
     "profile",
     "workers",
     "storage_nodes",
@@ -304,6 +307,8 @@ class _Checker:
             )
         if "image" in data:
             kwargs["image"] = self.image(data["image"])
+        if "release" in data:
+            kwargs["release"] = self.release(data["release"])
         if "add_hosts" in data:
             kwargs["add_hosts"] = self.choice(
                 data["add_hosts"], ("add_hosts",), [a.value for a in AddHosts]
@@ -323,7 +328,8 @@ class _Checker:
         if "mgmt" in data:
             kwargs["mgmt"] = self.mgmt(data["mgmt"], oam)
         if "passwords" in data:
-            kwargs["passwords"] = self.passwords(data["passwords"])
+            release = kwargs.get("release") or DEFAULT_RELEASE
+            kwargs["passwords"] = self.passwords(data["passwords"], release)
         if "timeouts" in data:
             kwargs["timeouts"] = self.timeouts(data["timeouts"])
         if "timeout_factor" in data:
@@ -536,18 +542,23 @@ class _Checker:
             return None
         return MgmtSpec(subnet)
 
-    def passwords(self, value: Any) -> dict[str, PasswordSource]:
+    def release(self, value: Any) -> str | None:
+        # YAML reads `release: 10.0` as a number
+        text = f"{value:.1f}" if isinstance(value, (int, float)) and value == value else value
+        return self.choice(text, ("release",), list(RELEASES))
+
+    def passwords(self, value: Any, release: str) -> dict[str, PasswordSource]:
         data = self.mapping(value, ("passwords",), PASSWORD_USERS)
         sources = {}
         for user, item in data.items():
-            source = self.password(item, ("passwords", user))
+            source = self.password(item, ("passwords", user), release, user)
             if source is not None:
                 sources[user] = source
         return sources
 
-    def password(self, value: Any, path: Path_) -> PasswordSource | None:
+    def password(self, value: Any, path: Path_, release: str, user: str) -> PasswordSource | None:
         if isinstance(value, str):
-            return self.literal(value, path)
+            return self.literal(value, path, release, user)
         data = self.mapping(value, path, PASSWORD_KEYS)
         if len(data) != 1:
             if isinstance(value, dict) and len(data) == len(value):
@@ -566,7 +577,7 @@ class _Checker:
             )
             return None
         if kind == "value":
-            return self.literal(item, (*path, "value"))
+            return self.literal(item, (*path, "value"), release, user)
         if item is not True:
             self.problem(
                 (*path, "generate"),
@@ -575,16 +586,16 @@ class _Checker:
             return None
         return PasswordSource(generate=True)
 
-    def literal(self, value: Any, where: Path_) -> PasswordSource | None:
+    def literal(self, value: Any, where: Path_, release: str, user: str) -> PasswordSource | None:
         if not isinstance(value, str):
             self.problem(where, "a password must be a string (value hidden)")
             return None
-        missing = password_problems(value)
+        missing = password_problems(value, release, user)
         if missing:
             self.problem(
                 where,
-                "the password does not meet StarlingX's policy (value hidden): "
-                f"it needs {', '.join(missing)}",
+                f"the password does not meet StarlingX {release}'s password rules (value "
+                f"hidden): it needs {', '.join(missing)}",
             )
             return None
         return PasswordSource(value=value)

@@ -80,6 +80,16 @@ NIC_MODELS: Mapping[str, str] = {
 
 SIM_IMAGE = "sim"
 
+#: The StarlingX releases a lab may run, each with what the platform calls it (``SW_VERSION``
+#: in /etc/build.info and in paths such as /opt/platform/.keyring/24.09/).
+RELEASES: Mapping[str, str] = {"9.0": "24.03", "10.0": "24.09"}
+DEFAULT_RELEASE = "10.0"
+#: The shortest password each release's pam_pwquality accepts (starlingx/config-files
+#: ``pam-config/source-debian/common-password``: ``minlen=7`` on r/stx.9.0, ``minlen=12
+#: minclass=4`` from r/stx.10.0). Both demand a digit, an upper-case and a lower-case letter
+#: and another character (``dcredit=-1 ucredit=-1 lcredit=-1 ocredit=-1``).
+PASSWORD_MIN_LENGTH: Mapping[str, int] = {"9.0": 7, "10.0": 12}
+
 #: The keys of the bootstrap playbook's overrides: ansible-playbooks
 #: ``playbookconfig/src/playbooks/host_vars/bootstrap/default.yml`` (r/stx.10.0), its keys and
 #: the optional ones it documents in comments.
@@ -247,17 +257,45 @@ class PasswordSource:
         return None
 
 
-def password_problems(password: str) -> list[str]:
-    """What StarlingX's password policy finds wrong with ``password`` (empty when none)."""
+#: The keystone user whose password the bootstrap sets (``admin_password``), and the characters
+#: keystone's ``password_regex`` counts as special: the keystone package's password-rules.conf
+#: (starlingx/upstream ``openstack/keystone/debian``), same minimum lengths as above. The
+#: bootstrap's store-passwd role also refuses quotes (ansible-playbooks
+#: ``roles/bootstrap/store-passwd``).
+KEYSTONE_USER = "admin"
+KEYSTONE_SPECIALS = "!@#$%^&*()<>{}+=_\\[]-?|~`,.;:"
+
+
+def password_problems(
+    password: str, release: str = DEFAULT_RELEASE, user: str = "sysadmin"
+) -> list[str]:
+    """What ``release``'s password rules find wrong with ``user``'s ``password`` (empty when
+    none), said as what it needs: keystone's rule for admin, for sysadmin the rules
+    libpwquality applies under StarlingX's options.
+
+    sysadmin's login also runs cracklib's dictionary check, which is not repeated here: a
+    password it refuses is reported from the console.
+    """
     problems = []
-    if len(password) < 7:
-        problems.append("at least 7 characters")
+    if len(password) < PASSWORD_MIN_LENGTH[release]:
+        problems.append(f"at least {PASSWORD_MIN_LENGTH[release]} characters")
     if not any(c.isupper() for c in password):
         problems.append("an upper-case letter")
+    if not any(c.islower() for c in password):
+        problems.append("a lower-case letter")
     if not any(c.isdigit() for c in password):
         problems.append("a digit")
+    if user == KEYSTONE_USER:
+        if not any(c in KEYSTONE_SPECIALS for c in password):
+            problems.append(f"a symbol of {KEYSTONE_SPECIALS}")
+        if "'" in password or '"' in password:
+            problems.append("no quote (' or \")")
+        return problems
     if all(c.isalnum() for c in password):
         problems.append("a symbol")
+    folded = password.casefold()
+    if user.casefold() in folded or user.casefold()[::-1] in folded:  # libpwquality usercheck
+        problems.append(f"not to contain the user name {user!r}")
     return problems
 
 
@@ -298,6 +336,7 @@ class LabSpec:
     add_hosts: AddHosts = AddHosts.DISCOVER
     stages: tuple[StageSpec, ...] = ()
     source: Path | None = None  # the YAML file it came from, if any
+    release: str = DEFAULT_RELEASE  # the StarlingX release it runs (RELEASES)
     #: Extra localhost.yml overrides (registries, proxies, NTP, DNS, ...; BOOTSTRAP_KEYS).
     bootstrap: Mapping[str, Any] = field(default_factory=dict)
 
@@ -449,14 +488,17 @@ def resolve_lab(
     stages: tuple[StageSpec, ...] = (),
     source: Path | None = None,
     bootstrap: Mapping[str, Any] | None = None,
+    release: str = DEFAULT_RELEASE,
 ) -> LabSpec:
     """A lab of ``topology`` with defaults for everything not given.
 
-    Raises ``ValueError`` for an unknown topology, backend or profile; nothing else is
+    Raises ``ValueError`` for an unknown topology, backend, profile or release; nothing else is
     checked here. Files and user mappings go through :mod:`pytest_starlingx.labfile`,
     which validates every key first and then calls this.
     """
     topology = Topology(topology)
+    if release not in RELEASES:
+        raise ValueError(f"unknown StarlingX release {release!r}; known: {', '.join(RELEASES)}")
     profile = Profile(profile) if profile else (Profile.SIM if image == SIM_IMAGE else Profile.REAL)
     if topology not in (Topology.STANDARD, Topology.STORAGE):
         workers = 0
@@ -486,4 +528,5 @@ def resolve_lab(
         stages=stages,
         source=source,
         bootstrap=dict(bootstrap or {}),
+        release=release,
     )

@@ -191,23 +191,32 @@ def test_bad_files_name_line_key_and_fix(text, expected):
 
 
 @pytest.mark.parametrize(
-    ("password", "missing"),
+    ("password", "release", "missing"),
     [
-        ("Ab1*", "at least 7 characters"),
-        ("abcdefg1*", "an upper-case letter"),
-        ("Abcdefgh*", "a digit"),
-        ("Abcdefg12", "a symbol"),
+        ("Ab1*", "9.0", "at least 7 characters"),
+        ("St8rlingX*", "10.0", "at least 12 characters"),
+        ("abcdefgh12*x", "10.0", "an upper-case letter"),
+        ("Abcdefghij*x", "10.0", "a digit"),
     ],
 )
-def test_literal_passwords_follow_the_policy_and_are_never_echoed(password, missing):
+def test_literal_passwords_follow_the_releases_rules_and_are_never_echoed(
+    password, release, missing
+):
     for text in (
-        f"topology: simplex\npasswords: {{sysadmin: '{password}'}}\n",
-        f"topology: simplex\npasswords:\n  admin: {{value: '{password}'}}\n",
+        f"topology: simplex\nrelease: {release}\npasswords: {{sysadmin: '{password}'}}\n",
+        f"topology: simplex\nrelease: '{release}'\npasswords:\n  admin: {{value: '{password}'}}\n",
     ):
         (line,) = problems(text)
-        assert "does not meet StarlingX's policy (value hidden)" in line
+        assert f"does not meet StarlingX {release}'s password rules (value hidden)" in line
         assert missing in line
         assert password not in line
+
+
+def test_release_is_one_the_plugin_knows():
+    assert parse_lab("topology: simplex\nrelease: 9.0\n").release == "9.0"
+    assert parse_lab("topology: simplex\n").release == "10.0"
+    (line,) = problems("topology: simplex\nrelease: 8.0\n")
+    assert line.startswith("lab.yaml:2: release: '8.0' is not allowed; use one of 9.0, 10.0")
 
 
 def test_every_problem_is_reported_at_once_in_file_order():

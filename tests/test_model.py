@@ -98,18 +98,30 @@ def test_timeouts_scale_by_the_lab_factor():
 
 
 @pytest.mark.parametrize(
-    ("password", "missing"),
+    ("password", "release", "user", "missing"),
     [
-        ("St8rlingX*", []),
-        ("Li69nux*", []),
-        ("short", ["at least 7 characters", "an upper-case letter", "a digit", "a symbol"]),
-        ("lowercase1*", ["an upper-case letter"]),
-        ("NoDigits*", ["a digit"]),
-        ("NoSymbol1", ["a symbol"]),
+        ("St8rlingXCloud*", "10.0", "sysadmin", []),  # ansible-playbooks 10.0's default
+        ("St8rlingX*", "9.0", "admin", []),  # and 9.0's
+        ("St8rlingX*", "10.0", "admin", ["at least 12 characters"]),
+        (
+            "short",
+            "9.0",
+            "sysadmin",
+            ["at least 7 characters", "an upper-case letter", "a digit", "a symbol"],
+        ),
+        ("LOWERCASE12*x".upper(), "10.0", "sysadmin", ["a lower-case letter"]),
+        ("lowercase12*x", "10.0", "sysadmin", ["an upper-case letter"]),
+        ("NoDigits*Here", "10.0", "sysadmin", ["a digit"]),
+        ("NoSymbol1Here", "10.0", "sysadmin", ["a symbol"]),
+        ("My-Sysadmin-1", "10.0", "sysadmin", ["not to contain the user name 'sysadmin'"]),
+        ("My-Nimdasys-1", "10.0", "sysadmin", ["not to contain the user name 'sysadmin'"]),
+        ("My-Sysadmin-1", "10.0", "admin", []),  # keystone has no user-name check
+        ("St8rlingXCloud/", "10.0", "admin", ["a symbol of !@#$%^&*()<>{}+=_\\[]-?|~`,.;:"]),
+        ("St8rlingX'Cloud*", "10.0", "admin", ["no quote (' or \")"]),
     ],
 )
-def test_password_policy(password, missing):
-    assert password_problems(password) == missing
+def test_password_policy(password, release, user, missing):
+    assert password_problems(password, release, user) == missing
 
 
 def test_generated_passwords_meet_the_policy_and_differ():

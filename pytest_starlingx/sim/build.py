@@ -4,12 +4,17 @@ The guest is the stock Debian kernel with a small initramfs (busybox, the driver
 ``initramfs/init``) and a root filesystem (busybox, bash, Debian's python3.11 with a trimmed
 standard library, dnsmasq, their shared libraries and everything under ``rootfs/``). The ISO
 boots as a real StarlingX ISO does under BIOS: Debian's ISOLINUX with ``vesamenu.c32`` and
-StarlingX's own ``isolinux.cfg`` (``iso/isolinux.cfg``, see ``ISOLINUX_FILES``); it carries the
-kernel as ``/bzImage-std``, the initramfs and the root filesystem as ``/stx/rootfs.tgz``, which
-the installer unpacks onto the node's disk.
+StarlingX's own ``isolinux.cfg`` (see ``ISOLINUX_FILES``); it carries the kernel as
+``/bzImage-std`` and ``/bzImage-rt``, the initramfs and the root filesystem as
+``/stx/rootfs.tgz``, which the installer unpacks onto the node's disk.
 
-Results are cached in ``~/.cache/pytest-starlingx/sim/<key>/`` where the key hashes every file
-under this directory (this module included) and the versions of ``BUILD_PACKAGES``; each entry
+A build is of one StarlingX release (``model.RELEASES``): ``releases/<release>/`` holds its
+``isolinux.cfg`` and the files it lays over ``rootfs/``; the build writes ``/etc/build.info``
+and the release number into ``/etc/issue`` as StarlingX's packages do.
+
+Results are cached in ``~/.cache/pytest-starlingx/sim/<release>-<key>/`` where the key hashes
+every file under this directory (this module included) and the versions of ``BUILD_PACKAGES``;
+each entry
 also records the versions of every package its files came from and is rebuilt when one changed.
 A build keeps the newest ``KEEP_ENTRIES`` entries and removes older ones.
 The output is reproducible: sorted entries, fixed mtimes (``SOURCE_DATE_EPOCH``), ``gzip -n``.
@@ -38,6 +43,7 @@ from pathlib import Path
 
 from pytest_starlingx.errors import HostError
 from pytest_starlingx.files import place
+from pytest_starlingx.model import DEFAULT_RELEASE, RELEASES
 
 log = logging.getLogger("pytest_starlingx.sim")
 
@@ -58,7 +64,18 @@ BUILD_PACKAGES = (
     "xorriso",
     "ipxe-qemu",
     "libc-bin",
+    "python3-pwquality",
+    "libpwquality1",
+    "libcrack2",
+    "cracklib-runtime",
 )
+
+#: Debian's libpwquality for python: the guest's login checks new passwords with it, under the
+#: options of its release's pam_pwquality line (libpam-pwquality is a PAM module, which the
+#: simulator's login is not). Its cracklib dictionary is built from Debian's word list.
+PWQUALITY = "/usr/lib/python3/dist-packages/pwquality.cpython-311-x86_64-linux-gnu.so"
+CRACKLIB_WORDS = "/usr/share/dict/cracklib-small"
+CRACKLIB_DICT = "var/cache/cracklib/cracklib_dict"  # libcrack2's default (crack.h)
 
 #: Host tools the build runs, with the package that provides each.
 HOST_TOOLS = {
@@ -75,6 +92,8 @@ HOST_TOOLS = {
     "/usr/sbin/modprobe": "kmod",
     "/usr/bin/ldd": "libc-bin",
     "/usr/lib/ipxe/qemu/pxe-virtio.rom": "ipxe-qemu",
+    "/usr/sbin/create-cracklib-dict": "cracklib-runtime",
+    PWQUALITY: "python3-pwquality",
 }
 
 #: The BIOS boot loader of a Debian StarlingX ISO (starlingx/tools debian-mirror-tools/config/
@@ -87,8 +106,10 @@ ISOLINUX_FILES = (
     "/usr/lib/syslinux/modules/bios/libcom32.c32",
     "/usr/lib/syslinux/modules/bios/libutil.c32",
 )
-#: The kernel's name on a StarlingX ISO (``kernel /bzImage-std`` in its isolinux.cfg).
-ISO_KERNEL = "bzImage-std"
+#: The kernels' names on a StarlingX ISO (``kernel /bzImage-std`` and, for lowlatency entries,
+#: ``/bzImage-rt`` in its isolinux.cfg; base-bullseye.yaml ``iso-post-script``). The
+#: simulator has one kernel under both names.
+ISO_KERNELS = ("bzImage-std", "bzImage-rt")
 
 IPROUTE2 = "/usr/bin/ip"
 
@@ -134,19 +155,29 @@ def default_cache_dir() -> Path:
     return Path(base) / "pytest-starlingx" / "sim"
 
 
-def build(out: Path | None = None, cache_dir: Path | None = None, src: Path = SIM_DIR) -> Path:
-    """Return the path of ``stx-sim.iso``, building it if no valid cache entry exists.
+def build(
+    out: Path | None = None,
+    cache_dir: Path | None = None,
+    src: Path = SIM_DIR,
+    release: str = DEFAULT_RELEASE,
+) -> Path:
+    """Return the path of ``stx-sim.iso`` of StarlingX ``release``, building it if no valid
+    cache entry exists.
 
     With ``out``, the ISO is also hard-linked (or copied) to ``out/stx-sim.iso``.
     """
+    if release not in RELEASES:
+        raise ValueError(
+            f"the simulator has no StarlingX {release}; it simulates {', '.join(RELEASES)}"
+        )
     check_host()
     cache = cache_dir or default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    entry = cache / input_key(src)
+    entry = cache / f"{release}-{input_key(src)}"
     if not _entry_valid(entry):
         with _locked(cache / ".lock"):
             if not _entry_valid(entry):
-                _build_entry(entry, src)
+                _build_entry(entry, src, release)
                 _prune(cache, keep=KEEP_ENTRIES)
     iso = entry / ISO_NAME
     if out is not None:
@@ -230,23 +261,37 @@ def _prune(cache: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _build_entry(entry: Path, src: Path) -> None:
+def build_info(release: str) -> str:
+    """``/etc/build.info`` of a simulated ``release`` (keys as StarlingX's build writes them)."""
+    return (
+        'OS="debian"\n'
+        f'SW_VERSION="{RELEASES[release]}"\n'
+        'BUILD_TARGET="Host Installer"\n'
+        'BUILD_TYPE="Simulator"\n'
+        f'BUILD_ID="stx-sim-{release}"\n'
+    )
+
+
+def _build_entry(entry: Path, src: Path, release: str) -> None:
     """Build kernel, initramfs, root filesystem and ISO into a temp dir, then rename it."""
     kver = kernels()[-1]
-    log.info("building the simulator ISO (kernel %s) into %s", kver, entry)
+    log.info("building the simulator ISO of StarlingX %s (kernel %s) into %s", release, kver, entry)
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=entry.parent))
     try:
         host_files: set[str] = set()
         iso_dir, root = work / "iso", work / "rootfs"
         initrd = _make_initramfs(work / "initramfs", src, kver, host_files)
         _make_rootfs(root, src, kver, initrd, host_files)
+        _apply_release(root, src, release)
         (iso_dir / "stx").mkdir(parents=True)
         _write_tar_gz(root, iso_dir / "stx" / "rootfs.tgz")
-        shutil.copyfile(f"/boot/vmlinuz-{kver}", iso_dir / ISO_KERNEL)
+        for kernel in ISO_KERNELS:
+            shutil.copyfile(f"/boot/vmlinuz-{kver}", iso_dir / kernel)
         (iso_dir / "initrd.img").write_bytes(initrd)
         for path in ISOLINUX_FILES:
             _copy_host_file(path, iso_dir, host_files, dest=f"isolinux/{Path(path).name}")
-        _copy_tree(src / "iso", iso_dir / "isolinux")
+        shutil.copyfile(src / "releases" / release / "isolinux.cfg",
+                        iso_dir / "isolinux" / "isolinux.cfg")  # fmt: skip
         _make_iso(iso_dir, work / ISO_NAME)
         (work / "packages.txt").write_text(_package_versions(_owning_packages(host_files)))
         for stage in (iso_dir, root, work / "initramfs"):
@@ -336,7 +381,7 @@ def _make_rootfs(root: Path, src: Path, kver: str, initrd: bytes, host_files: se
         "var/log",
     )
     _install_busybox(root, host_files)
-    elves = ["/usr/bin/bash", "/usr/bin/python3.11", "/usr/sbin/dnsmasq"]
+    elves = ["/usr/bin/bash", "/usr/bin/python3.11", "/usr/sbin/dnsmasq", PWQUALITY]
     for path in elves:
         _copy_host_file(path, root, host_files)
     # iproute2's ip, as on StarlingX (busybox's has no `ip address replace`), in busybox's place.
@@ -355,8 +400,22 @@ def _make_rootfs(root: Path, src: Path, kver: str, initrd: bytes, host_files: se
     shutil.copyfile("/usr/lib/grub/i386-pc/boot.img", grub / "boot.img")
     _run(["grub-mkimage", "-O", "i386-pc", "-p", "(hd0,msdos1)/boot/grub",
           "-o", str(grub / "core.img"), *GRUB_DISK_MODULES])  # fmt: skip
+    (root / CRACKLIB_DICT).parent.mkdir(parents=True)
+    _run(["create-cracklib-dict", "-o", str(root / CRACKLIB_DICT), CRACKLIB_WORDS],
+         env={**os.environ, "LC_ALL": "C"})  # fmt: skip
     _copy_tree(src / "rootfs", root)
     _compile_python(root)
+
+
+def _apply_release(root: Path, src: Path, release: str) -> None:
+    """Lay ``releases/<release>/rootfs`` over the root filesystem; write ``/etc/build.info``
+    and the release into ``/etc/issue*`` (``@PLATFORM_RELEASE@``, as config-files'
+    debian-release-config rules do)."""
+    _copy_tree(src / "releases" / release / "rootfs", root)
+    (root / "etc" / "build.info").write_text(build_info(release))
+    for issue in ("issue", "issue.net"):
+        path = root / "etc" / issue
+        path.write_text(path.read_text().replace("@PLATFORM_RELEASE@", RELEASES[release]))
 
 
 def _install_python_stdlib(root: Path, host_files: set[str]) -> list[str]:

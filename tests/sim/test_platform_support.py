@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,10 +18,13 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from pytest_starlingx.sim.build import DEFAULT_RELEASE, build_info
+
 ROOTFS = Path(__file__).resolve().parents[2] / "pytest_starlingx" / "sim" / "rootfs"
 BIN = ROOTFS / "usr" / "bin"
+RELEASE_FILES = ROOTFS.parent / "releases" / DEFAULT_RELEASE / "rootfs"
 PLAYBOOK = "/usr/share/ansible/stx-ansible/playbooks/bootstrap.yml"
-PASSWORD = "St8rlingX*"
+PASSWORD = "St8rlingXCloud*"
 SLOW = "0.1"
 
 OAM_ADDRESS = "10.10.10.3/24"  # controller-0 before its bootstrap, on its OAM port enp2s1
@@ -33,8 +37,8 @@ external_oam_subnet: 10.10.10.0/24
 external_oam_gateway_address: 10.10.10.1
 external_oam_floating_address: 10.10.10.2
 admin_username: admin
-admin_password: St8rlingX*   # comment
-ansible_become_pass: "St8rlingX*"
+admin_password: St8rlingXCloud*   # comment
+ansible_become_pass: "St8rlingXCloud*"
 """
 DUPLEX_YML = """\
 system_mode: duplex
@@ -45,8 +49,8 @@ external_oam_floating_address: 10.10.10.2
 external_oam_node_0_address: 10.10.10.3
 external_oam_node_1_address: 10.10.10.4
 admin_username: admin
-admin_password: 'St8rlingX*'
-ansible_become_pass: St8rlingX*
+admin_password: 'St8rlingXCloud*'
+ansible_become_pass: St8rlingXCloud*
 management_subnet: 192.168.204.0/24
 """
 
@@ -136,6 +140,8 @@ class Node:
         for hook in ("reboot", "netboot-server", "dhcp-client", "install-to-disk"):
             (hooks / hook).write_text(INSTALL_HOOK if hook == "install-to-disk" else HOOK)
             (hooks / hook).chmod(0o755)
+        shutil.copytree(RELEASE_FILES, self.root, dirs_exist_ok=True)
+        (self.root / "etc" / "build.info").write_text(build_info(DEFAULT_RELEASE))
         self.write_run("knobs", {"slow": SLOW, **knobs})
         self.write_run("boot", {"mode": "disk", "oam_if": "enp2s1", "mgmt_if": "enp2s2"})
 

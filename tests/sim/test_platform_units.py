@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -144,3 +145,41 @@ def test_the_plugins_localhost_yml_reads_the_same_in_the_simulator_and_in_yaml()
     assert parsed["docker_registries"] == registries and parsed["dns_servers"] == ["10.10.10.1"]
     assert parsed["admin_password"] == passwords["admin"] and parsed["wipe_ceph_osds"] is True
     assert parsed["external_oam_node_1_address"] == "10.10.10.4"
+
+
+POLICY_CHECK = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import passwords
+passwords.COMMON_PASSWORD = sys.argv[2]
+print(passwords.retries())
+for new in sys.argv[3:]:
+    print(passwords.policy_error(new, "sysadmin", "sysadmin"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("release", "verdicts"),
+    [
+        ("10.0", {
+            "abc": "The password contains less than 1 digits",
+            "Xk9#mQ2$pL7": "The password is shorter than 12 characters",
+            "xk9#mq2$pl7w": "The password contains less than 1 uppercase letters",
+            "Sysadmin#123x": "The password contains the user name in some form",
+            "Aa1!Aa1!Aa1!": "The password fails the dictionary check - it does not contain "
+                            "enough DIFFERENT characters",
+            "Xk9#mQ2$pL7w": "None",
+        }),
+        ("9.0", {"Ab1!": "The password is shorter than 7 characters", "Xk9#mQ2": "None"}),
+    ],
+)  # fmt: skip
+def test_login_checks_passwords_with_libpwquality_under_the_releases_rules(release, verdicts):
+    """The release's pam_pwquality options (config-files common-password) in Debian's
+    libpwquality, as the guest's login runs it (the host's python3-pwquality is the guest's)."""
+    rules = ROOTFS.parent / "releases" / release / "rootfs" / "etc" / "pam.d" / "common-password"
+    out = subprocess.run(
+        ["/usr/bin/python3.11", "-c", POLICY_CHECK, str(ROOTFS / "usr" / "lib" / "stx-sim"),
+         str(rules), *verdicts],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert out == ["3", *verdicts.values()]

@@ -1,4 +1,4 @@
-"""The simulator's accounts: /etc/shadow checks and updates, and StarlingX's password policy.
+"""The simulator's accounts: /etc/shadow checks and updates, and the release's password policy.
 
 sysadmin starts with password ``sysadmin`` and a last-change day of 0, which (as ``chage -d 0``
 does on the real system) forces a change at the first login.
@@ -6,15 +6,18 @@ does on the real system) forces a change at the first login.
 
 from __future__ import annotations
 
+import contextlib
 import crypt
 import os
 import sys
 import termios
 import time
 
+import pwquality
+
+COMMON_PASSWORD = "/etc/pam.d/common-password"
 SHADOW = "/etc/shadow"
 USER = "sysadmin"
-MIN_LENGTH = 7
 
 
 def _entries() -> list[list[str]]:
@@ -56,22 +59,38 @@ def set_password(user: str, password: str) -> None:
     os.sync()
 
 
-def policy_error(new: str, old: str) -> str | None:
-    """pam_pwquality's complaint about ``new`` under StarlingX's policy, or None.
+def pwquality_options() -> list[str]:
+    """The options of the ``pam_pwquality.so`` line in /etc/pam.d/common-password (the
+    release's rules; StarlingX ships them there up to 10.0)."""
+    with open(COMMON_PASSWORD, encoding="utf-8") as f:
+        for line in f:
+            words = line.split()
+            if len(words) > 2 and words[0] == "password" and words[2] == "pam_pwquality.so":
+                return words[3:]
+    return []
 
-    Policy (StarlingX docs): at least 7 characters, an upper-case letter, a digit and a
-    non-alphanumeric character. The messages are pwquality's; its order of checks is assumed.
-    """
-    if new == old:
-        return "The password is the same as the old one"
-    if len(new) < MIN_LENGTH:
-        return f"The password is shorter than {MIN_LENGTH} characters"
-    if not any(c.isupper() for c in new):
-        return "The password contains less than 1 uppercase letters"
-    if not any(c.isdigit() for c in new):
-        return "The password contains less than 1 digits"
-    if all(c.isalnum() for c in new):
-        return "The password contains less than 1 non-alphanumeric characters"
+
+def retries() -> int:
+    """How many new passwords one change may try (pam_pwquality's ``retry=``, default 1)."""
+    tries = [o.split("=", 1)[1] for o in pwquality_options() if o.startswith("retry=")]
+    return int(tries[-1]) if tries else 1
+
+
+def policy_error(new: str, old: str | None, user: str) -> str | None:
+    """libpwquality's complaint about ``new``, or None: Debian's library itself, with
+    /etc/security/pwquality.conf and the options of the release's pam_pwquality line, as
+    pam_pwquality sets them (options that are pam_pwquality's own, such as ``debug`` or
+    ``try_first_pass``, are unknown to the library and skipped)."""
+    settings = pwquality.PWQSettings()
+    with contextlib.suppress(pwquality.PWQError):  # no config file: the library's defaults
+        settings.read_config()
+    for option in pwquality_options():
+        with contextlib.suppress(AttributeError):
+            settings.set_option(option)
+    try:
+        settings.check(new, old, user)
+    except pwquality.PWQError as exc:
+        return str(exc.args[1])
     return None
 
 

@@ -49,9 +49,10 @@ fi
 return 0
 """
 #: The admin keyring on the platform filesystem (DRBD-backed /opt/platform on StarlingX, where
-#: stx-puppet's openrc.admin.erb reads it; 24.09 is release 10.0). /opt/platform is hidden at
-#: boot until the platform mounts it (rc.sysinit, platform_boot): openrc fails meanwhile.
-KEYRING = "/opt/platform/.keyring/24.09/.CREDENTIAL"
+#: stx-puppet's openrc.admin.erb reads it; the directory is the release's SW_VERSION).
+#: /opt/platform is hidden at boot until the platform mounts it (rc.sysinit, platform_boot):
+#: openrc fails meanwhile.
+KEYRING = "/opt/platform/.keyring/{sw_version}/.CREDENTIAL"
 APPS = (  # what a fresh STX 8 system lists; platform-integ-apps applies once available
     ("cert-manager", "22.12-0", "cert-manager-fluxcd-manifests", "fluxcd-manifests", "applied"),
     (
@@ -97,7 +98,9 @@ def _identity(cfg: dict, owner: tuple[int, int]) -> dict[str, str]:
     _write("/etc/platform/platform.conf", "".join(f"{k}={v}\n" for k, v in conf.items()))
     _write("/etc/hostname", "controller-0\n")
     sysops.system("hostname", "controller-0")
-    keyring = _write(KEYRING, cfg["admin_password"] + "\n", 0o600)
+    keyring = _write(
+        KEYRING.format(sw_version=env.sw_version()), cfg["admin_password"] + "\n", 0o600
+    )
     os.chown(keyring, *owner)
     mgmt = ipaddress.ip_network(cfg["management_subnet"])
     _write(

@@ -8,7 +8,6 @@ fails the play loudly with a message naming it, instead of silently taking a def
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Any
 
 from stxsim import miniyaml
@@ -52,17 +51,6 @@ def _address(cfg: dict[str, Any], key: str, subnet: Any) -> str:
     return str(addr)
 
 
-def _password_ok(password: str) -> bool:
-    """Keystone's policy in StarlingX: 7+ chars with upper, lower, digit and special."""
-    return (
-        len(password) >= 7
-        and re.search(r"[A-Z]", password) is not None
-        and re.search(r"[a-z]", password) is not None
-        and re.search(r"[0-9]", password) is not None
-        and re.search(r"[^A-Za-z0-9]", password) is not None
-    )
-
-
 def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     """Return the effective configuration (defaults filled) or raise ConfigError."""
     cfg = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
@@ -102,12 +90,6 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
             ipaddress.ip_address(str(server))
         except ValueError:
             raise ConfigError(f"Invalid address in dns_servers: {server}") from None
-    if not _password_ok(str(cfg["admin_password"])):
-        raise ConfigError(
-            "admin_password does not meet the password policy: at least 7 "
-            "characters with an upper case letter, a lower case letter, a digit "
-            "and a special character"
-        )
     return {
         **cfg,
         **addresses,

@@ -42,6 +42,15 @@ def read_kv(guest_path: str) -> dict[str, str]:
     return {k.strip(): v.strip().strip("'\"") for k, v in pairs}
 
 
+def sw_version() -> str:
+    """The simulated release as the platform names it (``SW_VERSION`` in /etc/build.info, which
+    the simulator's build writes, e.g. ``24.09`` for StarlingX 10.0)."""
+    version = read_kv("/etc/build.info").get("SW_VERSION")
+    if not version:
+        raise RuntimeError("/etc/build.info has no SW_VERSION")
+    return version
+
+
 def knobs() -> dict[str, str]:
     """Fault knobs of this node (`/run/stx-sim/knobs`, written by init at every boot)."""
     return read_kv("/run/stx-sim/knobs")

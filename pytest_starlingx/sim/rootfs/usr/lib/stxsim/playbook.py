@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,8 @@ from stxsim import env, sysops
 from stxsim.bootstrap_config import ConfigError, load
 
 PLAYBOOK = "/usr/share/ansible/stx-ansible/playbooks/bootstrap.yml"
+#: Installed by the keystone package; store-passwd reads the admin password's rule from it.
+PASSWORD_RULES = "/etc/keystone/password-rules.conf"
 
 # (task title, result) in order; "apply" marks where the privileged work happens.
 TASKS = (
@@ -29,7 +32,14 @@ TASKS = (
     ("bootstrap/validate-config : Validate provided configuration", "validate"),
     ("bootstrap/validate-config : Check system mode and OAM addresses", "ok"),
     ("bootstrap/validate-config : Validate DNS servers", "ok"),
-    ("bootstrap/store-passwd : Store keystone admin password", "changed"),
+    # roles/bootstrap/store-passwd (ansible-playbooks r/stx.9.0 and r/stx.10.0)
+    ("bootstrap/store-passwd : Validate admin password", "ok"),
+    (
+        "bootstrap/store-passwd : Fail if provided admin password does not meet required "
+        "complexity",
+        "password",
+    ),
+    ("bootstrap/store-passwd : Store admin password", "changed"),
     ("bootstrap/prepare-env : Set hostname", "changed"),
     # roles/bootstrap/bringup-essential-services/tasks/setup_default_route.yml (ansible-playbooks
     # r/stx.10.0; there after persist-config): `ip route replace default via <OAM gateway>`.
@@ -146,6 +156,24 @@ def _images_failed(play: Play, name: str, step: float) -> int:
     return play.fail("non-zero return code", True, attempts=10, rc=1, stderr=stderr)
 
 
+def _admin_password_error(password: str) -> str | None:
+    """What store-passwd says of an admin password its release's keystone refuses, else None.
+
+    As the role does: the rule is the third word of the ``password_regex`` line, the
+    description what follows ``=`` on the ``password_regex_description`` line (its leading
+    space kept); a password with a quote is refused too.
+    """
+    with open(env.path(PASSWORD_RULES), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    regex = next(line.split()[2] for line in lines if line.split()[:1] == ["password_regex"])
+    description = next(
+        line.split("=")[1] for line in lines if line.startswith("password_regex_description")
+    )
+    if re.match(regex, password) and "'" not in password and '"' not in password:
+        return None
+    return f"ADMIN_PASSWORD: {description}, excluding ' (single quote) and \" (double quote)"
+
+
 def _route_error(gateway: str) -> str | None:
     """What `ip route replace default via GATEWAY` says when no address of the node is on the
     gateway's subnet (iproute2: the kernel refuses the next hop), else None. The install guides
@@ -183,6 +211,11 @@ def main(argv: list[str]) -> int:
                 return play.fail(str(exc))
             cfg.update({k: v for k, v in extra.items() if k == "ansible_become_pass"})
             kind = "ok"
+        elif kind == "password":
+            error = _admin_password_error(cfg["admin_password"])
+            if error:
+                return play.fail(error)
+            kind = "skipping"
         elif kind == "route":
             gateway = cfg["external_oam_gateway_address"]
             error = _route_error(gateway)

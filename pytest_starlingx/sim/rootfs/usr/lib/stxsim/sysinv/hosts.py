@@ -13,7 +13,6 @@ from stxsim import env
 from stxsim.sysinv import db
 from stxsim.sysinv.db import Data, Row
 
-SW_VERSION = "22.12"  # StarlingX 8.0, the first Debian-based release
 DHCP_HOSTS = "/var/lib/stx/dhcp-hosts"
 DNSMASQ_PID = "/run/stx-sim/dnsmasq.pid"
 NETWORKS = ("mgmt", "oam", "cluster-host", "pxeboot")
@@ -123,7 +122,7 @@ def show_fields(data: Data, host: Row, now: float) -> list[tuple[str, Any]]:
         "iscsi_initiator_name": f"iqn.2018-05.io.starlingx:{host['uuid'][:12]}",
         "nvme_host_id": None,
         "nvme_host_nqn": None,
-        "sw_version": SW_VERSION,
+        "sw_version": env.sw_version(),
         # Shown by older releases (starlingx.md 5.1); provisioning code reads it.
         "mgmt_ip": host.get("mgmt_ip"),
     }
