@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_starlingx.errors import StxError
+from pytest_starlingx.model import DEFAULT_RELEASE, RELEASES
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -128,6 +129,8 @@ def _add_sim(sub: Subparsers) -> None:
     b = sim.add_parser("build", help="build stx-sim.iso from Debian packages (cached)")
     b.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="also leave the ISO at DIR/stx-sim.iso")  # fmt: skip
+    b.add_argument("--release", choices=list(RELEASES), default=DEFAULT_RELEASE,
+                   help=f"the StarlingX release to be (default {DEFAULT_RELEASE})")  # fmt: skip
     b.set_defaults(handler=_sim_build)
 
 
@@ -275,7 +278,7 @@ def _doctor(args: argparse.Namespace) -> int:
 def _sim_build(args: argparse.Namespace) -> int:
     from pytest_starlingx.sim.build import build
 
-    print(build(out=args.out))
+    print(build(out=args.out, release=args.release))
     return EXIT_OK
 
 

@@ -18,7 +18,7 @@ from simvm import Console, ConsoleTimeout, Node
 log = logging.getLogger(__name__)
 
 PROMPT = r"sysadmin@localhost:~\$ "
-NEW_PASSWORD = "St8rlingX*"
+NEW_PASSWORD = "St8rlingXCloud*"
 COUNTDOWN = "Automatic boot in"  # ISOLINUX's vesamenu under its menu
 
 
@@ -66,7 +66,10 @@ def controller(make_node: NodeFactory, sim_iso) -> Node:
     install = time.monotonic() - install_start
     c.expect("Restarting system", 60)
     disk_boot = time.monotonic()
-    c.expect("localhost login: ", 120)
+    # getty shows StarlingX's /etc/issue: clear screen, release, node and tty, then its banner.
+    c.expect(r"\x1b\[H\x1b\[2J\r?\nRelease 24\.09 localhost ttyS0\r\n-{72}\r\n"
+             r"W A R N I N G \*\*\* W A R N I N G", 120)  # fmt: skip
+    c.expect("localhost login: ", 30)
     log.info(
         "power-on to menu %.1fs, install %.1fs, disk boot to login %.1fs",
         menu_at, install, time.monotonic() - disk_boot,
@@ -92,8 +95,9 @@ def test_first_login_forces_a_password_change(controller: Node) -> None:
     c.expect("Current password: ", 10)
     c.sendline("sysadmin")
     for weak, complaint in (
-        ("abc", "The password is shorter than 7 characters"),
-        ("abcdefgh", "The password contains less than 1 uppercase letters"),
+        # StarlingX 10.0's pam_pwquality options, in libpwquality's order of checks
+        ("abcdefgh", "The password contains less than 1 digits"),
+        ("Xk9#mQ2$pL7", "The password is shorter than 12 characters"),
     ):
         c.expect("New password: ", 10)
         c.sendline(weak)
@@ -115,6 +119,7 @@ def test_installed_node_facts(controller: Node) -> None:
     assert boot == ["mode=disk", "mgmt_if=enp2s0", "oam_if=enp1s0"]
     assert "enp1s0" in run(c, "ls /sys/class/net")
     assert "reboot_after=0" in run(c, "cat /run/stx-sim/knobs").split()
+    assert 'SW_VERSION="24.09"' in run(c, "cat /etc/build.info").split()
 
 
 def test_sudo_asks_for_the_password(controller: Node) -> None:
