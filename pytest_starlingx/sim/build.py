@@ -262,12 +262,12 @@ def _prune(cache: Path, keep: int) -> None:
 
 
 def build_info(release: str) -> str:
-    """``/etc/build.info`` of a simulated ``release`` (keys as StarlingX's build writes them)."""
+    """``/etc/build.info`` of a simulated ``release``: the first keys StarlingX's build writes
+    (starlingx/utilities ``build-info``; a developer build's type)."""
     return (
-        'OS="debian"\n'
         f'SW_VERSION="{RELEASES[release]}"\n'
         'BUILD_TARGET="Host Installer"\n'
-        'BUILD_TYPE="Simulator"\n'
+        'BUILD_TYPE="Informal"\n'
         f'BUILD_ID="stx-sim-{release}"\n'
     )
 
