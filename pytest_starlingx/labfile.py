@@ -305,10 +305,10 @@ class _Checker:
             kwargs["backend"] = self.choice(
                 data["backend"], ("backend",), [b.value for b in Backend]
             )
-        if "image" in data:
-            kwargs["image"] = self.image(data["image"])
         if "release" in data:
-            kwargs["release"] = self.release(data["release"])
+            kwargs["release"] = self.release(data["release"], ("release",))
+        if "image" in data:
+            kwargs["image"] = self.image(data["image"], kwargs)
         if "add_hosts" in data:
             kwargs["add_hosts"] = self.choice(
                 data["add_hosts"], ("add_hosts",), [a.value for a in AddHosts]
@@ -365,9 +365,17 @@ class _Checker:
         )
         return None
 
-    def image(self, value: Any) -> str | None:
+    def image(self, value: Any, kwargs: dict[str, Any]) -> str | None:
         if value == SIM_IMAGE:
             return value
+        if isinstance(value, str) and value.startswith(f"{SIM_IMAGE}:"):  # sim:RELEASE
+            release = self.release(value.split(":", 1)[1], ("image",))
+            if "release" in kwargs and release and kwargs["release"] != release:
+                self.problem(
+                    ("image",), f"{value!r} contradicts release: {kwargs['release']}; give one"
+                )
+            kwargs["release"] = release
+            return SIM_IMAGE
         if not isinstance(value, str) or not value:
             self.problem(
                 ("image",),
@@ -542,10 +550,10 @@ class _Checker:
             return None
         return MgmtSpec(subnet)
 
-    def release(self, value: Any) -> str | None:
+    def release(self, value: Any, path: Path_) -> str | None:
         # YAML reads `release: 10.0` as a number
         text = f"{value:.1f}" if isinstance(value, (int, float)) and value == value else value
-        return self.choice(text, ("release",), list(RELEASES))
+        return self.choice(text, path, list(RELEASES))
 
     def passwords(self, value: Any, release: str) -> dict[str, PasswordSource]:
         data = self.mapping(value, ("passwords",), PASSWORD_USERS)

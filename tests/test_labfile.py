@@ -215,6 +215,10 @@ def test_literal_passwords_follow_the_releases_rules_and_are_never_echoed(
 def test_release_is_one_the_plugin_knows():
     assert parse_lab("topology: simplex\nrelease: 9.0\n").release == "9.0"
     assert parse_lab("topology: simplex\n").release == "10.0"
+    assert parse_lab("topology: simplex\nimage: sim:9.0\n").release == "9.0"
+    assert parse_lab("topology: simplex\nimage: sim:9.0\n").image == "sim"
+    (line,) = problems("topology: simplex\nimage: sim:9.0\nrelease: 10.0\n")
+    assert line == "lab.yaml:2: image: 'sim:9.0' contradicts release: 10.0; give one"
     (line,) = problems("topology: simplex\nrelease: 8.0\n")
     assert line.startswith("lab.yaml:2: release: '8.0' is not allowed; use one of 9.0, 10.0")
 
