@@ -82,6 +82,10 @@ PASSWORD_REJECTED = (
     r"Have exhausted maximum number of retries[^\r\n]*"
 )
 SUDO_PASSWORD = r"\[sudo\] password for [^\r\n:]+: ?"
+#: What bash prints when ``TMOUT`` ends a shell left idle. StarlingX exports TMOUT=900, readonly
+#: from 11.0 (config-files ``base-files-config/source/custom.sh``), where no ``export TMOUT=0``
+#: turns it off.
+AUTO_LOGOUT = re.compile(re.escape("timed out waiting for input: auto-logout"))
 #: A login prompt at the start of a line while a command runs: the node rebooted under it.
 REBOOTED = r"(?m)^[\w.-]+ login: "
 #: ``sysadmin@controller-0:~$ ``, ``[sysadmin@controller-0 ~(keystone_admin)]$ ``,
@@ -417,6 +421,7 @@ class Console:
         self._reader: threading.Thread | None = None
         self._stages: list[str] = []
         self._extra = {"node": node}
+        self._timed_out = False  # bash's TMOUT ended the shell since the last login
 
     # ---- lifecycle
 
@@ -852,6 +857,7 @@ class Console:
         there is no waiting for a booting node to print its prompt by itself.
         """
         self.user = user
+        self._timed_out = False
         for secret in (password, new_password):
             if secret and secret != user:
                 self.add_secret(secret)
@@ -927,7 +933,10 @@ class Console:
                 message = self.mask(step.text.strip())
                 raise self._error(LoginError, f"the new password was rejected: {message}")
             elif state == "prompt":
-                whoami = self.run("export TMOUT=0; stty echo; id -un", deadline).output.strip()
+                # TMOUT is readonly from 11.0: the shell may time out all the same (logged_out)
+                whoami = self.run(
+                    "export TMOUT=0 2>/dev/null; stty echo; id -un", deadline
+                ).output.strip()
                 if whoami == user:
                     break
                 log.info(
@@ -941,6 +950,17 @@ class Console:
         self.password = current
         log.info("%s: logged in as %s", self.node, user, extra=self._extra)
         return current
+
+    def logged_out(self) -> bool:
+        """True when bash's ``TMOUT`` ended the shell since the last login (its message came
+        while the console was idle); what the caller then does is log in again."""
+        if not self._timed_out:
+            try:
+                self._child.expect_list([AUTO_LOGOUT], timeout=0)
+            except (TIMEOUT, EOF):
+                return False
+            self._timed_out = True
+        return True
 
     def _wake(self, deadline: Deadline) -> None:
         """Ctrl-C, let the output settle, then Enter for one fresh prompt.

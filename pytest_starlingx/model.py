@@ -82,13 +82,14 @@ SIM_IMAGE = "sim"
 
 #: The StarlingX releases a lab may run, each with what the platform calls it (``SW_VERSION``
 #: in /etc/build.info and in paths such as /opt/platform/.keyring/24.09/).
-RELEASES: Mapping[str, str] = {"9.0": "24.03", "10.0": "24.09"}
+RELEASES: Mapping[str, str] = {"9.0": "24.03", "10.0": "24.09", "11.0": "25.09"}
 DEFAULT_RELEASE = "10.0"
 #: The shortest password each release's pam_pwquality accepts (starlingx/config-files
 #: ``pam-config/source-debian/common-password``: ``minlen=7`` on r/stx.9.0, ``minlen=12
-#: minclass=4`` from r/stx.10.0). Both demand a digit, an upper-case and a lower-case letter
-#: and another character (``dcredit=-1 ucredit=-1 lcredit=-1 ocredit=-1``).
-PASSWORD_MIN_LENGTH: Mapping[str, int] = {"9.0": 7, "10.0": 12}
+#: minclass=4`` on r/stx.10.0, the same in ``pwquality.conf`` on r/stx.11.0). All demand a
+#: digit, an upper-case and a lower-case letter and another character (``dcredit=-1
+#: ucredit=-1 lcredit=-1 ocredit=-1``).
+PASSWORD_MIN_LENGTH: Mapping[str, int] = {"9.0": 7, "10.0": 12, "11.0": 12}
 
 #: The keys of the bootstrap playbook's overrides: ansible-playbooks
 #: ``playbookconfig/src/playbooks/host_vars/bootstrap/default.yml`` (r/stx.10.0), its keys and

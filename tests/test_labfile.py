@@ -220,7 +220,7 @@ def test_release_is_one_the_plugin_knows():
     (line,) = problems("topology: simplex\nimage: sim:9.0\nrelease: 10.0\n")
     assert line == "lab.yaml:2: image: 'sim:9.0' contradicts release: 10.0; give one"
     (line,) = problems("topology: simplex\nrelease: 8.0\n")
-    assert line.startswith("lab.yaml:2: release: '8.0' is not allowed; use one of 9.0, 10.0")
+    assert line.startswith("lab.yaml:2: release: '8.0' is not allowed; use one of 9.0, 10.0, 11.0")
 
 
 def test_every_problem_is_reported_at_once_in_file_order():

@@ -107,9 +107,18 @@ class Bringup:
 
     def logged_in(self, node: str) -> Console:
         """``node``'s console with a shell on it (logging in first if needed); hold the lock."""
-        if node not in self._logged_in:
-            self._login(node)
+        self._shell_ready(node)
         return self.consoles[node]
+
+    def _shell_ready(self, node: str) -> None:
+        """Log in on ``node`` unless a shell is there: first, and again after the shell's idle
+        timeout ended it (TMOUT, which 11.0 makes readonly); openrc is sourced afresh then."""
+        if node in self._logged_in and self.consoles[node].logged_out():
+            log.info("%s: the shell timed out while idle (TMOUT); logging in again", node)
+            self.forget_shell(node)
+            self._login(node, booting=False)
+        elif node not in self._logged_in:
+            self._login(node)
 
     def forget_shell(self, node: str) -> None:
         """The node rebooted or lost power: its next command needs a login and openrc."""
@@ -119,23 +128,20 @@ class Bringup:
     def shell(self, node: str, command: str, phase: str = "command") -> str:
         """Run ``command`` on ``node``'s console (logging in first if needed); raise unless 0."""
         with self.console_lock(node):
-            if node not in self._logged_in:
-                self._login(node)
+            self._shell_ready(node)
             return self.consoles[node].run_checked(command, self.deadline(phase))
 
     def run(self, node: str, command: str, deadline: Deadline) -> Result:
         """Run ``command`` on ``node`` (logging in first if needed); any exit status."""
         with self.console_lock(node):
-            if node not in self._logged_in:
-                self._login(node)
+            self._shell_ready(node)
             return self.consoles[node].run(command, deadline)
 
     def system(self, args: str, phase: str = "command") -> str:
         """Run ``system <args>`` on the active controller with openrc sourced."""
         node = ACTIVE_CONTROLLER
         with self.console_lock(node):
-            if node not in self._logged_in:
-                self._login(node)
+            self._shell_ready(node)
             console = self.consoles[node]
             if node not in self._openrc:
                 self._source_openrc(console, self.deadline(phase))

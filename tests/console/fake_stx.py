@@ -73,7 +73,9 @@ def change_password(state: Path) -> bool:
 
 
 def shell(state: Path) -> None:
-    """Run bash on this terminal until it exits; Ctrl-C reaches bash's jobs, not us."""
+    """Run bash on this terminal until it exits; Ctrl-C reaches bash's jobs, not us. With a
+    ``readonly-tmout`` file, TMOUT is readonly with its value, as StarlingX 11.0's custom.sh
+    makes it."""
     env = dict(os.environ)
     env.update(
         PS1="sysadmin@localhost:~$ \\[\\033[6n\\]",
@@ -84,7 +86,14 @@ def shell(state: Path) -> None:
     )
     previous = signal.signal(signal.SIGINT, lambda *_: None)  # reset to default in bash's jobs
     try:
-        subprocess.run(["bash", "--norc", "--noprofile", "-i"], env=env, check=False)
+        readonly = state / "readonly-tmout"
+        if readonly.exists():
+            rc = state / "bashrc"
+            rc.write_text(f"readonly TMOUT={readonly.read_text()} ; export TMOUT\n")
+            argv = ["bash", "--rcfile", str(rc), "--noprofile", "-i"]
+        else:
+            argv = ["bash", "--norc", "--noprofile", "-i"]
+        subprocess.run(argv, env=env, check=False)
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -139,6 +148,7 @@ def main() -> None:
     parser.add_argument("--shell", action="store_true", help="start logged in")
     parser.add_argument("--kmsg", type=float, default=0.0, help="kernel message every N s")
     parser.add_argument("--boot-pause", type=float, default=0.0, help="silent boot for N s")
+    parser.add_argument("--readonly-tmout", type=int, default=0, help="readonly TMOUT=N")
     args = parser.parse_args()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a booting machine shrugs off Ctrl-C
     state: Path = args.state
@@ -149,6 +159,8 @@ def main() -> None:
     (state / "password").write_text(args.password)
     if args.forced:
         (state / "forced").touch()
+    if args.readonly_tmout:
+        (state / "readonly-tmout").write_text(str(args.readonly_tmout))
     if args.kmsg:
         threading.Thread(target=kernel_messages, args=(args.kmsg,), daemon=True).start()
     out("[    0.000000] Linux version 6.1.0-28-amd64 (debian-kernel@lists.debian.org)\n")

@@ -12,7 +12,10 @@ from pytest_starlingx.console import (
     LoginError,
     NodeRebooted,
 )
-from pytest_starlingx.waits import Deadline
+from pytest_starlingx.model import resolve_lab
+from pytest_starlingx.stages.base import Bringup
+from pytest_starlingx.steps import StepRecorder
+from pytest_starlingx.waits import Deadline, poll
 
 NEW = "St4rlingX*"
 
@@ -216,3 +219,16 @@ def test_run_refuses_what_it_cannot_frame(make_console, tmp_path):
         console.run("echo " + "x" * 2000, Deadline(1))
     with pytest.raises(ValueError, match="'&'"):
         console.run("sleep 10 &", Deadline(1))
+
+
+def test_a_readonly_tmout_ends_the_shell_and_the_bring_up_logs_in_again(make_console, tmp_path):
+    """StarlingX 11.0 makes TMOUT readonly: the login still finds its user, and a shell that
+    timed out while idle is logged into again before the next command."""
+    console = booted(make_console(fake_stx(tmp_path, "--readonly-tmout", "2")))
+    spec = resolve_lab("simplex")
+    b = Bringup(spec, {"controller-0": console}, {}, {"sysadmin": "sysadmin"},
+                StepRecorder(spec.name))  # fmt: skip
+    assert b.shell("controller-0", "echo $TMOUT") == "2"
+    poll(console.logged_out, Deadline(30), "the shell's auto-logout", poll_every=0.2)
+    assert b.shell("controller-0", "id -un") == "sysadmin"
+    assert "timed out waiting for input: auto-logout" in transcript(console)

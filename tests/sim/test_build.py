@@ -94,5 +94,5 @@ def test_old_cache_entries_are_pruned(tmp_path: Path) -> None:
 
 
 def test_a_release_the_simulator_does_not_have_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"no StarlingX 8\.0; it simulates 9\.0, 10\.0"):
+    with pytest.raises(ValueError, match=r"no StarlingX 8\.0; it simulates 9\.0, 10\.0, 11\.0"):
         build.build(cache_dir=tmp_path, release="8.0")

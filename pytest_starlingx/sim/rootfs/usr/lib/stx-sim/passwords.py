@@ -61,7 +61,7 @@ def set_password(user: str, password: str) -> None:
 
 def pwquality_options() -> list[str]:
     """The options of the ``pam_pwquality.so`` line in /etc/pam.d/common-password (the
-    release's rules; StarlingX ships them there up to 10.0)."""
+    release's rules up to 10.0; 11.0 keeps only ``retry=`` there)."""
     with open(COMMON_PASSWORD, encoding="utf-8") as f:
         for line in f:
             words = line.split()
@@ -78,9 +78,10 @@ def retries() -> int:
 
 def policy_error(new: str, old: str | None, user: str) -> str | None:
     """libpwquality's complaint about ``new``, or None: Debian's library itself, with
-    /etc/security/pwquality.conf and the options of the release's pam_pwquality line, as
-    pam_pwquality sets them (options that are pam_pwquality's own, such as ``debug`` or
-    ``try_first_pass``, are unknown to the library and skipped)."""
+    /etc/security/pwquality.conf and pwquality.conf.d/ (where 11.0 keeps its rules) and the
+    options of the release's pam_pwquality line (9.0, 10.0), as pam_pwquality sets them
+    (options that are pam_pwquality's own, such as ``debug`` or ``try_first_pass``, are
+    unknown to the library and skipped)."""
     settings = pwquality.PWQSettings()
     with contextlib.suppress(pwquality.PWQError):  # no config file: the library's defaults
         settings.read_config()
