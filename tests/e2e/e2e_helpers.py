@@ -12,14 +12,18 @@ from pytest_starlingx.backends import make_backend
 from pytest_starlingx.errors import StageError
 from pytest_starlingx.lab import lab_session
 from pytest_starlingx.labfile import lab_from_mapping
-from pytest_starlingx.model import LabSpec
+from pytest_starlingx.model import DEFAULT_RELEASE, LabSpec
 
 SLACK = 15.0  # seconds past a stage's timeout within which its error must come
 
 
-def spec(name: str, topology: str = "simplex", **timeouts: float) -> LabSpec:
-    """A lab of ``topology`` named ``name`` with some phase timeouts shortened."""
-    return lab_from_mapping({"name": name, "topology": topology, "timeouts": timeouts})
+def spec(
+    name: str, topology: str = "simplex", release: str = DEFAULT_RELEASE, **timeouts: float
+) -> LabSpec:
+    """A lab of ``topology`` and ``release`` named ``name`` with some phase timeouts shortened."""
+    return lab_from_mapping(
+        {"name": name, "topology": topology, "release": release, "timeouts": timeouts}
+    )
 
 
 def failed_bring_up(lab) -> tuple[str, float]:

@@ -1,4 +1,6 @@
-"""A failing bootstrap names its stage; the lab then resumes without repeating stages."""
+"""A failing bootstrap names its stage; the lab then resumes without repeating stages.
+
+The lab is StarlingX 11.0's, whose TMOUT is readonly (the other simulated labs are 10.0's)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("lab_name")
 
 
 def test_bootstrap_failure_then_resume_completes_without_repeating(backend, lab_name, tmp_path):
-    lab = create_lab(spec(lab_name), backend, tmp_path,
+    lab = create_lab(spec(lab_name, release="11.0"), backend, tmp_path,
                      knobs={"controller-0": {"bootstrap_fail": 1}})  # fmt: skip
     try:
         message, _ = failed_bring_up(lab)
@@ -36,7 +38,10 @@ def test_bootstrap_failure_then_resume_completes_without_repeating(backend, lab_
         assert outcomes == {"install": "skipped", "first-login": "skipped", "bootstrap": "done",
                             "configure": "done", "unlock": "done"}  # fmt: skip
         assert resumed.host_list()[0].availability == "available"
+        assert resumed.node("controller-0").run("echo $TMOUT").output == "900"  # readonly
         resumed.close()
+        console = (tmp_path / "resumed" / "controller-0.console.log").read_text()
+        assert "Release 25.09 controller-0 ttyS0" in console  # 11.0's /etc/issue
     finally:
         lab.close()
         destroy_lab(backend, lab.lab_id)

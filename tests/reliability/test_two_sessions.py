@@ -13,6 +13,13 @@ sessions wait for each other through marker files, so that:
   A's last test then runs a command on its node;
 * at the end nothing of either session is left in the host or the state dir.
 
+B2 also runs with known passwords in STX_SYSADMIN_PASSWORD and STX_ADMIN_PASSWORD, and they
+must leak nowhere: during the whole test every process's argv (``/proc/*/cmdline``) and every
+file of the labs' state (serial logs, ledger) are sampled; afterwards B2's output, JUnit report,
+DEBUG log and every artifact are searched. Not searched: the 0600 ``lab.json`` (it holds
+*generated* passwords so that a resumed lab can log in) and the guests' disk images (what the
+guest itself stores, e.g. StarlingX's bootstrap overrides; removed with the lab).
+
 Same description across sessions: each session builds a lab of its own (distinct id, same
 name and spec key); a lab is shared only by the workers of one run, or taken over from a kept
 lab with ``--stx-reuse``.
@@ -26,6 +33,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +41,7 @@ from conftest import objects_of
 
 from pytest_starlingx.lab import image_path
 from pytest_starlingx.labfile import lab_from_mapping
+from pytest_starlingx.model import generate_password
 
 WAIT = 1500.0  # seconds for a session to get its lab up (two bring-ups at once, loaded host)
 
@@ -112,7 +121,15 @@ def test_last(stx_simplex):
 class Session:
     """One ``pytest -n 2`` run of its own suite directory, against the shared state dir."""
 
-    def __init__(self, name: str, root: Path, exchange: Path, state: Path, *options: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        exchange: Path,
+        state: Path,
+        *options: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.dir = root / name
         self.dir.mkdir()
@@ -125,7 +142,7 @@ class Session:
              f"--log-file={self.log}", "--log-file-level=INFO", "--log-file-mode=a", *options],
             cwd=self.dir, stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "STX_STATE_DIR": str(state), "TWO_SESSIONS_DIR": str(exchange),
-                 "TWO_SESSIONS_NAME": name},
+                 "TWO_SESSIONS_NAME": name, **(env or {})},
         )  # fmt: skip
 
     def output(self) -> str:
@@ -215,15 +232,52 @@ def check_both_up(state: Path, one: dict, other: dict) -> set[str]:
     return mine
 
 
+class Sampler(threading.Thread):
+    """Looks for the secrets in every process's argv and the labs' state files."""
+
+    def __init__(self, secrets: list[str], state: Path) -> None:
+        super().__init__(daemon=True)
+        self.secrets = [s.encode() for s in secrets]
+        self.state = state
+        self.leaks: set[str] = set()
+        self.argv_seen = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.3):
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    argv = cmdline.read_bytes()
+                except OSError:
+                    continue
+                self.argv_seen += 1
+                if any(s in argv for s in self.secrets):
+                    self.leaks.add(f"argv of pid {cmdline.parent.name}: {argv[:80]!r}")
+            for path in (self.state / "labs").glob("*/**/*"):
+                if "disks" in path.parts or path.name == "lab.json" or path.is_socket():
+                    continue
+                if path.is_file():
+                    try:
+                        data = path.read_bytes()
+                    except OSError:
+                        continue
+                    if any(s in data for s in self.secrets):
+                        self.leaks.add(str(path))
+
+
 def test_two_sessions_never_collide(state_dir, tmp_path):
     exchange = tmp_path / "exchange"
     exchange.mkdir()
     other = tmp_path / "other.yaml"
     other.write_text("name: other\ntopology: simplex\n")
+    secrets = [generate_password(), generate_password()]
+    b2_dir = tmp_path / "b2"
 
-    def start(name: str, *options: str) -> Session:
-        return Session(name, tmp_path, exchange, state_dir, *options)
+    def start(name: str, *options: str, env: dict[str, str] | None = None) -> Session:
+        return Session(name, tmp_path, exchange, state_dir, *options, env=env)
 
+    sampler = Sampler(secrets, state_dir)
+    sampler.start()
     sessions = [start("a"), start("b1")]
     try:
         a, b1 = sessions
@@ -243,7 +297,11 @@ def test_two_sessions_never_collide(state_dir, tmp_path):
         assert objects_of(state_dir) == objects_a
 
         # B2, another description, comes and goes while A uses its lab
-        sessions.append(start("b2", f"--stx-config={other}"))
+        sessions.append(
+            start("b2", f"--stx-config={other}", f"--stx-artifacts={b2_dir / 'artifacts'}",
+                  f"--junitxml={b2_dir / 'report.xml'}", "--log-file-level=DEBUG",
+                  env={"STX_SYSADMIN_PASSWORD": secrets[0], "STX_ADMIN_PASSWORD": secrets[1]})
+        )  # fmt: skip
         b2 = sessions[2]
         wait_for(exchange / "b2-up", a, b2)
         lab_b2 = lab_of(used(exchange, "b2"))
@@ -259,9 +317,21 @@ def test_two_sessions_never_collide(state_dir, tmp_path):
         (exchange / "a-go").touch()
         a.finish(WAIT)
     finally:
+        sampler.stop.set()
+        sampler.join()
         for session in sessions:
             session.stop()
     assert objects_of(state_dir) == set()
+
+    # B2's passwords: nowhere
+    assert sampler.argv_seen > 1000
+    assert not sampler.leaks, sampler.leaks
+    files = [b2_dir / "report.xml", b2_dir / "debug.log", b2_dir / "output.txt",
+             *(p for p in (b2_dir / "artifacts").rglob("*") if p.is_file())]  # fmt: skip
+    assert any(p.name.endswith(".console.log") for p in files)
+    for secret in secrets:
+        for path in files:
+            assert secret.encode() not in path.read_bytes(), path
     assert not (state_dir / "labs").exists() or not any((state_dir / "labs").iterdir())
 
     # each session removed its own lab, once, and no other (its start-up gc included)
