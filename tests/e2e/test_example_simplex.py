@@ -2,14 +2,20 @@
 together with a failing test of our own on the same lab, whose report must carry the console.
 
 The lab is StarlingX 9.0's (the other simulated labs are 10.0's), with a sysadmin password
-only 9.0's rules accept."""
+only 9.0's rules accept. The run keeps it (``--stx-keep``); the next run takes it with
+``--stx-reuse`` instead of building one, and ``stx-lab down`` removes it."""
 
 from __future__ import annotations
 
+import re
+
 from e2e_helpers import EXAMPLES, run_examples
 
+from pytest_starlingx.cli import main
+from pytest_starlingx.labstate import state_dir
 
-def test_simplex_example_suite(pytester, lab_file, lab_name):
+
+def test_simplex_example_suite_kept_then_reused(pytester, lab_file, lab_name, monkeypatch):
     failing = pytester.makepyfile(
         test_fails="""
         def test_wrong_hostname(stx_simplex):
@@ -19,7 +25,7 @@ def test_simplex_example_suite(pytester, lab_file, lab_name):
     lab_file.write_text(
         lab_file.read_text() + "release: 9.0\npasswords: {sysadmin: {value: 'Li69nux*'}}\n"
     )
-    result = run_examples(pytester, lab_file, str(EXAMPLES / "simplex"), str(failing))
+    result = run_examples(pytester, lab_file, str(EXAMPLES / "simplex"), str(failing), "--stx-keep")
     result.assert_outcomes(passed=4, failed=1)
     text = result.stdout.str()
     assert "StarlingX labs" in text
@@ -32,3 +38,29 @@ def test_simplex_example_suite(pytester, lab_file, lab_name):
     assert "Debian All-in-one (lowlatency) Install" in console  # 9.0's boot menu
     assert "Release 24.03 localhost ttyS0" in console  # 9.0's /etc/issue
     assert "localhost login:" in console
+
+    # kept: how to reach and remove it is printed, and gc leaves it alone
+    kept = re.search(r"remove it: stx-lab down (\w+)", text)
+    assert kept, text
+    lab_id = kept.group(1)
+    try:
+        assert "console of controller-0: socat" in text
+        assert main(["gc"]) == 0
+        assert (state_dir() / "labs" / lab_id).is_dir()
+
+        # reused by the next run, which builds nothing and releases its lease
+        reused = pytester.makepyfile(
+            test_reused="""
+            import os
+
+            def test_the_kept_lab(stx_simplex):
+                assert stx_simplex.lab_id == os.environ["KEPT_LAB_ID"]
+                assert stx_simplex.node("controller-0").run("hostname").output == "controller-0"
+            """
+        )
+        monkeypatch.setenv("KEPT_LAB_ID", lab_id)
+        again = run_examples(pytester, lab_file, str(reused), "--stx-reuse")
+        again.assert_outcomes(passed=1)
+        assert not list((state_dir() / "labs" / lab_id).glob("leases/*.json")), "lease kept"
+    finally:
+        assert main(["down", lab_id]) == 0
