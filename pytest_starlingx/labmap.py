@@ -20,7 +20,7 @@ from pytest_starlingx.backends.base import (
 from pytest_starlingx.model import NETWORKS, LabSpec, NodeSpec
 
 SIM_KNOB_PREFIX = "stx-sim:"
-SIM_KNOBS = ("slow", "hang_install", "bootstrap_fail", "no_netboot", "unlock_fail",
+SIM_KNOBS = ("slow", "hang_install", "bootstrap_fail", "no_netboot", "enable_fail",
              "reboot_after", "app_apply", "platform_fs", "images_fail")  # fmt: skip
 
 

@@ -221,3 +221,45 @@ def test_openrc_racing_the_mount_is_sourced_once_more_and_a_real_lack_of_rights_
     with pytest.raises(CommandFailed, match="exited with status 1"):
         bringup()._source_openrc(denied, Deadline(60, "openrc"))
     assert denied.sent == [f"source {base.OPENRC}"] * 2
+
+
+class Maintenance(Bringup):
+    """A bring-up whose host-list shows worker-0 with the given availabilities in turn, and
+    host-show the given task while it is failed."""
+
+    def __init__(self, states: list[str], task: str) -> None:
+        spec = resolve_lab("standard")
+        super().__init__(spec, {}, {}, {}, StepRecorder(spec.name))
+        self.states, self.task = states, task
+
+    def hosts(self) -> list[dict[str, str]]:
+        availability = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        operational = "enabled" if availability == "available" else "disabled"
+        return [{"hostname": "worker-0", "administrative": "unlocked",
+                 "operational": operational, "availability": availability}]  # fmt: skip
+
+    def host_show(self, host: str) -> dict[str, str]:
+        return {"hostname": host, "task": self.task}
+
+
+def poll_at_once(ready, *args, **kwargs) -> None:
+    """``waits.poll`` without its pauses."""
+    while not ready():
+        pass
+
+
+def test_a_host_maintenance_re_enables_is_waited_for(monkeypatch):
+    monkeypatch.setattr(base, "poll", poll_at_once)
+    task = "Configuration Failed, re-enabling"
+    b = Maintenance(["intest", "failed", "intest", "available"], task)
+    b.wait_hosts(["worker-0"], "node_unlock", "worker-0 available", availability="available")
+    assert b.states == ["available"]  # it went on polling past the failed state
+
+
+def test_a_host_maintenance_gave_up_on_fails_the_wait_with_its_task(monkeypatch):
+    monkeypatch.setattr(base, "poll", poll_at_once)
+    task = "Configuration failure, threshold reached, Lock/Unlock to retry"
+    b = Maintenance(["failed"], task)
+    failed = r"worker-0 became unlocked \| disabled \| failed"
+    with pytest.raises(StageError, match=rf"{failed} .*\(task: {task}\)"):
+        b.wait_hosts(["worker-0"], "node_unlock", "worker-0 available", availability="available")

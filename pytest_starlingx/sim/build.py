@@ -114,7 +114,7 @@ ISO_KERNELS = ("bzImage-std", "bzImage-rt")
 IPROUTE2 = "/usr/bin/ip"
 
 ISO_NAME = "stx-sim.iso"
-KEEP_ENTRIES = 3  # cache entries kept (the newest builds)
+KEEP_ENTRIES = 6  # cache entries kept (the newest builds: two of each release)
 SOURCE_DATE_EPOCH = 1_700_000_000
 SIM_DIR = Path(__file__).resolve().parent
 

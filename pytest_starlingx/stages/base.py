@@ -38,6 +38,11 @@ OPENRC_RACED = "Not enough privileges to read keyring password."
 #: ``check_unlock_application``); it passes by itself, and starlingx/test's unlock retries.
 UNLOCK_WHILE_APPLYING = "while an application is being applied"
 UNLOCK_RETRY_EVERY = 10.0  # seconds between unlocks refused for an applying application
+#: A failed host's task while maintenance re-enables it by itself (starlingx/metal
+#: mtce-common ``nodeBase.h``, e.g. MTC_TASK_MAIN_CONFIG_FAIL "Configuration Failed,
+#: re-enabling", after ``ar_config_interval`` of ``mtce/src/scripts/mtc.conf``); once
+#: auto-recovery gives up the task says "..., threshold reached, Lock/Unlock to retry".
+RE_ENABLING = "re-enabling"
 OPENRC_RETRY_EVERY = 3.0  # seconds between openrc tries while the keyring is not mounted
 
 
@@ -195,7 +200,8 @@ class Bringup:
 
         ``wanted`` maps host-list columns to values, e.g. ``availability="available"``; the
         wait lasts ``phase``'s timeout unless ``timeout`` is given. A host in ``failed``
-        availability fails the wait at once.
+        availability fails the wait at once, unless its task says maintenance is re-enabling
+        it (auto-recovery), which is waited out.
         """
         hosts = list(hosts)
         deadline = Deadline(timeout, what) if timeout else self.deadline(phase)
@@ -212,7 +218,13 @@ class Bringup:
             for host in hosts:
                 row = rows.get(host)
                 if row is not None and row["availability"] == "failed":
-                    raise StageError(f"{host} became {_state(row)} while waiting for {what}")
+                    task = self.host_show(host).get("task", "None")
+                    if RE_ENABLING not in task:
+                        raise StageError(
+                            f"{host} became {_state(row)} while waiting for {what}"
+                            + (f" (task: {task})" if task != "None" else "")
+                        )
+                    log.info("%s: %s, task %r: maintenance re-enables it", host, _state(row), task)
             return all(
                 host in rows and all(rows[host].get(k) == v for k, v in wanted.items())
                 for host in hosts

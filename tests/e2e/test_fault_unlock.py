@@ -13,11 +13,14 @@ pytestmark = pytest.mark.usefixtures("lab_name")
 
 
 def test_unlock_failure_is_reported_at_the_unlock_stage(backend, lab_name, tmp_path):
-    lab = create_lab(spec(lab_name), backend, tmp_path, knobs={"controller-0": {"unlock_fail": 1}})
+    """Two failed enables: maintenance re-enables the first, then gives up (metal mtc.conf
+    ar_config_threshold), and only then is the stage failed, naming the host's task."""
+    lab = create_lab(spec(lab_name), backend, tmp_path, knobs={"controller-0": {"enable_fail": 2}})
     try:
         message, _ = failed_bring_up(lab)
         assert message.startswith(f"lab {lab_name!r} node controller-0: stage 'unlock' failed")
         assert "controller-0 became unlocked | disabled | failed" in message
+        assert "(task: Configuration failure, threshold reached, Lock/Unlock to retry)" in message
     finally:
         lab.close()
         destroy_lab(backend, lab.lab_id)

@@ -8,8 +8,9 @@ pytestmark = pytest.mark.slow
 
 def test_every_host_becomes_available(lab_name, tmp_path):
     """With controller-0's platform filesystem coming up 20 s into its unlock boot: openrc
-    refuses to load the credentials until then, and the bring-up waits it out."""
-    knobs = {"controller-0": {"platform_fs": 20}}
+    refuses to load the credentials until then, and the bring-up waits it out; and with
+    worker-1 failing its first enable, which maintenance recovers."""
+    knobs = {"controller-0": {"platform_fs": 20}, "worker-1": {"enable_fail": 1}}
     bring_up_and_check_every_host(
         "standard", {"controller": 2, "worker": 2}, lab_name, tmp_path, knobs=knobs
     )

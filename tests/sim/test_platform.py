@@ -357,15 +357,30 @@ def test_aio_sx_unlock_refused_then_done_reboots_to_available(simplex: Controlle
     assert (show["administrative"], show["availability"]) == ("locked", "online")
 
 
-def test_unlock_fail_knob_leaves_controller_failed(simplex: Controller) -> None:
+def test_a_failed_enable_is_recovered_once_then_auto_recovery_gives_up(simplex: Controller) -> None:
+    """metal mtc.conf ar_config_threshold=2: one failure is re-enabled after the interval, with
+    nodeBase.h's task meanwhile; the second leaves the host failed, auto-recovery disabled."""
     c0 = simplex
     c0.ok("host-if-modify", "controller-0", "enp2s1", "-c", "platform")
     c0.ok("interface-network-assign", "controller-0", "enp2s1", "oam")
     c0.ok("host-unlock", "controller-0")
-    c0.write_run("knobs", {"slow": "0.1", "unlock_fail": "1"})
+    c0.write_run("knobs", {"slow": "0.4", "enable_fail": "1"})
+    c0.kill_api()
+    boot = c0.start("stx-platform-boot")
+
+    def show() -> dict[str, str]:  # {} while sysinv-api is coming up
+        proc = c0.system("host-show", "controller-0")
+        return parse_show(proc.stdout) if proc.returncode == 0 else {}
+
+    c0.wait("the failed enable", lambda: show().get("availability") == "failed")
+    assert show()["task"] == "Configuration Failed, re-enabling"
+    assert boot.wait(30) == 0
+    assert c0.host("controller-0")["availability"] == "available"
+    c0.write_run("knobs", {"slow": "0.1", "enable_fail": "2"})
     assert c0.reboot().returncode == 0
-    assert c0.host("controller-0")["operational"] == "disabled"
-    assert c0.host("controller-0")["availability"] == "failed"
+    show = c0.show("host-show", "controller-0")
+    assert (show["operational"], show["availability"]) == ("disabled", "failed")
+    assert show["task"] == "Configuration failure, threshold reached, Lock/Unlock to retry"
 
 
 def test_duplex_controller_0_needs_real_mgmt_and_cluster_host(c0: Controller) -> None:

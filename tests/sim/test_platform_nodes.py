@@ -228,7 +228,7 @@ def test_standard_workers_by_pxe_and_by_host_add(lab) -> None:
         )
         c0.ok("host-pv-add", name, "nova-local", sdb)
         platforms[name] = _unlock(c0, node, name, platforms[name])
-    worker1.write_run("knobs", {"slow": "0.1", "unlock_fail": "1"})
+    worker1.write_run("knobs", {"slow": "0.1", "enable_fail": "2"})
     c0.wait_state("worker-0", "unlocked", "enabled", "available")
     c0.wait_state("worker-1", "unlocked", "disabled", "failed")
 

@@ -2,7 +2,7 @@
 # They work both in the initramfs (ISO install, PXE boot) and on the installed system.
 
 STXSIM_RUN=/run/stx-sim
-KNOB_DEFAULTS="slow=1 hang_install=0 bootstrap_fail=0 no_netboot=0 unlock_fail=0 reboot_after=0
+KNOB_DEFAULTS="slow=1 hang_install=0 bootstrap_fail=0 no_netboot=0 enable_fail=0 reboot_after=0
     app_apply=3 platform_fs=3 images_fail=0"
 
 # load_knobs: set the knob variables from /run/stx-sim/knobs (defaults when it is missing).

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from stxsim import client, env, inventory, sysops
+from stxsim import client, env, inventory, mtce, sysops
 
 STATE = "/var/lib/stx/agent.json"
 SYSADMIN_SHADOW = "/run/stx-sim/sysadmin.shadow"
@@ -118,11 +118,7 @@ def run_installed() -> int:
         time.sleep(env.scaled(1.0))
         agent.report(install_state="completed")
     if reply["host"]["administrative"] == "unlocked":
-        time.sleep(env.scaled(env.SERVICES_START))
-        if env.knob_on("unlock_fail"):
-            agent.report(operational="disabled", availability="failed", task=None)
-        else:
-            agent.report(operational="enabled", availability="available", task=None)
+        mtce.enable(agent.report)
     action = agent.next_action()
     if action["name"] == "unlock":
         print(f"{reply['host']['hostname']}: unlocking, rebooting into service", flush=True)

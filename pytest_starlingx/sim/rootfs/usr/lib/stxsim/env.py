@@ -14,6 +14,7 @@ HEARTBEAT = 3.0  # agent heartbeat period
 HEARTBEAT_TIMEOUT = 15.0  # silence after which sysinv shows a host offline
 APP_APPLY = 3.0  # platform-integ-apps applying after controller-0's unlock (knob app_apply)
 PLATFORM_FS = 3.0  # from boot of a bootstrapped controller to its platform filesystem mounted
+AR_CONFIG_INTERVAL = 3.0  # maintenance re-enabling a failed host (mtc.conf: 30 s, scaled)
 
 
 def root() -> str:
@@ -57,7 +58,7 @@ def knobs() -> dict[str, str]:
 
 
 def knob_on(name: str) -> bool:
-    """True when a boolean knob such as `unlock_fail` is set to 1."""
+    """True when a boolean knob such as `bootstrap_fail` is set to 1."""
     return knobs().get(name, "0") not in ("", "0")
 
 

@@ -2,7 +2,7 @@
 
 * bootstrapped controller-0 (the sysinv database exists): mgmt addresses, sysinv-api, boot
   service; after an unlock, the services come up and the host turns enabled/available (or
-  failed with the `unlock_fail` knob);
+  failed with the `enable_fail` knob, see mtce.py);
 * any other installed node (agent state exists): DHCP on the mgmt NIC, then the host agent;
 * a controller not bootstrapped yet: nothing.
 `--bootstrap CONFIG OWNER` is bootstrap's privileged half (see bootstrap_apply).
@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from stxsim import agent, bootstrap_apply, controller, env, sysops
+from stxsim import agent, bootstrap_apply, controller, env, mtce, sysops
 from stxsim.sysinv import db
 
 
@@ -42,20 +42,15 @@ def _controller0() -> None:
             db.touch(c0, operational="disabled", availability="online", task=None)
     if not unlocked:
         return
-    time.sleep(env.scaled(env.SERVICES_START))
-    failed = env.knob_on("unlock_fail")
+
+    def set_state(**state: object) -> None:
+        with db.transaction() as data:
+            db.touch(db.first(data, "hosts", hostname="controller-0"), **state)
+
+    if not mtce.enable(set_state):
+        return
     with db.transaction() as data:
-        c0 = db.first(data, "hosts", hostname="controller-0")
-        if failed:
-            db.touch(c0, operational="disabled", availability="failed", task=None)
-            return
-        db.touch(
-            c0,
-            operational="enabled",
-            availability="available",
-            task=None,
-            invprovision="provisioned",
-        )
+        db.touch(db.first(data, "hosts", hostname="controller-0"), invprovision="provisioned")
         apply_at = time.time() + env.scaled(float(env.knobs().get("app_apply", env.APP_APPLY)))
         for app in data.get("apps", []):
             if app["status"] == "uploaded" and app["name"] == "platform-integ-apps":
