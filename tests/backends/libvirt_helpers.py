@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from pathlib import Path
 
@@ -49,8 +50,9 @@ def everything(conn: libvirt.virConnect) -> set[str]:
     found |= {f"network {n.name()}" for n in conn.listAllNetworks()}
     for pool in conn.listAllStoragePools():
         found.add(f"pool {pool.name()}")
-        if pool.isActive():
-            found |= {f"volume {v.path()}" for v in pool.listAllVolumes()}
+        with contextlib.suppress(libvirt.libvirtError):  # a pool another test removed meanwhile
+            if pool.isActive():
+                found |= {f"volume {v.path()}" for v in pool.listAllVolumes()}
     return found
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
@@ -58,25 +60,41 @@ def objects_of(state_dir: Path) -> set[str]:
     return found
 
 
+#: libvirt's errors for an object removed between listing it and looking at it (another
+#: test's lab torn down meanwhile).
+VANISHED = (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK,
+            libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL)  # fmt: skip
+
+
 def _libvirt_objects(state_dir: Path) -> set[str]:
     conn = libvirt.open("qemu:///system")
     found = set()
+    marker = f'state-dir="{state_dir}"'
     try:
-        marker = f'state-dir="{state_dir}"'
-        for dom in conn.listAllDomains():
-            if marker in dom.XMLDesc(0):
-                found.add(f"domain {dom.name()}")
-        for net in conn.listAllNetworks():
-            if marker in net.XMLDesc(0):
-                found.add(f"network {net.name()}")
+        for kind, objects in (("domain", conn.listAllDomains()),
+                              ("network", conn.listAllNetworks())):  # fmt: skip
+            for obj in objects:
+                with _unless_vanished():
+                    if marker in obj.XMLDesc(0):
+                        found.add(f"{kind} {obj.name()}")
         for pool in conn.listAllStoragePools():
-            if f"<path>{state_dir}/" in pool.XMLDesc(0):
-                found.add(f"pool {pool.name()}")
-                if pool.isActive():
-                    found |= {f"volume {v.path()}" for v in pool.listAllVolumes()}
+            with _unless_vanished():
+                if f"<path>{state_dir}/" in pool.XMLDesc(0):
+                    volumes = pool.listAllVolumes() if pool.isActive() else []
+                    found |= {f"pool {pool.name()}", *(f"volume {v.path()}" for v in volumes)}
     finally:
         conn.close()
     return found
+
+
+@contextlib.contextmanager
+def _unless_vanished() -> Iterator[None]:
+    """Skip an object that another test removed after it was listed."""
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() not in VANISHED:
+            raise
 
 
 @pytest.fixture
