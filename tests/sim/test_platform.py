@@ -16,6 +16,7 @@ from test_platform_support import (
     DUPLEX_YML,
     PASSWORD,
     SIMPLEX_YML,
+    SLOW,
     Controller,
     free_port,
     parse_show,
@@ -337,10 +338,26 @@ def test_aio_sx_unlock_refused_then_done_reboots_to_available(simplex: Controlle
     show = c0.show("host-unlock", "controller-0")
     assert show["administrative"] == "unlocked"
     c0.wait("reboot hook", lambda: "reboot" in c0.hook_calls(), timeout=5)
+    c0.write_run("knobs", {"slow": SLOW, "app_apply": "100"})  # 10 s of applying
     boot = c0.reboot()
     assert boot.returncode == 0, boot.stderr
     assert c0.host("controller-0")["availability"] == "available"
     assert c0.table("host-stor-list", "controller-0")[0]["state"] == "configured"
+    # sysinv raises 750.004 while platform-integ-apps applies (fm alarm-list, fmclient's table)
+    alarms = c0.system("alarm-list", "--uuid", program="fm")
+    assert alarms.returncode == 0, alarms.stderr
+    (alarm,) = parse_table(alarms.stdout)
+    assert list(alarm) == ["UUID", "Alarm ID", "Reason Text", "Entity ID", "Severity", "Time Stamp"]
+    assert (alarm["Alarm ID"], alarm["Reason Text"], alarm["Entity ID"], alarm["Severity"]) == (
+        "750.004", "Application Apply In Progress", "k8s_application=platform-integ-apps",
+        "warning",
+    )  # fmt: skip
+    assert c0.system("alarm-list", "--nowrap", "-q", "alarm_id=100.114", program="fm").stdout == (
+        "+----------+-------------+-----------+----------+------------+\n"
+        "| Alarm ID | Reason Text | Entity ID | Severity | Time Stamp |\n"
+        "+----------+-------------+-----------+----------+------------+\n"
+        "+----------+-------------+-----------+----------+------------+\n"
+    )
     c0.wait(
         "platform-integ-apps applied",
         lambda: (
@@ -350,6 +367,7 @@ def test_aio_sx_unlock_refused_then_done_reboots_to_available(simplex: Controlle
             == "applied"
         ),
     )
+    assert "750.004" not in c0.system("alarm-list", program="fm").stdout  # cleared
     assert c0.fails("host-unlock", "controller-0") == (
         "Avoiding 'unlock' action on already 'unlocked' host controller-0"
     )

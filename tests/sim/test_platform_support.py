@@ -258,10 +258,10 @@ class Controller(Node):
             line.split("=", 1) for line in out.splitlines() if line.startswith(("OS_", "PS1="))
         )
 
-    def system(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """`system ARGS` with the openrc variables."""
+    def system(self, *args: str, program: str = "system") -> subprocess.CompletedProcess[str]:
+        """`system ARGS` (or another client, e.g. `fm`) with the openrc variables."""
         creds = {k: v for k, v in self.openrc_env().items() if k.startswith("OS_")}
-        return self.run("system", *args, **creds)
+        return self.run(program, *args, **creds)
 
     def ok(self, *args: str) -> str:
         """`system ARGS`, which must succeed; its stdout."""

@@ -1,4 +1,5 @@
-"""`system`: the cgtsclient stand-in. Needs the openrc variables; sysinv does the rest."""
+"""`system` and `fm`: the cgtsclient and fmclient stand-ins. They need the openrc variables
+(both clients check them in this order, with these words); sysinv does the rest."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ REQUIRED = (
 )
 
 
-def main(argv: list[str]) -> int:
-    """Run `system <argv>`; the exit status is the real client's (0, 1, or 2 for usage)."""
+def main(argv: list[str], program: str = "system") -> int:
+    """Run `<program> <argv>`; the exit status is the real client's (0, 1, or 2 for usage)."""
     for var, message in REQUIRED:
         if not os.environ.get(var):
             print(message, file=sys.stderr)
@@ -37,7 +38,7 @@ def main(argv: list[str]) -> int:
     try:
         reply = client.post(
             url,
-            "/v1/system",
+            f"/v1/{program}",
             {
                 "argv": argv,
                 "username": os.environ["OS_USERNAME"],

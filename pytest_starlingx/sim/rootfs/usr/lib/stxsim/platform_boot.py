@@ -55,6 +55,8 @@ def _controller0() -> None:
         for app in data.get("apps", []):
             if app["status"] == "uploaded" and app["name"] == "platform-integ-apps":
                 app.setdefault("apply_at", apply_at)
+                # sysinv raises 750.004 as the apply starts (fm alarm-list)
+                app.setdefault("alarm", {"uuid": db.new_uuid(), "raised": db.now_fm()})
 
 
 def main(argv: list[str]) -> int:

@@ -13,7 +13,8 @@ def cell(value: Any) -> str:
 
 
 def render(labels: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A bordered table; multi-line cells take several lines, an empty list shows the header."""
+    """A bordered table as prettytable draws it; multi-line cells take several lines, and an
+    empty list is the header and two rules (prettytable 0.7.2, bullseye's, and 3.x alike)."""
     grid = [[cell(v).split("\n") for v in row] for row in rows]
     widths = [len(label) for label in labels]
     for row in grid:
@@ -29,8 +30,7 @@ def render(labels: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         height = max(len(lines) for lines in row)
         for k in range(height):
             out.append(line([lines[k] if k < len(lines) else "" for lines in row]))
-    if grid:
-        out.append(rule)
+    out.append(rule)
     return "\n".join(out)
 
 

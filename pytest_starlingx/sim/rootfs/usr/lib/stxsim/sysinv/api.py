@@ -2,7 +2,8 @@
 
 Every request is a JSON POST:
 * `/v1/system` `{"argv": [...], "username": ..., "password": ...}` ->
-  `{"stdout": ..., "stderr": ..., "status": N}` (one `system` command line);
+  `{"stdout": ..., "stderr": ..., "status": N}` (one `system` command line); `/v1/fm` the
+  same for one `fm` command line;
 * `/v1/agent/register|heartbeat|report` -> see `agentops`; errors are HTTP 400 with
   `{"error": message}`.
 `GET /` answers `{"service": "sysinv"}` so callers can wait for the server.
@@ -47,10 +48,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         """Run a command line or an agent operation."""
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        if self.path == "/v1/system":
+        if self.path in ("/v1/system", "/v1/fm"):
             out, err, status = commands.run(
-                body["argv"], body.get("username", ""), body.get("password", "")
-            )
+                body["argv"], body.get("username", ""), body.get("password", ""),
+                self.path.removeprefix("/v1/"),
+            )  # fmt: skip
             self._reply(200, {"stdout": out, "stderr": err, "status": status})
             return
         op = AGENT_OPS.get(self.path)

@@ -1,15 +1,16 @@
-"""Run one `system` command line inside sysinv: parse, check credentials, apply, render."""
+"""Run one `system` or `fm` command line inside sysinv: parse, check credentials, apply,
+render (the simulator's sysinv-api answers for the fault manager's API too)."""
 
 from __future__ import annotations
 
 import hashlib
 import time
 
-from stxsim.sysinv import cmd_hosts, cmd_net, cmd_storage, db, registry
+from stxsim.sysinv import cmd_fm, cmd_hosts, cmd_net, cmd_storage, db, registry
 from stxsim.sysinv.hosts import CommandError
 
-MODULES = (cmd_hosts, cmd_net, cmd_storage)  # importing them registers their commands
-_parser = registry.build()
+MODULES = (cmd_fm, cmd_hosts, cmd_net, cmd_storage)  # importing them registers their commands
+_parsers = {program: registry.build(program) for program in registry.COMMANDS}
 
 
 def password_digest(password: str) -> str:
@@ -17,10 +18,12 @@ def password_digest(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
-def run(argv: list[str], username: str, password: str) -> tuple[str, str, int]:
-    """(stdout, stderr, exit status) of `system <argv>` run by `username`."""
+def run(
+    argv: list[str], username: str, password: str, program: str = "system"
+) -> tuple[str, str, int]:
+    """(stdout, stderr, exit status) of `<program> <argv>` run by `username`."""
     try:
-        args = registry.parse(_parser, argv)
+        args = registry.parse(_parsers[program], argv)
     except registry.ParserExit as exc:
         return (exc.text, "", 0) if exc.status == 0 else ("", exc.text, exc.status)
     try:

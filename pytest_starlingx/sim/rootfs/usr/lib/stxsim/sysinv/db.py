@@ -59,6 +59,12 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat()
 
 
+def now_fm() -> str:
+    """A timestamp as fm prints an alarm's (UTC, microseconds, no zone)."""
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    return now.isoformat(timespec="microseconds")
+
+
 def new_uuid() -> str:
     """A random UUID string."""
     return str(uuidlib.uuid4())

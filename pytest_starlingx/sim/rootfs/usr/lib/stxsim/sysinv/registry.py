@@ -1,4 +1,5 @@
-"""How `system` subcommands are declared (the cgtsclient `@utils.arg` style) and parsed."""
+"""How `system` and `fm` subcommands are declared (the `@utils.arg` style of cgtsclient and
+fmclient) and parsed."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ class Ctx:
 Handler = Callable[[Ctx, argparse.Namespace], str]
 Arg = tuple[tuple[str, ...], dict[str, Any]]
 
-COMMANDS: list[tuple[str, str, tuple[Arg, ...], Handler]] = []
+#: Each program's subcommands: name, help, arguments, handler.
+COMMANDS: dict[str, list[tuple[str, str, tuple[Arg, ...], Handler]]] = {"system": [], "fm": []}
 
 
 def arg(*names: str, **options: Any) -> Arg:
@@ -31,11 +33,11 @@ def arg(*names: str, **options: Any) -> Arg:
     return names, options
 
 
-def command(name: str, *args: Arg) -> Callable[[Handler], Handler]:
-    """Register `system <name>`; the handler's docstring is its help line."""
+def command(name: str, *args: Arg, program: str = "system") -> Callable[[Handler], Handler]:
+    """Register `<program> <name>`; the handler's docstring is its help line."""
 
     def register(handler: Handler) -> Handler:
-        COMMANDS.append((name, (handler.__doc__ or "").strip(), args, handler))
+        COMMANDS[program].append((name, (handler.__doc__ or "").strip(), args, handler))
         return handler
 
     return register
@@ -67,7 +69,8 @@ class Parser(argparse.ArgumentParser):
 
 
 #: Commands that get ``--nowrap`` besides every ``*-list``: cgtsclient's exception list
-#: (starlingx/config cgtsclient/common/utils.py ``_does_command_need_no_wrap``, r/stx.10.0).
+#: (starlingx/config cgtsclient/common/utils.py ``_does_command_need_no_wrap``, r/stx.10.0;
+#: fmclient's ``common/utils.py`` adds it to its list commands the same way).
 NOWRAP_EXCEPTIONS = ("host-cpu-modify",)
 
 
@@ -78,12 +81,18 @@ def needs_nowrap(name: str) -> bool:
     return name.endswith("-list") or name in NOWRAP_EXCEPTIONS
 
 
-def build() -> Parser:
-    """The `system` parser with every registered subcommand."""
-    parser = Parser(prog="system", description="StarlingX system configuration CLI")
+DESCRIPTIONS = {
+    "system": "StarlingX system configuration CLI",
+    "fm": "StarlingX Fault Management CLI",
+}
+
+
+def build(program: str = "system") -> Parser:
+    """The parser of ``program`` (`system` or `fm`) with every registered subcommand."""
+    parser = Parser(prog=program, description=DESCRIPTIONS[program])
     subs = parser.add_subparsers(metavar="<subcommand>", dest="subcommand")
     subs.required = True
-    for name, help_text, args, handler in COMMANDS:
+    for name, help_text, args, handler in COMMANDS[program]:
         sub = subs.add_parser(name, help=help_text, description=help_text)
         if needs_nowrap(name):  # added first, as cgtsclient's define_command does
             sub.add_argument("--nowrap", action="store_true",
