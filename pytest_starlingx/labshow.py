@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from pytest_starlingx.model import LabSpec
+from pytest_starlingx.model import RELEASES, LabSpec
 from pytest_starlingx.tables import render_table
 
 
 def describe_lab(lab: LabSpec) -> str:
     """The lab's settings, then one row per node with its size, disks and NICs."""
-    image = "simulator (built with `stx-lab sim build`)" if lab.uses_simulator else lab.image
+    image = (
+        f"simulator (built with `stx-lab sim build --release {lab.release}`)"
+        if lab.uses_simulator
+        else lab.image
+    )
     head = [
         f"lab       {lab.name}",
         f"topology  {lab.topology.value} (system_mode {lab.topology.system_mode})",
         f"backend   {lab.backend.value}",
         f"image     {image}",
+        f"release   StarlingX {lab.release} ({RELEASES[lab.release]})",
         f"profile   {lab.profile.value}",
         f"oam       {lab.oam.subnet} gateway {lab.oam.gateway} floating {lab.oam.floating}",
         f"mgmt      {lab.mgmt.subnet}",

@@ -82,6 +82,7 @@ def test_show_a_topology_lists_every_node_with_size_and_nics():
     assert rows["worker-1"][7] == "network"
     assert "mgmt:e1000 (boot)" in done.stdout
     assert "topology  standard (system_mode duplex)" in done.stdout
+    assert "release   StarlingX 10.0 (24.09)" in done.stdout
 
 
 def test_show_a_file_applies_its_overrides():
