@@ -6,7 +6,8 @@ Runs, in one process, side by side: a fresh simplex bring-up; the same lab made 
 restored (to a usable lab: reverted, clock set, logged in, all hosts available); the plugin's
 overhead on that bring-up; and (without ``--quick``) a standard lab (2 controllers + 2
 workers) brought up with parallel secondaries and with one stage at a time. Also the
-simulator's own figures: power-on to boot menu, simplex power-on to available, RSS per node.
+simulator's own figures: power-on to boot menu, simplex power-on to available, RSS per node,
+and per secondary node power-on to listed in host-list and to ``online``.
 Prints small tables and a last line of ``name=value`` figures. Leaves no lab behind (the
 golden lab it made is removed). Not part of the test run; never imported by the package.
 """
@@ -78,6 +79,31 @@ def menu_seconds(lab: Lab) -> float | None:
     return None
 
 
+#: What a network-booted node without a personality shows once sysinv lists it (metal
+#: pxe-network-installer ``default``; the simulator prints it when its agent registered).
+LISTED = "Please configure the personality for this node"
+
+
+def secondary_seconds(lab: Lab) -> dict[str, tuple[float, float]]:
+    """Per secondary node: seconds from its power-on to listed in host-list (its console's
+    waiting screen) and to ``online`` (the end of its install stage)."""
+    rec = lab.bringup.recorder
+    records = {r.key: r for r in rec.records}
+    found = {}
+    for node in lab.nodes:
+        power_on = records.get(f"{node}:power-on")
+        install = records.get(f"{node}:install")
+        path = lab.bringup.consoles[node].transcript_path
+        if power_on is None or install is None or install.duration is None or path is None:
+            continue
+        begin = rec.origin_wall + power_on.started
+        listed = next((t for t, kind, text in transcript(path)
+                       if kind == "|" and LISTED in text and t >= begin), None)  # fmt: skip
+        if listed is not None:
+            found[node] = (listed - begin, rec.origin_wall + install.ended - begin)
+    return found
+
+
 def rss_mib(lab: Lab) -> dict[str, int]:
     """Resident memory of each node's QEMU process (libvirt's pid file), MiB."""
     sizes = {}
@@ -117,6 +143,7 @@ def fresh(spec_map: dict, artifacts: Path, max_parallel: int | None = None) -> d
             "plugin_wait": plugin_wait(lab, start_w, end_w),
             "menu": menu_seconds(lab),
             "rss": rss_mib(lab),
+            "secondaries": secondary_seconds(lab),
             "parallel": lab.max_parallel,
             "table": rec.table(),
         }
@@ -205,9 +232,13 @@ def main() -> int:
             "standard_serial_vs_simplex": seq["wall"] / sx["wall"],
             "standard_parallel_cap": par["parallel"],
             "standard_node_rss_mib": max(par["rss"].values(), default=0),
+            "secondary_listed_s": max((v[0] for v in par["secondaries"].values()), default=0.0),
+            "secondary_online_s": max((v[1] for v in par["secondaries"].values()), default=0.0),
         }
         rows += [[f"standard 2+2, parallel (cap {par['parallel']})", f"{par['wall']:.1f}"],
                  ["standard 2+2, one stage at a time", f"{seq['wall']:.1f}"]]  # fmt: skip
+        rows += [[f"{node}: power-on to listed / to online", f"{listed:.1f} / {online:.1f}"]
+                 for node, (listed, online) in par["secondaries"].items()]  # fmt: skip
     return finish(figures, rows, sx, gd, 0)
 
 
