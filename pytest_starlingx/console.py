@@ -194,10 +194,12 @@ class Match:
 
 @dataclass(frozen=True)
 class Result:
-    """A finished command: its output (escapes stripped, ``\\n`` line ends) and exit status."""
+    """A finished command: what it printed (escapes stripped, ``\\n`` line ends; on a serial
+    console stderr arrives in it too) and its exit status, named as subprocess, invoke and
+    paramiko name them."""
 
     command: str
-    output: str
+    stdout: str
     exit_status: int
 
     @property
@@ -936,7 +938,7 @@ class Console:
                 # TMOUT is readonly from 11.0: the shell may time out all the same (logged_out)
                 whoami = self.run(
                     "export TMOUT=0 2>/dev/null; stty echo; id -un", deadline
-                ).output.strip()
+                ).stdout.strip()
                 if whoami == user:
                     break
                 log.info(
@@ -1098,14 +1100,14 @@ class Console:
         """Like :meth:`run`; return the output, raise :class:`CommandFailed` unless status 0."""
         result = self.run(command, deadline, secrets=secrets)
         if not result.ok:
-            out = "\n".join(result.output.splitlines()[-TAIL_LINES:])
+            out = "\n".join(result.stdout.splitlines()[-TAIL_LINES:])
             error = self._error(
                 CommandFailed,
                 f"command {command!r} exited with status {result.exit_status}; output:\n{out}",
             )
             error.result = result
             raise error
-        return result.output
+        return result.stdout
 
     def write_file(
         self,

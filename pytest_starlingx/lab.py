@@ -122,7 +122,7 @@ class Node:
         if check and not result.ok:
             raise StxError(
                 f"lab {self.lab.name!r} node {self.name}: {command!r} exited with status "
-                f"{result.exit_status}:\n{result.output}"
+                f"{result.exit_status}:\n{result.stdout}"
             )
         return result
 

@@ -22,10 +22,10 @@ def test_host_show_reports_an_all_in_one_controller(stx_simplex):
 def test_a_command_on_the_node(stx_simplex):
     result = stx_simplex.node("controller-0").run("hostname")
     assert result.exit_status == 0
-    assert result.output.strip() == "controller-0"
+    assert result.stdout.strip() == "controller-0"
 
 
 def test_a_failing_command_reports_its_status(stx_simplex):
     result = stx_simplex.controller.run("ls /no/such/dir")
     assert result.exit_status != 0
-    assert "No such file or directory" in result.output
+    assert "No such file or directory" in result.stdout

@@ -169,7 +169,7 @@ class Bringup:
             try:
                 console.run_checked(f"source {OPENRC}", deadline)
             except CommandFailed as exc:
-                if exc.result is None or OPENRC_RACED not in exc.result.output:
+                if exc.result is None or OPENRC_RACED not in exc.result.stdout:
                     raise
                 log.info("%s: %r: the platform filesystem came up meanwhile; once more",
                          console.node, OPENRC_RACED)  # fmt: skip
@@ -259,7 +259,7 @@ def _retry_while(
         try:
             command()
         except CommandFailed as exc:
-            if exc.result is None or transient not in exc.result.output:
+            if exc.result is None or transient not in exc.result.stdout:
                 raise
             log.info("%s: waiting for %s: %r; trying again", node, what, transient)
             return False

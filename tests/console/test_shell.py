@@ -40,10 +40,10 @@ def test_login_at_the_login_prompt_and_run(make_console, tmp_path):
     assert login(console) == "sysadmin"
     result = console.run("echo hello; ls /nonexistent-dir", Deadline(10))
     assert result.exit_status == 2
-    assert result.output.splitlines()[0] == "hello"
-    assert "No such file or directory" in result.output
-    assert "__STX_" not in result.output
-    assert console.run("echo $TMOUT", Deadline(10)).output == "0"
+    assert result.stdout.splitlines()[0] == "hello"
+    assert "No such file or directory" in result.stdout
+    assert "__STX_" not in result.stdout
+    assert console.run("echo $TMOUT", Deadline(10)).stdout == "0"
 
 
 def test_a_reboot_under_a_command_is_reported_at_once(make_console, tmp_path):
@@ -69,7 +69,7 @@ def test_a_boot_that_falls_silent_gets_no_keys_before_its_login_prompt(
     console.expect("Linux version", Deadline(20))
     assert login(console) == "sysadmin"
     assert (tmp_path / "fake-stx" / "typeahead").read_bytes() == b""
-    assert console.run("echo ok", Deadline(10)).output == "ok"
+    assert console.run("echo ok", Deadline(10)).stdout == "ok"
 
 
 def test_forced_password_change(make_console, tmp_path):
@@ -123,7 +123,7 @@ def test_recovers_a_console_in_the_middle_of_a_command(make_console, tmp_path):
     deadline = Deadline(30)
     login(console)
     assert deadline.elapsed < 10
-    assert console.run("echo back", Deadline(10)).output == "back"
+    assert console.run("echo back", Deadline(10)).stdout == "back"
 
 
 def test_recovers_a_logged_out_console(make_console, tmp_path):
@@ -132,7 +132,7 @@ def test_recovers_a_logged_out_console(make_console, tmp_path):
     console.sendline("exit")
     console.expect("login: ", Deadline(5))
     login(console)
-    assert console.run("echo in again", Deadline(10)).output == "in again"
+    assert console.run("echo in again", Deadline(10)).stdout == "in again"
 
 
 def test_leaves_a_root_shell(make_console, tmp_path):
@@ -173,7 +173,7 @@ def test_output_is_clean_despite_kernel_messages(make_console, tmp_path):
     console.expect(r"link flapped \(300\)", Deadline(20))  # the prompt lies buried under them
     login(console)
     result = console.run("for i in $(seq 1 200); do echo line $i; done", Deadline(20))
-    assert result.output.splitlines() == [f"line {i}" for i in range(1, 201)]
+    assert result.stdout.splitlines() == [f"line {i}" for i in range(1, 201)]
     assert "link flapped" in "\n".join(console.tail(300))
 
 
@@ -183,7 +183,7 @@ def test_commands_with_secrets_are_masked(make_console, tmp_path):
     secret = "Adm1n-S3cret!"
     out = console.run_checked(f"echo '{secret}' | wc -c", Deadline(10), secrets=[secret])
     assert out.strip() == str(len(secret) + 1)
-    assert console.run("echo visible again", Deadline(10)).output == "visible again"
+    assert console.run("echo visible again", Deadline(10)).stdout == "visible again"
     assert secret not in transcript(console)
 
 

@@ -57,7 +57,7 @@ def bring_up_and_check_every_host(
                 == ("unlocked", "enabled", "available")
                 for h in hosts
             )
-            assert lab.node("worker-1").run("hostname", check=True).output == "worker-1"
+            assert lab.node("worker-1").run("hostname", check=True).stdout == "worker-1"
     finally:
         backend.close()
 

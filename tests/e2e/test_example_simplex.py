@@ -19,7 +19,7 @@ def test_simplex_example_suite_kept_then_reused(pytester, lab_file, lab_name, mo
     failing = pytester.makepyfile(
         test_fails="""
         def test_wrong_hostname(stx_simplex):
-            assert stx_simplex.node("controller-0").run("hostname").output == "controller-9"
+            assert stx_simplex.node("controller-0").run("hostname").stdout == "controller-9"
         """
     )
     lab_file.write_text(
@@ -55,7 +55,7 @@ def test_simplex_example_suite_kept_then_reused(pytester, lab_file, lab_name, mo
 
             def test_the_kept_lab(stx_simplex):
                 assert stx_simplex.lab_id == os.environ["KEPT_LAB_ID"]
-                assert stx_simplex.node("controller-0").run("hostname").output == "controller-0"
+                assert stx_simplex.node("controller-0").run("hostname").stdout == "controller-0"
             """
         )
         monkeypatch.setenv("KEPT_LAB_ID", lab_id)

@@ -100,7 +100,7 @@ def test_restore_gives_an_available_lab_with_its_state(spec, backend, golden, tm
         assert got.lab.lab_id == golden.lab_id
         assert {h.availability for h in got.lab.host_list()} == {"available"}
         assert "golden-test" in got.lab.system("host-label-list controller-0 --nowrap")
-        guest = int(got.lab.node("controller-0").run("date -u +%s", check=True).output)
+        guest = int(got.lab.node("controller-0").run("date -u +%s", check=True).stdout)
         assert abs(guest - time.time()) < 30, "the guest clock was not set after the restore"
     finally:
         release(got.lab)

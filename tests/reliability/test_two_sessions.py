@@ -96,7 +96,7 @@ def wait_for(name, timeout=1800.0):
 
 
 def hostname(lab):
-    return lab.node("controller-0").run("hostname").output.strip()
+    return lab.node("controller-0").run("hostname").stdout.strip()
 '''
 
 SUITE = """
