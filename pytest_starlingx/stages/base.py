@@ -43,7 +43,7 @@ UNLOCK_RETRY_EVERY = 10.0  # seconds between unlocks refused for an applying app
 #: re-enabling", after ``ar_config_interval`` of ``mtce/src/scripts/mtc.conf``); once
 #: auto-recovery gives up the task says "..., threshold reached, Lock/Unlock to retry".
 RE_ENABLING = "re-enabling"
-OPENRC_RETRY_EVERY = 3.0  # seconds between openrc tries while the keyring is not mounted
+OPENRC_RETRY_EVERY = 1.0  # seconds between openrc tries while the keyring is not mounted
 
 
 class Machine(Protocol):
@@ -103,10 +103,16 @@ class Bringup:
             self._login(node, booting=booting)
 
     def _login(self, node: str, *, booting: bool = True) -> None:
+        """Once controller-0's first login changed sysadmin's password, that password is the
+        only one on every node (StarlingX gives it to the others), and a wrong first try costs
+        a failed-login delay and a failed-login record."""
+        if f"{ACTIVE_CONTROLLER}:first-login" in self.done:
+            password, new_password = self.passwords["sysadmin"], None
+        else:
+            password, new_password = FIRST_PASSWORD, self.passwords["sysadmin"]
         self.consoles[node].login(
-            USER, FIRST_PASSWORD, self.deadline("login"), new_password=self.passwords["sysadmin"],
-            booting=booting,
-        )  # fmt: skip
+            USER, password, self.deadline("login"), new_password=new_password, booting=booting
+        )
         self._logged_in.add(node)
         self._openrc.discard(node)
 
