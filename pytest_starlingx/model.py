@@ -16,6 +16,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -274,8 +275,8 @@ def password_problems(
     none), said as what it needs: keystone's rule for admin, for sysadmin the rules
     libpwquality applies under StarlingX's options.
 
-    sysadmin's login also runs cracklib's dictionary check, which is not repeated here: a
-    password it refuses is reported from the console.
+    For sysadmin this includes cracklib's checks short of its dictionary; a password the
+    dictionary refuses is reported from the console.
     """
     problems = []
     if len(password) < PASSWORD_MIN_LENGTH[release]:
@@ -297,14 +298,44 @@ def password_problems(
     folded = password.casefold()
     if user.casefold() in folded or user.casefold()[::-1] in folded:  # libpwquality usercheck
         problems.append(f"not to contain the user name {user!r}")
+    if len(set(password)) < CRACKLIB_MIN_DIFFERENT:
+        problems.append(f"at least {CRACKLIB_MIN_DIFFERENT} different characters")
+    steps, most = _cracklib_steps(password)
+    if steps > most:
+        problems.append(
+            f"at most {most} neighbours one apart, like 'ab' or '21' (it has {steps}: "
+            "cracklib's 'too simplistic/systematic')"
+        )
     return problems
 
 
+#: cracklib's checks before its dictionary (cracklib ``lib/fascist.c`` FascistLookUser), which
+#: libpwquality runs for pam_pwquality: at least MINDIFF different characters, and no more
+#: than ``3 + 0.09 * length`` neighbouring pairs one apart once lower-cased.
+CRACKLIB_MIN_DIFFERENT = 5
+
+
+def _cracklib_steps(password: str) -> tuple[int, int]:
+    """How many neighbouring characters are one apart in ``password`` lower-cased and
+    stripped, and how many cracklib allows."""
+    folded = password.lower().strip()
+    steps = sum(abs(ord(a) - ord(b)) == 1 for a, b in pairwise(folded))
+    return steps, int(3 + 0.09 * len(folded))
+
+
 def generate_password() -> str:
-    """A fresh random password that meets StarlingX's policy."""
+    """A fresh random password that meets StarlingX's policy in every release, for sysadmin
+    and for keystone's admin alike."""
     alphabet = string.ascii_letters + string.digits
-    body = "".join(secrets.choice(alphabet) for _ in range(12))
-    return f"St{secrets.choice(string.digits)}{body}*"
+    while True:
+        body = "".join(secrets.choice(alphabet) for _ in range(12))
+        password = f"St{secrets.choice(string.digits)}{body}*"
+        if not any(
+            password_problems(password, release, user)
+            for release in RELEASES
+            for user in ("sysadmin", KEYSTONE_USER)
+        ):
+            return password
 
 
 @dataclass(frozen=True)
