@@ -51,6 +51,7 @@ log = logging.getLogger("pytest_starlingx.sim")
 BUILD_PACKAGES = (
     "isolinux",
     "syslinux-common",
+    "pxelinux",
     "linux-image-amd64",
     "kmod",
     "busybox-static",
@@ -87,6 +88,7 @@ HOST_TOOLS = {
     "/usr/bin/grub-mkimage": "grub-common",
     "/usr/lib/grub/i386-pc/boot.img": "grub-pc-bin",
     "/usr/lib/ISOLINUX/isolinux.bin": "isolinux",
+    "/usr/lib/PXELINUX/pxelinux.0": "pxelinux",
     "/usr/lib/syslinux/modules/bios/vesamenu.c32": "syslinux-common",
     "/usr/bin/xorriso": "xorriso",
     "/usr/sbin/modprobe": "kmod",
@@ -106,6 +108,19 @@ ISOLINUX_FILES = (
     "/usr/lib/syslinux/modules/bios/libcom32.c32",
     "/usr/lib/syslinux/modules/bios/libutil.c32",
 )
+#: What controller-0 serves a network-booting node over TFTP from ``/var/pxeboot`` (starlingx/
+#: metal ``installer/pxe-network-installer``, whose package ships these five files; Debian's
+#: ``pxelinux`` and ``syslinux-common`` here). Its configurations are in ``pxe-network-installer/``.
+PXELINUX_FILES = (
+    "/usr/lib/PXELINUX/pxelinux.0",
+    "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+    "/usr/lib/syslinux/modules/bios/menu.c32",
+    "/usr/lib/syslinux/modules/bios/libcom32.c32",
+    "/usr/lib/syslinux/modules/bios/libutil.c32",
+)
+#: metal's per-MAC templates and the names pxe-network-installer's rules install them under.
+PXE_TEMPLATES = ("controller", "smallsystem", "storage", "worker")
+
 #: The kernels' names on a StarlingX ISO (``kernel /bzImage-std`` and, for lowlatency entries,
 #: ``/bzImage-rt`` in its isolinux.cfg; base-bullseye.yaml ``iso-post-script``). The
 #: simulator has one kernel under both names.
@@ -318,6 +333,8 @@ def _make_initramfs(stage: Path, src: Path, kver: str, host_files: set[str]) -> 
     for rel in INITRAMFS_FROM_ROOTFS:
         _copy_file(src / "rootfs" / rel, stage / rel)
     _copy_tree(src / "initramfs", stage)
+    # A network install boots with metal's ``rdinit=/install`` (the per-MAC pxelinux files).
+    _symlink("init", stage / "install")
     return _gzip(_cpio_newc(stage))
 
 
@@ -403,6 +420,8 @@ def _make_rootfs(root: Path, src: Path, kver: str, initrd: bytes, host_files: se
     (root / CRACKLIB_DICT).parent.mkdir(parents=True)
     _run(["create-cracklib-dict", "-o", str(root / CRACKLIB_DICT), CRACKLIB_WORDS],
          env={**os.environ, "LC_ALL": "C"})  # fmt: skip
+    for path in PXELINUX_FILES:
+        _copy_host_file(path, root, host_files, dest=f"var/pxeboot/{Path(path).name}")
     _copy_tree(src / "rootfs", root)
     _compile_python(root)
 
@@ -416,6 +435,22 @@ def _apply_release(root: Path, src: Path, release: str) -> None:
     for issue in ("issue", "issue.net"):
         path = root / "etc" / issue
         path.write_text(path.read_text().replace("@PLATFORM_RELEASE@", RELEASES[release]))
+    install_pxe_configs(root, src / "pxe-network-installer", RELEASES[release])
+
+
+def install_pxe_configs(root: Path, configs: Path, sw_version: str) -> None:
+    """Install metal's pxelinux configurations as pxe-network-installer's
+    ``debian/deb_folder/rules`` does: ``default`` as is, each ``debian-pxe-KIND-install``
+    as ``pxe-KIND-install-SW_VERSION`` with ``xxxSW_VERSIONxxx`` replaced."""
+    dest = root / "var/pxeboot/pxelinux.cfg.files"
+    dest.mkdir(parents=True, exist_ok=True)
+    (root / "var/pxeboot/pxelinux.cfg").mkdir(exist_ok=True)
+    (root / f"var/pxeboot/rel-{sw_version}").mkdir(exist_ok=True)
+    shutil.copyfile(configs / "default", dest / "default")
+    for kind in PXE_TEMPLATES:
+        text = (configs / f"debian-pxe-{kind}-install").read_text()
+        target = dest / f"pxe-{kind}-install-{sw_version}"
+        target.write_text(text.replace("xxxSW_VERSIONxxx", sw_version))
 
 
 def _install_python_stdlib(root: Path, host_files: set[str]) -> list[str]:
