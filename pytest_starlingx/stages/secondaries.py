@@ -92,28 +92,34 @@ def _discover(b: Bringup, nodes: Sequence[NodeSpec]) -> dict[str, str]:
 #: 50``); starlingx/metal ``installer/pxe-network-installer``.
 PXE_RETRY = re.compile(r"Automatic retry in (?:\x1b\[[\d;]*m)*\d+")  # the number in bold
 PXE_BOOT = re.compile(r"Automatic boot in (?:\x1b\[[\d;]*m)*\d+")
+PXELINUX = re.compile(r"PXELINUX \d")  # its banner, at every (re)load
 #: How long a network-booting node may take to show a countdown before we stop looking: the
 #: countdowns only save time, the node boots on when they run out.
 PXE_MENU_WAIT = 60.0
 
 
 def _skip_pxe_countdowns(b: Bringup, node: str) -> None:
-    """Press Enter at pxelinux's countdowns, as someone at the console would: the retry
-    loads the node's own install menu at once, whose default entry then boots at once."""
+    """Press Enter at pxelinux's countdowns, as someone at the console would: at the retry,
+    pxelinux reloads (its banner) and finds the node's own install menu, whose default entry
+    Enter then boots at once. A retry menu back after the reload (the node's own file is not
+    there yet) is left to its countdown, as is a node that shows no countdown in time."""
     console = b.consoles[node]
     deadline = b.deadline("node_install").within(PXE_MENU_WAIT, "pxelinux's menu")
     with b.console_lock(node):
         console.discard()  # a countdown already printed may be long gone
-        while True:
-            try:
+        try:
+            match = console.expect([PXE_RETRY, PXE_BOOT], deadline)
+            if match.index == 0:
+                console.send_key("enter")
+                console.expect(PXELINUX, deadline)
                 match = console.expect([PXE_RETRY, PXE_BOOT], deadline)
-            except ConsoleTimeout:
-                log.info("%s: no pxelinux countdown seen; the node boots on its own", node)
-                return
-            console.send_key("enter")
-            console.discard()
-            if match.index == 1:
-                return
+        except ConsoleTimeout:
+            log.info("%s: no pxelinux countdown seen; the node boots on its own", node)
+            return
+        if match.index == 0:
+            log.info("%s: pxelinux has no menu of its own for it yet; it retries", node)
+            return
+        console.send_key("enter")
 
 
 def install(node: str):

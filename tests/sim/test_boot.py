@@ -21,6 +21,7 @@ PROMPT = r"sysadmin@localhost:~\$ "
 NEW_PASSWORD = "St8rlingXCloud*"
 COUNTDOWN = "Automatic boot in"  # ISOLINUX's vesamenu under its menu
 BOLD = r"(?:\x1b\[[\d;]*m)*"  # menu.c32 writes a countdown's number in bold
+SUDO_PROMPT = r"(?<!\S)Password: "  # config-files sudo-config sysadmin.sudo: passprompt
 
 
 def run(console: Console, command: str, timeout: float = 30) -> str:
@@ -31,12 +32,13 @@ def run(console: Console, command: str, timeout: float = 30) -> str:
 
 
 def sudo(console: Console, command: str, timeout: float = 60) -> str:
-    """``run`` under sudo, answering its password prompt when it asks."""
+    """``run`` under sudo, answering its password prompt (StarlingX's ``Defaults
+    passprompt="Password: "``) when it asks."""
     console.sendline(f"sudo {command}")
-    if console.expect([r"\[sudo\] password for sysadmin: ", PROMPT], timeout) == 0:
+    if console.expect([SUDO_PROMPT, PROMPT], timeout) == 0:
         console.sendline(NEW_PASSWORD)
         console.expect(PROMPT, timeout)
-    return console.child.before
+    return console.child.before.split("\n", 1)[-1].replace("\r", "")
 
 
 def login(console: Console, password: str) -> None:
@@ -123,15 +125,26 @@ def test_installed_node_facts(controller: Node) -> None:
     assert 'SW_VERSION="24.09"' in run(c, "cat /etc/build.info").split()
 
 
-def test_sudo_asks_for_the_password(controller: Node) -> None:
+def test_sysadmin_is_unprivileged_and_uses_sudo(controller: Node) -> None:
+    """sysadmin is an ordinary user (metal kickstart: useradd -G sudo) and gets root through
+    Debian's sudo with StarlingX's sudoers and PAM stacks."""
     c = controller.console
+    ids = run(c, "id").strip()
+    assert ids.startswith("uid=1000(sysadmin) gid=1000(sysadmin) groups=")
+    assert {"27(sudo)", "345(sys_protected)"} <= set(ids.split("groups=")[1].split(","))
+    assert "Permission denied" in run(c, "touch /etc/stx-test; cat /etc/shadow")
     c.sendline("sudo -k; sudo cat /etc/hostname")
-    c.expect(r"\[sudo\] password for sysadmin: ", 30)
+    c.expect(SUDO_PROMPT, 30)
     c.sendline("wrong")
-    c.expect(r"Sorry, try again.\r\n\[sudo\] password for sysadmin: ", 30)
+    c.expect(rf"Sorry, try again.\r\n{SUDO_PROMPT}", 30)
     c.sendline(NEW_PASSWORD)
     c.expect(PROMPT, 30)
     assert "localhost" in c.child.before
+    assert run(c, "sudo id -u").strip() == "0"  # no password asked again: cached
+    assert run(c, "sudo -k; echo wrong | sudo -S -p '' true; echo status $?").split()[-2:] == [
+        "status",
+        "1",
+    ]
 
 
 def test_idle_login_times_out(controller: Node) -> None:
@@ -147,7 +160,7 @@ def test_new_password_survives_a_reboot(controller: Node) -> None:
     c = controller.console
     login(c, NEW_PASSWORD)
     c.sendline("sudo -k; sudo reboot")
-    c.expect(r"\[sudo\] password for sysadmin: ", 30)
+    c.expect(SUDO_PROMPT, 30)
     c.sendline(NEW_PASSWORD)
     c.expect("Restarting system", 30)
     c.expect("localhost login: ", 120)
@@ -207,7 +220,7 @@ def test_netboot_of_a_second_node(controller: Node, make_node: NodeFactory) -> N
     node.console.expect(r"stx-sim: network boot from 192\.168\.204\.3 done on enp2s0", 90)
     log.info("PXE node: configured to its root filesystem %.1fs", time.monotonic() - configured)
     assert_silent(stalled.console, r"udhcpc|lease of|stx-sim", 20)
-    dnsmasq = run(c, "cat /var/log/dnsmasq.log")
+    dnsmasq = sudo(c, "cat /var/log/dnsmasq.log")
     for name in ("pxelinux.0", "ldlinux.c32", "menu.c32", "pxelinux.cfg/default",
                  "rel-24.09/bzImage-std", "rel-24.09/initrd"):  # fmt: skip
         assert re.search(rf"sent /var/pxeboot/{re.escape(name)} to 169\.254\.202\.\d+", dnsmasq)

@@ -161,7 +161,7 @@ def test_openrc_gives_the_keystone_prompt(simplex: Controller) -> None:
         check=True,
         env={"PATH": "/usr/bin:/bin", "USER": "sysadmin"},
     ).stdout
-    # `\$` is `#` for uid 0 (the guest's bash.bashrc turns it back into `$`).
+    # `\$` is `$` for sysadmin (`#` where this test runs as root).
     assert re.fullmatch(r"\[\w+@\S+ \S+\(keystone_admin\)\][$#] \n", out)
 
 

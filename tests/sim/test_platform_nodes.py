@@ -164,6 +164,10 @@ def test_aio_dx_controller_1_joins_over_pxe_and_becomes_available(lab) -> None:
     assert "Controller-Standby" in show["capabilities"]
     dhcp = (c0.root / "var/lib/stx/dhcp-hosts").read_text()
     assert f"{node.macs[1]},192.168.204.4\n" == dhcp
+    # puppet's /etc/hosts, the same on both controllers (sudo resolves the hostname with it)
+    etc_hosts = (c0.root / "etc/hosts").read_text()
+    assert "192.168.204.3\tcontroller-0\n192.168.204.4\tcontroller-1\n" in etc_hosts
+    assert (node.root / "etc/hosts").read_text() == etc_hosts
     ifs = {i["name"]: i for i in c0.table("host-if-list", "controller-1")}
     assert ifs["mgmt0"]["class"] == "platform" and ifs["mgmt0"]["ports"] == "['enp2s2']"
     boot_if = [p["boot i/f"] for p in c0.table("host-port-list", "controller-1")]

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from stxsim import client, env, inventory, mtce, sysops
+from stxsim.sysinv import hosts
 
 STATE = "/var/lib/stx/agent.json"
 SYSADMIN_SHADOW = "/run/stx-sim/sysadmin.shadow"
@@ -29,7 +30,10 @@ class Agent:
         self.period = env.scaled(env.HEARTBEAT)
 
     def call(self, op: str, **payload: Any) -> dict[str, Any]:
-        return client.post(self.api, f"/v1/agent/{op}", payload, timeout=10)
+        reply = client.post(self.api, f"/v1/agent/{op}", payload, timeout=10)
+        if "etc_hosts" in reply:  # puppet's /etc/hosts, the same on every host
+            hosts.write_etc_hosts(reply["etc_hosts"])
+        return reply
 
     def register(self) -> dict[str, Any]:
         """Register (retrying while sysinv is unreachable or refuses the node)."""

@@ -78,7 +78,11 @@ def register(data: Data, body: dict[str, Any]) -> dict[str, Any]:
             db.touch(host, operational="disabled", availability="online", task=None)
         else:
             db.touch(host, operational="disabled", availability="intest", task="Booting")
-    return {"host": _public(host), "action": _action(host, body["mode"])}
+    return {
+        "host": _public(host),
+        "action": _action(host, body["mode"]),
+        "etc_hosts": hosts.etc_hosts(data),
+    }
 
 
 def _host(data: Data, body: dict[str, Any]) -> Row:
@@ -92,7 +96,11 @@ def heartbeat(data: Data, body: dict[str, Any]) -> dict[str, Any]:
     """A sign of life; the reply carries the next action, if any."""
     host = _host(data, body)
     hosts.mark_seen(host)
-    return {"host": _public(host), "action": _action(host, body["mode"])}
+    return {
+        "host": _public(host),
+        "action": _action(host, body["mode"]),
+        "etc_hosts": hosts.etc_hosts(data),
+    }
 
 
 def report(data: Data, body: dict[str, Any]) -> dict[str, Any]:
