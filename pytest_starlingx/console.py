@@ -1130,17 +1130,19 @@ class Console:
         secret = secret or self._secrets.contained_in(data.decode("utf-8", "replace"))
         encoded = base64.b64encode(data).decode("ascii")
         target, staging = shlex.quote(path), shlex.quote(f"{path}.stx-b64")
+        # umask 077 in a subshell only: the login shell's umask (which sudo adds to its own)
+        # stays as it was for everything run after.
         umask = "umask 077; " if secret else ""
         self._transcript.note(
             f"write_file {path} ({len(data)} bytes{', secret' if secret else ''})"
         )
-        self.run_checked(f"{umask}: > {staging}", deadline)
+        self.run_checked(f"({umask}: > {staging})", deadline)
         for start in range(0, len(encoded), chunk):
             piece = encoded[start : start + chunk]
             self.run_checked(
                 f"printf %s {piece} >> {staging}", deadline, secrets=[piece] if secret else ()
             )
-        finish = f"{umask}base64 -d {staging} > {target} && rm -f {staging}"
+        finish = f"({umask}base64 -d {staging} > {target}) && rm -f {staging}"
         if mode:
             finish += f" && chmod {shlex.quote(mode)} {target}"
         self.run_checked(finish, deadline)

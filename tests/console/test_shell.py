@@ -204,8 +204,11 @@ def test_write_file_long_content_and_secret(make_console, tmp_path):
     body += f"admin_password: {secret}\n\tindented\n"
     target = tmp_path / "localhost.yml"
     console.add_secret(secret)
+    umask = console.run_checked("umask", Deadline(10))
     console.write_file(str(target), body, Deadline(60), mode="600")
     assert target.read_text() == body
+    # the secret's umask 077 was the file's only: the shell's (and so sudo's) is unchanged
+    assert console.run_checked("umask", Deadline(10)) == umask
     assert oct(target.stat().st_mode & 0o777) == "0o600"
     assert console.run_checked(f"wc -c < {target}", Deadline(10)).strip() == str(len(body))
     assert secret not in transcript(console)
