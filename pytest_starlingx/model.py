@@ -268,6 +268,20 @@ KEYSTONE_USER = "admin"
 KEYSTONE_SPECIALS = "!@#$%^&*()<>{}+=_\\[]-?|~`,.;:"
 
 
+#: cracklib's checks before its dictionary (cracklib ``lib/fascist.c`` FascistLookUser), which
+#: libpwquality runs for pam_pwquality: at least MINDIFF different characters, and no more
+#: than ``3 + 0.09 * length`` neighbouring pairs one apart once lower-cased.
+CRACKLIB_MIN_DIFFERENT = 5
+
+
+def _cracklib_steps(password: str) -> tuple[int, int]:
+    """How many neighbouring characters are one apart in ``password`` lower-cased and
+    stripped, and how many cracklib allows."""
+    folded = password.lower().strip()
+    steps = sum(abs(ord(a) - ord(b)) == 1 for a, b in pairwise(folded))
+    return steps, int(3 + 0.09 * len(folded))
+
+
 def password_problems(
     password: str, release: str = DEFAULT_RELEASE, user: str = "sysadmin"
 ) -> list[str]:
@@ -307,20 +321,6 @@ def password_problems(
             "cracklib's 'too simplistic/systematic')"
         )
     return problems
-
-
-#: cracklib's checks before its dictionary (cracklib ``lib/fascist.c`` FascistLookUser), which
-#: libpwquality runs for pam_pwquality: at least MINDIFF different characters, and no more
-#: than ``3 + 0.09 * length`` neighbouring pairs one apart once lower-cased.
-CRACKLIB_MIN_DIFFERENT = 5
-
-
-def _cracklib_steps(password: str) -> tuple[int, int]:
-    """How many neighbouring characters are one apart in ``password`` lower-cased and
-    stripped, and how many cracklib allows."""
-    folded = password.lower().strip()
-    steps = sum(abs(ord(a) - ord(b)) == 1 for a, b in pairwise(folded))
-    return steps, int(3 + 0.09 * len(folded))
 
 
 def generate_password() -> str:
