@@ -79,8 +79,8 @@ def menu_seconds(lab: Lab) -> float | None:
     return None
 
 
-#: What a network-booted node without a personality shows once sysinv lists it (metal
-#: pxe-network-installer ``default``; the simulator prints it when its agent registered).
+#: What a network-booted node without a personality shows (metal pxe-network-installer
+#: ``default``, drawn by pxelinux just after the firmware's DHCP lease, which lists the node).
 LISTED = "Please configure the personality for this node"
 
 

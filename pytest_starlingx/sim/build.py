@@ -51,6 +51,7 @@ log = logging.getLogger("pytest_starlingx.sim")
 BUILD_PACKAGES = (
     "isolinux",
     "syslinux-common",
+    "pxelinux",
     "linux-image-amd64",
     "kmod",
     "busybox-static",
@@ -68,6 +69,8 @@ BUILD_PACKAGES = (
     "libpwquality1",
     "libcrack2",
     "cracklib-runtime",
+    "sudo",
+    "libpam-modules",
 )
 
 #: Debian's libpwquality for python: the guest's login checks new passwords with it, under the
@@ -87,6 +90,7 @@ HOST_TOOLS = {
     "/usr/bin/grub-mkimage": "grub-common",
     "/usr/lib/grub/i386-pc/boot.img": "grub-pc-bin",
     "/usr/lib/ISOLINUX/isolinux.bin": "isolinux",
+    "/usr/lib/PXELINUX/pxelinux.0": "pxelinux",
     "/usr/lib/syslinux/modules/bios/vesamenu.c32": "syslinux-common",
     "/usr/bin/xorriso": "xorriso",
     "/usr/sbin/modprobe": "kmod",
@@ -94,7 +98,28 @@ HOST_TOOLS = {
     "/usr/lib/ipxe/qemu/pxe-virtio.rom": "ipxe-qemu",
     "/usr/sbin/create-cracklib-dict": "cracklib-runtime",
     PWQUALITY: "python3-pwquality",
+    "/usr/bin/sudo": "sudo",
+    "/usr/lib/x86_64-linux-gnu/security/pam_unix.so": "libpam-modules",
 }
+
+#: sudo as StarlingX's sysadmin uses it: Debian's sudo (setuid root) with its sudoers policy
+#: plugin and PAM service file, the PAM modules StarlingX's common-auth, common-account and
+#: common-session-noninteractive (config-files pam-config) and that file use for a local user,
+#: and pam_limits' configuration. pam_sss and pam_ldap (LDAP users) are not copied: for the
+#: local sysadmin those stacks never reach them.
+SUDO_FILES = (
+    "/usr/bin/sudo",
+    "/usr/libexec/sudo/sudoers.so",
+    "/etc/pam.d/sudo",
+    "/etc/security/limits.conf",
+    *(f"/usr/lib/x86_64-linux-gnu/security/pam_{name}.so"
+      for name in ("unix", "faillock", "deny", "permit", "localuser", "limits")),
+)  # fmt: skip
+#: Modes sudo insists on (its policy files) and that keep password hashes from sysadmin.
+MODES = {"etc/sudoers": 0o440, "etc/sudoers.d/sysadmin": 0o440, "etc/shadow": 0o600}
+#: The owner of what is not root's: sysadmin's home (uid and gid 1000, the first user
+#: ``useradd`` makes; metal kickstart.cfg ``useradd sysadmin -m --shell /bin/bash -G sudo``).
+OWNERS = {"home/sysadmin": (1000, 1000)}
 
 #: The BIOS boot loader of a Debian StarlingX ISO (starlingx/tools debian-mirror-tools/config/
 #: debian/common/base-bullseye.yaml ``iso-syslinux-entry``, under LAT's ``SYSLINUX_CFG_HEAD``;
@@ -106,6 +131,19 @@ ISOLINUX_FILES = (
     "/usr/lib/syslinux/modules/bios/libcom32.c32",
     "/usr/lib/syslinux/modules/bios/libutil.c32",
 )
+#: What controller-0 serves a network-booting node over TFTP from ``/var/pxeboot`` (starlingx/
+#: metal ``installer/pxe-network-installer``, whose package ships these five files; Debian's
+#: ``pxelinux`` and ``syslinux-common`` here). Its configurations are in ``pxe-network-installer/``.
+PXELINUX_FILES = (
+    "/usr/lib/PXELINUX/pxelinux.0",
+    "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+    "/usr/lib/syslinux/modules/bios/menu.c32",
+    "/usr/lib/syslinux/modules/bios/libcom32.c32",
+    "/usr/lib/syslinux/modules/bios/libutil.c32",
+)
+#: metal's per-MAC templates and the names pxe-network-installer's rules install them under.
+PXE_TEMPLATES = ("controller", "smallsystem", "storage", "worker")
+
 #: The kernels' names on a StarlingX ISO (``kernel /bzImage-std`` and, for lowlatency entries,
 #: ``/bzImage-rt`` in its isolinux.cfg; base-bullseye.yaml ``iso-post-script``). The
 #: simulator has one kernel under both names.
@@ -318,6 +356,8 @@ def _make_initramfs(stage: Path, src: Path, kver: str, host_files: set[str]) -> 
     for rel in INITRAMFS_FROM_ROOTFS:
         _copy_file(src / "rootfs" / rel, stage / rel)
     _copy_tree(src / "initramfs", stage)
+    # A network install boots with metal's ``rdinit=/install`` (the per-MAC pxelinux files).
+    _symlink("init", stage / "install")
     return _gzip(_cpio_newc(stage))
 
 
@@ -384,6 +424,9 @@ def _make_rootfs(root: Path, src: Path, kver: str, initrd: bytes, host_files: se
     elves = ["/usr/bin/bash", "/usr/bin/python3.11", "/usr/sbin/dnsmasq", PWQUALITY]
     for path in elves:
         _copy_host_file(path, root, host_files)
+    for path in SUDO_FILES:
+        _copy_host_file(path, root, host_files)
+    elves += [path for path in SUDO_FILES if path.endswith(".so") or path.endswith("sudo")]
     # iproute2's ip, as on StarlingX (busybox's has no `ip address replace`), in busybox's place.
     elves.append(IPROUTE2)
     _copy_host_file(IPROUTE2, root, host_files, dest="usr/sbin/ip")
@@ -391,6 +434,7 @@ def _make_rootfs(root: Path, src: Path, kver: str, initrd: bytes, host_files: se
     for lib in _shared_libraries(elves):
         _copy_host_file(lib, root, host_files)
     _symlink("python3.11", root / "usr/bin/python3")
+    _symlink("../run", root / "var/run")  # Debian's; pam_faillock keeps its tallies there
     boot = root / "boot"
     boot.mkdir()
     _copy_host_file(f"/boot/vmlinuz-{kver}", root, host_files, dest="boot/vmlinuz")
@@ -403,6 +447,8 @@ def _make_rootfs(root: Path, src: Path, kver: str, initrd: bytes, host_files: se
     (root / CRACKLIB_DICT).parent.mkdir(parents=True)
     _run(["create-cracklib-dict", "-o", str(root / CRACKLIB_DICT), CRACKLIB_WORDS],
          env={**os.environ, "LC_ALL": "C"})  # fmt: skip
+    for path in PXELINUX_FILES:
+        _copy_host_file(path, root, host_files, dest=f"var/pxeboot/{Path(path).name}")
     _copy_tree(src / "rootfs", root)
     _compile_python(root)
 
@@ -416,6 +462,24 @@ def _apply_release(root: Path, src: Path, release: str) -> None:
     for issue in ("issue", "issue.net"):
         path = root / "etc" / issue
         path.write_text(path.read_text().replace("@PLATFORM_RELEASE@", RELEASES[release]))
+    install_pxe_configs(root, src / "pxe-network-installer", RELEASES[release])
+    for rel, mode in MODES.items():
+        os.chmod(root / rel, mode)
+
+
+def install_pxe_configs(root: Path, configs: Path, sw_version: str) -> None:
+    """Install metal's pxelinux configurations as pxe-network-installer's
+    ``debian/deb_folder/rules`` does: ``default`` as is, each ``debian-pxe-KIND-install``
+    as ``pxe-KIND-install-SW_VERSION`` with ``xxxSW_VERSIONxxx`` replaced."""
+    dest = root / "var/pxeboot/pxelinux.cfg.files"
+    dest.mkdir(parents=True, exist_ok=True)
+    (root / "var/pxeboot/pxelinux.cfg").mkdir(exist_ok=True)
+    (root / f"var/pxeboot/rel-{sw_version}").mkdir(exist_ok=True)
+    shutil.copyfile(configs / "default", dest / "default")
+    for kind in PXE_TEMPLATES:
+        text = (configs / f"debian-pxe-{kind}-install").read_text()
+        target = dest / f"pxe-{kind}-install-{sw_version}"
+        target.write_text(text.replace("xxxSW_VERSIONxxx", sw_version))
 
 
 def _install_python_stdlib(root: Path, host_files: set[str]) -> list[str]:
@@ -497,13 +561,14 @@ def _make_iso(iso_dir: Path, out: Path) -> None:
 
 
 def _write_tar_gz(root: Path, out: Path) -> None:
-    """A reproducible tar.gz of ``root``: sorted, root-owned, fixed mtimes, no gzip name/time."""
+    """A reproducible tar.gz of ``root``: sorted, root-owned but for ``OWNERS`` (by number),
+    fixed mtimes, no gzip name/time."""
     with open(out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:  # fmt: skip
         for path in _sorted_tree(root):
             info = tar.gettarinfo(str(path), arcname=path.relative_to(root).as_posix())
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
+            info.uid, info.gid = OWNERS.get(info.name, (0, 0))
+            info.uname = info.gname = "root" if info.uid == 0 else ""
             info.mtime = SOURCE_DATE_EPOCH
             if info.isreg():
                 with open(path, "rb") as f:

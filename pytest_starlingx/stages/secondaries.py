@@ -8,14 +8,19 @@ mgmt MAC before it powers on. Either way the node installs from controller-0 and
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
 
+from pytest_starlingx.console import ConsoleTimeout
 from pytest_starlingx.errors import StageError
 from pytest_starlingx.model import AddHosts, NodeSpec, Personality, Topology
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup
 from pytest_starlingx.stages.controller0 import add_osd, controller_interfaces
 from pytest_starlingx.stxtable import parse_table
 from pytest_starlingx.waits import WaitTimeout, poll
+
+log = logging.getLogger(__name__)
 
 NOT_ASSIGNED = "None"
 FIRST_WORKER = "worker-0"
@@ -71,7 +76,7 @@ def _discover(b: Bringup, nodes: Sequence[NodeSpec]) -> dict[str, str]:
         return len(found) == len(wanted)
 
     try:
-        poll(all_found, b.deadline("node_install"), "the new hosts to appear", poll_every=5.0)
+        poll(all_found, b.deadline("node_install"), "the new hosts to appear", poll_every=2.0)
     except WaitTimeout as exc:
         missing = sorted(set(wanted.values()) - set(found))
         raise StageError(
@@ -81,10 +86,48 @@ def _discover(b: Bringup, nodes: Sequence[NodeSpec]) -> dict[str, str]:
     return found
 
 
+#: pxelinux's countdowns on a network-booting node: metal's ``default`` (``MENU AUTOBOOT
+#: Automatic retry in # seconds``, ``TIMEOUT 100``: it reloads pxelinux.0, which then finds the
+#: node's own file) and menu.c32's own under the install menu sysinv writes per MAC (``TIMEOUT
+#: 50``); starlingx/metal ``installer/pxe-network-installer``.
+PXE_RETRY = re.compile(r"Automatic retry in (?:\x1b\[[\d;]*m)*\d+")  # the number in bold
+PXE_BOOT = re.compile(r"Automatic boot in (?:\x1b\[[\d;]*m)*\d+")
+PXELINUX = re.compile(r"PXELINUX \d")  # its banner, at every (re)load
+#: How long a network-booting node may take to show a countdown before we stop looking: the
+#: countdowns only save time, the node boots on when they run out.
+PXE_MENU_WAIT = 60.0
+
+
+def _skip_pxe_countdowns(b: Bringup, node: str) -> None:
+    """Press Enter at pxelinux's countdowns, as someone at the console would: at the retry,
+    pxelinux reloads (its banner) and finds the node's own install menu, whose default entry
+    Enter then boots at once. A retry menu back after the reload (the node's own file is not
+    there yet) is left to its countdown, as is a node that shows no countdown in time."""
+    console = b.consoles[node]
+    deadline = b.deadline("node_install").within(PXE_MENU_WAIT, "pxelinux's menu")
+    with b.console_lock(node):
+        console.discard()  # a countdown already printed may be long gone
+        try:
+            match = console.expect([PXE_RETRY, PXE_BOOT], deadline)
+            if match.index == 0:
+                console.send_key("enter")
+                console.expect(PXELINUX, deadline)
+                match = console.expect([PXE_RETRY, PXE_BOOT], deadline)
+        except ConsoleTimeout:
+            log.info("%s: no pxelinux countdown seen; the node boots on its own", node)
+            return
+        if match.index == 0:
+            log.info("%s: pxelinux has no menu of its own for it yet; it retries", node)
+            return
+        console.send_key("enter")
+
+
 def install(node: str):
-    """A stage action: wait for the node to install and report ``online``."""
+    """A stage action: skip pxelinux's countdowns, wait for the node to install and report
+    ``online``."""
 
     def action(b: Bringup) -> None:
+        _skip_pxe_countdowns(b, node)
         b.wait_hosts([node], "node_install", f"{node} installed and online",
                      availability="online")  # fmt: skip
 

@@ -243,6 +243,33 @@ class IsolinuxDevice(Device):
             self.write(output)
 
 
+class PxelinuxDevice(Device):
+    """A network-booting node's serial port, replayed from data/pxelinux_serial.json
+    (data/record_pxelinux.py): metal's "Waiting for this node to be configured." menu counting
+    down; Enter reloads pxelinux, which finds the node's own file and shows its "Worker" menu
+    counting down; Enter there loads the kernel. ``configured=False``: the node's own file never
+    comes, so Enter shows the waiting menu again."""
+
+    def __init__(self, configured: bool = True) -> None:
+        super().__init__()
+        (_, self.waiting), (_, self.worker), (_, self.loading) = recorded("pxelinux_serial.json")
+        self.configured = configured
+        self.state = "waiting"
+        self.keys: list[str] = []
+        self.write(self.waiting)
+
+    def on_input(self, data: bytes) -> None:
+        self.keys.append("enter" if data == b"\r" else repr(data))
+        if data != b"\r":
+            return
+        if self.state == "waiting":
+            self.state = "worker" if self.configured else "waiting"
+            self.write(self.worker if self.configured else self.waiting)
+        elif self.state == "worker":
+            self.state = "booted"
+            self.write(self.loading)
+
+
 class PtyTransport:
     """A program on a pseudo-terminal as a Transport: real echo, line discipline and Ctrl-C."""
 

@@ -6,7 +6,14 @@ import re
 import threading
 
 import pytest
-from console_fakes import DEBIAN_MENU, Device, GrubDevice, IsolinuxDevice, recorded
+from console_fakes import (
+    DEBIAN_MENU,
+    Device,
+    GrubDevice,
+    IsolinuxDevice,
+    PxelinuxDevice,
+    recorded,
+)
 
 from pytest_starlingx.console import (
     LOGIN,
@@ -17,6 +24,8 @@ from pytest_starlingx.console import (
     strip_ansi,
 )
 from pytest_starlingx.errors import ConsoleError
+from pytest_starlingx.stages import secondaries
+from pytest_starlingx.stages.secondaries import _skip_pxe_countdowns
 from pytest_starlingx.waits import Deadline
 
 
@@ -331,3 +340,47 @@ def test_menu_timeout_names_the_entry(make_console):
         console.select_menu("Debian All-in-one Install", deadline=Deadline(0.5))
     assert "menu entry 'Debian All-in-one Install'" in str(info.value)
     assert "menu on screen: none" in str(info.value)
+
+
+# ------------------------------------------------------------------------- network boot menus
+
+
+class NodeInstall:
+    """What the install stage of a network-booting node works with: its console and deadline."""
+
+    def __init__(self, console: Console) -> None:
+        self.consoles = {"worker-0": console}
+
+    def deadline(self, phase: str) -> Deadline:
+        return Deadline(60, phase)
+
+    def console_lock(self, node: str) -> threading.Lock:
+        return threading.Lock()
+
+
+def test_pxelinux_countdowns_are_skipped_with_enter(make_console):
+    """metal's retry menu, then the node's own install menu: Enter at each (recorded bytes)."""
+    node = PxelinuxDevice()
+    console = make_console(node.transport, "worker-0")
+    _skip_pxe_countdowns(NodeInstall(console), "worker-0")
+    console.expect("Loading rel-24.09/initrd", Deadline(5))
+    assert (node.state, node.keys) == ("booted", ["enter", "enter"])
+
+
+def test_a_node_without_its_own_pxelinux_file_is_left_to_its_countdown(make_console):
+    """Enter at the retry menu brings the retry menu back: the node has no install menu yet
+    and is left to retry by itself."""
+    node = PxelinuxDevice(configured=False)
+    console = make_console(node.transport, "worker-0")
+    _skip_pxe_countdowns(NodeInstall(console), "worker-0")
+    with pytest.raises(ConsoleTimeout):  # nothing more is sent, so the menu stays
+        console.expect("Loading", Deadline(1))
+    assert (node.state, node.keys) == ("waiting", ["enter"])
+
+
+def test_a_node_past_its_menus_gets_no_key(make_console, monkeypatch):
+    monkeypatch.setattr(secondaries, "PXE_MENU_WAIT", 0.5)
+    device = Device()
+    console = make_console(device.transport, "worker-0")
+    _skip_pxe_countdowns(NodeInstall(console), "worker-0")
+    assert device.received == b""

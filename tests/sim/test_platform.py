@@ -6,6 +6,7 @@ Real processes (the guest launchers) against temporary STXSIM_ROOTs; sysinv-api 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -63,7 +64,10 @@ def test_bootstrap_prints_the_play_and_sets_up_controller_0(c0: Controller) -> N
     ops = c0.sysops()[3:]  # after the OAM configuration of the install guides
     assert ops[:2] == ["hostname controller-0", "ip route replace default via 10.10.10.1"]
     assert "ip address add 192.168.204.3/24 dev enp2s2" in ops
-    assert c0.hook_calls() == ["netboot-server start enp2s2 192.168.204.2 24"]
+    assert "ip address add 169.254.202.1/24 dev enp2s2" in ops  # pxeboot, untagged on mgmt
+    assert c0.hook_calls() == ["netboot-server start enp2s2 192.168.204.2/24 169.254.202.1/24"]
+    default = c0.root / "var/pxeboot/pxelinux.cfg/default"
+    assert os.readlink(default) == "../pxelinux.cfg.files/default"
     rc = c0.openrc_env()
     assert rc["OS_USERNAME"] == "admin" and rc["OS_PASSWORD"] == PASSWORD
     assert rc["PS1"] == r"[\u@\h \W(keystone_$OS_USERNAME)]\$ "
@@ -157,7 +161,7 @@ def test_openrc_gives_the_keystone_prompt(simplex: Controller) -> None:
         check=True,
         env={"PATH": "/usr/bin:/bin", "USER": "sysadmin"},
     ).stdout
-    # `\$` is `#` for uid 0 (the guest's bash.bashrc turns it back into `$`).
+    # `\$` is `$` for sysadmin (`#` where this test runs as root).
     assert re.fullmatch(r"\[\w+@\S+ \S+\(keystone_admin\)\][$#] \n", out)
 
 

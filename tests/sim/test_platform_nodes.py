@@ -22,12 +22,6 @@ from test_platform_support import (
     parse_show,
 )
 
-WAITING = (
-    "Waiting for this node to be configured.\n\n"
-    "Please configure the personality for this node from the\n"
-    "controller node in order to proceed."
-)
-
 Lab = Callable[[str], Node]
 
 
@@ -85,15 +79,31 @@ def _boot_installed(node: Node) -> subprocess.Popen[str]:
     return node.start("stx-platform-boot")
 
 
+def _lease(c0: Controller, node: Node, ip: str = "169.254.202.4") -> None:
+    """What controller-0's dnsmasq runs when the node's firmware takes a pxeboot lease."""
+    proc = c0.run(
+        "sysinv-dnsmasq-lease-update", "add", node.macs[1], ip, DNSMASQ_TAGS="pxeboot bios enp2s2"
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def _pxe_path(c0: Controller, node: Node) -> Path:
+    """Where pxelinux looks for the node's own file: `01-` and its boot MAC with dashes."""
+    return c0.root / "var/pxeboot/pxelinux.cfg" / ("01-" + node.macs[1].replace(":", "-"))
+
+
+def _pxe_config(c0: Controller, node: Node) -> str:
+    """The pxelinux file sysinv wrote for the node."""
+    return _pxe_path(c0, node).read_text()
+
+
 def _install(
     c0: Controller, node: Node, *update: str, pre_added: bool = False
 ) -> subprocess.Popen[str]:
-    """PXE-boot `node`, give it a personality, let it install, boot it; returns its agent."""
-    agent = node.start("stx-agent", "--pxe")
+    """Network-boot `node` (its lease lists it), give it a personality, check the pxelinux file
+    sysinv writes for it, let it install, boot it; returns its agent."""
     if not pre_added:
-        c0.wait(
-            "a new None host", lambda: any(r["hostname"] == "None" for r in c0.table("host-list"))
-        )
+        _lease(c0, node)
         row = next(r for r in c0.table("host-list") if r["hostname"] == "None")
         assert (
             row["personality"],
@@ -103,9 +113,15 @@ def _install(
         ) == ("None", "locked", "disabled", "offline")
         show = c0.show("host-update", row["id"], *update)
         assert show["install_state"] in ("None", "preinstall")
+    config = _pxe_config(c0, node)
+    assert "KERNEL rel-24.09/bzImage-std" in config
+    assert " ks=http://pxecontroller:8080/feed/rel-24.09/kickstart/kickstart.cfg " in config
+    assert config.rstrip().endswith(
+        "instdev=/dev/sda console=ttyS0,115200 user_namespace.enable=1\n  IPAPPEND 2"
+    )
+    agent = node.start("stx-agent", "--pxe")
     out, _ = agent.communicate(timeout=20)
     assert agent.returncode == 0, out
-    assert (WAITING in out) is not pre_added
     assert node.hook_calls()[-2].startswith("install-to-disk ")
     assert node.hook_calls()[-1] == "reboot"
     return _boot_installed(node)
@@ -121,6 +137,15 @@ def _unlock(
     return _boot_installed(node)
 
 
+def test_simplex_lists_no_network_booting_node(lab) -> None:
+    c0, new_node = lab
+    assert c0.bootstrap().returncode == 0
+    node = new_node("controller-1")
+    _lease(c0, node)
+    assert [r["hostname"] for r in c0.table("host-list")] == ["controller-0"]
+    assert not _pxe_path(c0, node).exists()
+
+
 def test_aio_dx_controller_1_joins_over_pxe_and_becomes_available(lab) -> None:
     c0, new_node = lab
     assert c0.bootstrap(DUPLEX_YML).returncode == 0
@@ -128,6 +153,8 @@ def test_aio_dx_controller_1_joins_over_pxe_and_becomes_available(lab) -> None:
     node = new_node("controller-1")
     platform = _install(c0, node, "personality=controller")
     assert node.hook_calls()[-2] == "install-to-disk controller controller,worker controller-1"
+    assert "MENU LABEL All-in-one\n" in _pxe_config(c0, node)
+    assert " traits=controller,worker " in _pxe_config(c0, node)
     c0.wait_state("controller-1", "locked", "disabled", "online")
     assert node.hook_calls()[-1] == "dhcp-client enp2s2"
     show = c0.show("host-show", "controller-1")
@@ -137,6 +164,10 @@ def test_aio_dx_controller_1_joins_over_pxe_and_becomes_available(lab) -> None:
     assert "Controller-Standby" in show["capabilities"]
     dhcp = (c0.root / "var/lib/stx/dhcp-hosts").read_text()
     assert f"{node.macs[1]},192.168.204.4\n" == dhcp
+    # puppet's /etc/hosts, the same on both controllers (sudo resolves the hostname with it)
+    etc_hosts = (c0.root / "etc/hosts").read_text()
+    assert "192.168.204.3\tcontroller-0\n192.168.204.4\tcontroller-1\n" in etc_hosts
+    assert (node.root / "etc/hosts").read_text() == etc_hosts
     ifs = {i["name"]: i for i in c0.table("host-if-list", "controller-1")}
     assert ifs["mgmt0"]["class"] == "platform" and ifs["mgmt0"]["ports"] == "['enp2s2']"
     boot_if = [p["boot i/f"] for p in c0.table("host-port-list", "controller-1")]
@@ -183,16 +214,18 @@ def test_standard_workers_by_pxe_and_by_host_add(lab) -> None:
     assert c0.fails("host-add", "-n", "worker-2", "-p", "worker", "-m", worker1.macs[1]) == (
         f"Host-add Rejected: Host with mgmt_mac {worker1.macs[1]} already exists"
     )
+    assert "MENU LABEL Worker\n" in _pxe_config(c0, worker1)  # written by host-add already
     worker0 = new_node("worker-0")
-    agent = worker0.start("stx-agent", "--pxe")
-    c0.wait("a new None host", lambda: any(r["hostname"] == "None" for r in c0.table("host-list")))
+    _lease(c0, worker0)
+    _lease(c0, worker0, "169.254.202.5")  # a second lease of the same MAC lists no new host
+    assert [r["hostname"] for r in c0.table("host-list")].count("None") == 1
     new_id = next(r["id"] for r in c0.table("host-list") if r["hostname"] == "None")
     assert c0.fails("host-update", new_id, "personality=worker").startswith(
         "Host "
     ) and "must be provisioned with a hostname" in c0.fails(
         "host-update", new_id, "personality=worker"
     )
-    agent.kill()
+    assert not _pxe_path(c0, worker0).exists()  # refused: still pxelinux's `default`
     platforms = {
         "worker-0": _install(c0, worker0, "personality=worker", "hostname=worker-0"),
         "worker-1": _install(c0, worker1, pre_added=True),
@@ -241,6 +274,7 @@ def test_dedicated_storage_node(lab) -> None:
     platform = _install(c0, storage, "personality=storage")
     c0.wait_state("storage-0", "locked", "disabled", "online")
     assert "install-to-disk storage storage storage-0" in storage.hook_calls()
+    assert "MENU LABEL Storage\n" in _pxe_config(c0, storage)
     c0.ok("interface-network-assign", "storage-0", "mgmt0", "cluster-host")
     assert c0.fails("host-unlock", "storage-0") == (
         "Can not unlock a storage node without any Storage Volumes configured"

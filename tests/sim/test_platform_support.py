@@ -18,11 +18,13 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from pytest_starlingx.sim.build import DEFAULT_RELEASE, build_info
+from pytest_starlingx.model import RELEASES
+from pytest_starlingx.sim.build import DEFAULT_RELEASE, build_info, install_pxe_configs
 
 ROOTFS = Path(__file__).resolve().parents[2] / "pytest_starlingx" / "sim" / "rootfs"
 BIN = ROOTFS / "usr" / "bin"
 RELEASE_FILES = ROOTFS.parent / "releases" / DEFAULT_RELEASE / "rootfs"
+PXE_CONFIGS = ROOTFS.parent / "pxe-network-installer"
 PLAYBOOK = "/usr/share/ansible/stx-ansible/playbooks/bootstrap.yml"
 PASSWORD = "St8rlingXCloud*"
 SLOW = "0.1"
@@ -142,6 +144,7 @@ class Node:
             (hooks / hook).chmod(0o755)
         shutil.copytree(RELEASE_FILES, self.root, dirs_exist_ok=True)
         (self.root / "etc" / "build.info").write_text(build_info(DEFAULT_RELEASE))
+        install_pxe_configs(self.root, PXE_CONFIGS, RELEASES[DEFAULT_RELEASE])
         self.write_run("knobs", {"slow": SLOW, **knobs})
         self.write_run("boot", {"mode": "disk", "oam_if": "enp2s1", "mgmt_if": "enp2s2"})
 

@@ -1,9 +1,9 @@
 """stx-agent: the host agent of every node but controller-0 (mtce + sysinv-agent in one).
 
-`stx-agent --pxe` (network-booted, blank disk): registers with controller-0's sysinv, says
-on the console that it waits for its personality, and once given one installs to disk and
-reboots. `stx-agent` (installed node, started by stx-platform-boot): registers, heartbeats,
-brings services up after an unlock and reboots when sysinv asks it to unlock.
+`stx-agent --pxe` (network-installing, blank disk): registers with controller-0's sysinv,
+takes its personality, installs to disk and reboots. `stx-agent` (installed node, started by
+stx-platform-boot): registers, heartbeats, brings services up after an unlock and reboots when
+sysinv asks it to unlock.
 """
 
 from __future__ import annotations
@@ -15,14 +15,10 @@ import time
 from typing import Any
 
 from stxsim import client, env, inventory, mtce, sysops
+from stxsim.sysinv import hosts
 
 STATE = "/var/lib/stx/agent.json"
 SYSADMIN_SHADOW = "/run/stx-sim/sysadmin.shadow"
-WAITING = (
-    "Waiting for this node to be configured.\n\n"
-    "Please configure the personality for this node from the\n"
-    "controller node in order to proceed.\n"
-)
 
 
 class Agent:
@@ -34,7 +30,10 @@ class Agent:
         self.period = env.scaled(env.HEARTBEAT)
 
     def call(self, op: str, **payload: Any) -> dict[str, Any]:
-        return client.post(self.api, f"/v1/agent/{op}", payload, timeout=10)
+        reply = client.post(self.api, f"/v1/agent/{op}", payload, timeout=10)
+        if "etc_hosts" in reply:  # puppet's /etc/hosts, the same on every host
+            hosts.write_etc_hosts(reply["etc_hosts"])
+        return reply
 
     def register(self) -> dict[str, Any]:
         """Register (retrying while sysinv is unreachable or refuses the node)."""
@@ -96,16 +95,12 @@ def _install(agent: Agent, action: dict[str, Any]) -> int:
 
 
 def run_pxe() -> int:
-    """A network-booted node: wait for a personality, then install."""
+    """A network-installing node (pxelinux booted it from the per-MAC file sysinv wrote once
+    it had a personality): install."""
     boot = env.boot_info()
     agent = Agent(env.api_url(boot.get("server")), _mgmt_mac(), "pxe")
     reply = agent.register()
-    if reply["action"] is None:
-        print(WAITING, flush=True)
-        action = agent.next_action()
-    else:
-        action = reply["action"]
-    return _install(agent, action)
+    return _install(agent, reply["action"] or agent.next_action())
 
 
 def run_installed() -> int:

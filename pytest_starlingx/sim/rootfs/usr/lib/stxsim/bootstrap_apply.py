@@ -13,7 +13,7 @@ import json
 import os
 
 from stxsim import controller, env, inventory, sysops
-from stxsim.sysinv import db, hosts
+from stxsim.sysinv import db, hosts, pxe
 from stxsim.sysinv.commands import password_digest
 
 OPENRC = """\
@@ -114,6 +114,7 @@ def _identity(cfg: dict, owner: tuple[int, int]) -> dict[str, str]:
 
 def _database(cfg: dict, subfunctions: str) -> None:
     mgmt = ipaddress.ip_network(cfg["management_subnet"])
+    pxeboot = ipaddress.ip_network(cfg["pxeboot_subnet"])
     with db.transaction() as data:
         data.clear()
         data["system"] = {
@@ -125,6 +126,11 @@ def _database(cfg: dict, subfunctions: str) -> None:
             "management_subnet": str(mgmt),
             "mgmt_floating": str(mgmt.network_address + 2),
             "mgmt_c0": str(mgmt.network_address + 3),
+            # the pxeboot pool starts at the subnet's first address: floating, then
+            # controller-0 (ansible-playbooks validate-config default_pxeboot_start_address)
+            "pxeboot_subnet": cfg["pxeboot_subnet"],
+            "pxeboot_floating": str(pxeboot.network_address + 1),
+            "pxeboot_c0": str(pxeboot.network_address + 2),
             "oam": {k: v for k, v in cfg.items() if k.startswith("external_oam_")},
             "dns_servers": cfg["dns_servers"],
             "admin_username": cfg["admin_username"],
@@ -171,5 +177,6 @@ def main(argv: list[str]) -> int:
     conf = _identity(cfg, (uid, gid))
     sysops.system("ip", "route", "replace", "default", "via", cfg["default_route"])
     _database(cfg, conf["subfunction"])
+    pxe.link_default()
     controller.start_services()
     return 0

@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "admin_username": "admin",
     "dns_servers": ["8.8.8.8", "8.8.4.4"],
     "management_subnet": "192.168.204.0/24",
+    # ansible-playbooks r/stx.10.0 host_vars/bootstrap/default.yml
+    "pxeboot_subnet": "169.254.202.0/24",
 }
 
 
@@ -82,6 +84,12 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
             f"Invalid management_subnet {mgmt}: it must hold at least 16 "
             "addresses and not overlap external_oam_subnet"
         )
+    pxeboot = _network(cfg, "pxeboot_subnet")
+    if pxeboot.num_addresses < 16 or pxeboot.overlaps(mgmt) or pxeboot.overlaps(oam):
+        raise ConfigError(
+            f"Invalid pxeboot_subnet {pxeboot}: it must hold at least 16 addresses and not "
+            "overlap management_subnet or external_oam_subnet"
+        )
     dns = cfg["dns_servers"]
     if not isinstance(dns, list) or not dns:
         raise ConfigError(f"dns_servers must be a list of addresses, got {dns!r}")
@@ -95,6 +103,7 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         **addresses,
         "external_oam_subnet": str(oam),
         "management_subnet": str(mgmt),
+        "pxeboot_subnet": str(pxeboot),
         "admin_password": str(cfg["admin_password"]),
         "ansible_become_pass": str(cfg["ansible_become_pass"]),
     }

@@ -55,9 +55,22 @@ def start_services() -> None:
     if not mgmt_if:
         raise RuntimeError("no management interface known (/run/stx-sim/boot has no mgmt_if)")
     prefix = ipaddress.ip_network(system["management_subnet"]).prefixlen
-    sysops.add_address(mgmt_if, f"{system['mgmt_c0']}/{prefix}")
-    sysops.add_address(mgmt_if, f"{system['mgmt_floating']}/{prefix}")
+    pxe_prefix = ipaddress.ip_network(system["pxeboot_subnet"]).prefixlen
+    # The pxeboot network shares the mgmt interface, untagged (StarlingX's default).
+    for address, length in (
+        (system["mgmt_c0"], prefix),
+        (system["mgmt_floating"], prefix),
+        (system["pxeboot_c0"], pxe_prefix),
+        (system["pxeboot_floating"], pxe_prefix),
+    ):
+        sysops.add_address(mgmt_if, f"{address}/{length}")
     if not _api_running():
         sysops.daemon("sysinv-api", sysops.launcher("sysinv-api"))
     wait_for_api(env.api_url(system["mgmt_floating"]), timeout=env.scaled(30))
-    sysops.hook("netboot-server", "start", mgmt_if, system["mgmt_floating"], str(prefix))
+    sysops.hook(
+        "netboot-server",
+        "start",
+        mgmt_if,
+        f"{system['mgmt_floating']}/{prefix}",
+        f"{system['pxeboot_floating']}/{pxe_prefix}",
+    )

@@ -61,16 +61,12 @@ def _action(host: Row, mode: str) -> dict[str, Any] | None:
 
 
 def register(data: Data, body: dict[str, Any]) -> dict[str, Any]:
-    """A booted agent says hello; unknown MACs become `None` hosts (not on simplex)."""
+    """A booted agent says hello. Hosts are listed by their network boot's DHCP lease
+    (`pxe.dhcp_lease`) or by host-add; an agent whose MAC sysinv does not know is refused."""
     mac = body["mac"].lower()
     host = db.first(data, "hosts", mgmt_mac=mac)
     if host is None:
-        if hosts.is_simplex(data):
-            # A simplex system has no other hosts; the node waits for ever.
-            raise CommandError(
-                "Host-add Rejected: Adding a host on a simplex system is not allowed."
-            )
-        host = hosts.new_host(data, mac)
+        raise CommandError(f"no host with mgmt_mac {mac}")
     hosts.mark_seen(host)
     if body["mode"] == "disk":
         hosts.add_inventory(data, host, body["inventory"])
@@ -82,7 +78,11 @@ def register(data: Data, body: dict[str, Any]) -> dict[str, Any]:
             db.touch(host, operational="disabled", availability="online", task=None)
         else:
             db.touch(host, operational="disabled", availability="intest", task="Booting")
-    return {"host": _public(host), "action": _action(host, body["mode"])}
+    return {
+        "host": _public(host),
+        "action": _action(host, body["mode"]),
+        "etc_hosts": hosts.etc_hosts(data),
+    }
 
 
 def _host(data: Data, body: dict[str, Any]) -> Row:
@@ -96,7 +96,11 @@ def heartbeat(data: Data, body: dict[str, Any]) -> dict[str, Any]:
     """A sign of life; the reply carries the next action, if any."""
     host = _host(data, body)
     hosts.mark_seen(host)
-    return {"host": _public(host), "action": _action(host, body["mode"])}
+    return {
+        "host": _public(host),
+        "action": _action(host, body["mode"]),
+        "etc_hosts": hosts.etc_hosts(data),
+    }
 
 
 def report(data: Data, body: dict[str, Any]) -> dict[str, Any]:

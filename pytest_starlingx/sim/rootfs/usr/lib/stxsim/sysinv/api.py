@@ -4,8 +4,8 @@ Every request is a JSON POST:
 * `/v1/system` `{"argv": [...], "username": ..., "password": ...}` ->
   `{"stdout": ..., "stderr": ..., "status": N}` (one `system` command line); `/v1/fm` the
   same for one `fm` command line;
-* `/v1/agent/register|heartbeat|report` -> see `agentops`; errors are HTTP 400 with
-  `{"error": message}`.
+* `/v1/agent/register|heartbeat|report` -> see `agentops`, `/v1/agent/dhcp-lease` (dnsmasq's
+  lease script) -> `pxe.dhcp_lease`; errors are HTTP 400 with `{"error": message}`.
 `GET /` answers `{"service": "sysinv"}` so callers can wait for the server.
 """
 
@@ -18,13 +18,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from stxsim import env
-from stxsim.sysinv import agentops, commands, db
+from stxsim.sysinv import agentops, commands, db, pxe
 from stxsim.sysinv.hosts import CommandError
 
 AGENT_OPS = {
     "/v1/agent/register": agentops.register,
     "/v1/agent/heartbeat": agentops.heartbeat,
     "/v1/agent/report": agentops.report,
+    "/v1/agent/dhcp-lease": pxe.dhcp_lease,
 }
 
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Sequence
 
 from stxsim import env, sysops
-from stxsim.sysinv import db, storage_state
+from stxsim.sysinv import db, pxe, storage_state
 from stxsim.sysinv.checks import check_unlock
 from stxsim.sysinv.db import Data, Row
 from stxsim.sysinv.hosts import (
@@ -122,6 +122,7 @@ def provision(data: Data, host: Row, personality: str, hostname: str | None) -> 
         invprovision="unprovisioned",
     )
     assign_mgmt_ip(data, host)
+    pxe.write_config(data, host)
 
 
 @command(

@@ -184,8 +184,40 @@ def assign_mgmt_ip(data: Data, host: Row) -> None:
     write_dhcp_hosts(data)
 
 
+def etc_hosts(data: Data) -> str:
+    """/etc/hosts as StarlingX's puppet writes it on every host (stx-puppet
+    `platform::config::hosts`: localhost, then sysinv's hosts: the mgmt floating address as
+    `controller` and each host's mgmt address by hostname)."""
+    lines = [
+        "127.0.0.1\tlocalhost\tlocalhost.localdomain localhost4 localhost4.localdomain4\n",
+        f"{data['system']['mgmt_floating']}\tcontroller\n",
+    ]
+    lines += [
+        f"{h['mgmt_ip']}\t{h['hostname']}\n"
+        for h in data["hosts"]
+        if h.get("mgmt_ip") and h.get("hostname")
+    ]
+    return "".join(lines)
+
+
+def write_etc_hosts(text: str) -> None:
+    """Replace this node's /etc/hosts with `text` when it differs."""
+    file = env.path("/etc/hosts")
+    try:
+        with open(file, encoding="utf-8") as f:
+            if f.read() == text:
+                return
+    except FileNotFoundError:
+        pass
+    with open(file + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(file + ".tmp", file)
+
+
 def write_dhcp_hosts(data: Data) -> None:
-    """Rewrite dnsmasq's static leases (`MAC,IP` lines) and make it reload them (SIGHUP)."""
+    """Rewrite dnsmasq's static leases (`MAC,IP` lines) and make it reload them (SIGHUP);
+    controller-0's /etc/hosts follows the same addresses."""
+    write_etc_hosts(etc_hosts(data))
     lines = [
         f"{h['mgmt_mac']},{h['mgmt_ip']}\n"
         for h in data["hosts"]

@@ -1,0 +1,83 @@
+"""Network boot on sysinv's side: the DHCP leases dnsmasq reports and the per-MAC pxelinux
+files under /var/pxeboot.
+
+Sources (starlingx/config r/stx.10.0 sysinv): `conductor/manager.py` `handle_dhcp_lease` (a
+lease on the pxeboot range lists an unknown MAC as a new host, except on simplex),
+`_update_pxe_config` (which template, which file name, which options),
+and `cmd/dnsmasq_lease_update.py`; starlingx/metal `pxeboot-update.sh` (how a template is
+filled) and ansible-playbooks `roles/bootstrap/persist-config` (the `default` link).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from stxsim import env
+from stxsim.sysinv import db, hosts
+from stxsim.sysinv.db import Data, Row
+
+CONFIGS = "/var/pxeboot/pxelinux.cfg"
+TEMPLATES = "/var/pxeboot/pxelinux.cfg.files"
+BASE_URL = "http://pxecontroller:8080"  # sysinv's http service parameter, default port 8080
+DEFAULT_DEVICE = "/dev/sda"
+DEFAULT_CONSOLE = "ttyS0,115200"
+
+
+def link_default() -> None:
+    """`pxelinux.cfg/default`, what a node sysinv has no personality for boots: the link to
+    metal's `default` that bootstrap makes on a dynamically addressed mgmt network."""
+    link = env.path(f"{CONFIGS}/default")
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink("../pxelinux.cfg.files/default", link)
+
+
+def config_path(mac: str) -> str:
+    """pxelinux's file for the node with this boot MAC: `01-` and the MAC with dashes."""
+    return env.path(f"{CONFIGS}/01-{mac.lower().replace(':', '-')}")
+
+
+def _template(data: Data, host: Row) -> str:
+    """The template `_update_pxe_config` picks for the host's personality."""
+    kind = host["personality"]
+    if kind == "controller":
+        kind = "smallsystem" if hosts.is_aio(data) else "controller"
+    return f"pxe-{kind}-install-{env.sw_version()}"
+
+
+def _append_options(host: Row) -> str:
+    """What pxeboot-update.sh -d puts for `xxxAPPEND_OPTIONSxxx`."""
+    options = f"instdev={host.get('boot_device') or DEFAULT_DEVICE}"
+    console = host.get("console", DEFAULT_CONSOLE)
+    if console:
+        options += f" console={console}"
+    return options + " user_namespace.enable=1"
+
+
+def write_config(data: Data, host: Row) -> None:
+    """Render the host's per-MAC file (pxeboot-update.sh: `sed -e
+    "s#xxxAPPEND_OPTIONSxxx#...#;s#xxxBASE_URLxxx#...#g"`), replacing any old one."""
+    with open(env.path(f"{TEMPLATES}/{_template(data, host)}"), encoding="utf-8") as f:
+        lines = f.read().splitlines(keepends=True)
+    options = _append_options(host)
+    text = "".join(
+        line.replace("xxxAPPEND_OPTIONSxxx", options, 1).replace("xxxBASE_URLxxx", BASE_URL)
+        for line in lines
+    )
+    target = config_path(host["mgmt_mac"])
+    with open(target + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(target + ".tmp", target)
+
+
+def dhcp_lease(data: Data, body: dict[str, Any]) -> dict[str, Any]:
+    """dnsmasq leased `ip` to `mac`: a client on the pxeboot range (the first of its `tags`)
+    becomes a `None` host unless it is known; nothing happens on simplex or for mgmt leases."""
+    mac = body["mac"].lower()
+    tags = (body.get("tags") or "").split()
+    if tags[:1] != ["pxeboot"] or hosts.is_simplex(data):
+        return {"host": None}
+    host = db.first(data, "hosts", mgmt_mac=mac) or hosts.new_host(data, mac)
+    return {"host": host["uuid"]}
