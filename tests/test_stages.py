@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -232,7 +234,7 @@ class Maintenance(Bringup):
         super().__init__(spec, {}, {}, {}, StepRecorder(spec.name))
         self.states, self.task = states, task
 
-    def hosts(self) -> list[dict[str, str]]:
+    def hosts(self, fresh_within: float = 0.0) -> list[dict[str, str]]:
         availability = self.states.pop(0) if len(self.states) > 1 else self.states[0]
         operational = "enabled" if availability == "available" else "disabled"
         return [{"hostname": "worker-0", "administrative": "unlocked",
@@ -263,3 +265,36 @@ def test_a_host_maintenance_gave_up_on_fails_the_wait_with_its_task(monkeypatch)
     failed = r"worker-0 became unlocked \| disabled \| failed"
     with pytest.raises(StageError, match=rf"{failed} .*\(task: {task}\)"):
         b.wait_hosts(["worker-0"], "node_unlock", "worker-0 available", availability="available")
+
+
+HOST_LIST = """\
++----+--------------+-------------+----------------+-------------+--------------+
+| id | hostname     | personality | administrative | operational | availability |
++----+--------------+-------------+----------------+-------------+--------------+
+| 1  | controller-0 | controller  | unlocked       | enabled     | available    |
++----+--------------+-------------+----------------+-------------+--------------+
+"""
+
+
+class SlowSysinv(Bringup):
+    """A bring-up whose ``system`` takes a while, as cgtsclient does on a busy controller."""
+
+    def __init__(self) -> None:
+        spec = resolve_lab("standard")
+        super().__init__(spec, {}, {}, {}, StepRecorder(spec.name))
+        self.sent: list[str] = []
+
+    def system(self, args: str, phase: str = "command") -> str:
+        self.sent.append(args)
+        time.sleep(0.3)
+        return HOST_LIST
+
+
+def test_nodes_waiting_at_once_share_one_host_listing():
+    b = SlowSysinv()
+    with ThreadPoolExecutor(3) as pool:
+        listings = list(pool.map(lambda _: b.hosts(fresh_within=5), range(3)))
+    assert b.sent == ["host-list --nowrap"]
+    assert all(rows[0]["availability"] == "available" for rows in listings)
+    b.hosts()  # a caller that wants the list as it is now gets a fresh one
+    assert b.sent == ["host-list --nowrap"] * 2

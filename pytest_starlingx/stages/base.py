@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, MutableSet
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ UNLOCK_RETRY_EVERY = 10.0  # seconds between unlocks refused for an applying app
 #: re-enabling", after ``ar_config_interval`` of ``mtce/src/scripts/mtc.conf``); once
 #: auto-recovery gives up the task says "..., threshold reached, Lock/Unlock to retry".
 RE_ENABLING = "re-enabling"
+POLL_HOSTS_EVERY = 5.0  # seconds between host-list polls of a thread waiting for hosts
 OPENRC_RETRY_EVERY = 1.0  # seconds between openrc tries while the keyring is not mounted
 
 
@@ -87,6 +89,10 @@ class Bringup:
     console_locks: dict[str, AbstractContextManager[object]] = field(default_factory=dict)
     _logged_in: set[str] = field(default_factory=set)
     _openrc: set[str] = field(default_factory=set)
+    #: The last ``host-list``: when it was asked (monotonic) and its rows, shared by the
+    #: threads that wait for hosts so that N waiting nodes cost one listing, not N.
+    _host_list: tuple[float, list[dict[str, str]]] | None = None
+    _host_list_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def deadline(self, phase: str) -> Deadline:
         """A fresh deadline for ``phase`` with the lab's timeouts and factor."""
@@ -186,9 +192,19 @@ class Bringup:
             f"{OPENRC} to load the admin credentials", OPENRC_RETRY_EVERY,
         )  # fmt: skip
 
-    def hosts(self) -> list[dict[str, str]]:
-        """``system host-list`` as records."""
-        return parse_table(self.system("host-list --nowrap"))
+    def hosts(self, fresh_within: float = 0.0) -> list[dict[str, str]]:
+        """``system host-list`` as records. With ``fresh_within``, a listing another thread
+        asked for at most that many seconds before this call is shared instead of listing
+        again: every ``system`` command costs the controller seconds of CPU (cgtsclient's
+        start-up), which the controller's other work (serving network boots) needs."""
+        asked = time.monotonic()
+        with self._host_list_lock:
+            if self._host_list and self._host_list[0] >= asked - fresh_within:
+                return self._host_list[1]
+            started = time.monotonic()
+            rows = parse_table(self.system("host-list --nowrap"))
+            self._host_list = (started, rows)
+            return rows
 
     def host_show(self, host: str) -> dict[str, str]:
         """``system host-show`` as a mapping (read as yaml: no wrapped cells)."""
@@ -215,7 +231,7 @@ class Bringup:
         def ready() -> bool:
             self.check_cancelled()
             try:
-                rows = {row["hostname"]: row for row in self.hosts()}
+                rows = {row["hostname"]: row for row in self.hosts(fresh_within=POLL_HOSTS_EVERY)}
             except CommandFailed as exc:
                 if API_DOWN not in str(exc):
                     raise
@@ -237,7 +253,7 @@ class Bringup:
             )
 
         try:
-            poll(ready, deadline, what, poll_every=5.0, logger=log)
+            poll(ready, deadline, what, poll_every=POLL_HOSTS_EVERY, logger=log)
         except WaitTimeout as exc:
             rows = {row["hostname"]: row for row in self.hosts()}
             states = ", ".join(f"{h} {_state(rows[h]) if h in rows else 'missing'}" for h in hosts)
