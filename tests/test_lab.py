@@ -8,6 +8,7 @@ from pytest_starlingx.backends import make_backend
 from pytest_starlingx.errors import BackendError, StxError
 from pytest_starlingx.lab import create_lab
 from pytest_starlingx.labfile import lab_from_mapping
+from pytest_starlingx.labmap import SERVER_CPU_WEIGHT, lab_resources
 
 
 class EmulatedHost:
@@ -37,3 +38,14 @@ def test_a_bad_libvirt_domain_type_names_the_choices(monkeypatch):
     monkeypatch.setenv("STX_LIBVIRT_DOMAIN_TYPE", "hvf")
     with pytest.raises(BackendError, match=r"STX_LIBVIRT_DOMAIN_TYPE='hvf': use auto, kvm, qemu"):
         make_backend("libvirt")
+
+
+def test_controller_0_weighs_more_on_a_busy_hosts_cpus_than_the_nodes_it_serves():
+    spec = lab_from_mapping({"name": "std", "topology": "standard"})
+    machines = lab_resources(spec, "ab12", iso=None).machines
+    assert {m.name: m.cpu_weight for m in machines} == {
+        "controller-0": SERVER_CPU_WEIGHT,
+        "controller-1": 1,
+        "worker-0": 1,
+        "worker-1": 1,
+    }

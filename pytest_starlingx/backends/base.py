@@ -29,6 +29,7 @@ OWNER_NAMESPACE = "urn:pytest-starlingx:owner:1"
 LAB_NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,19}")
 LAB_ID_PATTERN = re.compile(r"[a-z0-9]{4,8}")
 OBJECT_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+MAX_CPU_WEIGHT = 64  # MachineSpec.cpu_weight: within what cgroups v1 and v2 can express
 
 
 class BootDevice(StrEnum):
@@ -80,6 +81,8 @@ class MachineSpec:
     Disks and NICs appear to the guest in the order given (first disk is sda, first NIC is
     the lowest PCI slot). ``oem_strings`` become SMBIOS type 11 strings the guest can read
     (the simulator takes its fault knobs from ``stx-sim:k=v,...`` entries there).
+    ``cpu_weight`` is the machine's share of a busy host's CPUs relative to a machine of
+    weight 1 (a backend without such a control ignores it).
     """
 
     name: str
@@ -90,6 +93,7 @@ class MachineSpec:
     nics: tuple[NicSpec, ...] = ()
     boot_order: tuple[BootDevice, ...] = (BootDevice.DISK, BootDevice.CDROM, BootDevice.NETWORK)
     oem_strings: tuple[str, ...] = ()
+    cpu_weight: int = 1
 
     def __post_init__(self) -> None:
         problems = []
@@ -97,6 +101,8 @@ class MachineSpec:
             problems.append(f"name {self.name!r} must match {OBJECT_NAME_PATTERN.pattern}")
         if self.memory_mib < 16 or self.vcpus < 1:
             problems.append(f"needs >= 16 MiB and >= 1 vCPU, got {self.memory_mib}/{self.vcpus}")
+        if not 1 <= self.cpu_weight <= MAX_CPU_WEIGHT:
+            problems.append(f"cpu_weight must be 1..{MAX_CPU_WEIGHT}, got {self.cpu_weight}")
         if len(set(self.boot_order)) != len(self.boot_order):
             problems.append(f"boot order {self.boot_order} repeats a device")
         if sum(nic.boot for nic in self.nics) > 1:
@@ -183,6 +189,7 @@ class LabResources:
                 nics=tuple(NicSpec(**n) for n in m["nics"]),
                 boot_order=tuple(BootDevice(b) for b in m["boot_order"]),
                 oem_strings=tuple(m["oem_strings"]),
+                cpu_weight=m.get("cpu_weight", 1),
             )
             for m in data["machines"]
         )

@@ -102,6 +102,7 @@ from pytest_starlingx.transport import Transport, UnixSocketTransport
 logger = logging.getLogger("pytest_starlingx.backend")
 
 DEFAULT_URI = "qemu:///system"
+CPU_SHARES = 1024  # a domain's cgroup cpu shares at MachineSpec.cpu_weight 1 (libvirt's default)
 DEFAULT_STATE_DIR = Path("/var/lib/pytest-starlingx")
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 _POLL = 0.2  # seconds between polls of a probe or a state change
@@ -260,6 +261,9 @@ def domain_xml(spec: MachineSpec, plan: DomainPlan, owner: Owner) -> str:
     _metadata(root, owner)
     _sub(root, "memory", str(spec.memory_mib), unit="MiB")
     _sub(root, "vcpu", str(spec.vcpus))
+    if spec.cpu_weight != 1:
+        # cgroup cpu shares, relative to the default 1024 of every other domain
+        _sub(_sub(root, "cputune"), "shares", str(CPU_SHARES * spec.cpu_weight))
     os_el = _sub(root, "os")
     _sub(os_el, "type", "hvm", arch="x86_64", machine="q35")
     _sub(os_el, "bios", rebootTimeout=str(REBOOT_TIMEOUT_MS))

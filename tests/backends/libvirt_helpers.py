@@ -86,6 +86,7 @@ def lab_resources(
             nics=nics,
             boot_order=(BootDevice.DISK, BootDevice.CDROM, BootDevice.NETWORK),
             oem_strings=(f"stx-sim:node={i},fail=none",),
+            cpu_weight=8 if i == 0 else 1,  # node-0 serves the others, as controller-0 does
         )
         for i in range(machines)
     )

@@ -75,6 +75,8 @@ def test_create_and_destroy_lab_shapes(backend, lab_factory, machines, tiny_iso)
         assert dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
         assert int(root.findtext("memory")) == spec.memory_mib * 1024
         assert int(root.findtext("vcpu")) == spec.vcpus
+        shares = root.findtext("cputune/shares")
+        assert shares == (str(1024 * spec.cpu_weight) if spec.cpu_weight != 1 else None)
         assert root.find("os/type").get("machine").startswith("pc-q35")
         assert root.find("os/bios").attrib == {"rebootTimeout": "5000"}  # no serial BIOS
         assert root.find("devices/video/model").get("type") == "vga"
@@ -155,6 +157,9 @@ def test_boot_console_log_power_and_snapshots(backend, lab_factory, tiny_iso):
         assert LOADER.encode() in first  # nothing missed: the boot loader's first line came
         assert lab.state("node-0") is PowerState.RUNNING
         assert lab.state("node-1") is PowerState.OFF
+        # the weight holds in the running domain's cgroup: 8 times a default domain's share
+        dom = backend.conn.lookupByName(f"{lab.prefix}node-0")
+        assert dom.schedulerParameters()["cpu_shares"] == 8 * 1024
         log = lab.console_log("node-0")
         assert LOADER.encode() in log and READY.encode() in log
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -71,6 +72,16 @@ def test_worker_domain_without_cdrom_boots_disk_then_mgmt_nic():
     assert boot_orders(root) == {"disk:disk": "1", "interface:n-mgmt": "2"}
     assert root.find("sysinfo") is None and root.find("os/smbios") is None
     assert owner_from_xml(ET.tostring(root, encoding="unicode")) == OWNER
+
+
+def test_a_weighted_machine_gets_that_many_default_cpu_shares():
+    spec, plan = worker()
+    assert ET.fromstring(domain_xml(spec, plan, OWNER)).find("cputune") is None
+    weighted = dataclasses.replace(spec, cpu_weight=8)
+    root = ET.fromstring(domain_xml(weighted, plan, OWNER))
+    assert root.findtext("cputune/shares") == "8192"
+    with pytest.raises(ValueError, match=r"cpu_weight must be 1\.\.64, got 0"):
+        dataclasses.replace(spec, cpu_weight=0)
 
 
 def test_boot_order_and_oem_strings_can_be_changed_in_place():
