@@ -13,6 +13,7 @@ between words.
 
 from __future__ import annotations
 
+import codecs
 import re
 import threading
 from collections import Counter
@@ -68,16 +69,31 @@ class Menu:
         return f"[{self.title}] {entries}" if self.title else entries
 
 
+def _cp437(error: UnicodeError) -> tuple[str, int]:
+    """Decode what is not UTF-8 as code page 437: firmware consoles draw in it (OVMF's PC-ANSI
+    serial terminal sends GRUB's menu box as CP437 line-drawing bytes)."""
+    assert isinstance(error, UnicodeDecodeError)
+    return error.object[error.start : error.end].decode("cp437"), error.end
+
+
+CP437_FALLBACK = "pytest-starlingx-cp437"
+codecs.register_error(CP437_FALLBACK, _cp437)
+
+
 class Screen:
     """A thread-safe VT100 screen fed with console bytes.
 
-    30 lines: vesamenu addresses rows up to 29 on the serial line (its 640x480 text screen);
-    a shorter model would scroll its menu out of place.
+    Large enough for every boot loader's text screen, so that nothing wraps or scrolls out of
+    place: vesamenu addresses rows up to 29 on the serial line (its 640x480 text screen), GRUB
+    under OVMF writes 100-column rows down to row 31 (OVMF's largest text mode).
     """
 
-    def __init__(self, columns: int = 80, lines: int = 30) -> None:
+    def __init__(self, columns: int = 132, lines: int = 50) -> None:
         self._screen = pyte.Screen(columns, lines)
+        # bytes: a console may switch UTF-8 off (vesamenu's ESC % @ for DEC line drawing);
+        # while it is on, what is not UTF-8 is read as CP437 rather than replaced
         self._stream = pyte.ByteStream(self._screen)
+        self._stream.utf8_decoder = codecs.getincrementaldecoder("utf-8")(CP437_FALLBACK)
         self._lock = threading.Lock()
 
     def feed(self, data: bytes) -> None:

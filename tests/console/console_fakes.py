@@ -9,6 +9,7 @@ import select
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -243,6 +244,36 @@ class IsolinuxDevice(Device):
             self.write(output)
 
 
+class GrubEfiDevice(Device):
+    """A StarlingX ISO's UEFI menu as OVMF copies it to the serial port (GRUB 2.06 with LAT's
+    grub.cfg around ``iso-grub-entry``; CP437 line drawing, a 100x31 text screen), replayed from
+    data/grub_efi_serial.json (data/record_grub_efi.py: power-on, then down, up, down, enter,
+    enter). States: ``top`` and ``aio`` with the highlighted row; Enter on the All-in-one
+    submenu's Serial Console boots it (the recorded screen clear and kernel output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        (_, boot), *moves, (_, self.loading) = recorded("grub_efi_serial.json")
+        path = [("top", 0), ("top", 1), ("top", 0), ("top", 1), ("aio", 0)]
+        self.moves = {
+            (path[i], label): (path[i + 1], data) for i, (label, data) in enumerate(moves)
+        }
+        self.state = ("top", 0)
+        self.keys: list[str] = []
+        self.booted = False
+        self.write(boot)
+
+    def on_input(self, data: bytes) -> None:
+        key = {b"\x1b[B": "down", b"\x1b[A": "up", b"\r": "enter"}.get(data, repr(data))
+        self.keys.append(key)
+        if key == "enter" and self.state == ("aio", 0):
+            self.booted, self.state = True, ("booted", 0)
+            self.write(self.loading)
+        elif (self.state, key) in self.moves:
+            self.state, output = self.moves[self.state, key]
+            self.write(output)
+
+
 class PxelinuxDevice(Device):
     """A network-booting node's serial port, replayed from data/pxelinux_serial.json
     (data/record_pxelinux.py): metal's "Waiting for this node to be configured." menu counting
@@ -250,15 +281,39 @@ class PxelinuxDevice(Device):
     counting down; Enter there loads the kernel. ``configured=False``: the node's own file never
     comes, so Enter shows the waiting menu again."""
 
+    TICK_EVERY = 0.3  # seconds between countdown redraws (pxelinux: every second)
+
     def __init__(self, configured: bool = True) -> None:
         super().__init__()
         (_, self.waiting), (_, self.worker), (_, self.loading) = recorded("pxelinux_serial.json")
+        # each menu's last countdown redraw (from its cursor move), repeated while it counts
+        self.ticks = {
+            state: menu[menu.rfind(b"\x1b[20;26H") :]
+            for state, menu in (("waiting", self.waiting), ("worker", self.worker))
+        }
         self.configured = configured
         self.state = "waiting"
         self.keys: list[str] = []
+        self.lock = threading.Lock()  # a redraw never lands after the next menu
         self.write(self.waiting)
+        threading.Thread(target=self._count_down, daemon=True).start()
+
+    def _count_down(self) -> None:
+        while self.state in self.ticks:
+            time.sleep(self.TICK_EVERY)
+            with self.lock:
+                tick = self.ticks.get(self.state)
+                try:
+                    if tick:
+                        self.write(tick)
+                except OSError:
+                    return
 
     def on_input(self, data: bytes) -> None:
+        with self.lock:
+            self._on_input(data)
+
+    def _on_input(self, data: bytes) -> None:
         self.keys.append("enter" if data == b"\r" else repr(data))
         if data != b"\r":
             return
