@@ -162,6 +162,11 @@ MODULES = (
     "ahci", "sd_mod", "sr_mod", "isofs", "ext4",
 )  # fmt: skip
 
+#: Module parameters. e1000 without interrupt throttling: the emulated NIC delays its
+#: interrupts to the driver's rate (QEMU's e1000 ``mitigation``), and every TFTP block a node
+#: loads its kernel with waits on controller-0 answering the node's ACK through it.
+MODULE_OPTIONS = {"e1000.ko": "InterruptThrottleRate=0"}
+
 #: Files from ``rootfs/`` that the initramfs needs too (ISO install and PXE boot run there).
 INITRAMFS_FROM_ROOTFS = (
     "etc/udhcpc/default.script",
@@ -352,7 +357,9 @@ def _make_initramfs(stage: Path, src: Path, kver: str, host_files: set[str]) -> 
     for mod in modules:
         _copy_host_file(mod, stage, host_files)
     (stage / "etc").mkdir(exist_ok=True)
-    (stage / "etc" / "modules").write_text("".join(f"{m}\n" for m in modules))
+    (stage / "etc" / "modules").write_text(
+        "".join(f"{m} {MODULE_OPTIONS.get(Path(m).name, '')}".rstrip() + "\n" for m in modules)
+    )
     for rel in INITRAMFS_FROM_ROOTFS:
         _copy_file(src / "rootfs" / rel, stage / rel)
     _copy_tree(src / "initramfs", stage)
