@@ -31,6 +31,7 @@ HOST_PACKAGES: tuple[str, ...] = (
     "procps",
     "vde2",  # the VBoxManage emulator wires internal networks with vde_switch
     "mtools",  # grub-mkrescue, which the tests' small boot ISO is made with, may call mformat
+    "ovmf",  # UEFI firmware for labs with `firmware: uefi`
 )
 LIBVIRT_SOCKET = Path("/run/libvirt/libvirt-sock")
 DAEMONS: tuple[tuple[str, str], ...] = (

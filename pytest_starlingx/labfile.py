@@ -32,6 +32,7 @@ from pytest_starlingx.model import (
     TIMEOUT_PHASES,
     AddHosts,
     Backend,
+    Firmware,
     LabSpec,
     MgmtSpec,
     NodeOverride,
@@ -64,6 +65,7 @@ TOP_KEYS = (
     "timeouts",
     "timeout_factor",
     "add_hosts",
+    "firmware",
     "stages",
     "bootstrap",
 )
@@ -312,6 +314,10 @@ class _Checker:
         if "add_hosts" in data:
             kwargs["add_hosts"] = self.choice(
                 data["add_hosts"], ("add_hosts",), [a.value for a in AddHosts]
+            )
+        if "firmware" in data:
+            kwargs["firmware"] = self.choice(
+                data["firmware"], ("firmware",), [f.value for f in Firmware]
             )
         if "profile" in data:
             kwargs["profile"] = self.choice(

@@ -17,7 +17,7 @@ from pytest_starlingx.backends.base import (
     NetworkSpec,
     NicSpec,
 )
-from pytest_starlingx.model import NETWORKS, LabSpec, NodeSpec
+from pytest_starlingx.model import NETWORKS, Firmware, LabSpec, NodeSpec
 
 SIM_KNOB_PREFIX = "stx-sim:"
 SIM_KNOBS = ("slow", "hang_install", "bootstrap_fail", "no_netboot", "enable_fail",
@@ -41,7 +41,9 @@ def knob_string(knobs: Mapping[str, object]) -> str:
 SERVER_CPU_WEIGHT = 8
 
 
-def machine_spec(node: NodeSpec, iso: Path | None, knobs: Mapping[str, object]) -> MachineSpec:
+def machine_spec(
+    node: NodeSpec, iso: Path | None, knobs: Mapping[str, object], firmware: Firmware
+) -> MachineSpec:
     """One node as a machine: disks, NICs in StarlingX order (mgmt boots), ISO on controller-0,
     which serves the others and so weighs more on a busy host's CPUs."""
     cdrom = iso if node.installs_from_iso else None
@@ -59,6 +61,7 @@ def machine_spec(node: NodeSpec, iso: Path | None, knobs: Mapping[str, object]) 
         boot_order=order if cdrom else tuple(d for d in order if d is not BootDevice.CDROM),
         oem_strings=(knob_string(knobs),) if knobs else (),
         cpu_weight=SERVER_CPU_WEIGHT if node.installs_from_iso else 1,
+        uefi=firmware is Firmware.UEFI,
     )
 
 
@@ -74,5 +77,7 @@ def lab_resources(
         lab_name=spec.name,
         lab_id=lab_id,
         networks=tuple(NetworkSpec(name) for name in NETWORKS),
-        machines=tuple(machine_spec(n, iso, knobs.get(n.name, {})) for n in spec.nodes),
+        machines=tuple(
+            machine_spec(n, iso, knobs.get(n.name, {}), spec.firmware) for n in spec.nodes
+        ),
     )

@@ -20,6 +20,7 @@ def describe_lab(lab: LabSpec) -> str:
         f"image     {image}",
         f"release   StarlingX {lab.release} ({RELEASES[lab.release]})",
         f"profile   {lab.profile.value}",
+        f"firmware  {lab.firmware.value}",
         f"oam       {lab.oam.subnet} gateway {lab.oam.gateway} floating {lab.oam.floating}",
         f"mgmt      {lab.mgmt.subnet}",
         f"memory    {lab.memory_mib} MiB in all",

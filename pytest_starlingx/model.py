@@ -62,6 +62,15 @@ class AddHosts(StrEnum):
     HOST_ADD = "host-add"  # `host-add -n -p -m <mgmt MAC>` before power-on
 
 
+class Firmware(StrEnum):
+    """The nodes' firmware. A StarlingX ISO boots ISOLINUX under BIOS and GRUB under UEFI
+    (starlingx/tools base-bullseye.yaml ``iso-syslinux-entry`` / ``iso-grub-entry``), and the
+    other nodes network-boot pxelinux or GRUB (metal ``pxe-network-installer``)."""
+
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
 class Profile(StrEnum):
     """Node size profiles: StarlingX's documented minimums, or small simulator nodes."""
 
@@ -366,6 +375,7 @@ class LabSpec:
     timeouts: Mapping[str, float]
     timeout_factor: float = 1.0
     add_hosts: AddHosts = AddHosts.DISCOVER
+    firmware: Firmware = Firmware.BIOS
     stages: tuple[StageSpec, ...] = ()
     source: Path | None = None  # the YAML file it came from, if any
     release: str = DEFAULT_RELEASE  # the StarlingX release it runs (RELEASES)
@@ -517,6 +527,7 @@ def resolve_lab(
     timeouts: Mapping[str, float] | None = None,
     timeout_factor: float = 1.0,
     add_hosts: AddHosts | str = AddHosts.DISCOVER,
+    firmware: Firmware | str = Firmware.BIOS,
     stages: tuple[StageSpec, ...] = (),
     source: Path | None = None,
     bootstrap: Mapping[str, Any] | None = None,
@@ -557,6 +568,7 @@ def resolve_lab(
         timeouts={**TIMEOUTS[profile], **(timeouts or {})},
         timeout_factor=timeout_factor,
         add_hosts=AddHosts(add_hosts),
+        firmware=Firmware(firmware),
         stages=stages,
         source=source,
         bootstrap=dict(bootstrap or {}),

@@ -9,7 +9,7 @@ import pytest
 
 from pytest_starlingx.errors import LabConfigError
 from pytest_starlingx.labfile import lab_from_mapping, load_lab, parse_lab
-from pytest_starlingx.model import Backend, Profile, Topology
+from pytest_starlingx.model import Backend, Firmware, Profile, Topology
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -179,6 +179,8 @@ def test_mapping_source_validates_marker_overrides():
          "lists, mappings), got a date"),
         ("topology: simplex\nbootstrap: [docker_http_proxy]\n",
          "lab.yaml:2: bootstrap: expected a mapping of localhost.yml keys"),
+        ("topology: simplex\nfirmware: efi\n",
+         "lab.yaml:2: firmware: 'efi' is not allowed; use one of bios, uefi"),
     ],
 )  # fmt: skip
 def test_bad_files_name_line_key_and_fix(text, expected):
@@ -268,3 +270,8 @@ def test_bootstrap_overrides_reach_the_lab_and_their_secrets_are_known():
     assert lab.bootstrap["dns_servers"] == ["10.10.10.1"]
     assert lab.bootstrap["docker_registries"]["defaults"]["url"] == "registry.local:9001"
     assert sorted(lab.bootstrap_secrets) == ["KEYDATA", "R3g*secret"]
+
+
+def test_firmware_is_bios_unless_the_lab_asks_for_uefi():
+    assert parse_lab("topology: simplex\n").firmware is Firmware.BIOS
+    assert parse_lab("topology: duplex\nfirmware: uefi\n").firmware is Firmware.UEFI

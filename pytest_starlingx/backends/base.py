@@ -82,7 +82,8 @@ class MachineSpec:
     the lowest PCI slot). ``oem_strings`` become SMBIOS type 11 strings the guest can read
     (the simulator takes its fault knobs from ``stx-sim:k=v,...`` entries there).
     ``cpu_weight`` is the machine's share of a busy host's CPUs relative to a machine of
-    weight 1 (a backend without such a control ignores it).
+    weight 1 (a backend without such a control ignores it). ``uefi`` boots UEFI firmware
+    instead of a BIOS.
     """
 
     name: str
@@ -94,6 +95,7 @@ class MachineSpec:
     boot_order: tuple[BootDevice, ...] = (BootDevice.DISK, BootDevice.CDROM, BootDevice.NETWORK)
     oem_strings: tuple[str, ...] = ()
     cpu_weight: int = 1
+    uefi: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -190,6 +192,7 @@ class LabResources:
                 boot_order=tuple(BootDevice(b) for b in m["boot_order"]),
                 oem_strings=tuple(m["oem_strings"]),
                 cpu_weight=m.get("cpu_weight", 1),
+                uefi=m.get("uefi", False),
             )
             for m in data["machines"]
         )

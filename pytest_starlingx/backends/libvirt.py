@@ -108,6 +108,13 @@ _UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 _POLL = 0.2  # seconds between polls of a probe or a state change
 #: SeaBIOS retries a boot that found no bootable device (a network boot left unanswered) after this.
 REBOOT_TIMEOUT_MS = 5000
+#: UEFI firmware: Debian's ``ovmf`` build of OVMF with its variable store in RAM, loaded as a
+#: ROM. A pflash loader would keep the variables in a file, but libvirt refuses internal
+#: snapshots of a domain with pflash firmware, and golden labs and stage snapshots need them.
+#: The variables are then lost at power-off, which the labs do not need: the boot order is
+#: libvirt's per-device order, and an installed disk boots by its removable-media path
+#: (``\EFI\BOOT\BOOTX64.EFI``).
+OVMF_ROM = Path("/usr/share/ovmf/OVMF.fd")
 
 ET.register_namespace("stx", OWNER_NAMESPACE)
 _OWNER_TAG = f"{{{OWNER_NAMESPACE}}}owner"
@@ -266,7 +273,10 @@ def domain_xml(spec: MachineSpec, plan: DomainPlan, owner: Owner) -> str:
         _sub(_sub(root, "cputune"), "shares", str(CPU_SHARES * spec.cpu_weight))
     os_el = _sub(root, "os")
     _sub(os_el, "type", "hvm", arch="x86_64", machine="q35")
-    _sub(os_el, "bios", rebootTimeout=str(REBOOT_TIMEOUT_MS))
+    if spec.uefi:
+        _sub(os_el, "loader", str(OVMF_ROM), readonly="yes", type="rom")
+    else:
+        _sub(os_el, "bios", rebootTimeout=str(REBOOT_TIMEOUT_MS))
     features = _sub(root, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
@@ -542,6 +552,11 @@ class LibvirtBackend:
             raise BackendError(
                 f"cannot create lab {res.lab_name} (id {res.lab_id}): these exist and are not "
                 f"ours, so they are left alone: {', '.join(clashes)}"
+            )
+        if any(m.uefi for m in res.machines) and self.config.is_local and not OVMF_ROM.exists():
+            raise BackendError(
+                f"UEFI firmware needs {OVMF_ROM}, from Debian's ovmf package: run "
+                "'apt-get install ovmf' or 'stx-lab host-setup'"
             )
         sockets = [str(self.lab_dir(res.lab_id) / "run" / f"{m.name}.sock") for m in res.machines]
         too_long = [path for path in sockets if len(path) > _UNIX_PATH_MAX]

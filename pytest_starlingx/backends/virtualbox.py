@@ -236,6 +236,8 @@ def modifyvm_argv(
         "on",
         "--bios-logo-display-time",
         str(bios_hold_ms),
+        "--firmware",
+        "efi" if spec.uefi else "bios",
         *boot_argv(spec.boot_order),
         *nic_argv(spec, networks),
         "--uart1",

@@ -62,6 +62,9 @@ BUILD_PACKAGES = (
     "iproute2",
     "grub-common",
     "grub-pc-bin",
+    "grub-efi-amd64-bin",
+    "dosfstools",
+    "mtools",
     "xorriso",
     "ipxe-qemu",
     "libc-bin",
@@ -89,6 +92,9 @@ HOST_TOOLS = {
     "/usr/bin/ip": "iproute2",
     "/usr/bin/grub-mkimage": "grub-common",
     "/usr/lib/grub/i386-pc/boot.img": "grub-pc-bin",
+    "/usr/lib/grub/x86_64-efi/linux.mod": "grub-efi-amd64-bin",
+    "/usr/sbin/mkfs.vfat": "dosfstools",
+    "/usr/bin/mcopy": "mtools",
     "/usr/lib/ISOLINUX/isolinux.bin": "isolinux",
     "/usr/lib/PXELINUX/pxelinux.0": "pxelinux",
     "/usr/lib/syslinux/modules/bios/vesamenu.c32": "syslinux-common",
@@ -152,6 +158,10 @@ ISO_KERNELS = ("bzImage-std", "bzImage-rt")
 IPROUTE2 = "/usr/bin/ip"
 
 ISO_NAME = "stx-sim.iso"
+EFI_BOOT_IMAGE = "efi.img"  # the ISO's El Torito image for UEFI firmware
+#: The ISO's volume label: LAT's ``instboot-iso-`` and eight hex digits (meta-lat genimage.py
+#: ``do_image_iso``), which the UEFI grub.cfg searches for.
+ISO_LABEL = "instboot-iso-5354582d"
 KEEP_ENTRIES = 6  # cache entries kept (the newest builds: two of each release)
 SOURCE_DATE_EPOCH = 1_700_000_000
 SIM_DIR = Path(__file__).resolve().parent
@@ -188,6 +198,30 @@ PYTHON_DROP_EXT = re.compile(r"^(_test|_ctypes_test|xxlimited|_xx|_curses|_dbm|n
 #: GRUB modules in the disk's core.img; its grub.cfg is ``rootfs/boot/grub/grub.cfg``.
 GRUB_DISK_MODULES = ("biosdisk", "part_msdos", "ext2", "normal", "linux", "serial", "terminal",
                      "echo", "test")  # fmt: skip
+
+#: UEFI (OVMF): one GRUB image, ``EFI/BOOT/bootx64.efi``, on the ISO (its El Torito image and its
+#: file system), on the installed disk's EFI system partition and in /var/pxeboot for network
+#: boots, as StarlingX uses its own (starlingx/integ grub/grub-efi ``0002-grub-efi-build-
+#: packages-related-with-grub-efi.patch``: ``GRUB_BUILDIN``, ``-p /EFI/BOOT``, the embedded
+#: ``cfg_nosecure``), built from Debian's GRUB, which has every one of those modules but
+#: StarlingX's own ``efivar``; plus ``echo``, which the simulator's disk grub.cfg uses. The
+#: ISO's grub.cfg (``releases/<release>/grub.cfg``) is LAT's (meta-lat genimage ``utils.py``
+#: ``GRUB_CFG_HEAD``, the label search ``do_image_iso`` adds)
+#: around base-bullseye.yaml's ``iso-grub-entry``, with the simulator's kernel arguments and
+#: without ``efi-watchdog enable 0 1200``, a command of StarlingX's GRUB that Debian's lacks.
+GRUB_EFI_MODULES = ("boot", "linux", "ext2", "fat", "serial", "part_msdos", "part_gpt", "normal",
+                    "efi_gop", "iso9660", "configfile", "search", "loadenv", "test", "tftp",
+                    "efinet", "reboot", "chain", "regexp", "echo")  # fmt: skip
+GRUB_EFI_CONFIG = """search.file ($cmdpath)/EFI/BOOT/grub.cfg root
+set prefix=($root)/EFI/BOOT
+"""
+#: The installed disk's EFI system partition: its grub.cfg reads the disk's own (the sim's
+#: ``rootfs/boot/grub/grub.cfg``, which BIOS GRUB boots too) from the root filesystem.
+ESP_GRUB_CFG = """search --no-floppy --label stx-root --set root
+configfile /boot/grub/grub.cfg
+"""
+EFI_IMAGE_KIB = 4096  # the FAT images holding EFI/BOOT (the ISO's efi.img, the disk's ESP)
+GRUB_EFI = "var/pxeboot/EFI/BOOT/bootx64.efi"  # where the root filesystem has the UEFI GRUB
 
 
 def default_cache_dir() -> Path:
@@ -335,6 +369,10 @@ def _build_entry(entry: Path, src: Path, release: str) -> None:
             _copy_host_file(path, iso_dir, host_files, dest=f"isolinux/{Path(path).name}")
         shutil.copyfile(src / "releases" / release / "isolinux.cfg",
                         iso_dir / "isolinux" / "isolinux.cfg")  # fmt: skip
+        # UEFI: GRUB and the release's grub.cfg in EFI/BOOT, and the same in efi.img
+        _copy_file(root / GRUB_EFI, iso_dir / "EFI/BOOT/bootx64.efi")
+        _copy_file(src / "releases" / release / "grub.cfg", iso_dir / "EFI/BOOT/grub.cfg")
+        _fat_image(iso_dir / EFI_BOOT_IMAGE, iso_dir / "EFI", "EFIimg")
         _make_iso(iso_dir, work / ISO_NAME)
         (work / "packages.txt").write_text(_package_versions(_owning_packages(host_files)))
         for stage in (iso_dir, root, work / "initramfs"):
@@ -451,6 +489,16 @@ def _make_rootfs(root: Path, src: Path, kver: str, initrd: bytes, host_files: se
     shutil.copyfile("/usr/lib/grub/i386-pc/boot.img", grub / "boot.img")
     _run(["grub-mkimage", "-O", "i386-pc", "-p", "(hd0,msdos1)/boot/grub",
           "-o", str(grub / "core.img"), *GRUB_DISK_MODULES])  # fmt: skip
+    # UEFI: GRUB for network boots in /var/pxeboot/EFI/BOOT (dnsmasq's UEFI boot file), whose
+    # grub.cfg there is metal's UEFI menu through a link (the kickstart makes it), and the
+    # installed disk's EFI system partition
+    _grub_efi(root / GRUB_EFI)
+    _symlink("../../pxelinux.cfg/grub.cfg", (root / GRUB_EFI).parent / "grub.cfg")
+    esp = root.parent / "esp"
+    _copy_file(root / GRUB_EFI, esp / "EFI/BOOT/bootx64.efi")
+    (esp / "EFI/BOOT/grub.cfg").write_text(ESP_GRUB_CFG)
+    _fat_image(grub / "esp.img", esp / "EFI", "otaefi")  # kickstart.cfg's label
+    shutil.rmtree(esp)
     (root / CRACKLIB_DICT).parent.mkdir(parents=True)
     _run(["create-cracklib-dict", "-o", str(root / CRACKLIB_DICT), CRACKLIB_WORDS],
          env={**os.environ, "LC_ALL": "C"})  # fmt: skip
@@ -475,18 +523,21 @@ def _apply_release(root: Path, src: Path, release: str) -> None:
 
 
 def install_pxe_configs(root: Path, configs: Path, sw_version: str) -> None:
-    """Install metal's pxelinux configurations as pxe-network-installer's
-    ``debian/deb_folder/rules`` does: ``default`` as is, each ``debian-pxe-KIND-install``
-    as ``pxe-KIND-install-SW_VERSION`` with ``xxxSW_VERSIONxxx`` replaced."""
+    """Install metal's pxelinux and UEFI GRUB configurations as pxe-network-installer's
+    ``debian/deb_folder/rules`` does: ``default`` as is, ``pxe-grub.cfg`` as ``grub.cfg``, each
+    ``[efi-]debian-pxe-KIND-install`` as ``[efi-]pxe-KIND-install-SW_VERSION`` with
+    ``xxxSW_VERSIONxxx`` replaced."""
     dest = root / "var/pxeboot/pxelinux.cfg.files"
     dest.mkdir(parents=True, exist_ok=True)
     (root / "var/pxeboot/pxelinux.cfg").mkdir(exist_ok=True)
     (root / f"var/pxeboot/rel-{sw_version}").mkdir(exist_ok=True)
     shutil.copyfile(configs / "default", dest / "default")
+    shutil.copyfile(configs / "pxe-grub.cfg", dest / "grub.cfg")
     for kind in PXE_TEMPLATES:
-        text = (configs / f"debian-pxe-{kind}-install").read_text()
-        target = dest / f"pxe-{kind}-install-{sw_version}"
-        target.write_text(text.replace("xxxSW_VERSIONxxx", sw_version))
+        for firmware in ("", "efi-"):
+            text = (configs / f"{firmware}debian-pxe-{kind}-install").read_text()
+            target = dest / f"{firmware}pxe-{kind}-install-{sw_version}"
+            target.write_text(text.replace("xxxSW_VERSIONxxx", sw_version))
 
 
 def _install_python_stdlib(root: Path, host_files: set[str]) -> list[str]:
@@ -552,19 +603,46 @@ def _owning_packages(host_files: Iterable[str]) -> list[str]:
     return sorted(pkgs)
 
 
+# -- UEFI boot images ---------------------------------------------------------------------
+
+
+def _grub_efi(out: Path) -> None:
+    """StarlingX's UEFI GRUB image (``GRUB_EFI_MODULES``, ``GRUB_EFI_CONFIG``) from Debian's."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    embedded = out.with_name("embedded.cfg")
+    embedded.write_text(GRUB_EFI_CONFIG)
+    _run(["grub-mkimage", "-O", "x86_64-efi", "-p", "/EFI/BOOT", "-c", str(embedded),
+          "-o", str(out), *GRUB_EFI_MODULES])  # fmt: skip
+    embedded.unlink()
+
+
+def _fat_image(out: Path, efi: Path, label: str) -> None:
+    """A FAT image of the ``EFI`` tree ``efi``, as wic makes a StarlingX ISO's efi.img
+    (``mkfs.vfat -n EFIimg``, then ``mcopy -s``); fixed volume id and dates."""
+    _fix_mtimes(efi)
+    out.unlink(missing_ok=True)
+    _run(["mkfs.vfat", "--invariant", "-i", "53545849", "-n", label, "-C", str(out),
+          str(EFI_IMAGE_KIB)])  # fmt: skip
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH), "TZ": "UTC"}
+    _run(["mcopy", "-s", "-m", "-i", str(out), str(efi), "::/"], env=env)
+
+
 # -- the ISO -------------------------------------------------------------------------------
 
 
 def _make_iso(iso_dir: Path, out: Path) -> None:
-    """An El Torito ISO booting ISOLINUX, as StarlingX's build makes it; reproducible.
+    """An El Torito ISO booting ISOLINUX under BIOS and GRUB under UEFI, as StarlingX's build
+    makes it; reproducible.
 
     xorriso honours ``SOURCE_DATE_EPOCH`` for the volume dates; file dates are fixed first.
     """
     _fix_mtimes(iso_dir)
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH), "TZ": "UTC"}
-    _run(["xorriso", "-as", "mkisofs", "-o", str(out), "-V", "instboot", "-R", "-J",
+    _run(["xorriso", "-as", "mkisofs", "-o", str(out), "-V", ISO_LABEL, "-R", "-J",
           "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot",
-          "-boot-load-size", "4", "-boot-info-table", str(iso_dir)], env=env)  # fmt: skip
+          "-boot-load-size", "4", "-boot-info-table",
+          "-eltorito-alt-boot", "-e", EFI_BOOT_IMAGE, "-no-emul-boot", str(iso_dir)],
+         env=env)  # fmt: skip
 
 
 def _write_tar_gz(root: Path, out: Path) -> None:

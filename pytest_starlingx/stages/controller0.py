@@ -12,7 +12,7 @@ import re
 
 from pytest_starlingx.console import LOGIN
 from pytest_starlingx.errors import StageError
-from pytest_starlingx.model import Topology
+from pytest_starlingx.model import Firmware, Topology
 from pytest_starlingx.stages.base import ACTIVE_CONTROLLER, AVAILABLE, AVAILABLE_TEXT, Bringup
 from pytest_starlingx.stxtable import parse_table
 from pytest_starlingx.waits import poll
@@ -20,8 +20,12 @@ from pytest_starlingx.waits import poll
 NODE = ACTIVE_CONTROLLER
 BOOTSTRAP = "ansible-playbook /usr/share/ansible/stx-ansible/playbooks/bootstrap.yml"
 LOCALHOST_YML = "/home/sysadmin/localhost.yml"
+#: The install submenus of a StarlingX ISO: ISOLINUX's under BIOS, GRUB's under UEFI (starlingx/
+#: tools base-bullseye.yaml ``iso-syslinux-entry`` and ``iso-grub-entry``), each holding
+#: ``Serial Console`` and ``Graphical Console``.
 MENU_AIO = "Debian All-in-one Install"
 MENU_STANDARD = "Debian Controller Install"
+MENU_UEFI = "UEFI "
 MENU_CONSOLE = "Serial Console"
 DNS_SERVERS = ("8.8.8.8", "8.8.4.4")
 #: What the bootstrap prints when it cannot pull its container images (ansible-playbooks
@@ -43,6 +47,8 @@ def install(b: Bringup) -> None:
     console = b.consoles[NODE]
     b.machines[NODE].power_on()
     entry = MENU_AIO if node.all_in_one else MENU_STANDARD
+    if b.spec.firmware is Firmware.UEFI:
+        entry = MENU_UEFI + entry
     console.select_menu(entry, MENU_CONSOLE, deadline=b.deadline("menu"))
     console.expect(LOGIN, b.deadline("install"), what="the login prompt after the install")
 

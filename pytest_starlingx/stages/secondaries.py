@@ -12,13 +12,13 @@ import logging
 import re
 from collections.abc import Sequence
 
-from pytest_starlingx.console import ConsoleTimeout
+from pytest_starlingx.console import Console, ConsoleTimeout
 from pytest_starlingx.errors import StageError
 from pytest_starlingx.model import AddHosts, NodeSpec, Personality, Topology
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup
 from pytest_starlingx.stages.controller0 import add_osd, controller_interfaces
 from pytest_starlingx.stxtable import parse_table
-from pytest_starlingx.waits import WaitTimeout, poll
+from pytest_starlingx.waits import Deadline, WaitTimeout, poll
 
 log = logging.getLogger(__name__)
 
@@ -93,33 +93,56 @@ def _discover(b: Bringup, nodes: Sequence[NodeSpec]) -> dict[str, str]:
 PXE_RETRY = re.compile(r"Automatic retry in (?:\x1b\[[\d;]*m)*\d+")  # the number in bold
 PXE_BOOT = re.compile(r"Automatic boot in (?:\x1b\[[\d;]*m)*\d+")
 PXELINUX = re.compile(r"PXELINUX \d")  # its banner, at every (re)load
+#: GRUB's countdown under UEFI: metal's ``pxe-grub.cfg`` (its first entry loads the node's own
+#: ``efi-01-<mac>.cfg``; failing that, the fallback entry reloads the menu) and the per-MAC
+#: ``efi-pxe-*-install`` menu, ``timeout=10`` each.
+GRUB_COUNTDOWN = re.compile(r"executed automatically in \d+s")
+WAITING = "Waiting for this node to be configured."  # the first entry of both retry menus
 #: How long a network-booting node may take to show a countdown before we stop looking: the
 #: countdowns only save time, the node boots on when they run out.
 PXE_MENU_WAIT = 60.0
 
 
 def _skip_pxe_countdowns(b: Bringup, node: str) -> None:
-    """Press Enter at pxelinux's countdowns, as someone at the console would: at the retry,
-    pxelinux reloads (its banner) and finds the node's own install menu, whose default entry
-    Enter then boots at once. A retry menu back after the reload (the node's own file is not
-    there yet) is left to its countdown, as is a node that shows no countdown in time."""
+    """Press Enter at the network boot loader's countdowns, as someone at the console would.
+
+    pxelinux (BIOS): at the retry, pxelinux reloads (its banner) and finds the node's own
+    install menu, whose default entry Enter then boots at once. GRUB (UEFI): Enter on the
+    retry menu's first entry loads the node's own menu, where Enter boots. A retry menu back
+    after Enter (the node's own file is not there yet) is left to its countdown, as is a node
+    that shows no countdown in time."""
     console = b.consoles[node]
-    deadline = b.deadline("node_install").within(PXE_MENU_WAIT, "pxelinux's menu")
+    deadline = b.deadline("node_install").within(PXE_MENU_WAIT, "the network boot menu")
     with b.console_lock(node):
         console.discard()  # a countdown already printed may be long gone
         try:
-            match = console.expect([PXE_RETRY, PXE_BOOT], deadline)
+            match = console.expect([PXE_RETRY, PXE_BOOT, GRUB_COUNTDOWN], deadline)
+            if match.index == 2:
+                _skip_grub_countdowns(console, node, deadline)
+                return
             if match.index == 0:
                 console.send_key("enter")
                 console.expect(PXELINUX, deadline)
                 match = console.expect([PXE_RETRY, PXE_BOOT], deadline)
         except ConsoleTimeout:
-            log.info("%s: no pxelinux countdown seen; the node boots on its own", node)
+            log.info("%s: no network boot countdown seen; the node boots on its own", node)
             return
         if match.index == 0:
             log.info("%s: pxelinux has no menu of its own for it yet; it retries", node)
             return
         console.send_key("enter")
+
+
+def _skip_grub_countdowns(console: Console, node: str, deadline: Deadline) -> None:
+    """GRUB's half of :func:`_skip_pxe_countdowns`, its countdown on screen."""
+    if console.screen.menu().find(WAITING) is not None:
+        console.screen.reset()  # the next menu is drawn on a cleared screen
+        console.send_key("enter")
+        console.expect(GRUB_COUNTDOWN, deadline)
+        if console.screen.menu().find(WAITING) is not None:
+            log.info("%s: GRUB has no menu of its own for it yet; it retries", node)
+            return
+    console.send_key("enter")
 
 
 def install(node: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def test_modifyvm_of_a_starlingx_node():
     assert argv == [
         "modifyvm", "stx-t-abcd-node-0", "--memory", "256", "--cpus", "1",
         "--ioapic", "on", "--rtc-use-utc", "on", "--bios-logo-display-time", "3000",
+        "--firmware", "bios",
         "--boot1", "disk", "--boot2", "dvd", "--boot3", "net", "--boot4", "none",
         "--nic1", "intnet", "--nic-type1", "82540EM", "--intnet1", "stx-t-abcd-oam",
         "--cable-connected1", "on",
@@ -50,6 +52,12 @@ def test_modifyvm_of_a_starlingx_node():
         "--cable-connected4", "on",
         "--uart1", "0x3F8", "4", "--uart-mode1", "server", "/s/node-0.sock",
     ]  # fmt: skip
+
+
+def test_a_uefi_node_gets_virtualboxs_efi_firmware():
+    spec = dataclasses.replace(lab_resources(1, "abcd").machine("node-0"), uefi=True)
+    argv = modifyvm_argv("vm", spec, NETS, Path("/s/node-0.sock"), 0)
+    assert argv[argv.index("--firmware") + 1] == "efi"
 
 
 def test_storage_disks_in_mb_and_the_iso_as_dvd():

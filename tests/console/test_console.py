@@ -10,6 +10,7 @@ from console_fakes import (
     DEBIAN_MENU,
     Device,
     GrubDevice,
+    GrubEfiDevice,
     IsolinuxDevice,
     PxelinuxDevice,
     recorded,
@@ -26,7 +27,7 @@ from pytest_starlingx.console import (
 from pytest_starlingx.errors import ConsoleError
 from pytest_starlingx.stages import secondaries
 from pytest_starlingx.stages.secondaries import _skip_pxe_countdowns
-from pytest_starlingx.waits import Deadline
+from pytest_starlingx.waits import Deadline, poll
 
 
 def transcript_lines(console) -> list[str]:
@@ -200,6 +201,17 @@ def test_the_real_isolinux_menu_is_driven_from_its_default_submenu(make_console,
     console.select_menu(*path, deadline=Deadline(30))
     console.expect("Loading /initrd.img", Deadline(5))
     assert (isolinux.booted, isolinux.keys) == (label, keys)
+
+
+def test_the_real_uefi_grub_menu_is_driven_through_its_submenu(make_console):
+    """Under UEFI the ISO boots GRUB, whose menu OVMF copies to the serial port in CP437 on a
+    100-column screen (recorded bytes): the entry is found, highlighted and entered, and so is
+    its Serial Console."""
+    grub = GrubEfiDevice()
+    console = make_console(grub.transport)
+    console.select_menu("UEFI Debian All-in-one Install", "Serial Console", deadline=Deadline(30))
+    poll(lambda: grub.booted, Deadline(5), "the Serial Console entry to boot", poll_every=0.05)
+    assert grub.keys == ["down", "enter", "enter"]
 
 
 def test_an_entry_on_no_level_of_the_isolinux_menu_fails_without_a_second_esc(make_console):

@@ -40,9 +40,11 @@ def bring_up_and_check_every_host(
     lab_name: str,
     artifacts: Path,
     knobs: Mapping[str, Mapping[str, object]] | None = None,
+    settings: Mapping[str, object] | None = None,
 ) -> None:
-    """Bring a lab up from blank VMs and check every host is available, as StarlingX names it."""
-    lab_spec = lab_from_mapping({"name": lab_name, "topology": topology})
+    """Bring a lab up from blank VMs and check every host is available, as StarlingX names it.
+    ``settings``: more keys of the lab description (workers, firmware, ...)."""
+    lab_spec = lab_from_mapping({"name": lab_name, "topology": topology, **(settings or {})})
     backend = make_backend("libvirt")
     try:
         with lab_session(lab_spec, backend, artifacts, knobs=knobs) as lab:
@@ -57,7 +59,8 @@ def bring_up_and_check_every_host(
                 == ("unlocked", "enabled", "available")
                 for h in hosts
             )
-            assert lab.node("worker-1").run("hostname", check=True).stdout == "worker-1"
+            last = lab_spec.nodes[-1].name
+            assert lab.node(last).run("hostname", check=True).stdout == last
     finally:
         backend.close()
 

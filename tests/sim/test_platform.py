@@ -66,8 +66,13 @@ def test_bootstrap_prints_the_play_and_sets_up_controller_0(c0: Controller) -> N
     assert "ip address add 192.168.204.3/24 dev enp2s2" in ops
     assert "ip address add 169.254.202.1/24 dev enp2s2" in ops  # pxeboot, untagged on mgmt
     assert c0.hook_calls() == ["netboot-server start enp2s2 192.168.204.2/24 169.254.202.1/24"]
-    default = c0.root / "var/pxeboot/pxelinux.cfg/default"
-    assert os.readlink(default) == "../pxelinux.cfg.files/default"
+    for name in ("default", "grub.cfg"):  # pxelinux's and UEFI GRUB's menus for blank nodes
+        link = c0.root / "var/pxeboot/pxelinux.cfg" / name
+        assert os.readlink(link) == f"../pxelinux.cfg.files/{name}"
+    assert (
+        "menuentry 'Waiting for this node to be configured.'"
+        in (c0.root / "var/pxeboot/pxelinux.cfg/grub.cfg").read_text()
+    )
     rc = c0.openrc_env()
     assert rc["OS_USERNAME"] == "admin" and rc["OS_PASSWORD"] == PASSWORD
     assert rc["PS1"] == r"[\u@\h \W(keystone_$OS_USERNAME)]\$ "

@@ -25,18 +25,24 @@ DEFAULT_CONSOLE = "ttyS0,115200"
 
 
 def link_default() -> None:
-    """`pxelinux.cfg/default`, what a node sysinv has no personality for boots: the link to
-    metal's `default` that bootstrap makes on a dynamically addressed mgmt network."""
-    link = env.path(f"{CONFIGS}/default")
+    """`pxelinux.cfg/default` and `pxelinux.cfg/grub.cfg`, what a node sysinv has no
+    personality for boots (pxelinux under BIOS, GRUB under UEFI): the links to metal's files
+    that bootstrap makes on a dynamically addressed mgmt network."""
+    for name in ("default", "grub.cfg"):
+        _link(f"../pxelinux.cfg.files/{name}", env.path(f"{CONFIGS}/{name}"))
+
+
+def _link(target: str, link: str) -> None:
     os.makedirs(os.path.dirname(link), exist_ok=True)
     if os.path.lexists(link):
         os.unlink(link)
-    os.symlink("../pxelinux.cfg.files/default", link)
+    os.symlink(target, link)
 
 
-def config_path(mac: str) -> str:
-    """pxelinux's file for the node with this boot MAC: `01-` and the MAC with dashes."""
-    return env.path(f"{CONFIGS}/01-{mac.lower().replace(':', '-')}")
+def config_path(mac: str, firmware: str = "") -> str:
+    """The file for the node with this boot MAC: `01-` and the MAC with dashes, for pxelinux;
+    with `firmware="efi-"`, GRUB's, which GRUB reads through a `.cfg` link to it."""
+    return env.path(f"{CONFIGS}/{firmware}01-{mac.lower().replace(':', '-')}")
 
 
 def _template(data: Data, host: Row) -> str:
@@ -57,19 +63,24 @@ def _append_options(host: Row) -> str:
 
 
 def write_config(data: Data, host: Row) -> None:
-    """Render the host's per-MAC file (pxeboot-update.sh: `sed -e
-    "s#xxxAPPEND_OPTIONSxxx#...#;s#xxxBASE_URLxxx#...#g"`), replacing any old one."""
-    with open(env.path(f"{TEMPLATES}/{_template(data, host)}"), encoding="utf-8") as f:
-        lines = f.read().splitlines(keepends=True)
+    """Render the host's per-MAC files from the template and its `efi-` twin (pxeboot-update.sh:
+    `sed -e "s#xxxAPPEND_OPTIONSxxx#...#;s#xxxBASE_URLxxx#...#g"`), replacing any old ones,
+    and link `efi-01-<mac>.cfg` to the UEFI one (`_update_pxe_config`, releases >= 22.12)."""
     options = _append_options(host)
-    text = "".join(
-        line.replace("xxxAPPEND_OPTIONSxxx", options, 1).replace("xxxBASE_URLxxx", BASE_URL)
-        for line in lines
-    )
-    target = config_path(host["mgmt_mac"])
-    with open(target + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(target + ".tmp", target)
+    for firmware in ("", "efi-"):
+        template = env.path(f"{TEMPLATES}/{firmware}{_template(data, host)}")
+        with open(template, encoding="utf-8") as f:
+            lines = f.read().splitlines(keepends=True)
+        text = "".join(
+            line.replace("xxxAPPEND_OPTIONSxxx", options, 1).replace("xxxBASE_URLxxx", BASE_URL)
+            for line in lines
+        )
+        target = config_path(host["mgmt_mac"], firmware)
+        with open(target + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(target + ".tmp", target)
+    efi = config_path(host["mgmt_mac"], "efi-")
+    _link(efi, efi + ".cfg")
 
 
 def dhcp_lease(data: Data, body: dict[str, Any]) -> dict[str, Any]:
