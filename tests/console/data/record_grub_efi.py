@@ -14,21 +14,18 @@ Each step's bytes are stored base64-encoded. A step ends at its marker plus up t
 quiet, at most 2.5 s (GRUB redraws its countdown every second until the first key).
 """
 
-import base64
-import json
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pexpect
+from record_isolinux import drain, save  # the same steps: a marker, then quiet or settled
 
 from pytest_starlingx.backends.libvirt import OVMF_ROM
 from pytest_starlingx.sim import build
 
-QUIET, SETTLE = 1.5, 2.5
 COUNTDOWN = b"executed automatically in"
 ROWS_DRAWN = b"\x1b[06;03H"  # GRUB's move to the second entry's row, written on every redraw
 KEYS = [("down", b"\x1b[B", ROWS_DRAWN), ("up", b"\x1b[A", ROWS_DRAWN),
@@ -57,20 +54,6 @@ def build_iso(tmp: Path) -> Path:
     return iso
 
 
-def drain(child: pexpect.spawn, until: bytes) -> bytes:
-    """Output up to ``until``, then on until quiet for QUIET s or SETTLE s have passed."""
-    data = b""  # read_nonblocking only: expect() would keep the bytes past its match twice
-    while until not in data:
-        data += child.read_nonblocking(4096, timeout=120)
-    end = time.monotonic() + SETTLE
-    while (left := end - time.monotonic()) > 0:
-        try:
-            data += child.read_nonblocking(4096, timeout=min(QUIET, left))
-        except pexpect.TIMEOUT:
-            break
-    return data
-
-
 def record(iso: Path) -> list[tuple[str, bytes]]:
     child = pexpect.spawn("qemu-system-x86_64", [*QEMU, "-cdrom", str(iso)], timeout=120)
     steps = [("boot", drain(child, COUNTDOWN))]
@@ -85,10 +68,7 @@ def record(iso: Path) -> list[tuple[str, bytes]]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        steps = record(build_iso(Path(tmp)))
-    Path(sys.argv[1]).write_text(
-        json.dumps([(label, base64.b64encode(d).decode()) for label, d in steps], indent=1)
-    )
+        save(sys.argv[1], record(build_iso(Path(tmp))))
 
 
 if __name__ == "__main__":
