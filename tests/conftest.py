@@ -17,11 +17,21 @@ pytest_plugins = ["pytester"]
 STATE_ROOT = Path("/var/tmp/pytest-starlingx-reliability")
 
 
+#: Where the tests that bring labs up live (most of the suite's time).
+LAB_TESTS = ("tests/e2e/", "tests/reliability/", "tests/golden/", "_e2e")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The largest labs (``slow``) first: xdist hands out files in this order, so they start
-    with the run and the many short files fill the workers around them, instead of two big labs
-    running on alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The largest labs (``slow``) first, then the other files that bring labs up, then the
+    rest: with ``--no-loadscope-reorder`` xdist hands files out in this order, so the longest
+    start with the run and the short ones fill the workers around them, instead of two big
+    labs running on alone at the end (xdist's own order is by the number of tests in a file)."""
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("slow") is None,
+            not any(part in item.nodeid for part in LAB_TESTS),
+        )
+    )
 
 
 @pytest.fixture
