@@ -235,13 +235,13 @@ class Maintenance(Bringup):
         self.states, self.task = states, task
 
     def hosts(self, fresh_within: float = 0.0) -> list[dict[str, str]]:
-        availability = self.states.pop(0) if len(self.states) > 1 else self.states[0]
-        operational = "enabled" if availability == "available" else "disabled"
+        self.availability = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        operational = "enabled" if self.availability == "available" else "disabled"
         return [{"hostname": "worker-0", "administrative": "unlocked",
-                 "operational": operational, "availability": availability}]  # fmt: skip
+                 "operational": operational, "availability": self.availability}]  # fmt: skip
 
     def host_show(self, host: str) -> dict[str, str]:
-        return {"hostname": host, "task": self.task}
+        return {"hostname": host, "task": self.task, "availability": self.availability}
 
 
 def poll_at_once(ready, *args, **kwargs) -> None:
@@ -256,6 +256,16 @@ def test_a_host_maintenance_re_enables_is_waited_for(monkeypatch):
     b = Maintenance(["intest", "failed", "intest", "available"], task)
     b.wait_hosts(["worker-0"], "node_unlock", "worker-0 available", availability="available")
     assert b.states == ["available"]  # it went on polling past the failed state
+
+
+def test_a_failed_host_in_an_older_listing_is_checked_again_before_failing(monkeypatch):
+    """host-list said failed, but host-show says maintenance has the host in test again
+    (the listing was shared, or older than the re-enable): the wait goes on."""
+    monkeypatch.setattr(base, "poll", poll_at_once)
+    b = Maintenance(["failed", "available"], task="None")
+    b.host_show = lambda host: {"hostname": host, "task": "None", "availability": "intest"}
+    b.wait_hosts(["worker-0"], "node_unlock", "worker-0 available", availability="available")
+    assert b.states == ["available"]
 
 
 def test_a_host_maintenance_gave_up_on_fails_the_wait_with_its_task(monkeypatch):

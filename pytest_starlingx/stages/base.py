@@ -240,7 +240,10 @@ class Bringup:
             for host in hosts:
                 row = rows.get(host)
                 if row is not None and row["availability"] == "failed":
-                    task = self.host_show(host).get("task", "None")
+                    show = self.host_show(host)
+                    if show.get("availability") != "failed":
+                        continue  # the listing (shared, or just older) predates a re-enable
+                    task = show.get("task", "None")
                     if RE_ENABLING not in task:
                         raise StageError(
                             f"{host} became {_state(row)} while waiting for {what}"
