@@ -146,8 +146,8 @@ def _skip_grub_countdowns(console: Console, node: str, deadline: Deadline) -> No
 
 
 def install(node: str):
-    """A stage action: skip pxelinux's countdowns, wait for the node to install and report
-    ``online``."""
+    """A stage action: skip the network boot loader's countdowns, wait for the node to install
+    and report ``online``."""
 
     def action(b: Bringup) -> None:
         _skip_pxe_countdowns(b, node)
