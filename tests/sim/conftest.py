@@ -11,7 +11,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from simvm import URI, Node, NodeSpec, isolated_network, unique_prefix
+from simvm import URI, Node, NodeSpec, isolated_network, remove_orphans, unique_prefix
 
 from pytest_starlingx.sim import build
 
@@ -43,7 +43,9 @@ def sim_iso(sim_workdir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sim_prefix() -> str:
+def sim_prefix(sim_conn: libvirt.virConnect) -> str:
+    """This session's name prefix; what killed sessions left is removed first."""
+    remove_orphans(sim_conn)
     return unique_prefix()
 
 

@@ -9,6 +9,8 @@ Networks are isolated: no ``<ip>``, no ``<forward>``.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import secrets
 import socket
 import time
@@ -27,8 +29,28 @@ URI = "qemu:///system"
 ESC = "\x1b"
 
 
+PREFIX = "stxsimtest-"
+_OWNED = re.compile(rf"{PREFIX}(\d+)-[0-9a-f]{{6}}-")  # the pid of the test process that made it
+
+
 def unique_prefix() -> str:
-    return f"stxsimtest-{secrets.token_hex(3)}"
+    """Names of this process's domains and networks: the pid, so that a later run can tell
+    what a killed run left (a worker killed with its run skips its fixtures' teardown)."""
+    return f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def remove_orphans(conn: libvirt.virConnect) -> list[str]:
+    """Destroy the transient domains and networks of test processes that are gone (this
+    host's pids); returns their names."""
+    removed = []
+    for obj in [*conn.listAllDomains(), *conn.listAllNetworks()]:
+        owner = _OWNED.match(obj.name())
+        if owner is None or Path(f"/proc/{owner.group(1)}").exists():
+            continue
+        with contextlib.suppress(libvirt.libvirtError):
+            obj.destroy()
+            removed.append(obj.name())
+    return removed
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
