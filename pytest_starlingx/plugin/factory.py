@@ -94,7 +94,6 @@ class LabFactory:
             self.session_labs.close()
 
 
-FACTORY = pytest.StashKey[LabFactory]()
 GUEST_OVERHEAD_MIB = 64  # what QEMU itself needs beside each guest's memory
 
 

@@ -1,19 +1,24 @@
-"""The fixtures users write tests against: one per topology, and ``stx_lab`` for markers."""
+"""The fixtures users write tests against: one per topology, and ``stx_lab`` for markers.
+
+The lab machinery (consoles, backends, locks) is imported when a test first asks for a lab,
+so a pytest run that uses no lab does not pay for it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_starlingx.lab import Lab
 from pytest_starlingx.model import Topology
-from pytest_starlingx.plugin.factory import FACTORY, LabFactory
-from pytest_starlingx.plugin.hooks import LAB_REQUEST, SETTINGS
 from pytest_starlingx.plugin.requests import LabRequest
-from pytest_starlingx.plugin.signals import terminal_announcer
-from pytest_starlingx.plugin.xdist import shared_root, worker_id
+from pytest_starlingx.plugin.stash import FACTORY, LAB_REQUEST, SETTINGS
+
+if TYPE_CHECKING:
+    from pytest_starlingx.lab import Lab
+    from pytest_starlingx.plugin.factory import LabFactory
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +26,10 @@ def stx_lab_factory(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LabFactory]:
     """The session's labs; every lab it built is torn down at the end (unless kept)."""
+    from pytest_starlingx.plugin.factory import LabFactory
+    from pytest_starlingx.plugin.signals import terminal_announcer
+    from pytest_starlingx.plugin.xdist import shared_root, worker_id
+
     config = request.config
     settings = config.stash[SETTINGS]
     artifacts = settings.artifacts or tmp_path_factory.getbasetemp() / "stx"

@@ -1,19 +1,22 @@
-"""pytest hooks: the marker, the checked settings, and marker checks at collection."""
+"""pytest hooks: the marker, the checked settings, and marker checks at collection.
+
+Only light modules are imported here: a session that builds no lab never loads the lab
+machinery (pexpect, pyte, libvirt, filelock).
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_starlingx.errors import LabConfigError
-from pytest_starlingx.lab import Lab
-from pytest_starlingx.plugin.factory import FACTORY
-from pytest_starlingx.plugin.options import Settings, settings_from_config
-from pytest_starlingx.plugin.requests import MARKER, MARKER_HELP, LabRequest, request_from_marker
-from pytest_starlingx.plugin.sessionlabs import remove_run_labs
-from pytest_starlingx.plugin.xdist import leave_run
+from pytest_starlingx.plugin.options import settings_from_config
+from pytest_starlingx.plugin.requests import MARKER, MARKER_HELP, request_from_marker
+from pytest_starlingx.plugin.stash import FACTORY, LAB_REQUEST, SETTINGS
 
-SETTINGS = pytest.StashKey[Settings]()
-LAB_REQUEST = pytest.StashKey[LabRequest]()
+if TYPE_CHECKING:
+    from pytest_starlingx.lab import Lab
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,6 +77,11 @@ def how_to_reach(lab: Lab) -> list[str]:
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """The last xdist worker to finish removes the labs the run's workers shared."""
+    if getattr(session.config, "workerinput", None) is None:
+        return  # not an xdist worker: the session's own labs went with its factory
+    from pytest_starlingx.plugin.sessionlabs import remove_run_labs
+    from pytest_starlingx.plugin.xdist import leave_run
+
     entries = leave_run(session.config)
     if entries:
         remove_run_labs(entries, session.config.stash[SETTINGS])
@@ -83,7 +91,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
     """A failing test's report gets the console tail of every node of its labs."""
     report: pytest.TestReport = yield
-    if report.failed:
+    if report.failed and FACTORY in item.config.stash:
         for lab in _labs_of(item):
             for name, console in lab.bringup.consoles.items():
                 tail = "\n".join(console.tail())
@@ -92,5 +100,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _labs_of(item: pytest.Item) -> list[Lab]:
+    from pytest_starlingx.lab import Lab
+
     values = getattr(item, "funcargs", {}).values()
     return [value for value in values if isinstance(value, Lab)]

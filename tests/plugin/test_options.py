@@ -111,3 +111,29 @@ def test_bad_markers_fail_collection_naming_each_test(pytester):
         ]
     )
     assert "test_fine" not in result.stderr.str()
+
+
+def test_a_run_without_labs_loads_none_of_the_lab_machinery(pytester):
+    """The plugin is on every pytest run of an environment it is installed in; a run that
+    asks for no lab, even with a failing test and an stx marker deselected, must not pay
+    for consoles, backends or locks."""
+    pytester.makepyfile(
+        """
+        import sys
+        import pytest
+
+        HEAVY = ("pexpect", "pyte", "libvirt", "filelock")
+
+        def test_fails():
+            assert False
+
+        @pytest.mark.stx("duplex")
+        def test_deselected(stx_lab):
+            pass
+
+        def test_zz_nothing_heavy_was_imported():
+            assert [name for name in HEAVY if name in sys.modules] == []
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "not deselected")
+    result.assert_outcomes(passed=1, failed=1, deselected=1)
