@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 

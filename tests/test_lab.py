@@ -10,6 +10,8 @@ from pytest_starlingx.lab import create_lab
 from pytest_starlingx.labfile import lab_from_mapping
 from pytest_starlingx.labmap import SERVER_CPU_WEIGHT, lab_resources
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 
 class EmulatedHost:
     """A backend on a host where KVM does not work; it must not be asked to create anything."""

@@ -11,6 +11,8 @@ from pytest_starlingx.errors import LabConfigError
 from pytest_starlingx.labfile import lab_from_mapping, load_lab, parse_lab
 from pytest_starlingx.model import Backend, Firmware, Profile, Topology
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 

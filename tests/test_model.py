@@ -15,6 +15,8 @@ from pytest_starlingx.model import (
     resolve_lab,
 )
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 
 @pytest.mark.parametrize(
     ("topology", "names"),

@@ -19,6 +19,8 @@ from pytest_starlingx.stages.pipelines import pipeline
 from pytest_starlingx.steps import StepRecorder
 from pytest_starlingx.waits import Deadline
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 
 def bringup(done=None) -> Bringup:
     spec = resolve_lab("standard")

@@ -11,6 +11,8 @@ from pytest_starlingx.stxtable import (
     parse_yaml_properties,
 )
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 HOST_LIST = """\
 [sysadmin@controller-0 ~(keystone_admin)]$ system host-list
 +----+--------------+-------------+----------------+-------------+--------------+

@@ -181,11 +181,11 @@ class _SharedBackend:
     def create_lab(self, resources: LabResources) -> LabHandle:
         self._turns.lab_id = resources.lab_id
         handle = _SharedHandle(self._backend.create_lab(resources), self._turns)
-        return handle  # type: ignore[return-value]
+        return handle
 
     def open_lab(self, lab_id: str) -> LabHandle:
         self._turns.lab_id = lab_id
-        return _SharedHandle(self._backend.open_lab(lab_id), self._turns)  # type: ignore[return-value]
+        return _SharedHandle(self._backend.open_lab(lab_id), self._turns)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
@@ -310,7 +310,7 @@ class SharedLabs:
                     f"lab {spec.name!r} (id {entry.get('lab_id') or 'unknown'}); see its output"
                 )
             turns = Turns(self.root, hold=False)
-            lab = attach(_SharedBackend(backend, turns), entry["lab_id"])  # type: ignore[arg-type]
+            lab = attach(_SharedBackend(backend, turns), entry["lab_id"])
             turns.install(lab)
             stack.callback(lab.close)
             log.info("%s: attached to lab %s built by %s", self.worker, lab.lab_id,
@@ -330,7 +330,7 @@ class SharedLabs:
                                  "pid": os.getpid(), "name": spec.name}  # fmt: skip
         turns = Turns(self.root, hold=True)
         try:
-            lab = build(_SharedBackend(backend, turns))  # type: ignore[arg-type]
+            lab = build(_SharedBackend(backend, turns))
         except BaseException as exc:
             turns.release()
             with self.registry.edit() as data:

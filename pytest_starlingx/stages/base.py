@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, MutableSet
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 
 from pytest_starlingx.console import CommandFailed, Console, Result
 from pytest_starlingx.errors import StageError, StxError
@@ -24,7 +24,21 @@ ACTIVE_CONTROLLER = "controller-0"
 OPENRC = "/etc/platform/openrc"
 USER = "sysadmin"
 FIRST_PASSWORD = "sysadmin"  # until the forced change at the first login
-AVAILABLE = {"administrative": "unlocked", "operational": "enabled", "availability": "available"}
+
+
+class HostStates(TypedDict, total=False):
+    """Wanted values of ``system host-list``'s state columns."""
+
+    administrative: str
+    operational: str
+    availability: str
+
+
+AVAILABLE: HostStates = {
+    "administrative": "unlocked",
+    "operational": "enabled",
+    "availability": "available",
+}
 AVAILABLE_TEXT = "unlocked | enabled | available"
 #: What the system CLI says while sysinv's API is not listening (a controller still booting).
 API_DOWN = "Unable to establish connection"
@@ -216,7 +230,7 @@ class Bringup:
         phase: str,
         what: str,
         timeout: float | None = None,
-        **wanted: str,
+        **wanted: Unpack[HostStates],
     ) -> None:
         """Poll ``host-list`` until every host has the wanted column values.
 

@@ -29,6 +29,8 @@ from pytest_starlingx.backends.libvirt import (
     volume_xml,
 )
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 OWNER = Owner("lab", "ab12cd34")
 
 

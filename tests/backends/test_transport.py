@@ -12,6 +12,8 @@ import pytest
 from pytest_starlingx.errors import BackendError
 from pytest_starlingx.transport import UnixSocketTransport
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 
 class Console:
     """A listening socket standing in for QEMU's serial chardev (mode bind): one client."""

@@ -33,6 +33,8 @@ ISO = Path("/isos/stx.iso")
 OEM = "VBoxInternal/Devices/pcbios/0/Config/DmiOEMVBoxVer"
 NETS = {n: ("intnet", f"stx-t-abcd-{n}") for n in ("oam", "mgmt", "data0", "data1")}
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 
 def test_modifyvm_of_a_starlingx_node():
     spec = lab_resources(1, "abcd", cdrom=ISO).machine("node-0")

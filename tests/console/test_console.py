@@ -29,6 +29,8 @@ from pytest_starlingx.stages import secondaries
 from pytest_starlingx.stages.secondaries import _skip_pxe_countdowns
 from pytest_starlingx.waits import Deadline, poll
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 
 def transcript_lines(console) -> list[str]:
     console.close()

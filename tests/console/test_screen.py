@@ -12,6 +12,8 @@ from console_fakes import DEBIAN_MENU, GrubDevice, recorded
 
 from pytest_starlingx.screen import Screen
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 # Recorded from GRUB 2.06 (Debian 12) on QEMU's serial port with data/grub.cfg: power-on, then
 # down, down, up, Enter (into "Debian All-in-one Install"), down, Enter.
 CAPTURE = [

@@ -17,6 +17,8 @@ from pytest_starlingx.stages.base import Bringup
 from pytest_starlingx.steps import StepRecorder
 from pytest_starlingx.waits import Deadline, poll
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 NEW = "St4rlingX*"
 
 

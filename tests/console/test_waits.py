@@ -8,6 +8,8 @@ import pytest
 
 from pytest_starlingx.waits import Deadline, WaitTimeout, poll
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 
 class Clock:
     """A clock the test moves by hand."""

@@ -13,6 +13,8 @@ from pytest_starlingx.stages.base import Bringup, Stage, run_stages
 from pytest_starlingx.stages.pipelines import PIPELINE_VERSION
 from pytest_starlingx.steps import StepRecorder
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 SHA = "a" * 64
 
 

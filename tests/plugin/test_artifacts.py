@@ -5,7 +5,11 @@ from __future__ import annotations
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from pytest_starlingx.plugin.factory import claim_dir
+
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 
 
 def _claim(parent: Path) -> Path:

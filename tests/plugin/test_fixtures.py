@@ -6,6 +6,8 @@ import pytest
 
 from pytest_starlingx.labstate import all_states
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 pytest_plugins = ["pytester"]
 
 SUITE = """

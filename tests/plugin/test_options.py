@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 pytest_plugins = ["pytester"]
 
 

@@ -8,6 +8,8 @@ from pytest_starlingx.errors import LabConfigError
 from pytest_starlingx.model import Topology
 from pytest_starlingx.plugin.requests import request_from_marker, topology_for
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 
 @pytest.mark.parametrize(
     ("needs", "topology"),

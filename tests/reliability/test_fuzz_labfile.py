@@ -30,6 +30,8 @@ from pytest_starlingx.labfile import (
 )
 from pytest_starlingx.model import PASSWORD_USERS, TIMEOUT_PHASES, LabSpec, Topology, node_names
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 VALID_CASES = 500
 BROKEN_CASES = 800
 GARBAGE_CASES = 300

@@ -8,7 +8,11 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from pytest_starlingx.leases import Holder, LeaseKeeper, live_leases, read_leases
+
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 
 
 def _dead_pid() -> int:

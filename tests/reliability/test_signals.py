@@ -9,6 +9,8 @@ import pytest
 
 from pytest_starlingx.plugin.signals import InterruptHandlers
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 
 @pytest.fixture
 def handlers():

@@ -16,6 +16,8 @@ from stxsim.sysinv import checks, commands, hosts, registry
 
 assert commands.MODULES  # importing them registers every `system` subcommand
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 
 def test_localhost_yml_subset_parses_like_yaml() -> None:
     text = (
