@@ -28,9 +28,10 @@ from tempfile import mkdtemp
 from pytest_starlingx.backends import make_backend
 from pytest_starlingx.console import LOGIN, PROMPT
 from pytest_starlingx.errors import StxError
-from pytest_starlingx.golden import obtain, release, remove_golden
+from pytest_starlingx.golden import GoldenRecord, remove_golden
 from pytest_starlingx.lab import Lab, create_lab, destroy_lab
 from pytest_starlingx.labfile import lab_from_mapping
+from pytest_starlingx.lifecycle import How, Lifecycle, Policy
 from pytest_starlingx.tables import render_table
 
 log = logging.getLogger("bench")
@@ -157,18 +158,21 @@ def golden(spec_map: dict, artifacts: Path) -> dict:
     """Build the golden lab, release it, restore it; the golden lab is removed at the end."""
     spec = lab_from_mapping(spec_map, source="bench")
     backend = make_backend("libvirt")
-    built = obtain(spec, backend, artifacts / "build")
-    assert built is not None, "golden lab in use elsewhere"
-    if built.how != "built":
+    lifecycle = Lifecycle(Policy(golden=True, purpose="bench"))
+    built = lifecycle.bring_up(spec, backend, artifacts / "build")
+    if built.how is not How.MADE_GOLDEN:
         raise SystemExit(f"bench: a golden lab for this key already existed ({built.how})")
-    release(built.lab)
+    lifecycle.release(built, backend)
     try:
-        restored = obtain(spec, backend, artifacts / "restore")
-        assert restored is not None and restored.how == "restored", restored
+        restored = lifecycle.bring_up(spec, backend, artifacts / "restore")
+        assert restored.how is How.RESTORED, restored
         rss = rss_mib(restored.lab)
-        release(restored.lab)
+        lifecycle.release(restored, backend)
     finally:
-        remove_golden(built.record, backend)
+        lifecycle.close()
+        record = GoldenRecord.load(built.golden_key or "")
+        if record is not None:
+            remove_golden(record, backend)
     return {"build": built.seconds, "restore": restored.seconds, "rss": rss}
 
 

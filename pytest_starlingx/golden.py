@@ -8,7 +8,9 @@ reverts that snapshot (all nodes restored paused, then resumed together) and get
 itself; when it is done the machines are powered off and the snapshot is intact for the next
 one. Reverting is a few seconds, where cloning qcow2 disks over backing files would need the
 memory image carried across separately (and a boot otherwise). The price is one user at a time
-per golden lab: a session that finds it in use builds a fresh lab instead.
+per golden lab: a session that finds it in use builds a fresh lab instead. A golden lab in use
+is held by its user's lease (:mod:`pytest_starlingx.leases`), like any lab; ``stx-lab up
+--golden`` holds it with a durable lease until ``stx-lab down``.
 
 After a revert the guests are repaired and checked: the clock is set from the host's (a revert
 puts a guest back to the time of the snapshot), every console logs in again (the serial login of
@@ -29,11 +31,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,16 +43,9 @@ from filelock import FileLock
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
 from pytest_starlingx.checkpoints import enable_checkpoints, revert_lab, set_clock
 from pytest_starlingx.errors import StxError
-from pytest_starlingx.lab import (
-    Lab,
-    create_lab,
-    destroy_lab,
-    image_path,
-    lab_passwords,
-    lab_session,
-)
-from pytest_starlingx.labstate import LabState, state_dir
-from pytest_starlingx.leases import pid_alive
+from pytest_starlingx.lab import Lab, build_lab, destroy_lab, image_path, open_lab
+from pytest_starlingx.labstate import LabState, lab_dir, state_dir
+from pytest_starlingx.leases import LeaseKeeper, live_leases, read_leases
 from pytest_starlingx.model import LabSpec
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT
 from pytest_starlingx.stages.pipelines import PIPELINE_VERSION
@@ -61,7 +54,6 @@ log = logging.getLogger("pytest_starlingx.golden")
 
 GOLDEN_SNAPSHOT = "stx-golden"
 HEALTH_TIMEOUT = 120.0  # seconds for the checks after a restore
-CLI_USER = "cli"  # a golden lab handed out by `stx-lab up --golden`, until `stx-lab down`
 
 
 class GoldenBroken(StxError):
@@ -114,7 +106,6 @@ class GoldenRecord:
     done: list[str]  # the stages in the snapshot
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     complete: bool = False  # set once every node's snapshot is taken
-    user: str | None = None  # "pid:<n>" or "cli" while handed out
     build_seconds: float = 0.0
 
     @property
@@ -133,18 +124,16 @@ class GoldenRecord:
     def load(cls, key: str) -> GoldenRecord | None:
         """The record of ``key``; None when there is none or it is unreadable."""
         try:
-            return cls(**json.loads((golden_dir() / key / "golden.json").read_text()))
+            data = json.loads((golden_dir() / key / "golden.json").read_text())
+            data.pop("user", None)  # before leases, a record named its user
+            return cls(**data)
         except (OSError, ValueError, TypeError):
             return None
 
-    def busy(self) -> bool:
-        """Handed out to ``stx-lab up`` or to a live process other than this one."""
-        if self.user is None:
-            return False
-        if self.user == CLI_USER:
-            return True
-        pid = int(self.user.removeprefix("pid:"))
-        return pid != os.getpid() and pid_alive(pid)
+    def users(self, leases: LeaseKeeper | None = None) -> list[str]:
+        """Who holds the golden lab now (live leases), other than ``leases``' own holder."""
+        return [lease.describe() for lease in live_leases(lab_dir(self.lab_id))
+                if leases is None or lease.holder != leases.holder]  # fmt: skip
 
 
 def _lock() -> FileLock:
@@ -203,8 +192,7 @@ def restore_golden(record: GoldenRecord, spec: LabSpec, backend: Backend, artifa
     state.done = list(record.done)
     state.status = "restoring"
     state.save()
-    artifacts.mkdir(parents=True, exist_ok=True)
-    lab = Lab(spec, backend.open_lab(record.lab_id), state, lab_passwords(spec, state), artifacts)
+    lab = open_lab(spec, backend, state, artifacts, consoles=False)
     try:
         revert_lab(lab, GOLDEN_SNAPSHOT)
         reverted = time.monotonic()
@@ -224,33 +212,42 @@ def restore_golden(record: GoldenRecord, spec: LabSpec, backend: Backend, artifa
 
 
 def build_golden(
-    spec: LabSpec, backend: Backend, artifacts: Path, key: str, image_sha256: str, user: str,
-    stage_snapshots: bool = False,
+    spec: LabSpec, backend: Backend, artifacts: Path, key: str, image_sha256: str,
+    hold: Callable[[Lab], None], stage_snapshots: bool = False,
 ) -> tuple[Lab, GoldenRecord]:  # fmt: skip
-    """A fresh lab, provisioned (without registered stages) and snapshotted as golden ``key``."""
+    """A fresh lab, provisioned (without registered stages) and snapshotted as golden ``key``.
+
+    ``hold`` is called with the created lab before it is provisioned (its user's lease).
+    """
     started = time.monotonic()
-    lab = create_lab(spec, backend, artifacts)
-    record = GoldenRecord(
-        key, lab.lab_id, spec.name, spec.topology.value, spec.backend.value, image_sha256,
-        PIPELINE_VERSION, sorted(lab.nodes), [], user=user,
-    )  # fmt: skip
-    try:
+    records: list[GoldenRecord] = []
+
+    def prepare(lab: Lab) -> None:
+        hold(lab)
+        record = GoldenRecord(
+            key, lab.lab_id, spec.name, spec.topology.value, spec.backend.value, image_sha256,
+            PIPELINE_VERSION, sorted(lab.nodes), [],
+        )  # fmt: skip
         record.save()  # incomplete until the snapshot is whole; claims the key meanwhile
+        records.append(record)
         if stage_snapshots:
             enable_checkpoints(lab)
-        lab.provision(registered_stages=False)
+
+    try:
+        lab = build_lab(spec, backend, artifacts, prepare=prepare, registered_stages=False)
+        record = records[0]
         record.done = list(lab.state.done)
         record.save()
         lab.snapshot(GOLDEN_SNAPSHOT)
-        lab.state.kept = True  # outlives the session; until now, gc's if its builder dies
-        lab.state.save()
-        record.complete = True
-        record.build_seconds = round(time.monotonic() - started, 1)
-        record.save()
     except BaseException:
-        lab.close()
-        remove_golden(record, backend)
+        for record in records:
+            remove_golden(record, backend)
         raise
+    lab.state.kept = True  # outlives the session; until now, gc's if its builder dies
+    lab.state.save()
+    record.complete = True
+    record.build_seconds = round(time.monotonic() - started, 1)
+    record.save()
     log.info("%s: golden lab %s built and snapshotted (lab id %s)", spec.name, key, lab.lab_id)
     return lab, record
 
@@ -266,37 +263,53 @@ class Obtained:
 
 
 def obtain(
-    spec: LabSpec, backend: Backend, artifacts: Path, *, user: str | None = None,
-    stage_snapshots: bool = False,
+    spec: LabSpec, backend: Backend, artifacts: Path, leases: LeaseKeeper, *,
+    purpose: str = "golden lab", durable: bool = False, stage_snapshots: bool = False,
 ) -> Obtained | None:  # fmt: skip
     """The golden lab of ``spec``: restored, else built (and made golden); registered stages run.
 
+    The lab is held by a lease of ``leases`` (``durable``: until released, whoever is alive).
     None when the golden lab is in use elsewhere (the caller builds a plain lab instead).
     """
     started = time.monotonic()
-    user = user or f"pid:{os.getpid()}"
     iso = image_path(spec)
     digest = image_digest(iso)
     key = golden_key(spec, digest)
+
+    def hold(lab_id: str) -> None:
+        leases.take(lab_dir(lab_id), purpose, durable=durable)
+
     with _lock():
         record = GoldenRecord.load(key)
-        if record is not None and record.busy():
-            log.warning("%s: golden lab %s is in use (%s)", spec.name, key, record.user)
+        if record is not None and (users := record.users(leases)):
+            log.warning("%s: golden lab %s is in use (%s)", spec.name, key, ", ".join(users))
             return None
         if record is not None:
-            record.user = user
-            record.save()
+            hold(record.lab_id)
     if record is not None:
         try:
             lab = restore_golden(record, spec, backend, artifacts)
         except GoldenBroken as exc:
             log.warning("%s: %s; removing it and building the lab again", spec.name, exc)
+            leases.release(lab_dir(record.lab_id))
             remove_golden(record, backend)
         else:
             if _registered_pending(lab):
                 lab.provision()
             return Obtained(lab, "restored", record, time.monotonic() - started)
-    lab, record = build_golden(spec, backend, artifacts, key, digest, user, stage_snapshots)
+    built: list[str] = []
+
+    def hold_new(lab: Lab) -> None:
+        built.append(lab.lab_id)
+        hold(lab.lab_id)
+
+    try:
+        lab, record = build_golden(spec, backend, artifacts, key, digest, hold_new,
+                                   stage_snapshots)  # fmt: skip
+    except BaseException:
+        for lab_id in built:  # the lab went with its lease
+            leases.release(lab_dir(lab_id))
+        raise
     if _registered_pending(lab):
         lab.provision()
     return Obtained(lab, "built", record, time.monotonic() - started)
@@ -308,86 +321,75 @@ def _registered_pending(lab: Lab) -> bool:
     return any(f"{c.node}:{c.name}" not in lab.state.done for c in registered())
 
 
-def release(lab: Lab) -> None:
-    """Hand a golden lab back: consoles closed, machines powered off, record freed."""
+def release(lab: Lab, leases: LeaseKeeper) -> None:
+    """Hand a golden lab back: consoles closed, machines powered off, the lease given up."""
     lab.close()
     release_id(lab.handle, lab.lab_id)
+    leases.release(lab_dir(lab.lab_id))
 
 
 def release_id(handle: LabHandle, lab_id: str) -> None:
-    """Power the golden lab ``lab_id`` off and mark it free (``stx-lab down`` of a golden lab)."""
+    """Power the golden lab ``lab_id`` off and mark it free; its durable leases (``stx-lab up
+    --golden``) go (``stx-lab down`` of a golden lab)."""
     for machine in (m.name for m in handle.resources.machines):
         if handle.state(machine) is not PowerState.OFF:
             handle.power_off(machine)
     state = LabState.load(lab_id)
     state.status = "golden"
     state.save()
-    with _lock():
-        record = golden_of(lab_id)
-        if record is not None:
-            record.user = None
-            record.save()
+    for lease in read_leases(lab_dir(lab_id)):
+        if lease.durable:
+            lease.path.unlink(missing_ok=True)
     log.info("golden lab %s released (powered off)", lab_id)
 
 
 def release_abandoned(libvirt_uri: str | None = None) -> tuple[list[str], list[str]]:
     """Power off and free the golden labs whose user died without releasing them.
 
-    A session killed with SIGKILL leaves its restored golden lab running and marked as its own;
+    A session killed with SIGKILL leaves its restored golden lab running and its lease behind;
     such a lab is kept on purpose, so gc does not remove it, but it must not run on for nobody.
     Returns one line per golden lab released, and one per golden lab that failed to be.
     """
     from pytest_starlingx.backends import make_backend
 
-    me = f"pid:{os.getpid()}"
     released: list[str] = []
     failed: list[str] = []
-    for found in list_golden():
-        with _lock():  # claimed for this process, so no session takes it meanwhile
-            record = GoldenRecord.load(found.key)
-            if record is None or not record.complete or record.user in (None, CLI_USER, me):
-                continue
-            if record.busy():
-                continue
-            gone, record.user = record.user, me
-            record.save()
-        where = f"golden lab {record.key} (lab id {record.lab_id})"
-        try:
-            backend = make_backend(record.backend, libvirt_uri)
+    claim = LeaseKeeper()
+    try:
+        for found in list_golden():
+            where = f"golden lab {found.key} (lab id {found.lab_id})"
+            directory = lab_dir(found.lab_id)
+            with _lock():  # claimed for this process, so no session takes it meanwhile
+                record = GoldenRecord.load(found.key)
+                if record is None or not record.complete or live_leases(directory):
+                    continue
+                try:
+                    if LabState.load(record.lab_id).status == "golden":
+                        continue  # released properly
+                except (OSError, ValueError, TypeError):
+                    continue
+                gone = [lease for lease in read_leases(directory)]
+                claim.take(directory, "stx-lab gc: releasing an abandoned golden lab")
             try:
-                release_id(backend.open_lab(record.lab_id), record.lab_id)
+                backend = make_backend(record.backend, libvirt_uri)
+                try:
+                    release_id(backend.open_lab(record.lab_id), record.lab_id)
+                finally:
+                    backend.close()
+            except StxError as exc:
+                failed.append(f"FAILED to power off {where}: {exc}")
+                continue
             finally:
-                backend.close()
-        except StxError as exc:
-            failed.append(f"FAILED to power off {where}: {exc}")
-            continue
-        released.append(f"released {where}: its user ({gone}) is gone; powered off")
+                claim.release(directory)
+            for lease in gone:
+                lease.path.unlink(missing_ok=True)
+            users = ", ".join(str(lease.holder) for lease in gone) or "unknown"
+            released.append(f"released {where}: its user ({users}) is gone; powered off")
+    finally:
+        claim.stop()
     return released, failed
 
 
 def golden_of(lab_id: str) -> GoldenRecord | None:
     """The golden record held by lab ``lab_id``, if it is a golden lab."""
     return next((r for r in list_golden() if r.lab_id == lab_id), None)
-
-
-@contextmanager
-def golden_session(
-    spec: LabSpec, backend: Backend, artifacts: Path, *, stage_snapshots: bool = False,
-    keep: bool = False,
-) -> Iterator[Lab]:  # fmt: skip
-    """Like :func:`~pytest_starlingx.lab.lab_session`, through a golden lab.
-
-    The golden lab is released (powered off, kept) at the end; a fresh lab built because the
-    golden one was busy is destroyed unless ``keep``.
-    """
-    got = obtain(spec, backend, artifacts, stage_snapshots=stage_snapshots)
-    if got is None:
-        log.warning("%s: building a fresh lab instead of the busy golden one", spec.name)
-        with lab_session(spec, backend, artifacts, keep=keep) as lab:
-            yield lab
-        return
-    log.info("%s: golden lab %s %s in %.1fs", spec.name, got.lab.lab_id, got.how, got.seconds)
-    try:
-        yield got.lab
-    finally:
-        release(got.lab)

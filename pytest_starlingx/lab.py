@@ -1,8 +1,10 @@
-"""A StarlingX lab as tests see it: bring-up on a backend, node handles, teardown.
+"""A StarlingX lab as tests see it: its nodes, the ``system`` CLI, waits, snapshots.
 
-::
+This module makes and opens labs (:func:`create_lab`, :func:`open_lab`, :func:`build_lab`) and
+removes them (:func:`destroy_lab`); how a user acquires one (fresh, reused, golden, kept) is
+:mod:`pytest_starlingx.lifecycle`'s::
 
-    with lab_session(spec, backend, artifacts) as lab:   # built, provisioned, torn down
+    with Lifecycle(Policy()).acquire(spec, backend, artifacts) as lab:   # built, torn down
         lab.system("host-list")
         lab.node("controller-0").run("uptime", check=True)
 """
@@ -12,8 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -267,6 +268,12 @@ class Lab:
         for console in self.bringup.consoles.values():
             console.close()
 
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def timings(self) -> str:
         """The stage-timing table of this bring-up."""
         return self.bringup.recorder.table()
@@ -315,38 +322,6 @@ def image_path(spec: LabSpec) -> Path:
     return placed
 
 
-@contextmanager
-def lab_session(
-    spec: LabSpec,
-    backend: Backend,
-    artifacts: Path,
-    *,
-    keep: bool = False,
-    knobs: Mapping[str, Mapping[str, object]] | None = None,
-    prepare: Callable[[Lab], None] | None = None,
-) -> Iterator[Lab]:
-    """Create, provision, yield and (unless ``keep``) destroy a lab.
-
-    Whatever was created is destroyed when the bring-up fails, unless ``keep``. ``prepare``
-    is called with the created lab before it is provisioned (e.g. per-stage snapshots).
-    """
-    lab = create_lab(spec, backend, artifacts, knobs=knobs)
-    try:
-        if prepare is not None:
-            prepare(lab)
-        lab.provision()
-        yield lab
-    finally:
-        lab.close()
-        lab.state.kept = keep
-        lab.state.save()
-        if keep:
-            log.warning("lab %r kept (id %s): remove it with `stx-lab down %s`", spec.name,
-                        lab.lab_id, lab.lab_id)  # fmt: skip
-        else:
-            destroy_lab(backend, lab.lab_id)
-
-
 def create_lab(
     spec: LabSpec,
     backend: Backend,
@@ -371,15 +346,39 @@ def create_lab(
     source = str(spec.source) if spec.source else None
     state = LabState(lab_id, spec.name, spec.topology.value, spec.backend.value, source,
                      spec_key(spec, str(iso)))  # fmt: skip
-    passwords = lab_passwords(spec, state)
+    lab_passwords(spec, state)  # generated ones are saved with the state
     state.save()
-    artifacts.mkdir(parents=True, exist_ok=True)
     try:
-        handle = backend.create_lab(lab_resources(spec, lab_id, iso, knobs))
-        return Lab(spec, handle, state, passwords, artifacts)
+        return _lab(spec, backend.create_lab(lab_resources(spec, lab_id, iso, knobs)), state,
+                    artifacts)  # fmt: skip
     except BaseException:
         destroy_lab(backend, lab_id)
         raise
+
+
+def build_lab(
+    spec: LabSpec,
+    backend: Backend,
+    artifacts: Path,
+    *,
+    keep_failed: bool = False,
+    knobs: Mapping[str, Mapping[str, object]] | None = None,
+    prepare: Callable[[Lab], None] | None = None,
+    registered_stages: bool = True,
+) -> Lab:
+    """A new lab, created and provisioned; one whose bring-up fails is removed again, unless
+    ``keep_failed``. ``prepare`` is called with the created lab before its stages run."""
+    lab = create_lab(spec, backend, artifacts, knobs=knobs)
+    try:
+        if prepare is not None:
+            prepare(lab)
+        lab.provision(registered_stages)
+    except BaseException:
+        lab.close()
+        if not keep_failed:
+            destroy_lab(backend, lab.lab_id)
+        raise
+    return lab
 
 
 def destroy_lab(backend: Backend, lab_id: str) -> None:
@@ -388,21 +387,38 @@ def destroy_lab(backend: Backend, lab_id: str) -> None:
     forget_lab(lab_id)
 
 
-def attach_lab(spec: LabSpec, backend: Backend, state: LabState, artifacts: Path) -> Lab:
-    """A handle on a lab created earlier (kept, or left by a failed bring-up) to go on with.
+def open_lab(
+    spec: LabSpec, backend: Backend, state: LabState, artifacts: Path, *, consoles: bool = True
+) -> Lab:
+    """A handle on a lab created earlier. The consoles of its running nodes are attached, unless
+    ``consoles=False`` (a snapshot revert attaches them as it resumes the nodes); shells log in
+    again on first use."""
+    lab = _lab(spec, backend.open_lab(state.lab_id), state, artifacts)
+    if consoles:
+        for name, machine in lab.machines.items():
+            if machine.is_running():
+                machine.attach()
+                log.info("%s: console attached to running node %s", spec.name, name)
+    return lab
 
-    Consoles of running nodes are attached; shells log in again on first use.
-    """
-    iso = image_path(spec)
-    if state.key != spec_key(spec, str(iso)):
+
+def attach_lab(spec: LabSpec, backend: Backend, state: LabState, artifacts: Path) -> Lab:
+    """:func:`open_lab`, for a lab that must have been built from ``spec`` (kept, or left by
+    a failed bring-up to go on with)."""
+    check_built_from(spec, state)
+    return open_lab(spec, backend, state, artifacts)
+
+
+def check_built_from(spec: LabSpec, state: LabState) -> None:
+    """Raise unless lab ``state`` was built from ``spec`` and the same image."""
+    if state.key != spec_key(spec, str(image_path(spec))):
         raise StxError(
             f"lab {state.lab_id} was built from a different description or image; "
             f"remove it with `stx-lab down {state.lab_id}` and bring up a new one"
         )
+
+
+def _lab(spec: LabSpec, handle: LabHandle, state: LabState, artifacts: Path) -> Lab:
+    """The one place a :class:`Lab` is made (new or opened)."""
     artifacts.mkdir(parents=True, exist_ok=True)
-    lab = Lab(spec, backend.open_lab(state.lab_id), state, lab_passwords(spec, state), artifacts)
-    for name, machine in lab.machines.items():
-        if machine.is_running():
-            machine.attach()
-            log.info("%s: console attached to running node %s", spec.name, name)
-    return lab
+    return Lab(spec, handle, state, lab_passwords(spec, state), artifacts)

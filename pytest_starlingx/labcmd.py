@@ -13,21 +13,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pytest_starlingx.backends import make_backend
-from pytest_starlingx.checkpoints import enable_checkpoints, load_checkpoints, open_lab_at
+from pytest_starlingx.checkpoints import load_checkpoints, open_lab_at
 from pytest_starlingx.errors import LabConfigError, StxError
 from pytest_starlingx.golden import (
-    CLI_USER,
     golden_of,
     list_golden,
-    obtain,
     release_abandoned,
     release_id,
     remove_golden,
 )
-from pytest_starlingx.lab import create_lab, destroy_lab
+from pytest_starlingx.lab import destroy_lab
 from pytest_starlingx.labfile import lab_from_mapping, load_lab
-from pytest_starlingx.labstate import LabState, all_states, state_dir
+from pytest_starlingx.labstate import LabState, all_states, lab_dir, state_dir
 from pytest_starlingx.leases import live_leases
+from pytest_starlingx.lifecycle import Lifecycle, Policy, lab_key
 from pytest_starlingx.model import LabSpec, Topology
 from pytest_starlingx.reaper import Backends, age, gc, survey
 from pytest_starlingx.tables import render_table
@@ -54,47 +53,43 @@ def up(
 ) -> int:  # fmt: skip
     """Bring a lab up and leave it running; on failure leave it for inspection or resume.
 
-    ``golden``: restore the lab's golden snapshot, or build it and make it golden. With
-    ``stage_snapshots`` the lab is snapshotted after each stage, and ``--resume`` goes on from
-    the last good one.
+    ``golden``: restore the lab's golden snapshot, or build it and make it golden (held until
+    ``stx-lab down``). With ``stage_snapshots`` the lab is snapshotted after each stage, and
+    ``--resume`` goes on from the last good one.
     """
     _log_to_stderr()
     spec = resolve(target)
     backend = make_backend(spec.backend.value, uri)
-    if golden and not resume:
-        got = obtain(spec, backend, artifacts or _artifacts("golden"), user=CLI_USER,
-                     stage_snapshots=stage_snapshots)  # fmt: skip
-        if got is not None:
-            got.lab.close()
-            print(got.lab.timings())
-            print(f"\nlab {spec.name!r} is up (id {got.lab.lab_id}), {got.how} golden lab "
-                  f"{got.record.key} in {got.seconds:.1f}s; hand it back with `stx-lab down "
-                  f"{got.lab.lab_id}` (the golden lab stays)")  # fmt: skip
-            return 0
-        print("the golden lab is in use; bringing up a plain lab", file=sys.stderr)
-    if resume:
-        state = LabState.load(resume)
-        lab = open_lab_at(spec, backend, state, artifacts or _artifacts(resume))
-    else:
-        lab = create_lab(spec, backend, artifacts or _artifacts("new"))
-        lab.state.kept = True  # wanted on purpose, even half built: gc leaves it alone
-        lab.state.save()
-    if stage_snapshots:
-        enable_checkpoints(lab)
-    print(f"lab {spec.name!r}: id {lab.lab_id}, artifacts in {lab.artifacts}", flush=True)
+    lifecycle = Lifecycle(Policy(
+        keep=True, golden=golden and not resume, stage_snapshots=stage_snapshots,
+        leave_failed=True, purpose="stx-lab up", durable=golden,
+    ))  # fmt: skip
+    state = LabState.load(resume) if resume else None
+    where = artifacts or _artifacts(resume or ("golden" if golden else "new"))
     try:
-        lab.provision()
+        got = lifecycle.bring_up(spec, backend, where, resume=state)
     except StxError as exc:
-        print(lab.timings(), file=sys.stderr)
+        failure = lifecycle.broken.get(lab_key(spec))
+        if failure is None or failure.lab_id is None:
+            raise
+        print(failure.timings, file=sys.stderr)
         print(f"\n{exc}\n\nThe lab is left as it is for inspection. Go on from the failed "
-              f"stage with `stx-lab up {target} --resume {lab.lab_id}`, or remove it with "
-              f"`stx-lab down {lab.lab_id}`.", file=sys.stderr)  # fmt: skip
+              f"stage with `stx-lab up {target} --resume {failure.lab_id}`, or remove it with "
+              f"`stx-lab down {failure.lab_id}`.", file=sys.stderr)  # fmt: skip
         return 1
     finally:
-        lab.close()
-    lab.state.kept = True
-    lab.state.save()
+        lifecycle.close()
+    lab = got.lab
+    lab.close()
     print(lab.timings())
+    if got.golden_key is not None:
+        print(f"\nlab {spec.name!r} is up (id {lab.lab_id}), {got.how} golden lab "
+              f"{got.golden_key} in {got.seconds:.1f}s; hand it back with `stx-lab down "
+              f"{lab.lab_id}` (the golden lab stays)")  # fmt: skip
+        return 0
+    if golden:
+        print("the golden lab was in use; a plain lab was brought up", file=sys.stderr)
+    lifecycle.leases.release(lab_dir(lab.lab_id))  # kept: it needs no holder
     print(f"\nlab {spec.name!r} is up (id {lab.lab_id}); remove it with "
           f"`stx-lab down {lab.lab_id}`")  # fmt: skip
     return 0
@@ -126,7 +121,7 @@ def down(target: str, uri: str | None, force: bool = False) -> int:
         print(f"stx-lab down: no lab matches {target!r}; see `stx-lab list`", file=sys.stderr)
         return 1
     for state in states:
-        held = live_leases(state.path.parent)
+        held = [lease for lease in live_leases(state.path.parent) if not lease.durable]
         if held and not force:
             print(f"stx-lab down: lab {state.name!r} (id {state.lab_id}) is in use by "
                   f"{', '.join(lease.describe() for lease in held)}; wait for it or use --force",
@@ -152,7 +147,8 @@ def resolve_state(state: LabState) -> LabSpec:
 def golden_list() -> int:
     """Every golden lab: key, lab, what it was built from, whole or not, in use or not."""
     rows = [[r.key, r.lab_id, r.name, r.topology, r.image_sha256[:12], r.pipeline_version,
-             "yes" if r.complete else "NO (partial)", r.user or "-", r.build_seconds, r.created]
+             "yes" if r.complete else "NO (partial)", ", ".join(r.users()) or "-",
+             r.build_seconds, r.created]
             for r in list_golden()]  # fmt: skip
     if not rows:
         print("no golden labs")
@@ -171,8 +167,11 @@ def golden_rm(key: str, uri: str | None) -> int:
         return 1
     status = 0
     for record in records:
-        if record.busy() and record.user != CLI_USER:
-            print(f"golden lab {record.key} is in use by {record.user}; left", file=sys.stderr)
+        users = [lease.describe() for lease in live_leases(lab_dir(record.lab_id))
+                 if not lease.durable]  # fmt: skip
+        if users:
+            print(f"golden lab {record.key} is in use by {', '.join(users)}; left",
+                  file=sys.stderr)  # fmt: skip
             status = 1
             continue
         remove_golden(record, make_backend(record.backend, uri))

@@ -70,9 +70,14 @@ class LabState:
         return cls(**json.loads(lab_state_path(lab_id).read_text()))
 
 
+def lab_dir(lab_id: str) -> Path:
+    """The directory of ``lab_id``: its state, leases, ledger and checkpoints."""
+    return state_dir() / "labs" / lab_id
+
+
 def lab_state_path(lab_id: str) -> Path:
     """The state file of ``lab_id``."""
-    return state_dir() / "labs" / lab_id / "lab.json"
+    return lab_dir(lab_id) / "lab.json"
 
 
 def forget_lab(lab_id: str, root: Path | None = None) -> None:

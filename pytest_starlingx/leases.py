@@ -6,7 +6,8 @@ touches the file every :data:`HEARTBEAT` seconds. A lease is live when:
 
 * its holder runs on this host: the process with that pid and start time still exists (a live
   holder never loses its lab, however loaded the host; a dead one frees it at once);
-* its holder runs on another host (a shared state dir): its heartbeat is younger than its ttl.
+* its holder runs on another host (a shared state dir): its heartbeat is younger than its ttl;
+* it is durable (``stx-lab up --golden``: a person holds the lab until ``stx-lab down``).
 
 The holder is the test *run*: a plain pytest session holds its labs itself; under pytest-xdist
 the workers hold them in the name of the controlling process, so a lab outlives a worker that
@@ -103,16 +104,21 @@ class Lease:
     purpose: str
     ttl: float
     heartbeat: float  # the file's mtime (epoch seconds)
+    durable: bool = False  # held until released, whether its holder lives or not
 
     def live(self, now: float | None = None) -> bool:
         """See the module docstring."""
+        if self.durable:
+            return True
         alive = self.holder.alive()
         if alive is not None:
             return alive
         return (now or time.time()) - self.heartbeat < self.ttl
 
     def describe(self, now: float | None = None) -> str:
-        """``pid 123 (pytest, 4s ago)`` or ``... expired``."""
+        """``pid 123 (pytest, 4s ago)``, ``... expired`` or ``... until released``."""
+        if self.durable:
+            return f"{self.holder} ({self.purpose}, until released)"
         age = (now or time.time()) - self.heartbeat
         state = "" if self.live(now) else ", expired"
         return f"{self.holder} ({self.purpose}, beat {age:.0f}s ago{state})"
@@ -132,7 +138,7 @@ def read_leases(lab_dir: Path) -> list[Lease]:
             holder = Holder(data["host"], int(data["pid"]), data.get("start"))
             found.append(
                 Lease(path, holder, data.get("purpose", ""), float(data.get("ttl", TTL)),
-                      path.stat().st_mtime)
+                      path.stat().st_mtime, bool(data.get("durable", False)))
             )  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.debug("skipping unreadable lease %s: %s", path, exc)
@@ -156,11 +162,12 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def take(self, lab_dir: Path, purpose: str) -> Path:
-        """Hold the lab in ``lab_dir`` (idempotent); returns the lease file."""
+    def take(self, lab_dir: Path, purpose: str, durable: bool = False) -> Path:
+        """Hold the lab in ``lab_dir`` (idempotent); returns the lease file. A ``durable``
+        lease holds the lab after this process ends, until it is released."""
         path = leases_dir(lab_dir) / f"{self.holder.key}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = {**asdict(self.holder), "purpose": purpose, "ttl": TTL}
+        data = {**asdict(self.holder), "purpose": purpose, "ttl": TTL, "durable": durable}
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(path)

@@ -13,6 +13,7 @@ from pytest_starlingx.backends import make_backend
 from pytest_starlingx.backends.base import Backend
 from pytest_starlingx.errors import BackendError, StxError
 from pytest_starlingx.lab import Lab
+from pytest_starlingx.lifecycle import LabBroken
 from pytest_starlingx.model import LabSpec
 from pytest_starlingx.plugin.options import Settings
 from pytest_starlingx.plugin.requests import LabRequest
@@ -36,7 +37,6 @@ class LabFactory:
         #: gc before the first lab, leases, signals, reuse, xdist sharing (sessionlabs.py)
         self.session_labs = SessionLabs(settings, worker, shared_root)
         self.labs: dict[LabRequest, Lab] = {}
-        self.broken: dict[LabRequest, str] = {}
         self._stack = ExitStack()
         self._backend: Backend | None = None
 
@@ -52,9 +52,6 @@ class LabFactory:
 
     def get(self, request: LabRequest) -> Lab:
         """The lab for ``request``: built on first use, shared afterwards."""
-        if request in self.broken:
-            pytest.fail(f"lab bring-up failed earlier in this session:\n{self.broken[request]}",
-                        pytrace=False)  # fmt: skip
         if request not in self.labs:
             self.labs[request] = self._build(request, self._stack)
         return self.labs[request]
@@ -78,8 +75,9 @@ class LabFactory:
         artifacts = claim_dir(self.artifacts, spec.name, suffix, start=len(self.labs) + 1)
         try:
             return self.session_labs.get(spec, backend, artifacts, stack, private=private)
+        except LabBroken as exc:
+            pytest.fail(str(exc), pytrace=False)
         except StxError as exc:
-            self.broken[request] = str(exc)
             pytest.fail(f"lab bring-up failed:\n{exc}", pytrace=False)
 
     def close(self) -> None:

@@ -49,7 +49,8 @@ def pytest_terminal_summary(
 ) -> None:
     """Each lab's stage timings and where its artifacts are."""
     factory = config.stash.get(FACTORY, None)
-    if factory is None or not (factory.labs or factory.broken):
+    broken = factory.session_labs.lifecycle.broken if factory is not None else {}
+    if factory is None or not (factory.labs or broken):
         return
     terminalreporter.section("StarlingX labs")
     for line in factory.session_labs.collected:
@@ -62,8 +63,9 @@ def pytest_terminal_summary(
         if lab.state.kept:
             for line in how_to_reach(lab):
                 terminalreporter.write_line(line)
-    for request, error in factory.broken.items():
-        terminalreporter.write_line(f"{request.topology.value} lab failed: {error.splitlines()[0]}")
+    for failure in broken.values():
+        first = failure.error.splitlines()[0]
+        terminalreporter.write_line(f"{failure.topology} lab {failure.name!r} failed: {first}")
 
 
 def how_to_reach(lab: Lab) -> list[str]:

@@ -17,22 +17,12 @@ import logging
 from contextlib import ExitStack
 from pathlib import Path
 
-from filelock import FileLock
-
 from pytest_starlingx.backends.base import Backend
-from pytest_starlingx.checkpoints import enable_checkpoints
-from pytest_starlingx.golden import golden_session, release_abandoned
-from pytest_starlingx.lab import (
-    Lab,
-    attach_lab,
-    create_lab,
-    destroy_lab,
-    image_path,
-    lab_session,
-    spec_key,
-)
-from pytest_starlingx.labstate import LabState, all_states, state_dir
-from pytest_starlingx.leases import Holder, LeaseKeeper, live_leases
+from pytest_starlingx.golden import release_abandoned
+from pytest_starlingx.lab import Lab, attach_lab, destroy_lab
+from pytest_starlingx.labstate import LabState, lab_dir, state_dir
+from pytest_starlingx.leases import Holder, LeaseKeeper
+from pytest_starlingx.lifecycle import Lifecycle, Policy
 from pytest_starlingx.model import LabSpec
 from pytest_starlingx.plugin.options import Settings
 from pytest_starlingx.plugin.signals import InterruptHandlers
@@ -42,11 +32,6 @@ from pytest_starlingx.reaper import gc
 log = logging.getLogger("pytest_starlingx.plugin")
 
 
-def lab_dir(lab: Lab) -> Path:
-    """The lab's directory in the state dir (its leases live there)."""
-    return lab.state.path.parent
-
-
 class SessionLabs:
     """Gets labs for one session (or one xdist worker); see the module docstring."""
 
@@ -54,7 +39,11 @@ class SessionLabs:
         self, settings: Settings, worker: str | None = None, shared_root: Path | None = None
     ) -> None:
         self.settings = settings
-        self.leases = LeaseKeeper()
+        self.lifecycle = Lifecycle(Policy(
+            keep=settings.keep, reuse=settings.reuse, golden=settings.golden,
+            stage_snapshots=settings.stage_snapshots,
+            purpose="pytest-xdist run" if worker else "pytest session",
+        ))  # fmt: skip
         self.signals = InterruptHandlers()
         self.shared = SharedLabs(shared_root, worker) if worker and shared_root else None
         self.collected: list[str] = []  # what the start-up collection did
@@ -84,91 +73,29 @@ class SessionLabs:
         self.start()
         if self.shared is not None and not private:
             return self._shared(spec, backend, artifacts, stack)
-        if self.settings.reuse:
-            lab = self._reuse(spec, backend, artifacts)
-            if lab is not None:
-                stack.callback(self._give_back, lab)
-                return lab
-        if self.settings.golden:
-            lab = stack.enter_context(golden_session(
-                spec, backend, artifacts, stage_snapshots=self.settings.stage_snapshots,
-                keep=self.settings.keep,
-            ))  # fmt: skip
-        else:
-            prepare = enable_checkpoints if self.settings.stage_snapshots else None
-            lab = stack.enter_context(
-                lab_session(spec, backend, artifacts, keep=self.settings.keep, prepare=prepare)
-            )
-        self.leases.take(lab_dir(lab), "pytest session")
-        stack.callback(self.leases.release, lab_dir(lab))
-        return lab
+        return stack.enter_context(self.lifecycle.acquire(spec, backend, artifacts))
 
     def close(self) -> None:
         """The session is over: stop the heartbeat, give the signals back."""
-        self.leases.stop()
+        self.lifecycle.close()
         self.signals.restore()
 
-    # ---------------------------------------------------------------- reuse
-
-    def _reuse(self, spec: LabSpec, backend: Backend, artifacts: Path) -> Lab | None:
-        key = spec_key(spec, str(image_path(spec)))
-        with FileLock(state_dir() / "reuse.lock"):
-            for state in all_states():
-                if not self._reusable(state, key):
-                    continue
-                lab = attach_lab(spec, backend, state, artifacts)
-                if not all(m.is_running() for m in lab.machines.values()):
-                    lab.close()
-                    continue
-                self.leases.take(lab_dir(lab), "pytest --stx-reuse")
-                log.warning("reusing kept lab %r (id %s)", state.name, state.lab_id)
-                return lab
-        log.info("no kept lab matches %r; building one", spec.name)
-        return None
-
-    def _reusable(self, state: LabState, key: str) -> bool:
-        return (
-            state.kept
-            and state.status == "ready"
-            and state.key == key
-            and state.backend == self.settings.backend.value
-            and not live_leases(state.path.parent)
-        )
-
-    def _give_back(self, lab: Lab) -> None:
-        """A reused lab was kept by someone: it stays, only our lease goes."""
-        lab.close()
-        self.leases.release(lab_dir(lab))
-
-    # ---------------------------------------------------------------- xdist
-
     def _shared(self, spec: LabSpec, backend: Backend, artifacts: Path, stack: ExitStack) -> Lab:
+        """The run's lab, built by the first worker that needs it (see :mod:`.xdist`)."""
         assert self.shared is not None
+        leases = self.lifecycle.leases
 
         def build(shared_backend: Backend) -> Lab:
-            if self.settings.reuse:
-                reused = self._reuse(spec, shared_backend, artifacts)
-                if reused is not None:
-                    return reused
-            lab = create_lab(spec, shared_backend, artifacts)
-            try:
-                lab.provision()
-            except BaseException:
-                lab.close()
-                if not self.settings.keep:
-                    destroy_lab(shared_backend, lab.lab_id)
-                raise
-            lab.state.kept = self.settings.keep or lab.state.kept
-            lab.state.save()
-            return lab
+            return self.lifecycle.bring_up(spec, shared_backend, artifacts, golden=False).lab
 
         def attach(shared_backend: Backend, lab_id: str) -> Lab:
-            return attach_lab(spec, shared_backend, LabState.load(lab_id), artifacts)
+            lab = attach_lab(spec, shared_backend, LabState.load(lab_id), artifacts)
+            leases.take(lab_dir(lab_id), self.lifecycle.policy.purpose)
+            return lab
 
         lab = self.shared.get(spec, backend, build, attach, stack)
-        self.leases.take(lab_dir(lab), "pytest-xdist run")
         # Other workers may still use the lab: stop beating, leave the run's lease in place.
-        stack.callback(self.leases.forget, lab_dir(lab))
+        stack.callback(leases.forget, lab_dir(lab.lab_id))
         return lab
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from pytest_starlingx.backends import make_backend
 from pytest_starlingx.errors import StageError
-from pytest_starlingx.lab import lab_session
 from pytest_starlingx.labfile import lab_from_mapping
+from pytest_starlingx.lifecycle import Lifecycle, Policy
 from pytest_starlingx.model import DEFAULT_RELEASE, LabSpec
 
 SLACK = 15.0  # seconds past a stage's timeout within which its error must come
@@ -46,8 +46,9 @@ def bring_up_and_check_every_host(
     ``settings``: more keys of the lab description (workers, firmware, ...)."""
     lab_spec = lab_from_mapping({"name": lab_name, "topology": topology, **(settings or {})})
     backend = make_backend("libvirt")
+    lifecycle = Lifecycle(Policy())
     try:
-        with lab_session(lab_spec, backend, artifacts, knobs=knobs) as lab:
+        with lifecycle.acquire(lab_spec, backend, artifacts, knobs=knobs) as lab:
             hosts = lab.host_list()
             counts: dict[str, int] = {}
             for host in hosts:
@@ -62,6 +63,7 @@ def bring_up_and_check_every_host(
             last = lab_spec.nodes[-1].name
             assert lab.node(last).run("hostname", check=True).stdout == last
     finally:
+        lifecycle.close()
         backend.close()
 
 

@@ -7,6 +7,7 @@ the module removes it at the end. A few minutes in all.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,12 +24,13 @@ from pytest_starlingx.golden import (
     GOLDEN_SNAPSHOT,
     GoldenRecord,
     list_golden,
-    obtain,
     release,
     remove_golden,
 )
 from pytest_starlingx.labfile import lab_from_mapping
-from pytest_starlingx.labstate import LabState
+from pytest_starlingx.labstate import LabState, lab_dir
+from pytest_starlingx.leases import LeaseKeeper, live_leases
+from pytest_starlingx.lifecycle import How, Lifecycle, Policy
 from pytest_starlingx.model import LabSpec
 
 LABEL = "golden-test=yes"
@@ -40,16 +42,17 @@ LAB = {"topology": "simplex", "name": "goldt", "stages": [
     {"name": "label", "after": "available", "system": [f"host-label-assign controller-0 {LABEL}"]},
 ]}  # fmt: skip
 
-#: A process that takes the golden lab (``obtain``) and holds it until killed.
+#: A process that takes the golden lab and holds it until killed.
 HOLDER = """
 import json, sys, time
 from pathlib import Path
 from pytest_starlingx.backends import make_backend
-from pytest_starlingx.golden import obtain
 from pytest_starlingx.labfile import lab_from_mapping
+from pytest_starlingx.lifecycle import Lifecycle, Policy
 
-got = obtain(lab_from_mapping(json.loads(sys.argv[1]), source="test"), make_backend("libvirt"),
-             Path(sys.argv[2]))
+got = Lifecycle(Policy(golden=True)).bring_up(
+    lab_from_mapping(json.loads(sys.argv[1]), source="test"), make_backend("libvirt"),
+    Path(sys.argv[2]))
 print(got.how, flush=True)
 time.sleep(600)
 """
@@ -80,30 +83,46 @@ def backend() -> Iterator[Backend]:
     backend.close()  # type: ignore[attr-defined]
 
 
+@pytest.fixture
+def lifecycle() -> Iterator[Lifecycle]:
+    lifecycle = Lifecycle(Policy(golden=True))
+    yield lifecycle
+    lifecycle.close()
+
+
 @pytest.fixture(scope="module")
 def golden(spec, backend, tmp_path_factory) -> Iterator[GoldenRecord]:
-    """The module's golden lab, built (or found) once and released; removed at the end."""
-    got = obtain(spec, backend, tmp_path_factory.mktemp("build"), stage_snapshots=True)
-    assert got is not None
-    release(got.lab)
-    yield got.record
+    """The module's golden lab, built once and released; removed at the end."""
+    lifecycle = Lifecycle(Policy(golden=True, stage_snapshots=True))
+    got = lifecycle.bring_up(spec, backend, tmp_path_factory.mktemp("build"))
+    assert got.how is How.MADE_GOLDEN and got.golden_key is not None
+    lifecycle.release(got, backend)
+    lifecycle.close()
+    assert not live_leases(lab_dir(got.lab.lab_id))
+    record = GoldenRecord.load(got.golden_key)
+    assert record is not None
+    yield record
     for record in list_golden():
         if record.name == spec.name:
             remove_golden(record, backend)
 
 
-def test_restore_gives_an_available_lab_with_its_state(spec, backend, golden, tmp_path):
-    got = obtain(spec, backend, tmp_path)
-    assert got is not None
+def test_restore_gives_an_available_lab_with_its_state(spec, backend, golden, lifecycle, tmp_path):
+    got = lifecycle.bring_up(spec, backend, tmp_path)
     try:
-        assert got.how == "restored"
+        assert got.how is How.RESTORED
         assert got.lab.lab_id == golden.lab_id
         assert {h.availability for h in got.lab.host_list()} == {"available"}
         assert "golden-test" in got.lab.system("host-label-list controller-0 --nowrap")
         guest = int(got.lab.node("controller-0").run("date -u +%s", check=True).stdout)
         assert abs(guest - time.time()) < 30, "the guest clock was not set after the restore"
+        assert [lease.purpose for lease in live_leases(lab_dir(golden.lab_id))] == [
+            "pytest session"
+        ]  # in use: held by its user's lease
     finally:
-        release(got.lab)
+        lifecycle.release(got, backend)
+    assert LabState.load(golden.lab_id).status == "golden"
+    assert not live_leases(lab_dir(golden.lab_id))
 
 
 def test_resume_from_a_stage_snapshot_skips_finished_stages(spec, backend, golden, tmp_path):
@@ -118,12 +137,14 @@ def test_resume_from_a_stage_snapshot_skips_finished_stages(spec, backend, golde
         assert outcome["controller-0:label"] == "done"
         assert {h.availability for h in lab.host_list()} == {"available"}
     finally:
-        release(lab)
+        release(lab, LeaseKeeper())
 
 
 def test_gc_powers_off_a_golden_lab_whose_user_was_killed(backend, golden, tmp_path):
+    # Its own process holds the lab: not the xdist run this test may be part of.
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, json.dumps(LAB), str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+                              stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "restored"
@@ -135,21 +156,22 @@ def test_gc_powers_off_a_golden_lab_whose_user_was_killed(backend, golden, tmp_p
     gc = subprocess.run([STX_LAB, "gc"], capture_output=True, text=True, timeout=300)
     assert gc.returncode == 0, gc.stdout + gc.stderr
     assert (f"released golden lab {golden.key} (lab id {golden.lab_id}): its user "
-            f"(pid:{holder.pid}) is gone; powered off") in gc.stdout  # fmt: skip
+            f"(pid {holder.pid}) is gone; powered off") in gc.stdout  # fmt: skip
     assert handle.state("controller-0") is PowerState.OFF
-    record = GoldenRecord.load(golden.key)
-    assert record is not None and record.user is None
+    assert LabState.load(golden.lab_id).status == "golden"
+    assert not list((lab_dir(golden.lab_id) / "leases").glob("*.json"))
     assert golden.lab_id in backend.lab_ids()  # kept: powered off, not removed
 
 
-def test_a_partial_golden_snapshot_is_detected_and_rebuilt(spec, backend, golden, tmp_path):
+def test_a_partial_golden_snapshot_is_detected_and_rebuilt(
+    spec, backend, golden, lifecycle, tmp_path
+):
     backend.open_lab(golden.lab_id).delete_snapshot(GOLDEN_SNAPSHOT)
-    got = obtain(spec, backend, Path(tmp_path))
-    assert got is not None
+    got = lifecycle.bring_up(spec, backend, Path(tmp_path))
     try:
-        assert got.how == "built"
+        assert got.how is How.MADE_GOLDEN
         assert got.lab.lab_id != golden.lab_id
         assert golden.lab_id not in backend.lab_ids()
         assert "golden-test" in got.lab.system("host-label-list controller-0 --nowrap")
     finally:
-        release(got.lab)
+        lifecycle.release(got, backend)
