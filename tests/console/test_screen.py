@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from console_fakes import DEBIAN_MENU, GrubDevice, recorded
 
-from pytest_starlingx.screen import Screen
+from pytest_starlingx.console.screen import Screen
 
 # Recorded from GRUB 2.06 (Debian 12) on QEMU's serial port with data/grub.cfg: power-on, then
 # down, down, up, Enter (into "Debian All-in-one Install"), down, Enter.
