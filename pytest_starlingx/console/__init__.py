@@ -19,6 +19,7 @@ The package is layered like labgrid's console, boot-loader and shell drivers:
 * ``screen``: the VT100 screen model that boot menus are read from;
 * ``menus``: :class:`BootMenu`, selecting boot-menu entries by their text;
 * ``patterns``: what a StarlingX console prints (login, password and shell prompts);
+* ``login``: the login dialog, forced password change included;
 * ``shell``: :class:`Shell`, login, prompt detection and framed commands (:class:`Result`);
 * ``node``: :class:`Console`, the link with its menu and shell, as stages and tests use it;
 * ``errors``: the errors, each naming lab, node and stage and showing the console's tail.

@@ -1,6 +1,7 @@
 """A shell on a console: logging in, telling a prompt from a boot, and framed commands.
 
-:class:`Shell` works on a :class:`~pytest_starlingx.console.link.ConsoleLink`.
+:class:`Shell` works on a :class:`~pytest_starlingx.console.link.ConsoleLink`; the login dialog
+itself is in :mod:`~pytest_starlingx.console.login`.
 """
 
 from __future__ import annotations
@@ -14,25 +15,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pytest_starlingx.console.errors import (
-    CommandFailed,
-    ConsoleTimeout,
-    LoginError,
-    NodeRebooted,
-    secs,
-)
+from pytest_starlingx.console.errors import CommandFailed, LoginError, NodeRebooted, secs
 from pytest_starlingx.console.link import TAIL_LINES, ConsoleLink
+from pytest_starlingx.console.login import LoginDialog
 from pytest_starlingx.console.patterns import (
     AUTO_LOGOUT,
-    CURRENT_PASSWORD,
     LOGIN,
-    LOGIN_INCORRECT,
-    NEW_PASSWORD,
     PASSWORD,
-    PASSWORD_REJECTED,
     PROMPT,
     REBOOTED,
-    RETYPE_PASSWORD,
     SUDO_PASSWORD,
 )
 from pytest_starlingx.console.transcript import strip_ansi
@@ -114,96 +105,11 @@ class Shell:
         for secret in (password, new_password):
             if secret and secret != user:
                 self.console.add_secret(secret)
-        candidates = [password] + ([new_password] if new_password else [])
-        tried = 0
-        current = password
-        patterns = {
-            "prompt": self.prompt,
-            "login": LOGIN,
-            "incorrect": LOGIN_INCORRECT,
-            "rejected": PASSWORD_REJECTED,
-            "retype": RETYPE_PASSWORD,
-            "new": NEW_PASSWORD,
-            "current": CURRENT_PASSWORD,
-            "password": PASSWORD,
-        }
-        names = list(patterns)
-        sent_password = sent_new = False
+        dialog = LoginDialog(self, user, password, new_password)
         if booting:
             self._await_prompt(deadline.within(PROMPT_GRACE))
         self.wake(deadline)
-        probes = 0  # wake-ups repeated for a console that stays quiet (a lost Ctrl-C, say)
-        for _ in range(40):
-            try:
-                step = self.console.expect(
-                    list(patterns.values()),
-                    deadline.within(5.0) if probes < 3 else deadline,
-                    what=f"a login or shell prompt for {user}",
-                )
-            except ConsoleTimeout:
-                if probes >= 3 or deadline.expired:
-                    raise
-                probes += 1
-                self.wake(deadline)
-                continue
-            probes = 3
-            state = names[step.index]
-            if state not in ("incorrect", "rejected"):
-                self.console.discard()  # a prompt waits for input: what followed it is stale
-            if state == "login":
-                sent_password = False
-                self.console.sendline(user)
-            elif state == "password":
-                if tried >= len(candidates):
-                    raise self.console.error(LoginError, f"no password left to try for {user}")
-                current = candidates[tried]
-                sent_password = True
-                self.console.send_secret(current)
-            elif state == "incorrect" and sent_password:
-                tried += 1
-                sent_password = False
-                if tried >= len(candidates):
-                    raise self.console.error(
-                        LoginError, f"login as {user} refused: 'Login incorrect' for every password"
-                    )
-            elif state == "current":
-                self.console.send_secret(current)
-            elif state == "new":
-                if new_password is None:
-                    raise self.console.error(
-                        LoginError,
-                        f"the console demands a new password for {user}; pass new_password",
-                    )
-                if sent_new:
-                    raise self.console.error(
-                        LoginError, "the new password was rejected (asked again)"
-                    )
-                self.console.send_secret(new_password)
-            elif state == "retype":
-                assert new_password is not None
-                sent_new = True
-                self.console.send_secret(new_password)
-                current = new_password
-            elif state == "rejected":
-                message = self.console.mask(step.text.strip())
-                raise self.console.error(LoginError, f"the new password was rejected: {message}")
-            elif state == "prompt":
-                # TMOUT is readonly from 11.0: the shell may time out all the same (logged_out)
-                whoami = self.run(
-                    "export TMOUT=0 2>/dev/null; stty echo; id -un", deadline
-                ).stdout.strip()
-                if whoami == user:
-                    break
-                log.info(
-                    "%s: shell belongs to %r, leaving it", self.console.node, whoami,
-                    extra=self.console.log_extra,
-                )  # fmt: skip
-                # the prompt after the command, then exit
-                self.console.expect(self.prompt, deadline)
-                self.console.discard()
-                self.console.sendline("exit")
-        else:
-            raise self.console.error(LoginError, f"login as {user} did not reach a shell")
+        current = dialog.run(deadline)
         self.password = current
         log.info("%s: logged in as %s", self.console.node, user, extra=self.console.log_extra)
         return current
