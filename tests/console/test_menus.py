@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 
 import pytest
 from console_fakes import (
@@ -19,6 +18,7 @@ from console_fakes import (
 from pytest_starlingx.console import Console, ConsoleTimeout, MenuError
 from pytest_starlingx.stages import secondaries
 from pytest_starlingx.stages.secondaries import _skip_pxe_countdowns
+from pytest_starlingx.stages.shells import Shells
 from pytest_starlingx.waits import Deadline, poll
 
 
@@ -214,12 +214,10 @@ class NodeInstall:
 
     def __init__(self, console: Console) -> None:
         self.consoles = {"worker-0": console}
+        self.shells = Shells(self.consoles, {}, set(), self.deadline)
 
     def deadline(self, phase: str) -> Deadline:
         return Deadline(60, phase)
-
-    def console_lock(self, node: str) -> threading.Lock:
-        return threading.Lock()
 
 
 def test_pxelinux_countdowns_are_skipped_with_enter(make_console):
