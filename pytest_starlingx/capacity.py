@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from pytest_starlingx.model import LabSpec
-from pytest_starlingx.stages.base import ACTIVE_CONTROLLER
+from pytest_starlingx.stages.shells import ACTIVE_CONTROLLER
 
 log = logging.getLogger("pytest_starlingx.capacity")
 

@@ -22,8 +22,8 @@ from pytest_starlingx.errors import StxError
 from pytest_starlingx.lab import Lab, attach_lab, image_path, lab_passwords, spec_key
 from pytest_starlingx.labstate import LabState, lab_state_path
 from pytest_starlingx.model import LabSpec
-from pytest_starlingx.stages.base import ACTIVE_CONTROLLER
 from pytest_starlingx.stages.custom import POINTS
+from pytest_starlingx.stages.shells import ACTIVE_CONTROLLER
 
 log = logging.getLogger("pytest_starlingx.checkpoints")
 
@@ -96,7 +96,7 @@ def revert_lab(lab: Lab, snapshot: str) -> None:
     """
     lab.handle.revert(snapshot, before_resume=lambda machine: lab.machines[machine].attach())
     for name in lab.nodes:
-        lab.bringup.forget_shell(name)
+        lab.bringup.shells.forget(name)
 
 
 def set_clock(lab: Lab, nodes: list[str]) -> None:
@@ -108,11 +108,11 @@ def set_clock(lab: Lab, nodes: list[str]) -> None:
     """
 
     def fix(node: str) -> None:
-        lab.bringup.login(node, booting=False)
+        lab.bringup.shells.login(node, booting=False)
         if node == ACTIVE_CONTROLLER:
             lab.bringup.consoles[node].password = lab.bringup.passwords["sysadmin"]
         now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-        lab.bringup.shell(node, f"sudo date -u -s '{now}' >/dev/null", phase="login")
+        lab.bringup.shells.shell(node, f"sudo date -u -s '{now}' >/dev/null", phase="login")
 
     with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
         list(pool.map(fix, nodes))

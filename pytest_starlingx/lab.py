@@ -119,7 +119,7 @@ class Node:
     def run(self, command: str, timeout: float | None = None, check: bool = False) -> Result:
         """Run a shell command on the node's console as sysadmin; ``check`` raises on failure."""
         deadline = Deadline(timeout or self.lab.spec.timeout("command"), what=command)
-        result = self.lab.bringup.run(self.name, command, deadline)
+        result = self.lab.bringup.shells.run(self.name, command, deadline)
         if check and not result.ok:
             raise StxError(
                 f"lab {self.lab.name!r} node {self.name}: {command!r} exited with status "
@@ -130,7 +130,7 @@ class Node:
     def power_off(self) -> None:
         """Pull the plug."""
         self.lab.handle.power_off(self.name)
-        self.lab.bringup.forget_shell(self.name)
+        self.lab.bringup.shells.forget(self.name)
 
     def power_on(self) -> None:
         """Power the node on (console attached first)."""
@@ -139,7 +139,7 @@ class Node:
     def reset(self) -> None:
         """Hard reset."""
         self.lab.handle.reset(self.name)
-        self.lab.bringup.forget_shell(self.name)
+        self.lab.bringup.shells.forget(self.name)
 
     def reboot_and_wait(self, timeout: float | None = None) -> None:
         """Reset the node, wait for its login prompt and for every host to be available."""
@@ -236,7 +236,7 @@ class Lab:
 
     def system(self, args: str) -> str:
         """``system <args>`` on the active controller; raises with the command and output."""
-        return self.bringup.system(args)
+        return self.bringup.shells.system(args)
 
     def host_list(self) -> list[Host]:
         """``system host-list`` as records."""
@@ -261,7 +261,7 @@ class Lab:
         """Bring every node back to snapshot ``name``; consoles reconnect, logins are redone."""
         self.handle.revert(name)
         for node in self.nodes:
-            self.bringup.forget_shell(node)
+            self.bringup.shells.forget(node)
 
     def close(self) -> None:
         """Close the consoles (the lab stays up)."""

@@ -12,7 +12,7 @@ from pytest_starlingx.console import CommandFailed, Result
 from pytest_starlingx.errors import StageError
 from pytest_starlingx.labfile import parse_lab
 from pytest_starlingx.model import resolve_lab
-from pytest_starlingx.stages import base
+from pytest_starlingx.stages import base, shells
 from pytest_starlingx.stages.base import Bringup, Stage, run_stages
 from pytest_starlingx.stages.custom import CustomStage, from_lab_file, insert
 from pytest_starlingx.stages.pipelines import pipeline
@@ -211,20 +211,20 @@ class OpenrcConsole:
 
 
 def test_openrc_is_sourced_again_while_the_platform_filesystem_is_not_mounted(monkeypatch):
-    monkeypatch.setattr(base, "OPENRC_RETRY_EVERY", 0.01)
-    console = OpenrcConsole(base.OPENRC_NOT_READY, base.OPENRC_NOT_READY)
-    bringup()._source_openrc(console, Deadline(60, "openrc"))
-    assert console.sent == [f"source {base.OPENRC}"] * 3
+    monkeypatch.setattr(shells, "OPENRC_RETRY_EVERY", 0.01)
+    console = OpenrcConsole(shells.OPENRC_NOT_READY, shells.OPENRC_NOT_READY)
+    bringup().shells._source_openrc(console, Deadline(60, "openrc"))
+    assert console.sent == [f"source {shells.OPENRC}"] * 3
 
 
 def test_openrc_racing_the_mount_is_sourced_once_more_and_a_real_lack_of_rights_fails():
-    raced = OpenrcConsole(base.OPENRC_RACED)
-    bringup()._source_openrc(raced, Deadline(60, "openrc"))
-    assert raced.sent == [f"source {base.OPENRC}"] * 2
-    denied = OpenrcConsole(base.OPENRC_RACED, base.OPENRC_RACED)
+    raced = OpenrcConsole(shells.OPENRC_RACED)
+    bringup().shells._source_openrc(raced, Deadline(60, "openrc"))
+    assert raced.sent == [f"source {shells.OPENRC}"] * 2
+    denied = OpenrcConsole(shells.OPENRC_RACED, shells.OPENRC_RACED)
     with pytest.raises(CommandFailed, match="exited with status 1"):
-        bringup()._source_openrc(denied, Deadline(60, "openrc"))
-    assert denied.sent == [f"source {base.OPENRC}"] * 2
+        bringup().shells._source_openrc(denied, Deadline(60, "openrc"))
+    assert denied.sent == [f"source {shells.OPENRC}"] * 2
 
 
 class Maintenance(Bringup):

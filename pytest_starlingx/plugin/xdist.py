@@ -212,7 +212,7 @@ class Turns:
 
     def install(self, lab: Lab) -> None:
         """Hand the turns to the lab's bring-up (its per-node console locks) and let go."""
-        lab.bringup.console_locks.update(self.turns)
+        lab.bringup.shells.locks.update(self.turns)
         self.release()
 
     def release(self) -> None:
@@ -224,7 +224,7 @@ class Turns:
 @contextmanager
 def console_turn(lab: Lab, node: str) -> Iterator[None]:
     """Use ``node``'s console directly (``expect``/``sendline``) in a lab shared by workers."""
-    with lab.bringup.console_lock(node):
+    with lab.bringup.shells.lock(node):
         yield
 
 

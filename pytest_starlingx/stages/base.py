@@ -7,23 +7,18 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, MutableSet
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, TypedDict, Unpack
 
-from pytest_starlingx.console import CommandFailed, Console, Result
+from pytest_starlingx.console import CommandFailed, Console
 from pytest_starlingx.errors import StageError, StxError
 from pytest_starlingx.model import LabSpec
+from pytest_starlingx.stages.shells import Shells, retry_while
 from pytest_starlingx.steps import StepRecorder
 from pytest_starlingx.stxtable import parse_table, parse_yaml_properties
 from pytest_starlingx.waits import Deadline, WaitTimeout, poll
 
 log = logging.getLogger("pytest_starlingx.stages")
-
-ACTIVE_CONTROLLER = "controller-0"
-OPENRC = "/etc/platform/openrc"
-USER = "sysadmin"
-FIRST_PASSWORD = "sysadmin"  # until the forced change at the first login
 
 
 class HostStates(TypedDict, total=False):
@@ -42,13 +37,6 @@ AVAILABLE: HostStates = {
 AVAILABLE_TEXT = "unlocked | enabled | available"
 #: What the system CLI says while sysinv's API is not listening (a controller still booting).
 API_DOWN = "Unable to establish connection"
-#: What openrc says while the platform filesystem holding the admin keyring is not mounted yet
-#: (a controller still booting; stx-puppet ``platform/templates/openrc.admin.erb``), returning 1.
-OPENRC_NOT_READY = "Openstack Admin credentials can only be loaded from the active controller."
-#: What openrc says when the keyring script exists but printed nothing. openrc runs the script
-#: first and tests whether it exists afterwards, so a platform filesystem mounted in between
-#: says this once; said twice in a row, it is true (openrc.admin.erb as above).
-OPENRC_RACED = "Not enough privileges to read keyring password."
 #: sysinv's refusal of ``host-unlock`` while an application is applied (``host.py``,
 #: ``check_unlock_application``); it passes by itself, and starlingx/test's unlock retries.
 UNLOCK_WHILE_APPLYING = "while an application is being applied"
@@ -59,7 +47,6 @@ UNLOCK_RETRY_EVERY = 10.0  # seconds between unlocks refused for an applying app
 #: auto-recovery gives up the task says "..., threshold reached, Lock/Unlock to retry".
 RE_ENABLING = "re-enabling"
 POLL_HOSTS_EVERY = 5.0  # seconds between host-list polls of a thread waiting for hosts
-OPENRC_RETRY_EVERY = 1.0  # seconds between openrc tries while the keyring is not mounted
 
 
 class Machine(Protocol):
@@ -88,7 +75,8 @@ class Done(Protocol):
 
 @dataclass
 class Bringup:
-    """Everything a stage works with: the lab, consoles, machines, passwords, timings."""
+    """Everything a stage works with: the lab, consoles, machines, passwords, timings, and the
+    sysadmin shells on the consoles (:attr:`shells`)."""
 
     spec: LabSpec
     consoles: Mapping[str, Console]
@@ -98,112 +86,33 @@ class Bringup:
     done: Done | MutableSet[str] = field(default_factory=set)
     facts: dict[str, str] = field(default_factory=dict)  # e.g. interface names found
     cancelled: threading.Event = field(default_factory=threading.Event)
-    #: Per-node locks serialising console use; a lab shared by xdist workers puts
-    #: cross-process console turns here (plugin/xdist.py).
-    console_locks: dict[str, AbstractContextManager[object]] = field(default_factory=dict)
-    _logged_in: set[str] = field(default_factory=set)
-    _openrc: set[str] = field(default_factory=set)
+    shells: Shells = field(init=False)
     #: The last ``host-list``: when it was asked (monotonic) and its rows, shared by the
     #: threads that wait for hosts so that N waiting nodes cost one listing, not N.
     _host_list: tuple[float, list[dict[str, str]]] | None = None
     _host_list_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        self.shells = Shells(self.consoles, self.passwords, self.done, self.deadline)
+
     def deadline(self, phase: str) -> Deadline:
         """A fresh deadline for ``phase`` with the lab's timeouts and factor."""
         return Deadline(self.spec.timeout(phase), what=phase)
 
-    def console_lock(self, node: str) -> AbstractContextManager[object]:
-        """The lock that serialises commands on ``node``'s console."""
-        return self.console_locks.setdefault(node, threading.Lock())
-
-    def login(self, node: str, *, booting: bool = True) -> None:
-        """Log in as sysadmin on ``node``'s console: first login, again after a reboot, or after
-        a revert (``booting=False``: the node runs on, no boot to wait for)."""
-        with self.console_lock(node):
-            self._login(node, booting=booting)
-
-    def _login(self, node: str, *, booting: bool = True) -> None:
-        """Once controller-0's first login changed sysadmin's password, that password is the
-        only one on every node (StarlingX gives it to the others), and a wrong first try costs
-        a failed-login delay and a failed-login record."""
-        if f"{ACTIVE_CONTROLLER}:first-login" in self.done:
-            password, new_password = self.passwords["sysadmin"], None
-        else:
-            password, new_password = FIRST_PASSWORD, self.passwords["sysadmin"]
-        self.consoles[node].login(
-            USER, password, self.deadline("login"), new_password=new_password, booting=booting
-        )
-        self._logged_in.add(node)
-        self._openrc.discard(node)
-
-    def logged_in(self, node: str) -> Console:
-        """``node``'s console with a shell on it (logging in first if needed); hold the lock."""
-        self._shell_ready(node)
-        return self.consoles[node]
-
-    def _shell_ready(self, node: str) -> None:
-        """Log in on ``node`` unless a shell is there: first, and again after the shell's idle
-        timeout ended it (TMOUT, which 11.0 makes readonly); openrc is sourced afresh then."""
-        if node in self._logged_in and self.consoles[node].logged_out():
-            log.info("%s: the shell timed out while idle (TMOUT); logging in again", node)
-            self.forget_shell(node)
-            self._login(node, booting=False)
-        elif node not in self._logged_in:
-            self._login(node)
-
-    def forget_shell(self, node: str) -> None:
-        """The node rebooted or lost power: its next command needs a login and openrc."""
-        self._logged_in.discard(node)
-        self._openrc.discard(node)
-
     def shell(self, node: str, command: str, phase: str = "command") -> str:
-        """Run ``command`` on ``node``'s console (logging in first if needed); raise unless 0."""
-        with self.console_lock(node):
-            self._shell_ready(node)
-            return self.consoles[node].run_checked(command, self.deadline(phase))
-
-    def run(self, node: str, command: str, deadline: Deadline) -> Result:
-        """Run ``command`` on ``node`` (logging in first if needed); any exit status."""
-        with self.console_lock(node):
-            self._shell_ready(node)
-            return self.consoles[node].run(command, deadline)
+        """Run ``command`` on ``node`` as sysadmin; raise unless 0 (:meth:`Shells.shell`)."""
+        return self.shells.shell(node, command, phase)
 
     def system(self, args: str, phase: str = "command") -> str:
-        """Run ``system <args>`` on the active controller with openrc sourced."""
-        node = ACTIVE_CONTROLLER
-        with self.console_lock(node):
-            self._shell_ready(node)
-            console = self.consoles[node]
-            if node not in self._openrc:
-                self._source_openrc(console, self.deadline(phase))
-                self._openrc.add(node)
-            return console.run_checked(f"system {args}", self.deadline(phase))
+        """``system <args>`` on the active controller (:meth:`Shells.system`)."""
+        return self.shells.system(args, phase)
 
     def unlock_host(self, host: str, phase: str) -> None:
         """``system host-unlock <host>``, again every 10 s while sysinv refuses it because an
         application (platform-integ-apps after controller-0's unlock) is being applied."""
-        _retry_while(
+        retry_while(
             lambda: self.system(f"host-unlock {host}", phase), UNLOCK_WHILE_APPLYING,
             self.deadline(phase), host, f"sysinv to accept {host}'s unlock", UNLOCK_RETRY_EVERY,
-        )  # fmt: skip
-
-    def _source_openrc(self, console: Console, deadline: Deadline) -> None:
-        """``source /etc/platform/openrc``, again every few seconds while it says the admin
-        credentials cannot be loaded yet (a booting controller), until ``deadline``."""
-
-        def source() -> None:
-            try:
-                console.run_checked(f"source {OPENRC}", deadline)
-            except CommandFailed as exc:
-                if exc.result is None or OPENRC_RACED not in exc.result.stdout:
-                    raise
-                log.info("%s: %r: the platform filesystem came up meanwhile; once more",
-                         console.node, OPENRC_RACED)  # fmt: skip
-                console.run_checked(f"source {OPENRC}", deadline)
-
-        _retry_while(
-            source, OPENRC_NOT_READY, deadline, console.node,
-            f"{OPENRC} to load the admin credentials", OPENRC_RETRY_EVERY,
         )  # fmt: skip
 
     def hosts(self, fresh_within: float = 0.0) -> list[dict[str, str]]:
@@ -280,31 +189,6 @@ class Bringup:
         """Raise when another stage failed and the bring-up is being abandoned."""
         if self.cancelled.is_set():
             raise StageError("abandoned: another stage of the bring-up failed")
-
-
-def _retry_while(
-    command: Callable[[], object],
-    transient: str,
-    deadline: Deadline,
-    node: str,
-    what: str,
-    every: float,
-) -> None:
-    """Run ``command`` until it succeeds, again every ``every`` seconds while it fails saying
-    ``transient`` (a normal passing state of StarlingX; logged each time) until ``deadline``;
-    any other failure is raised at once."""
-
-    def done() -> bool:
-        try:
-            command()
-        except CommandFailed as exc:
-            if exc.result is None or transient not in exc.result.stdout:
-                raise
-            log.info("%s: waiting for %s: %r; trying again", node, what, transient)
-            return False
-        return True
-
-    poll(done, deadline, what, poll_every=every, logger=log)
 
 
 def _state(row: Mapping[str, str]) -> str:

@@ -13,7 +13,8 @@ import re
 from pytest_starlingx.console import LOGIN
 from pytest_starlingx.errors import StageError
 from pytest_starlingx.model import Firmware, Topology
-from pytest_starlingx.stages.base import ACTIVE_CONTROLLER, AVAILABLE, AVAILABLE_TEXT, Bringup
+from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup
+from pytest_starlingx.stages.shells import ACTIVE_CONTROLLER
 from pytest_starlingx.stxtable import parse_table
 from pytest_starlingx.waits import poll
 
@@ -55,7 +56,7 @@ def install(b: Bringup) -> None:
 
 def first_login(b: Bringup) -> None:
     """Log in as sysadmin through the forced password change."""
-    b.login(NODE)
+    b.shells.login(NODE)
 
 
 def localhost_yml(b: Bringup) -> str:
@@ -107,8 +108,8 @@ def bootstrap(b: Bringup) -> None:
     """Configure the OAM interface, write localhost.yml, run the bootstrap playbook, check its
     recap and the host list."""
     configure_oam(b)
-    with b.console_lock(NODE):
-        console = b.logged_in(NODE)
+    with b.shells.lock(NODE):
+        console = b.shells.logged_in(NODE)
         for secret in b.spec.bootstrap_secrets:
             console.add_secret(secret)
         console.write_file(LOCALHOST_YML, localhost_yml(b), b.deadline("command"), secret=True)
@@ -206,6 +207,6 @@ def unlock(b: Bringup) -> None:
     console = b.consoles[NODE]
     b.unlock_host(NODE, "unlock")
     console.expect(LOGIN, b.deadline("unlock"), what="the login prompt after the unlock reboot")
-    b.forget_shell(NODE)
-    b.login(NODE)
+    b.shells.forget(NODE)
+    b.shells.login(NODE)
     b.wait_hosts([NODE], "unlock", f"{NODE} {AVAILABLE_TEXT}", **AVAILABLE)

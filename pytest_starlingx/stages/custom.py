@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pytest_starlingx.model import StageSpec
-from pytest_starlingx.stages.base import ACTIVE_CONTROLLER, Bringup, Stage, StageAction
+from pytest_starlingx.stages.base import Bringup, Stage, StageAction
+from pytest_starlingx.stages.shells import ACTIVE_CONTROLLER
 
 POINTS = {
     "bootstrapped": f"{ACTIVE_CONTROLLER}:bootstrap",

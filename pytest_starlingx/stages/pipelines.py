@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pytest_starlingx.model import AddHosts, LabSpec, Personality, Topology
 from pytest_starlingx.stages import controller0, secondaries
-from pytest_starlingx.stages.base import ACTIVE_CONTROLLER, Stage
+from pytest_starlingx.stages.base import Stage
+from pytest_starlingx.stages.shells import ACTIVE_CONTROLLER
 
 C0 = ACTIVE_CONTROLLER
 

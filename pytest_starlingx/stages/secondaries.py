@@ -113,7 +113,7 @@ def _skip_pxe_countdowns(b: Bringup, node: str) -> None:
     that shows no countdown in time."""
     console = b.consoles[node]
     deadline = b.deadline("node_install").within(PXE_MENU_WAIT, "the network boot menu")
-    with b.console_lock(node):
+    with b.shells.lock(node):
         console.discard()  # a countdown already printed may be long gone
         try:
             match = console.expect([PXE_RETRY, PXE_BOOT, GRUB_COUNTDOWN], deadline)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from console_fakes import DEBIAN_MENU, GrubDevice, recorded
 
-from pytest_starlingx.screen import Screen
+from pytest_starlingx.console.screen import Screen
 
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from console_fakes import fake_stx
 
-from pytest_starlingx import console as console_module
 from pytest_starlingx.console import (
     PROMPT,
     CommandFailed,
     LoginError,
     NodeRebooted,
 )
+from pytest_starlingx.console import shell as shell_module
 from pytest_starlingx.model import resolve_lab
 from pytest_starlingx.stages.base import Bringup
 from pytest_starlingx.steps import StepRecorder
@@ -66,7 +66,7 @@ def test_a_boot_that_falls_silent_gets_no_keys_before_its_login_prompt(
     make_console, tmp_path, monkeypatch
 ):
     # A slow host: the boot prints nothing for longer than an idle console is given.
-    monkeypatch.setattr(console_module, "BOOT_QUIET", 0.5)
+    monkeypatch.setattr(shell_module, "BOOT_QUIET", 0.5)
     console = make_console(fake_stx(tmp_path, "--boot-pause", "3"))
     console.expect("Linux version", Deadline(20))
     assert login(console) == "sysadmin"

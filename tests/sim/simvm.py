@@ -23,7 +23,7 @@ import libvirt
 import pexpect
 import pexpect.fdpexpect
 
-from pytest_starlingx.screen import Menu, Screen
+from pytest_starlingx.console.screen import Menu, Screen
 
 URI = "qemu:///system"
 ESC = "\x1b"
