@@ -59,7 +59,7 @@ class Match:
         return self.match.group(0)
 
 
-class _QueueSpawn(SpawnBase):  # type: ignore[misc]
+class _QueueSpawn(SpawnBase):
     """A pexpect object reading what the console's reader thread queued (labgrid-style)."""
 
     def __init__(self, chunks: queue.Queue[bytes | None], write: Callable[[bytes], None]) -> None:

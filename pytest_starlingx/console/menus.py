@@ -201,9 +201,11 @@ class BootMenu:
         menu = self.console.screen.menu()
         while True:  # until the menu has stayed the same for `settle` seconds
             shown = menu
-            menu = self._wait_screen_briefly(
-                lambda m, shown=shown: found(m) or m != shown, deadline, settle, what
-            )
+
+            def found_or_changed(m: Menu, shown: Menu = shown) -> bool:
+                return found(m) or m != shown
+
+            menu = self._wait_screen_briefly(found_or_changed, deadline, settle, what)
             if found(menu):
                 return menu
             if menu != shown or menu.highlighted is None:
