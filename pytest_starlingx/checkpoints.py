@@ -21,9 +21,7 @@ from pytest_starlingx.backends.base import Backend
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.lab import Lab, attach_lab, image_path, lab_passwords, spec_key
 from pytest_starlingx.labstate import LabState, lab_state_path
-from pytest_starlingx.model import LabSpec
-from pytest_starlingx.stages.base import ACTIVE_CONTROLLER
-from pytest_starlingx.stages.custom import POINTS
+from pytest_starlingx.model import ACTIVE_CONTROLLER, NAMED_POINTS, LabSpec
 
 log = logging.getLogger("pytest_starlingx.checkpoints")
 
@@ -81,7 +79,7 @@ def enable_checkpoints(lab: Lab) -> None:
 def find_checkpoint(lab_id: str, name: str) -> Checkpoint:
     """A checkpoint by snapshot name, stage key, or point name; ``StxError`` naming the known."""
     checkpoints = load_checkpoints(lab_id)
-    stage = POINTS.get(name, name)
+    stage = NAMED_POINTS.get(name, name)
     for checkpoint in checkpoints:
         if name == checkpoint.name or stage == checkpoint.stage:
             return checkpoint

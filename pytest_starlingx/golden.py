@@ -50,6 +50,7 @@ from pytest_starlingx.lab import (
     image_path,
     lab_passwords,
     lab_session,
+    plan_stages,
 )
 from pytest_starlingx.labstate import LabState, state_dir
 from pytest_starlingx.leases import pid_alive
@@ -273,6 +274,7 @@ def obtain(
 
     None when the golden lab is in use elsewhere (the caller builds a plain lab instead).
     """
+    plan_stages(spec)  # custom stages at points the lab lacks fail before anything is made
     started = time.monotonic()
     user = user or f"pid:{os.getpid()}"
     iso = image_path(spec)

@@ -36,6 +36,7 @@ from pytest_starlingx.stages.base import (
     AVAILABLE_TEXT,
     Bringup,
     Checkpoint,
+    Stage,
     run_stages,
 )
 from pytest_starlingx.stages.custom import from_lab_file, insert, registered
@@ -221,10 +222,7 @@ class Lab:
         self.state.status = "provisioning"
         self.state.save()
         try:
-            custom = from_lab_file(self.spec.stages)
-            if registered_stages:
-                custom += registered()
-            stages = insert(pipeline(self.spec), custom)
+            stages = plan_stages(self.spec, registered_stages)
             run_stages(stages, self.bringup, self.max_parallel, self.checkpoint)
         except BaseException:
             self.state.status = "failed"
@@ -270,6 +268,16 @@ class Lab:
     def timings(self) -> str:
         """The stage-timing table of this bring-up."""
         return self.bringup.recorder.table()
+
+
+def plan_stages(spec: LabSpec, registered_stages: bool = True) -> list[Stage]:
+    """``spec``'s pipeline with its lab file's custom stages and (unless told otherwise) those
+    added with ``stx_stage``; :class:`~pytest_starlingx.errors.LabConfigError` names any
+    custom stage at a point the lab lacks."""
+    custom = from_lab_file(spec.stages)
+    if registered_stages:
+        custom += registered()
+    return insert(spec, pipeline(spec), custom)
 
 
 def lab_passwords(spec: LabSpec, state: LabState) -> dict[str, str]:
@@ -356,9 +364,11 @@ def create_lab(
 ) -> Lab:
     """Create the lab's hypervisor objects (all powered off) and its state; no stage runs.
 
-    A StarlingX ISO on a host whose hardware virtualisation does not work is refused before
-    anything is made: its install would not finish under software emulation in any useful time.
+    Custom stages at points the lab lacks, and a StarlingX ISO on a host whose hardware
+    virtualisation does not work, are refused before anything is made (such an ISO's install
+    would not finish under software emulation in any useful time).
     """
+    plan_stages(spec)  # a custom stage the lab has no place for fails before any VM exists
     if not spec.uses_simulator and backend.software_emulated():
         raise StxError(
             f"lab {spec.name!r}: {spec.image} is a StarlingX ISO, and KVM does not work on this "

@@ -20,6 +20,8 @@ import yaml
 
 from pytest_starlingx.errors import LabConfigError
 from pytest_starlingx.model import (
+    ACTIVE_CONTROLLER,
+    AVAILABLE_POINT,
     BOOTSTRAP_KEYS,
     BOOTSTRAP_MANAGED,
     DEFAULT_RELEASE,
@@ -43,6 +45,7 @@ from pytest_starlingx.model import (
     Topology,
     node_names,
     password_problems,
+    point_problem,
     resolve_lab,
 )
 
@@ -71,18 +74,6 @@ TOP_KEYS = (
 )
 STAGE_KEYS = ("name", "after", "before", "node", "system", "shell")
 STAGE_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
-# Where custom stages can go: named points, or `node:stage` of the pipeline.
-STAGE_POINTS = ("bootstrapped", "controller-0-configured", "controller-0-unlocked", "available")
-PIPELINE_STAGES = (
-    "install",
-    "first-login",
-    "bootstrap",
-    "configure",
-    "unlock",
-    "power-on",
-    "add-hosts",
-    "osds",
-)
 NODE_KEYS = ("memory_mib", "vcpus", "disks_gib")
 OAM_KEYS = ("subnet", "gateway", "floating", "controller_0", "controller_1")
 MGMT_KEYS = ("subnet",)
@@ -624,6 +615,7 @@ class _Checker:
             return ()
         nodes = self.node_names(topology, kwargs)
         found = []
+        placed: list[str] = []  # keys of the stages before, points for the ones after
         for index, item in enumerate(value):
             path: Path_ = ("stages", index)
             data = self.mapping(item, path, STAGE_KEYS)
@@ -634,14 +626,14 @@ class _Checker:
                     f"{_show(name)} is not a stage name: lower-case "
                     "letters, digits and '-', starting with a letter",
                 )
-            node = data.get("node", "controller-0")
+            node = data.get("node", ACTIVE_CONTROLLER)
             if node not in nodes:
                 self.problem(
                     (*path, "node"), f"no such node {_show(node)} (the lab has {', '.join(nodes)})"
                 )
             for key in ("after", "before"):
                 if key in data:
-                    self.point(data[key], (*path, key), nodes)
+                    self.point(data[key], (*path, key), topology, nodes, placed)
             commands = {}
             for key in ("system", "shell"):
                 commands[key] = data.get(key, [])
@@ -653,10 +645,11 @@ class _Checker:
             if isinstance(item, dict) and not (commands["system"] or commands["shell"]):
                 self.problem(path, "a stage needs `system: [...]` or `shell: [...]` commands")
             if isinstance(name, str):
+                placed.append(f"{node}:{name}")
                 found.append(
                     StageSpec(
                         name,
-                        data.get("after", "available"),
+                        data.get("after", AVAILABLE_POINT),
                         data.get("before"),
                         node,
                         tuple(commands["system"]),
@@ -665,18 +658,12 @@ class _Checker:
                 )
         return tuple(found)
 
-    def point(self, value: Any, path: Path_, nodes: list[str]) -> None:
-        if value in STAGE_POINTS:
-            return
-        node, _, stage = str(value).partition(":")
-        if node in nodes and stage in PIPELINE_STAGES:
-            return
-        self.problem(
-            path,
-            f"{_show(value)} is not a pipeline point; use one of "
-            f"{', '.join(STAGE_POINTS)} or NODE:STAGE with a stage of "
-            f"{', '.join(PIPELINE_STAGES)}",
-        )
+    def point(
+        self, value: Any, path: Path_, topology: Topology, nodes: list[str], placed: list[str]
+    ) -> None:
+        before = path[-1] == "before"
+        if problem := point_problem(value, topology, nodes, before, placed):
+            self.problem(path, problem)
 
     def node_names(self, topology: Topology, kwargs: dict[str, Any]) -> list[str]:
         workers, storage = kwargs.get("workers"), kwargs.get("storage_nodes")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_starlingx.errors import LabConfigError
-from pytest_starlingx.lab import Lab
+from pytest_starlingx.lab import Lab, plan_stages
 from pytest_starlingx.plugin.factory import FACTORY
 from pytest_starlingx.plugin.options import Settings, settings_from_config
 from pytest_starlingx.plugin.requests import MARKER, MARKER_HELP, LabRequest, request_from_marker
@@ -31,9 +31,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if marker is None:
             continue
         try:
-            item.stash[LAB_REQUEST] = request_from_marker(
-                marker.args, marker.kwargs, item.nodeid, settings.base
-            )
+            request = request_from_marker(marker.args, marker.kwargs, item.nodeid, settings.base)
+            plan_stages(request.spec(settings.base, settings.base_source))  # stx_stage points
+            item.stash[LAB_REQUEST] = request
         except LabConfigError as exc:
             errors += [f"{item.nodeid}: {problem}" for problem in exc.problems]
     if errors:

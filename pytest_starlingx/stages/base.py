@@ -13,14 +13,13 @@ from typing import Protocol
 
 from pytest_starlingx.console import CommandFailed, Console, Result
 from pytest_starlingx.errors import StageError, StxError
-from pytest_starlingx.model import LabSpec
+from pytest_starlingx.model import ACTIVE_CONTROLLER, LabSpec
 from pytest_starlingx.steps import StepRecorder
 from pytest_starlingx.stxtable import parse_table, parse_yaml_properties
 from pytest_starlingx.waits import Deadline, WaitTimeout, poll
 
 log = logging.getLogger("pytest_starlingx.stages")
 
-ACTIVE_CONTROLLER = "controller-0"
 OPENRC = "/etc/platform/openrc"
 USER = "sysadmin"
 FIRST_PASSWORD = "sysadmin"  # until the forced change at the first login
