@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pytest_starlingx.backends.base import Backend
 from pytest_starlingx.errors import StxError
+from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.lab import Lab, attach_lab, image_path, lab_passwords, spec_key
 from pytest_starlingx.labstate import LabState, lab_state_path
 from pytest_starlingx.model import ACTIVE_CONTROLLER, NAMED_POINTS, LabSpec
@@ -52,9 +53,7 @@ def load_checkpoints(lab_id: str) -> list[Checkpoint]:
 
 def _save(lab_id: str, checkpoints: list[Checkpoint]) -> None:
     path = _path(lab_id)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([asdict(c) for c in checkpoints], indent=1))
-    tmp.replace(path)
+    write_json_atomic(path, [asdict(c) for c in checkpoints])
 
 
 def snapshot_name(stage_key: str) -> str:

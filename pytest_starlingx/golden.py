@@ -43,6 +43,7 @@ from filelock import FileLock
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
 from pytest_starlingx.checkpoints import enable_checkpoints, revert_lab, set_clock
 from pytest_starlingx.errors import StxError
+from pytest_starlingx.files import write_atomic, write_json_atomic
 from pytest_starlingx.lab import (
     Lab,
     create_lab,
@@ -83,9 +84,7 @@ def image_digest(iso: Path) -> str:
     with iso.open("rb") as data:
         while chunk := data.read(1 << 20):
             digest.update(chunk)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(digest.hexdigest())
-    tmp.replace(cache)
+    write_atomic(cache, digest.hexdigest())
     return digest.hexdigest()
 
 
@@ -126,9 +125,7 @@ class GoldenRecord:
     def save(self) -> None:
         """Write atomically."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        tmp.replace(self.path)
+        write_json_atomic(self.path, asdict(self))
 
     @classmethod
     def load(cls, key: str) -> GoldenRecord | None:

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pytest_starlingx.files import write_json_atomic
+
 DEFAULT_STATE_DIR = Path("/var/lib/pytest-starlingx")
 LAB_ID_ALPHABET = string.ascii_lowercase + string.digits
 LAB_ID_LENGTH = 6
@@ -58,11 +60,7 @@ class LabState:
         """Write atomically, readable by the owner only."""
         path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(asdict(self), out, indent=1)
-        tmp.replace(path)
+        write_json_atomic(path, asdict(self), mode=0o600)
 
     @classmethod
     def load(cls, lab_id: str) -> LabState:

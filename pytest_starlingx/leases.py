@@ -25,6 +25,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pytest_starlingx.files import write_json_atomic
+
 log = logging.getLogger("pytest_starlingx.leases")
 
 HEARTBEAT = 5.0  # seconds between touches of a lease file
@@ -161,9 +163,7 @@ class LeaseKeeper:
         path = leases_dir(lab_dir) / f"{self.holder.key}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {**asdict(self.holder), "purpose": purpose, "ttl": TTL}
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)
+        write_json_atomic(path, data, indent=None)
         with self._lock:
             self._paths.add(path)
             if self._thread is None:

@@ -97,6 +97,7 @@ from pytest_starlingx.backends.base import (
 )
 from pytest_starlingx.backends.libvirt_conn import Connection, error, is_alive
 from pytest_starlingx.errors import BackendError, LeakError
+from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.transport import Transport, UnixSocketTransport
 
 logger = logging.getLogger("pytest_starlingx.backend")
@@ -457,7 +458,7 @@ class LibvirtBackend:
         probe_dir, timeout = self._probe_dir(), self.config.kvm_probe_timeout
         works = self.call("probing KVM", lambda c: probe_kvm(c, probe_dir, timeout))
         cached[key] = {"kvm": works, "checked": datetime.now(UTC).isoformat(timespec="seconds")}
-        cache.write_text(json.dumps(cached, indent=1))
+        write_json_atomic(cache, cached)
         return works
 
     def _probe_dir(self) -> Path:

@@ -43,6 +43,7 @@ from filelock import FileLock
 
 from pytest_starlingx.backends.base import Backend, LabHandle, LabResources
 from pytest_starlingx.errors import BackendError, StxError
+from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.lab import Lab
 from pytest_starlingx.model import LabSpec
 from pytest_starlingx.transport import Transport
@@ -249,9 +250,7 @@ class Registry:
             except FileNotFoundError:
                 data = {"workers": {}, "labs": {}}
             yield data
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1))
-            tmp.replace(self.path)
+            write_json_atomic(self.path, data)
 
     def read(self) -> dict[str, Any]:
         """A snapshot of the registry."""
