@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_starlingx.capacity import mem_available_mib
 from pytest_starlingx.hostsetup import missing_packages
 
 QEMU = "qemu-system-x86_64"
@@ -128,13 +129,12 @@ def check_disk() -> Check:
 
 def check_memory() -> Check:
     """Host memory available for guests."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-    available = int(fields["MemAvailable"].split()[0]) // 1024
+    available = mem_available_mib()
     cores = os.cpu_count() or 1
     return Check(
         "memory",
         True,
-        f"{available} MiB available, {cores} CPU cores "
+        f"{'unknown' if available is None else available} MiB available, {cores} CPU cores "
         "(a simulated simplex lab needs 512 MiB, a storage lab 3 GiB)",
     )
 
