@@ -20,9 +20,9 @@ from pathlib import Path
 from pytest_starlingx.backends.base import Backend
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.files import write_json_atomic
-from pytest_starlingx.lab import Lab, attach_lab, image_path, lab_passwords, spec_key
+from pytest_starlingx.lab import Lab, attach_lab, image_path, lab_passwords
 from pytest_starlingx.labstate import LabState, lab_state_path
-from pytest_starlingx.model import ACTIVE_CONTROLLER, NAMED_POINTS, LabSpec
+from pytest_starlingx.model import ACTIVE_CONTROLLER, NAMED_POINTS, LabSpec, lab_key
 
 log = logging.getLogger("pytest_starlingx.checkpoints")
 
@@ -144,7 +144,7 @@ def open_lab_at(
     )
     if checkpoint is None:
         return attach_lab(spec, backend, state, artifacts)
-    if state.key != spec_key(spec, str(image_path(spec))):
+    if state.key != lab_key(spec, str(image_path(spec))):
         raise StxError(f"lab {state.lab_id} was built from a different description or image")
     artifacts.mkdir(parents=True, exist_ok=True)
     lab = Lab(spec, backend.open_lab(state.lab_id), state, lab_passwords(spec, state), artifacts)

@@ -55,7 +55,7 @@ from pytest_starlingx.lab import (
 )
 from pytest_starlingx.labstate import LabState, state_dir
 from pytest_starlingx.leases import pid_alive
-from pytest_starlingx.model import LabSpec
+from pytest_starlingx.model import LabSpec, lab_key
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT
 from pytest_starlingx.stages.pipelines import PIPELINE_VERSION
 
@@ -89,14 +89,9 @@ def image_digest(iso: Path) -> str:
 
 
 def golden_key(spec: LabSpec, image_sha256: str, version: int = PIPELINE_VERSION) -> str:
-    """What makes two bring-ups end in the same lab: description, passwords, image, pipeline."""
-    data = asdict(spec)
-    for unused in ("source", "timeouts", "timeout_factor"):
-        data.pop(unused, None)
-    passwords = {user: source.resolve() for user, source in sorted(spec.passwords.items())}
-    secret = hashlib.sha256(json.dumps(passwords).encode()).hexdigest()
-    text = json.dumps([data, secret, image_sha256, version], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    """What makes two bring-ups end in the same lab: the lab key of description and passwords,
+    the image's content and the pipeline version."""
+    return lab_key(spec, image_sha256, version)
 
 
 @dataclass

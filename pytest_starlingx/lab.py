@@ -10,11 +10,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
@@ -29,6 +28,7 @@ from pytest_starlingx.model import (
     LabSpec,
     Personality,
     generate_password,
+    lab_key,
     password_problems,
 )
 from pytest_starlingx.stages.base import (
@@ -57,14 +57,6 @@ class Host:
     administrative: str
     operational: str
     availability: str
-
-
-def spec_key(spec: LabSpec, image_id: str) -> str:
-    """A short hash of what makes two labs interchangeable (description and image)."""
-    data = asdict(spec)
-    data.pop("source", None)
-    text = json.dumps(data, sort_keys=True, default=str) + image_id
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class _Machine:
@@ -380,7 +372,7 @@ def create_lab(
     lab_id = new_lab_id()
     source = str(spec.source) if spec.source else None
     state = LabState(lab_id, spec.name, spec.topology.value, spec.backend.value, source,
-                     spec_key(spec, str(iso)))  # fmt: skip
+                     lab_key(spec, str(iso)))  # fmt: skip
     passwords = lab_passwords(spec, state)
     state.save()
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -404,7 +396,7 @@ def attach_lab(spec: LabSpec, backend: Backend, state: LabState, artifacts: Path
     Consoles of running nodes are attached; shells log in again on first use.
     """
     iso = image_path(spec)
-    if state.key != spec_key(spec, str(iso)):
+    if state.key != lab_key(spec, str(iso)):
         raise StxError(
             f"lab {state.lab_id} was built from a different description or image; "
             f"remove it with `stx-lab down {state.lab_id}` and bring up a new one"

@@ -8,13 +8,15 @@ Build one with :func:`resolve_lab` (from a topology name and overrides) or with
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import os
 import re
 import secrets
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from itertools import pairwise
 from pathlib import Path
@@ -504,6 +506,23 @@ class LabSpec:
     def timeout(self, phase: str) -> float:
         """The timeout of ``phase`` in seconds, scaled by the lab's factor."""
         return self.timeouts[phase] * self.timeout_factor
+
+
+def lab_key(spec: LabSpec, *parts: object) -> str:
+    """The one lab key: a short hash of what makes two labs of ``spec`` interchangeable.
+
+    That is the description, less where it was read from and how long its waits may take, the
+    passwords it resolves to (hashed), and ``parts``: the image and, for golden labs, the
+    pipeline version. Kept labs are reused, golden labs restored and xdist workers' labs shared
+    by this key.
+    """
+    data = asdict(spec)
+    for unused in ("source", "timeouts", "timeout_factor"):
+        data.pop(unused, None)
+    passwords = {user: source.resolve() for user, source in sorted(spec.passwords.items())}
+    secret = hashlib.sha256(json.dumps(passwords).encode()).hexdigest()
+    text = json.dumps([data, secret, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def node_list(nodes: tuple[NodeSpec, ...]) -> str:

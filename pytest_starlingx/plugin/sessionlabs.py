@@ -5,7 +5,7 @@ orphans of dead sessions on this host (``stx-lab gc``), so a ``kill -9`` earlier
 but that collection. Then per lab request:
 
 * under pytest-xdist, the run's shared lab (:mod:`.xdist`), held by the run's lease;
-* with ``--stx-reuse``, a kept lab of the same description (same ``spec_key``) that is up and
+* with ``--stx-reuse``, a kept lab of the same description (same ``model.lab_key``) that is up and
   provisioned and that nobody holds; it is held by a lease and stays when the session ends;
 * otherwise a new lab, held by this session's lease and removed at the end unless
   ``--stx-keep``.
@@ -29,11 +29,10 @@ from pytest_starlingx.lab import (
     destroy_lab,
     image_path,
     lab_session,
-    spec_key,
 )
 from pytest_starlingx.labstate import LabState, all_states, state_dir
 from pytest_starlingx.leases import Holder, LeaseKeeper, live_leases
-from pytest_starlingx.model import LabSpec
+from pytest_starlingx.model import LabSpec, lab_key
 from pytest_starlingx.plugin.options import Settings
 from pytest_starlingx.plugin.signals import InterruptHandlers
 from pytest_starlingx.plugin.xdist import SharedLabs
@@ -111,7 +110,7 @@ class SessionLabs:
     # ---------------------------------------------------------------- reuse
 
     def _reuse(self, spec: LabSpec, backend: Backend, artifacts: Path) -> Lab | None:
-        key = spec_key(spec, str(image_path(spec)))
+        key = lab_key(spec, str(image_path(spec)))
         with FileLock(state_dir() / "reuse.lock"):
             for state in all_states():
                 if not self._reusable(state, key):

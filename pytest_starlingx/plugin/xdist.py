@@ -27,14 +27,12 @@ is not shared.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,7 @@ from pytest_starlingx.backends.base import Backend, LabHandle, LabResources
 from pytest_starlingx.errors import BackendError, StxError
 from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.lab import Lab
-from pytest_starlingx.model import LabSpec
+from pytest_starlingx.model import LabSpec, lab_key
 from pytest_starlingx.transport import Transport
 
 log = logging.getLogger("pytest_starlingx.plugin")
@@ -59,13 +57,6 @@ def worker_id(config: pytest.Config) -> str | None:
     """
     workerinput = getattr(config, "workerinput", None)
     return workerinput["workerid"] if workerinput else None
-
-
-def lab_key(spec: LabSpec) -> str:
-    """Identifies a lab description within one run."""
-    data = asdict(spec)
-    data.pop("source", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- consoles
