@@ -21,7 +21,7 @@ from pytest_starlingx.backends.base import Backend
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.lab import Lab, attach_lab, image_path, lab_passwords
-from pytest_starlingx.labstate import LabState, lab_state_path
+from pytest_starlingx.labstate import LabState, LabStatus, lab_state_path
 from pytest_starlingx.model import ACTIVE_CONTROLLER, NAMED_POINTS, LabSpec, lab_key
 
 log = logging.getLogger("pytest_starlingx.checkpoints")
@@ -121,7 +121,7 @@ def revert_checkpoint(lab: Lab, checkpoint: Checkpoint) -> None:
     if f"{ACTIVE_CONTROLLER}:first-login" in checkpoint.done:
         set_clock(lab, [ACTIVE_CONTROLLER])
     lab.state.done = list(checkpoint.done)
-    lab.state.status = "provisioning"
+    lab.state.status = LabStatus.PROVISIONING
     lab.state.save()
     log.info("%s: reverted to %s (%d stages done)", lab.name, checkpoint.name, len(checkpoint.done))
 

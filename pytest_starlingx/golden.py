@@ -53,7 +53,7 @@ from pytest_starlingx.lab import (
     lab_session,
     plan_stages,
 )
-from pytest_starlingx.labstate import LabState, state_dir
+from pytest_starlingx.labstate import LabState, LabStatus, state_dir
 from pytest_starlingx.leases import pid_alive
 from pytest_starlingx.model import LabSpec, lab_key
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT
@@ -194,7 +194,7 @@ def restore_golden(record: GoldenRecord, spec: LabSpec, backend: Backend, artifa
     checked = time.monotonic()
     state = LabState.load(record.lab_id)
     state.done = list(record.done)
-    state.status = "restoring"
+    state.status = LabStatus.RESTORING
     state.save()
     artifacts.mkdir(parents=True, exist_ok=True)
     lab = Lab(spec, backend.open_lab(record.lab_id), state, lab_passwords(spec, state), artifacts)
@@ -207,7 +207,7 @@ def restore_golden(record: GoldenRecord, spec: LabSpec, backend: Backend, artifa
         raise GoldenBroken(
             f"golden lab {record.key} failed its check after restore: {exc}"
         ) from exc
-    state.status = "ready"
+    state.status = LabStatus.READY
     state.save()
     end = time.monotonic()
     log.info("%s: restored golden lab %s in %.1fs (check %.1fs, revert %.1fs, repair %.1fs)",
@@ -314,7 +314,7 @@ def release_id(handle: LabHandle, lab_id: str) -> None:
         if handle.state(machine) is not PowerState.OFF:
             handle.power_off(machine)
     state = LabState.load(lab_id)
-    state.status = "golden"
+    state.status = LabStatus.GOLDEN
     state.save()
     with _lock():
         record = golden_of(lab_id)

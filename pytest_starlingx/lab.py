@@ -22,7 +22,14 @@ from pytest_starlingx.console import LOGIN, Console, Result
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.files import place
 from pytest_starlingx.labmap import lab_resources
-from pytest_starlingx.labstate import DoneStages, LabState, forget_lab, new_lab_id, state_dir
+from pytest_starlingx.labstate import (
+    DoneStages,
+    LabState,
+    LabStatus,
+    forget_lab,
+    new_lab_id,
+    state_dir,
+)
 from pytest_starlingx.model import (
     NETWORKS,
     LabSpec,
@@ -211,16 +218,16 @@ class Lab:
         ``registered_stages=False`` leaves out the stages added with ``stx_stage`` (a golden lab
         is snapshotted without them; they run after each restore).
         """
-        self.state.status = "provisioning"
+        self.state.status = LabStatus.PROVISIONING
         self.state.save()
         try:
             stages = plan_stages(self.spec, registered_stages)
             run_stages(stages, self.bringup, self.max_parallel, self.checkpoint)
         except BaseException:
-            self.state.status = "failed"
+            self.state.status = LabStatus.FAILED
             self.state.save()
             raise
-        self.state.status = "ready"
+        self.state.status = LabStatus.READY
         self.state.save()
 
     def system(self, args: str) -> str:

@@ -30,7 +30,7 @@ from pytest_starlingx.lab import (
     image_path,
     lab_session,
 )
-from pytest_starlingx.labstate import LabState, all_states, state_dir
+from pytest_starlingx.labstate import LabState, LabStatus, all_states, state_dir
 from pytest_starlingx.leases import Holder, LeaseKeeper, live_leases
 from pytest_starlingx.model import LabSpec, lab_key
 from pytest_starlingx.plugin.options import Settings
@@ -128,7 +128,7 @@ class SessionLabs:
     def _reusable(self, state: LabState, key: str) -> bool:
         return (
             state.kept
-            and state.status == "ready"
+            and state.status == LabStatus.READY
             and state.key == key
             and state.backend == self.settings.backend.value
             and not live_leases(state.path.parent)
