@@ -18,8 +18,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from pytest_starlingx.files import write_json_atomic
+from pytest_starlingx.settings import env_settings
 
-DEFAULT_STATE_DIR = Path("/var/lib/pytest-starlingx")
 LAB_ID_ALPHABET = string.ascii_lowercase + string.digits
 LAB_ID_LENGTH = 6
 
@@ -39,8 +39,8 @@ class LabStatus(StrEnum):
 
 
 def state_dir() -> Path:
-    """``$STX_STATE_DIR`` or ``/var/lib/pytest-starlingx``."""
-    return Path(os.environ.get("STX_STATE_DIR") or DEFAULT_STATE_DIR)
+    """``$STX_STATE_DIR`` or ``/var/lib/pytest-starlingx`` (:mod:`pytest_starlingx.settings`)."""
+    return env_settings().state_dir
 
 
 def new_lab_id() -> str:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pytest_starlingx.files import write_json_atomic
+from pytest_starlingx.settings import env_settings
 
 log = logging.getLogger("pytest_starlingx.leases")
 
@@ -69,7 +70,7 @@ class Holder:
     @classmethod
     def run(cls) -> Holder:
         """The test run: the xdist controller in a worker, else this process."""
-        if os.environ.get("PYTEST_XDIST_WORKER"):
+        if env_settings().xdist_worker:
             return cls.of(os.getppid())
         return cls.of(os.getpid())
 
