@@ -22,7 +22,7 @@ from pytest_starlingx.errors import StxError
 from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.lab import Lab, attach_lab, image_path, lab_passwords
 from pytest_starlingx.labstate import LabState, LabStatus, lab_state_path
-from pytest_starlingx.model import ACTIVE_CONTROLLER, NAMED_POINTS, LabSpec, lab_key
+from pytest_starlingx.model import ACTIVE_CONTROLLER, NAMED_POINTS, LabSpec, StageName, lab_key
 
 log = logging.getLogger("pytest_starlingx.checkpoints")
 
@@ -118,7 +118,7 @@ def set_clock(lab: Lab, nodes: list[str]) -> None:
 def revert_checkpoint(lab: Lab, checkpoint: Checkpoint) -> None:
     """Guests and done-list back to ``checkpoint``; the consoles of ``lab`` must not be open."""
     revert_lab(lab, checkpoint.name)
-    if f"{ACTIVE_CONTROLLER}:first-login" in checkpoint.done:
+    if f"{ACTIVE_CONTROLLER}:{StageName.FIRST_LOGIN}" in checkpoint.done:
         set_clock(lab, [ACTIVE_CONTROLLER])
     lab.state.done = list(checkpoint.done)
     lab.state.status = LabStatus.PROVISIONING

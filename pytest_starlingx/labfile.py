@@ -47,6 +47,7 @@ from pytest_starlingx.model import (
     password_problems,
     point_problem,
     resolve_lab,
+    stage_plan,
 )
 
 Path_ = tuple[str | int, ...]
@@ -614,6 +615,7 @@ class _Checker:
             )
             return ()
         nodes = self.node_names(topology, kwargs)
+        pipeline = {f"{n}:{s}" for n, s in stage_plan(topology, nodes)}
         found = []
         placed: list[str] = []  # keys of the stages before, points for the ones after
         for index, item in enumerate(value):
@@ -644,6 +646,10 @@ class _Checker:
                     commands[key] = []
             if isinstance(item, dict) and not (commands["system"] or commands["shell"]):
                 self.problem(path, "a stage needs `system: [...]` or `shell: [...]` commands")
+            if isinstance(name, str) and f"{node}:{name}" in {*pipeline, *placed}:
+                self.problem(
+                    (*path, "name"), f"stage {node}:{name} clashes with a stage of the pipeline"
+                )
             if isinstance(name, str):
                 placed.append(f"{node}:{name}")
                 found.append(

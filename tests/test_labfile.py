@@ -324,3 +324,21 @@ def test_a_custom_stage_may_follow_an_earlier_one_of_the_file():
         "  - {name: second, after: controller-1:first, shell: [uptime]}\n"
     )
     assert [s.after for s in lab.stages] == ["controller-1:install", "controller-1:first"]
+
+
+def test_a_custom_stage_named_like_a_pipeline_stage_of_its_node_is_rejected():
+    found = problems(
+        """\
+        topology: duplex
+        stages:
+          - {name: unlock, node: controller-1, shell: [uptime]}
+          - {name: labels, shell: [uptime]}
+          - {name: labels, shell: [id]}
+        """
+    )
+    assert found == [
+        "lab.yaml:3: stages[0].name: stage controller-1:unlock clashes with a stage of the "
+        "pipeline",
+        "lab.yaml:5: stages[2].name: stage controller-0:labels clashes with a stage of the "
+        "pipeline",
+    ]

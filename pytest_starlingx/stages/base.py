@@ -13,7 +13,7 @@ from typing import Protocol
 
 from pytest_starlingx.console import CommandFailed, Console, Result
 from pytest_starlingx.errors import StageError, StxError
-from pytest_starlingx.model import ACTIVE_CONTROLLER, LabSpec
+from pytest_starlingx.model import ACTIVE_CONTROLLER, LabSpec, StageName
 from pytest_starlingx.steps import StepRecorder
 from pytest_starlingx.stxtable import parse_table, parse_yaml_properties
 from pytest_starlingx.waits import Deadline, WaitTimeout, poll
@@ -111,7 +111,7 @@ class Bringup:
         """Once controller-0's first login changed sysadmin's password, that password is the
         only one on every node (StarlingX gives it to the others), and a wrong first try costs
         a failed-login delay and a failed-login record."""
-        if f"{ACTIVE_CONTROLLER}:first-login" in self.done:
+        if f"{ACTIVE_CONTROLLER}:{StageName.FIRST_LOGIN}" in self.done:
             password, new_password = self.passwords["sysadmin"], None
         else:
             password, new_password = FIRST_PASSWORD, self.passwords["sysadmin"]
