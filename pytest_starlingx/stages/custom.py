@@ -1,12 +1,14 @@
 """Stages users add without editing the plugin: from a conftest or from the lab YAML.
 
 A custom stage runs on a node once the stage it comes ``after`` is done, and can hold back a
-stage ``before`` it. Points are stage keys (``controller-0:bootstrap``) or these names:
+stage ``before`` it. Points are the stage keys the lab's pipeline has (``controller-0:bootstrap``;
+:func:`pytest_starlingx.model.stage_plan`), keys of custom stages placed earlier, or these names
+(:data:`pytest_starlingx.model.NAMED_POINTS`):
 
 * ``bootstrapped``: after controller-0's bootstrap;
 * ``controller-0-configured``: controller-0 configured, not unlocked yet;
 * ``controller-0-unlocked``: controller-0 available;
-* ``available``: every node available (the end of the bring-up).
+* ``available``: every node available (the end of the bring-up; a point to go after only).
 
 From a conftest::
 
