@@ -13,8 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from pytest_starlingx.model import LabSpec
-from pytest_starlingx.stages.shells import ACTIVE_CONTROLLER
+from pytest_starlingx.model import ACTIVE_CONTROLLER, LabSpec
 
 log = logging.getLogger("pytest_starlingx.capacity")
 

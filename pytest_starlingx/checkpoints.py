@@ -19,11 +19,10 @@ from pathlib import Path
 
 from pytest_starlingx.backends.base import Backend
 from pytest_starlingx.errors import StxError
-from pytest_starlingx.lab import Lab, attach_lab, image_path, lab_passwords, spec_key
-from pytest_starlingx.labstate import LabState, lab_state_path
-from pytest_starlingx.model import LabSpec
-from pytest_starlingx.stages.custom import POINTS
-from pytest_starlingx.stages.shells import ACTIVE_CONTROLLER
+from pytest_starlingx.files import write_json_atomic
+from pytest_starlingx.lab import Lab, attach_lab, image_path, lab_passwords
+from pytest_starlingx.labstate import LabState, LabStatus, lab_state_path
+from pytest_starlingx.model import ACTIVE_CONTROLLER, NAMED_POINTS, LabSpec, StageName, lab_key
 
 log = logging.getLogger("pytest_starlingx.checkpoints")
 
@@ -54,9 +53,7 @@ def load_checkpoints(lab_id: str) -> list[Checkpoint]:
 
 def _save(lab_id: str, checkpoints: list[Checkpoint]) -> None:
     path = _path(lab_id)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([asdict(c) for c in checkpoints], indent=1))
-    tmp.replace(path)
+    write_json_atomic(path, [asdict(c) for c in checkpoints])
 
 
 def snapshot_name(stage_key: str) -> str:
@@ -81,7 +78,7 @@ def enable_checkpoints(lab: Lab) -> None:
 def find_checkpoint(lab_id: str, name: str) -> Checkpoint:
     """A checkpoint by snapshot name, stage key, or point name; ``StxError`` naming the known."""
     checkpoints = load_checkpoints(lab_id)
-    stage = POINTS.get(name, name)
+    stage = NAMED_POINTS.get(name, name)
     for checkpoint in checkpoints:
         if name == checkpoint.name or stage == checkpoint.stage:
             return checkpoint
@@ -121,10 +118,10 @@ def set_clock(lab: Lab, nodes: list[str]) -> None:
 def revert_checkpoint(lab: Lab, checkpoint: Checkpoint) -> None:
     """Guests and done-list back to ``checkpoint``; the consoles of ``lab`` must not be open."""
     revert_lab(lab, checkpoint.name)
-    if f"{ACTIVE_CONTROLLER}:first-login" in checkpoint.done:
+    if f"{ACTIVE_CONTROLLER}:{StageName.FIRST_LOGIN}" in checkpoint.done:
         set_clock(lab, [ACTIVE_CONTROLLER])
     lab.state.done = list(checkpoint.done)
-    lab.state.status = "provisioning"
+    lab.state.status = LabStatus.PROVISIONING
     lab.state.save()
     log.info("%s: reverted to %s (%d stages done)", lab.name, checkpoint.name, len(checkpoint.done))
 
@@ -147,7 +144,7 @@ def open_lab_at(
     )
     if checkpoint is None:
         return attach_lab(spec, backend, state, artifacts)
-    if state.key != spec_key(spec, str(image_path(spec))):
+    if state.key != lab_key(spec, str(image_path(spec))):
         raise StxError(f"lab {state.lab_id} was built from a different description or image")
     artifacts.mkdir(parents=True, exist_ok=True)
     lab = Lab(spec, backend.open_lab(state.lab_id), state, lab_passwords(spec, state), artifacts)

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.model import DEFAULT_RELEASE, RELEASES
+from pytest_starlingx.settings import DEFAULT_LIBVIRT_URI
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+URI_HELP = f"libvirt connection URI (default {DEFAULT_LIBVIRT_URI})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,7 +69,7 @@ def _add_show(sub: Subparsers) -> None:
 
 def _add_doctor(sub: Subparsers) -> None:
     p = sub.add_parser("doctor", help="check that this host can run labs, with a fix per problem")
-    p.add_argument("--uri", default="qemu:///system", help="libvirt connection URI")
+    p.add_argument("--uri", default=DEFAULT_LIBVIRT_URI, help="libvirt connection URI")
     p.set_defaults(handler=_doctor)
 
 
@@ -81,7 +83,7 @@ def _add_host_setup(sub: Subparsers) -> None:
 def _add_up(sub: Subparsers) -> None:
     p = sub.add_parser("up", help="bring a lab up on its backend and leave it running")
     p.add_argument("lab", metavar="FILE|TOPOLOGY")
-    p.add_argument("--uri", default=None, help="libvirt connection URI (default qemu:///system)")
+    p.add_argument("--uri", default=None, help=URI_HELP)
     p.add_argument("--resume", metavar="LAB_ID", help="go on with a lab whose bring-up stopped")
     p.add_argument("--artifacts", type=Path, help="where console transcripts go")
     p.add_argument(
@@ -137,7 +139,7 @@ def _add_sim(sub: Subparsers) -> None:
 def _add_down(sub: Subparsers) -> None:
     p = sub.add_parser("down", help="remove a lab: by id, by name, or by its lab file")
     p.add_argument("lab", metavar="LAB_ID|NAME|FILE")
-    p.add_argument("--uri", default=None, help="libvirt connection URI (default qemu:///system)")
+    p.add_argument("--uri", default=None, help=URI_HELP)
     p.add_argument("--force", action="store_true", help="remove it even if a live process holds it")
     p.set_defaults(handler=_down)
 
@@ -146,7 +148,7 @@ def _add_list(sub: Subparsers) -> None:
     p = sub.add_parser(
         "list", help="every lab on this host: owner, age, kept or not, state, leases"
     )
-    p.add_argument("--uri", default=None, help="libvirt connection URI (default qemu:///system)")
+    p.add_argument("--uri", default=None, help=URI_HELP)
     p.set_defaults(handler=_list)
 
 
@@ -156,7 +158,7 @@ def _add_gc(sub: Subparsers) -> None:
         help="remove labs whose owning process is gone and that were not kept (never touches "
         "objects without our owner record)",
     )
-    p.add_argument("--uri", default=None, help="libvirt connection URI (default qemu:///system)")
+    p.add_argument("--uri", default=None, help=URI_HELP)
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p.set_defaults(handler=_gc)
 
@@ -166,7 +168,7 @@ def _add_console(sub: Subparsers) -> None:
     p.add_argument("lab", metavar="LAB_ID|NAME|FILE")
     p.add_argument("node", metavar="NODE", help="e.g. controller-0")
     p.add_argument("--write", action="store_true", help="attach and type (Ctrl-] leaves)")
-    p.add_argument("--uri", default=None, help="libvirt connection URI (default qemu:///system)")
+    p.add_argument("--uri", default=None, help=URI_HELP)
     p.set_defaults(handler=_console)
 
 

@@ -7,13 +7,13 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
+from pytest_starlingx.capacity import mem_available_mib
 from pytest_starlingx.hostsetup import missing_packages
+from pytest_starlingx.labstate import state_dir
 
 QEMU = "qemu-system-x86_64"
 MIN_FREE_GIB = 10
-STATE_DIR = Path("/var/lib")
 FIX_SETUP = "run `stx-lab host-setup` as root"
 
 
@@ -97,7 +97,6 @@ def check_acceleration(uri: str) -> Check:
     """Whether KVM really runs a guest (the backend's probe); else software emulation (TCG)."""
     from pytest_starlingx.backends.libvirt import DomainType, LibvirtBackend, LibvirtConfig
     from pytest_starlingx.errors import BackendError
-    from pytest_starlingx.labstate import state_dir
 
     try:
         backend = LibvirtBackend(LibvirtConfig(uri=uri, state_dir=state_dir()))
@@ -119,22 +118,25 @@ def check_acceleration(uri: str) -> Check:
 
 
 def check_disk() -> Check:
-    """Free space where lab disks and state live."""
-    free = shutil.disk_usage(STATE_DIR).free / 2**30
+    """Free space where lab disks and state live: the state directory, or the nearest
+    directory above it that exists."""
+    where = state_dir()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free / 2**30
     ok = free >= MIN_FREE_GIB
-    hint = "" if ok else f"free space on {STATE_DIR}: simulator labs need {MIN_FREE_GIB} GiB"
-    return Check("disk", ok, f"{free:.0f} GiB free on {STATE_DIR}", hint)
+    hint = "" if ok else f"free space on {where}: simulator labs need {MIN_FREE_GIB} GiB"
+    return Check("disk", ok, f"{free:.0f} GiB free on {where}", hint)
 
 
 def check_memory() -> Check:
     """Host memory available for guests."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-    available = int(fields["MemAvailable"].split()[0]) // 1024
+    available = mem_available_mib()
     cores = os.cpu_count() or 1
     return Check(
         "memory",
         True,
-        f"{available} MiB available, {cores} CPU cores "
+        f"{'unknown' if available is None else available} MiB available, {cores} CPU cores "
         "(a simulated simplex lab needs 512 MiB, a storage lab 3 GiB)",
     )
 

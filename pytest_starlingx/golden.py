@@ -43,10 +43,11 @@ from filelock import FileLock
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
 from pytest_starlingx.checkpoints import enable_checkpoints, revert_lab, set_clock
 from pytest_starlingx.errors import StxError
-from pytest_starlingx.lab import Lab, build_lab, destroy_lab, image_path, open_lab
-from pytest_starlingx.labstate import LabState, lab_dir, state_dir
+from pytest_starlingx.files import write_atomic, write_json_atomic
+from pytest_starlingx.lab import Lab, build_lab, destroy_lab, image_path, open_lab, plan_stages
+from pytest_starlingx.labstate import LabState, LabStatus, lab_dir, state_dir
 from pytest_starlingx.leases import LeaseKeeper, live_leases, read_leases
-from pytest_starlingx.model import LabSpec
+from pytest_starlingx.model import LabSpec, lab_key
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT
 from pytest_starlingx.stages.pipelines import PIPELINE_VERSION
 
@@ -74,21 +75,14 @@ def image_digest(iso: Path) -> str:
     with iso.open("rb") as data:
         while chunk := data.read(1 << 20):
             digest.update(chunk)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(digest.hexdigest())
-    tmp.replace(cache)
+    write_atomic(cache, digest.hexdigest())
     return digest.hexdigest()
 
 
 def golden_key(spec: LabSpec, image_sha256: str, version: int = PIPELINE_VERSION) -> str:
-    """What makes two bring-ups end in the same lab: description, passwords, image, pipeline."""
-    data = asdict(spec)
-    for unused in ("source", "timeouts", "timeout_factor"):
-        data.pop(unused, None)
-    passwords = {user: source.resolve() for user, source in sorted(spec.passwords.items())}
-    secret = hashlib.sha256(json.dumps(passwords).encode()).hexdigest()
-    text = json.dumps([data, secret, image_sha256, version], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    """What makes two bring-ups end in the same lab: the lab key of description and passwords,
+    the image's content and the pipeline version."""
+    return lab_key(spec, image_sha256, version)
 
 
 @dataclass
@@ -116,9 +110,7 @@ class GoldenRecord:
     def save(self) -> None:
         """Write atomically."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        tmp.replace(self.path)
+        write_json_atomic(self.path, asdict(self))
 
     @classmethod
     def load(cls, key: str) -> GoldenRecord | None:
@@ -190,7 +182,7 @@ def restore_golden(record: GoldenRecord, spec: LabSpec, backend: Backend, artifa
     checked = time.monotonic()
     state = LabState.load(record.lab_id)
     state.done = list(record.done)
-    state.status = "restoring"
+    state.status = LabStatus.RESTORING
     state.save()
     lab = open_lab(spec, backend, state, artifacts, consoles=False)
     try:
@@ -202,7 +194,7 @@ def restore_golden(record: GoldenRecord, spec: LabSpec, backend: Backend, artifa
         raise GoldenBroken(
             f"golden lab {record.key} failed its check after restore: {exc}"
         ) from exc
-    state.status = "ready"
+    state.status = LabStatus.READY
     state.save()
     end = time.monotonic()
     log.info("%s: restored golden lab %s in %.1fs (check %.1fs, revert %.1fs, repair %.1fs)",
@@ -271,6 +263,7 @@ def obtain(
     The lab is held by a lease of ``leases`` (``durable``: until released, whoever is alive).
     None when the golden lab is in use elsewhere (the caller builds a plain lab instead).
     """
+    plan_stages(spec)  # custom stages at points the lab lacks fail before anything is made
     started = time.monotonic()
     iso = image_path(spec)
     digest = image_digest(iso)
@@ -335,7 +328,7 @@ def release_id(handle: LabHandle, lab_id: str) -> None:
         if handle.state(machine) is not PowerState.OFF:
             handle.power_off(machine)
     state = LabState.load(lab_id)
-    state.status = "golden"
+    state.status = LabStatus.GOLDEN
     state.save()
     for lease in read_leases(lab_dir(lab_id)):
         if lease.durable:
@@ -364,7 +357,7 @@ def release_abandoned(libvirt_uri: str | None = None) -> tuple[list[str], list[s
                 if record is None or not record.complete or live_leases(directory):
                     continue
                 try:
-                    if LabState.load(record.lab_id).status == "golden":
+                    if LabState.load(record.lab_id).status == LabStatus.GOLDEN:
                         continue  # released properly
                 except (OSError, ValueError, TypeError):
                     continue

@@ -12,10 +12,9 @@ removes them (:func:`destroy_lab`); how a user acquires one (fresh, reused, gold
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
@@ -24,12 +23,20 @@ from pytest_starlingx.console import LOGIN, Console, Result
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.files import place
 from pytest_starlingx.labmap import lab_resources
-from pytest_starlingx.labstate import DoneStages, LabState, forget_lab, new_lab_id, state_dir
+from pytest_starlingx.labstate import (
+    DoneStages,
+    LabState,
+    LabStatus,
+    forget_lab,
+    new_lab_id,
+    state_dir,
+)
 from pytest_starlingx.model import (
     NETWORKS,
     LabSpec,
     Personality,
     generate_password,
+    lab_key,
     password_problems,
 )
 from pytest_starlingx.stages.base import (
@@ -37,6 +44,7 @@ from pytest_starlingx.stages.base import (
     AVAILABLE_TEXT,
     Bringup,
     Checkpoint,
+    Stage,
     run_stages,
 )
 from pytest_starlingx.stages.custom import from_lab_file, insert, registered
@@ -57,14 +65,6 @@ class Host:
     administrative: str
     operational: str
     availability: str
-
-
-def spec_key(spec: LabSpec, image_id: str) -> str:
-    """A short hash of what makes two labs interchangeable (description and image)."""
-    data = asdict(spec)
-    data.pop("source", None)
-    text = json.dumps(data, sort_keys=True, default=str) + image_id
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class _Machine:
@@ -219,19 +219,16 @@ class Lab:
         ``registered_stages=False`` leaves out the stages added with ``stx_stage`` (a golden lab
         is snapshotted without them; they run after each restore).
         """
-        self.state.status = "provisioning"
+        self.state.status = LabStatus.PROVISIONING
         self.state.save()
         try:
-            custom = from_lab_file(self.spec.stages)
-            if registered_stages:
-                custom += registered()
-            stages = insert(pipeline(self.spec), custom)
+            stages = plan_stages(self.spec, registered_stages)
             run_stages(stages, self.bringup, self.max_parallel, self.checkpoint)
         except BaseException:
-            self.state.status = "failed"
+            self.state.status = LabStatus.FAILED
             self.state.save()
             raise
-        self.state.status = "ready"
+        self.state.status = LabStatus.READY
         self.state.save()
 
     def system(self, args: str) -> str:
@@ -277,6 +274,16 @@ class Lab:
     def timings(self) -> str:
         """The stage-timing table of this bring-up."""
         return self.bringup.recorder.table()
+
+
+def plan_stages(spec: LabSpec, registered_stages: bool = True) -> list[Stage]:
+    """``spec``'s pipeline with its lab file's custom stages and (unless told otherwise) those
+    added with ``stx_stage``; :class:`~pytest_starlingx.errors.LabConfigError` names any
+    custom stage at a point the lab lacks."""
+    custom = from_lab_file(spec.stages)
+    if registered_stages:
+        custom += registered()
+    return insert(spec, pipeline(spec), custom)
 
 
 def lab_passwords(spec: LabSpec, state: LabState) -> dict[str, str]:
@@ -331,9 +338,11 @@ def create_lab(
 ) -> Lab:
     """Create the lab's hypervisor objects (all powered off) and its state; no stage runs.
 
-    A StarlingX ISO on a host whose hardware virtualisation does not work is refused before
-    anything is made: its install would not finish under software emulation in any useful time.
+    Custom stages at points the lab lacks, and a StarlingX ISO on a host whose hardware
+    virtualisation does not work, are refused before anything is made (such an ISO's install
+    would not finish under software emulation in any useful time).
     """
+    plan_stages(spec)  # a custom stage the lab has no place for fails before any VM exists
     if not spec.uses_simulator and backend.software_emulated():
         raise StxError(
             f"lab {spec.name!r}: {spec.image} is a StarlingX ISO, and KVM does not work on this "
@@ -345,7 +354,7 @@ def create_lab(
     lab_id = new_lab_id()
     source = str(spec.source) if spec.source else None
     state = LabState(lab_id, spec.name, spec.topology.value, spec.backend.value, source,
-                     spec_key(spec, str(iso)))  # fmt: skip
+                     lab_key(spec, str(iso)))  # fmt: skip
     lab_passwords(spec, state)  # generated ones are saved with the state
     state.save()
     try:
@@ -411,7 +420,7 @@ def attach_lab(spec: LabSpec, backend: Backend, state: LabState, artifacts: Path
 
 def check_built_from(spec: LabSpec, state: LabState) -> None:
     """Raise unless lab ``state`` was built from ``spec`` and the same image."""
-    if state.key != spec_key(spec, str(image_path(spec))):
+    if state.key != lab_key(spec, str(image_path(spec))):
         raise StxError(
             f"lab {state.lab_id} was built from a different description or image; "
             f"remove it with `stx-lab down {state.lab_id}` and bring up a new one"

@@ -26,8 +26,8 @@ from pytest_starlingx.lab import destroy_lab
 from pytest_starlingx.labfile import lab_from_mapping, load_lab
 from pytest_starlingx.labstate import LabState, all_states, lab_dir, state_dir
 from pytest_starlingx.leases import live_leases
-from pytest_starlingx.lifecycle import Lifecycle, Policy, lab_key
-from pytest_starlingx.model import LabSpec, Topology
+from pytest_starlingx.lifecycle import Lifecycle, Policy
+from pytest_starlingx.model import LabSpec, Topology, lab_key
 from pytest_starlingx.reaper import Backends, age, gc, survey
 from pytest_starlingx.tables import render_table
 from pytest_starlingx.transport import Transport

@@ -20,6 +20,8 @@ import yaml
 
 from pytest_starlingx.errors import LabConfigError
 from pytest_starlingx.model import (
+    ACTIVE_CONTROLLER,
+    AVAILABLE_POINT,
     BOOTSTRAP_KEYS,
     BOOTSTRAP_MANAGED,
     DEFAULT_RELEASE,
@@ -43,7 +45,9 @@ from pytest_starlingx.model import (
     Topology,
     node_names,
     password_problems,
+    point_problem,
     resolve_lab,
+    stage_plan,
 )
 
 Path_ = tuple[str | int, ...]
@@ -71,18 +75,6 @@ TOP_KEYS = (
 )
 STAGE_KEYS = ("name", "after", "before", "node", "system", "shell")
 STAGE_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
-# Where custom stages can go: named points, or `node:stage` of the pipeline.
-STAGE_POINTS = ("bootstrapped", "controller-0-configured", "controller-0-unlocked", "available")
-PIPELINE_STAGES = (
-    "install",
-    "first-login",
-    "bootstrap",
-    "configure",
-    "unlock",
-    "power-on",
-    "add-hosts",
-    "osds",
-)
 NODE_KEYS = ("memory_mib", "vcpus", "disks_gib")
 OAM_KEYS = ("subnet", "gateway", "floating", "controller_0", "controller_1")
 MGMT_KEYS = ("subnet",)
@@ -623,7 +615,9 @@ class _Checker:
             )
             return ()
         nodes = self.node_names(topology, kwargs)
+        pipeline = {f"{n}:{s}" for n, s in stage_plan(topology, nodes)}
         found = []
+        placed: list[str] = []  # keys of the stages before, points for the ones after
         for index, item in enumerate(value):
             path: Path_ = ("stages", index)
             data = self.mapping(item, path, STAGE_KEYS)
@@ -634,14 +628,14 @@ class _Checker:
                     f"{_show(name)} is not a stage name: lower-case "
                     "letters, digits and '-', starting with a letter",
                 )
-            node = data.get("node", "controller-0")
+            node = data.get("node", ACTIVE_CONTROLLER)
             if node not in nodes:
                 self.problem(
                     (*path, "node"), f"no such node {_show(node)} (the lab has {', '.join(nodes)})"
                 )
             for key in ("after", "before"):
                 if key in data:
-                    self.point(data[key], (*path, key), nodes)
+                    self.point(data[key], (*path, key), topology, nodes, placed)
             commands = {}
             for key in ("system", "shell"):
                 commands[key] = data.get(key, [])
@@ -652,11 +646,16 @@ class _Checker:
                     commands[key] = []
             if isinstance(item, dict) and not (commands["system"] or commands["shell"]):
                 self.problem(path, "a stage needs `system: [...]` or `shell: [...]` commands")
+            if isinstance(name, str) and f"{node}:{name}" in {*pipeline, *placed}:
+                self.problem(
+                    (*path, "name"), f"stage {node}:{name} clashes with a stage of the pipeline"
+                )
             if isinstance(name, str):
+                placed.append(f"{node}:{name}")
                 found.append(
                     StageSpec(
                         name,
-                        data.get("after", "available"),
+                        data.get("after", AVAILABLE_POINT),
                         data.get("before"),
                         node,
                         tuple(commands["system"]),
@@ -665,18 +664,12 @@ class _Checker:
                 )
         return tuple(found)
 
-    def point(self, value: Any, path: Path_, nodes: list[str]) -> None:
-        if value in STAGE_POINTS:
-            return
-        node, _, stage = str(value).partition(":")
-        if node in nodes and stage in PIPELINE_STAGES:
-            return
-        self.problem(
-            path,
-            f"{_show(value)} is not a pipeline point; use one of "
-            f"{', '.join(STAGE_POINTS)} or NODE:STAGE with a stage of "
-            f"{', '.join(PIPELINE_STAGES)}",
-        )
+    def point(
+        self, value: Any, path: Path_, topology: Topology, nodes: list[str], placed: list[str]
+    ) -> None:
+        before = path[-1] == "before"
+        if problem := point_problem(value, topology, nodes, before, placed):
+            self.problem(path, problem)
 
     def node_names(self, topology: Topology, kwargs: dict[str, Any]) -> list[str]:
         workers, storage = kwargs.get("workers"), kwargs.get("storage_nodes")

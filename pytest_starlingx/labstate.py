@@ -14,16 +14,33 @@ import socket
 import string
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
-DEFAULT_STATE_DIR = Path("/var/lib/pytest-starlingx")
+from pytest_starlingx.files import write_json_atomic
+from pytest_starlingx.settings import env_settings
+
 LAB_ID_ALPHABET = string.ascii_lowercase + string.digits
 LAB_ID_LENGTH = 6
 
 
+class LabStatus(StrEnum):
+    """Where a lab is in its life: the ``status`` of ``lab.json`` and of a lab in the xdist
+    registry (``stx-shared/registry.json``). The JSON files hold the plain strings."""
+
+    CREATING = "creating"  # lab.json: state written, the hypervisor objects being made
+    PROVISIONING = "provisioning"  # lab.json: stages running (also after a checkpoint revert)
+    READY = "ready"  # lab.json, registry: provisioned and usable
+    FAILED = "failed"  # lab.json, registry: the bring-up failed
+    RESTORING = "restoring"  # lab.json: a golden lab being reverted to its snapshot
+    GOLDEN = "golden"  # lab.json: a golden lab, powered off, free for the next user
+    BUILDING = "building"  # registry: an xdist worker is building the run's lab
+    RELEASED = "released"  # registry: the run's last worker has handed the lab back
+
+
 def state_dir() -> Path:
-    """``$STX_STATE_DIR`` or ``/var/lib/pytest-starlingx``."""
-    return Path(os.environ.get("STX_STATE_DIR") or DEFAULT_STATE_DIR)
+    """``$STX_STATE_DIR`` or ``/var/lib/pytest-starlingx`` (:mod:`pytest_starlingx.settings`)."""
+    return env_settings().state_dir
 
 
 def new_lab_id() -> str:
@@ -44,10 +61,13 @@ class LabState:
     owner_pid: int = field(default_factory=os.getpid)
     owner_host: str = field(default_factory=socket.gethostname)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    status: str = "creating"  # creating | provisioning | ready | failed
+    status: LabStatus = LabStatus.CREATING
     kept: bool = False
     done: list[str] = field(default_factory=list)
     passwords: dict[str, str] = field(default_factory=dict)  # generated ones only
+
+    def __post_init__(self) -> None:
+        self.status = LabStatus(self.status)
 
     @property
     def path(self) -> Path:
@@ -58,11 +78,7 @@ class LabState:
         """Write atomically, readable by the owner only."""
         path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(asdict(self), out, indent=1)
-        tmp.replace(path)
+        write_json_atomic(path, asdict(self), mode=0o600)
 
     @classmethod
     def load(cls, lab_id: str) -> LabState:

@@ -26,6 +26,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pytest_starlingx.files import write_json_atomic
+from pytest_starlingx.settings import env_settings
+
 log = logging.getLogger("pytest_starlingx.leases")
 
 HEARTBEAT = 5.0  # seconds between touches of a lease file
@@ -68,7 +71,7 @@ class Holder:
     @classmethod
     def run(cls) -> Holder:
         """The test run: the xdist controller in a worker, else this process."""
-        if os.environ.get("PYTEST_XDIST_WORKER"):
+        if env_settings().xdist_worker:
             return cls.of(os.getppid())
         return cls.of(os.getpid())
 
@@ -168,9 +171,7 @@ class LeaseKeeper:
         path = leases_dir(lab_dir) / f"{self.holder.key}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {**asdict(self.holder), "purpose": purpose, "ttl": TTL, "durable": durable}
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)
+        write_json_atomic(path, data, indent=None)
         with self._lock:
             self._paths.add(path)
             if self._thread is None:

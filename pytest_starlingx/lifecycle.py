@@ -31,10 +31,10 @@ from pytest_starlingx.backends.base import Backend
 from pytest_starlingx.checkpoints import enable_checkpoints, open_lab_at
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.golden import obtain, release
-from pytest_starlingx.lab import Lab, attach_lab, build_lab, destroy_lab, image_path, spec_key
-from pytest_starlingx.labstate import LabState, all_states, lab_dir, state_dir
+from pytest_starlingx.lab import Lab, attach_lab, build_lab, destroy_lab, image_path
+from pytest_starlingx.labstate import LabState, LabStatus, all_states, lab_dir, state_dir
 from pytest_starlingx.leases import Holder, LeaseKeeper, live_leases
-from pytest_starlingx.model import LabSpec
+from pytest_starlingx.model import LabSpec, lab_key
 
 log = logging.getLogger("pytest_starlingx.lifecycle")
 
@@ -227,10 +227,10 @@ class Lifecycle:
 
     def _reuse(self, spec: LabSpec, backend: Backend, artifacts: Path) -> Lab | None:
         """A kept lab of the same description and backend, up, ready and held by nobody."""
-        key = spec_key(spec, str(image_path(spec)))
+        key = lab_key(spec, str(image_path(spec)))
         with FileLock(state_dir() / "reuse.lock"):
             for state in all_states():
-                if not (state.kept and state.status == "ready" and state.key == key
+                if not (state.kept and state.status == LabStatus.READY and state.key == key
                         and state.backend == spec.backend.value
                         and not live_leases(lab_dir(state.lab_id))):  # fmt: skip
                     continue
@@ -243,8 +243,3 @@ class Lifecycle:
                 return lab
         log.info("no kept lab matches %r; building one", spec.name)
         return None
-
-
-def lab_key(spec: LabSpec) -> str:
-    """Which requests are for the same lab (the failures remembered are by this key)."""
-    return spec_key(spec, spec.image)

@@ -8,13 +8,15 @@ Build one with :func:`resolve_lab` (from a topology name and overrides) or with
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import os
 import re
 import secrets
 import string
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from itertools import pairwise
 from pathlib import Path
@@ -347,14 +349,88 @@ def generate_password() -> str:
             return password
 
 
+class StageName(StrEnum):
+    """The stages of the bring-up pipeline; ``node:stage`` (a stage key) names one stage."""
+
+    INSTALL = "install"
+    FIRST_LOGIN = "first-login"
+    BOOTSTRAP = "bootstrap"
+    CONFIGURE = "configure"
+    UNLOCK = "unlock"
+    ADD_HOSTS = "add-hosts"
+    POWER_ON = "power-on"
+    OSDS = "osds"
+
+
+#: The node that installs from the ISO, bootstraps, and runs the ``system`` CLI.
+ACTIVE_CONTROLLER = "controller-0"
+#: Named points where custom stages can go, and the stage key each stands for.
+NAMED_POINTS: Mapping[str, str] = {
+    "bootstrapped": f"{ACTIVE_CONTROLLER}:{StageName.BOOTSTRAP}",
+    "controller-0-configured": f"{ACTIVE_CONTROLLER}:{StageName.CONFIGURE}",
+    "controller-0-unlocked": f"{ACTIVE_CONTROLLER}:{StageName.UNLOCK}",
+}
+#: The end of the bring-up (every node unlocked); a point to go after, not before.
+AVAILABLE_POINT = "available"
+
+
+def stage_plan(topology: Topology, nodes: Sequence[str]) -> list[tuple[str, StageName]]:
+    """(node, stage) of every stage of the bring-up of a ``topology`` lab with ``nodes``,
+    in pipeline order: controller-0's five stages; then, when there are other nodes, adding
+    them, and each one's power-on, install, configure and unlock; the standard option ends
+    with controller-0's OSDs."""
+    c0 = ACTIVE_CONTROLLER
+    plan = [(c0, s) for s in (StageName.INSTALL, StageName.FIRST_LOGIN, StageName.BOOTSTRAP,
+                              StageName.CONFIGURE, StageName.UNLOCK)]  # fmt: skip
+    others = [n for n in nodes if n != c0]
+    if not others:
+        return plan
+    plan.append((c0, StageName.ADD_HOSTS))
+    plan += [(n, StageName.POWER_ON) for n in others]
+    for n in others:
+        plan += [(n, StageName.INSTALL), (n, StageName.CONFIGURE)]
+    plan += [(n, StageName.UNLOCK) for n in others]
+    if topology is Topology.STANDARD:
+        plan.append((c0, StageName.OSDS))
+    return plan
+
+
+def pipeline_points(
+    topology: Topology, nodes: Sequence[str], before: bool = False, extra: Sequence[str] = ()
+) -> list[str]:
+    """Every point a custom stage can go ``after`` (or ``before``) in such a lab: the named
+    points, then every stage key, then ``extra`` keys (custom stages placed earlier)."""
+    named = list(NAMED_POINTS) if before else [*NAMED_POINTS, AVAILABLE_POINT]
+    return [*named, *(f"{n}:{s}" for n, s in stage_plan(topology, nodes)), *extra]
+
+
+def point_problem(
+    point: object,
+    topology: Topology,
+    nodes: Sequence[str],
+    before: bool = False,
+    extra: Sequence[str] = (),
+) -> str | None:
+    """Why ``point`` is not a place for a custom stage in a ``topology`` lab with ``nodes``
+    (naming the point, the topology and the valid points), or ``None`` when it is one."""
+    valid = pipeline_points(topology, nodes, before, extra)
+    if point in valid:
+        return None
+    where = "before" if before else "after"
+    return (
+        f"{point!r} is not a pipeline point of a {topology.value} lab (nodes "
+        f"{', '.join(nodes)}) to go {where}; use one of {', '.join(valid)}"
+    )
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """A custom provisioning stage from the lab file: commands run at a pipeline point."""
 
     name: str
-    after: str = "available"
+    after: str = AVAILABLE_POINT
     before: str | None = None
-    node: str = "controller-0"
+    node: str = ACTIVE_CONTROLLER
     system: tuple[str, ...] = ()  # `system` CLI arguments, run on the active controller
     shell: tuple[str, ...] = ()  # shell commands, run on the stage's node
 
@@ -430,6 +506,23 @@ class LabSpec:
     def timeout(self, phase: str) -> float:
         """The timeout of ``phase`` in seconds, scaled by the lab's factor."""
         return self.timeouts[phase] * self.timeout_factor
+
+
+def lab_key(spec: LabSpec, *parts: object) -> str:
+    """The one lab key: a short hash of what makes two labs of ``spec`` interchangeable.
+
+    That is the description, less where it was read from and how long its waits may take, the
+    passwords it resolves to (hashed), and ``parts``: the image and, for golden labs, the
+    pipeline version. Kept labs are reused, golden labs restored and xdist workers' labs shared
+    by this key.
+    """
+    data = asdict(spec)
+    for unused in ("source", "timeouts", "timeout_factor"):
+        data.pop(unused, None)
+    passwords = {user: source.resolve() for user, source in sorted(spec.passwords.items())}
+    secret = hashlib.sha256(json.dumps(passwords).encode()).hexdigest()
+    text = json.dumps([data, secret, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def node_list(nodes: tuple[NodeSpec, ...]) -> str:

@@ -35,6 +35,7 @@ from pytest_starlingx.backends.base import Backend, Owner
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.labstate import LabState, forget_lab, state_dir
 from pytest_starlingx.leases import Holder, Lease, pid_alive, read_leases
+from pytest_starlingx.settings import DEFAULT_LIBVIRT_URI
 
 log = logging.getLogger("pytest_starlingx.reaper")
 
@@ -226,13 +227,9 @@ class Backends:
         key = (kind, root)
         if key not in self._open:
             if kind == "libvirt":
-                from pytest_starlingx.backends.libvirt import (
-                    DEFAULT_URI,
-                    LibvirtBackend,
-                    LibvirtConfig,
-                )
+                from pytest_starlingx.backends.libvirt import LibvirtBackend, LibvirtConfig
 
-                config = LibvirtConfig(uri=self.uri or DEFAULT_URI, state_dir=root)
+                config = LibvirtConfig(uri=self.uri or DEFAULT_LIBVIRT_URI, state_dir=root)
                 self._open[key] = LibvirtBackend(config)
             else:
                 from pytest_starlingx.backends import make_backend

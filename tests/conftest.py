@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_starlingx.labstate import DEFAULT_STATE_DIR
+from pytest_starlingx.settings import DEFAULT_STATE_DIR
 
 pytest_plugins = ["pytester"]
 

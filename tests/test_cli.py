@@ -120,3 +120,20 @@ def test_console_names_what_it_cannot_find(tmp_path):
     )  # fmt: skip
     assert done.returncode == 1
     assert "'nolab' must name exactly one lab (matches: none)" in done.stderr
+
+
+def test_validate_rejects_a_custom_stage_at_a_point_the_topology_lacks(tmp_path):
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(
+        "topology: duplex\nstages:\n  - {name: x, after: controller-1:bootstrap, shell: [id]}\n"
+    )
+    done = stx_lab("validate", str(lab))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"{lab}:3: stages[0].after: 'controller-1:bootstrap' is not a pipeline point of a "
+        "duplex lab (nodes controller-0, controller-1) to go after; use one of bootstrapped, "
+        "controller-0-configured, controller-0-unlocked, available, controller-0:install, "
+        "controller-0:first-login, controller-0:bootstrap, controller-0:configure, "
+        "controller-0:unlock, controller-0:add-hosts, controller-1:power-on, "
+        "controller-1:install, controller-1:configure, controller-1:unlock"
+    ]

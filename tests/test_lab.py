@@ -51,3 +51,18 @@ def test_controller_0_weighs_more_on_a_busy_hosts_cpus_than_the_nodes_it_serves(
         "worker-0": 1,
         "worker-1": 1,
     }
+
+
+def test_lab_status_is_an_enum_stored_as_plain_strings(tmp_path, monkeypatch):
+    import json
+
+    from pytest_starlingx.labstate import LabState, LabStatus
+
+    monkeypatch.setenv("STX_STATE_DIR", str(tmp_path / "state"))
+    state = LabState("abc123", "simplex", "simplex", "libvirt")
+    assert state.status is LabStatus.CREATING
+    state.status = LabStatus.READY
+    state.save()
+    assert json.loads(state.path.read_text())["status"] == "ready"
+    assert oct(state.path.stat().st_mode & 0o777) == "0o600"
+    assert LabState.load("abc123").status is LabStatus.READY

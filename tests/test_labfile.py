@@ -277,3 +277,70 @@ def test_bootstrap_overrides_reach_the_lab_and_their_secrets_are_known():
 def test_firmware_is_bios_unless_the_lab_asks_for_uefi():
     assert parse_lab("topology: simplex\n").firmware is Firmware.BIOS
     assert parse_lab("topology: duplex\nfirmware: uefi\n").firmware is Firmware.UEFI
+
+
+@pytest.mark.parametrize(
+    ("topology", "point"),
+    [
+        ("duplex", "controller-1:bootstrap"),
+        ("simplex", "controller-1:unlock"),
+        ("duplex", "worker-0:install"),
+        ("standard", "controller-0:no-such-stage"),
+    ],
+)
+def test_a_custom_stage_at_a_point_the_topology_lacks_is_rejected(topology, point):
+    (problem,) = problems(
+        f"""\
+        topology: {topology}
+        stages:
+          - {{name: x, after: {point}, shell: [uptime]}}
+        """
+    )
+    assert problem.startswith(
+        f"lab.yaml:3: stages[0].after: {point!r} is not a pipeline point of a {topology} lab"
+    )
+    assert (
+        "use one of bootstrapped, controller-0-configured, controller-0-unlocked, available, "
+        "controller-0:install, controller-0:first-login" in problem
+    )
+
+
+def test_available_is_no_point_to_go_before():
+    (problem,) = problems(
+        """\
+        topology: simplex
+        stages:
+          - {name: x, before: available, shell: [uptime]}
+        """
+    )
+    assert (
+        "'available' is not a pipeline point of a simplex lab (nodes controller-0) to go before"
+        in (problem)
+    )
+
+
+def test_a_custom_stage_may_follow_an_earlier_one_of_the_file():
+    lab = parse_lab(
+        "topology: duplex\nstages:\n"
+        "  - {name: first, after: controller-1:install, node: controller-1, shell: [uptime]}\n"
+        "  - {name: second, after: controller-1:first, shell: [uptime]}\n"
+    )
+    assert [s.after for s in lab.stages] == ["controller-1:install", "controller-1:first"]
+
+
+def test_a_custom_stage_named_like_a_pipeline_stage_of_its_node_is_rejected():
+    found = problems(
+        """\
+        topology: duplex
+        stages:
+          - {name: unlock, node: controller-1, shell: [uptime]}
+          - {name: labels, shell: [uptime]}
+          - {name: labels, shell: [id]}
+        """
+    )
+    assert found == [
+        "lab.yaml:3: stages[0].name: stage controller-1:unlock clashes with a stage of the "
+        "pipeline",
+        "lab.yaml:5: stages[2].name: stage controller-0:labels clashes with a stage of the "
+        "pipeline",
+    ]

@@ -162,3 +162,19 @@ def test_env_password_resolves_from_the_environment():
     source = PasswordSource(env="STX_PW")
     assert source.resolve({"STX_PW": "Abcdef1*"}) == "Abcdef1*"
     assert source.resolve({}) is None
+
+
+def test_lab_key_is_what_makes_labs_interchangeable(monkeypatch):
+    from dataclasses import replace
+    from pathlib import Path
+
+    from pytest_starlingx.model import lab_key
+
+    spec = resolve_lab("duplex")
+    key = lab_key(spec, "image-a")
+    assert lab_key(replace(spec, source=Path("x.yaml"), timeout_factor=3.0), "image-a") == key
+    assert lab_key(spec, "image-b") != key
+    assert lab_key(resolve_lab("duplex", workers=1), "image-a") == key  # duplex has no workers
+    assert lab_key(resolve_lab("simplex"), "image-a") != key
+    monkeypatch.setenv("STX_SYSADMIN_PASSWORD", "Another-Passw0rd")
+    assert lab_key(spec, "image-a") != key

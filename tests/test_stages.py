@@ -9,10 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from pytest_starlingx.console import CommandFailed, Result
-from pytest_starlingx.errors import StageError
+from pytest_starlingx.errors import LabConfigError, StageError
+from pytest_starlingx.lab import plan_stages
 from pytest_starlingx.labfile import parse_lab
-from pytest_starlingx.model import resolve_lab
-from pytest_starlingx.stages import base, shells
+from pytest_starlingx.model import resolve_lab, stage_plan
+from pytest_starlingx.stages import base, custom, shells
 from pytest_starlingx.stages.base import Bringup, Stage, run_stages
 from pytest_starlingx.stages.custom import CustomStage, from_lab_file, insert
 from pytest_starlingx.stages.pipelines import pipeline
@@ -137,16 +138,68 @@ def test_custom_stages_go_where_the_lab_file_says():
         "     system: [host-label-assign controller-0 openstack-control-plane=enabled]}\n"
         "  - {name: smoke, shell: [uptime]}\n"
     )
-    stages = {s.key: s for s in insert(pipeline(spec), from_lab_file(spec.stages))}
+    stages = {s.key: s for s in insert(spec, pipeline(spec), from_lab_file(spec.stages))}
     assert stages["controller-0:labels"].after == ("controller-0:configure",)
     assert "controller-0:labels" in stages["controller-0:unlock"].after
     assert set(stages["controller-0:smoke"].after) == {"controller-0:unlock", "controller-1:unlock"}
 
 
-def test_custom_stage_at_an_unknown_point_is_an_error():
-    stages = pipeline(resolve_lab("simplex"))
-    with pytest.raises(ValueError, match="no pipeline point 'worker-0:unlock'"):
-        insert(stages, [CustomStage("x", recording([], "x"), after="worker-0:unlock")])
+@pytest.mark.parametrize(
+    ("topology", "where"),
+    [
+        ("simplex", {"after": "worker-0:unlock"}),
+        ("simplex", {"after": "controller-1:unlock"}),
+        ("duplex", {"after": "controller-1:bootstrap"}),
+        ("duplex", {"before": "worker-0:install"}),
+        ("standard", {"before": "available"}),
+    ],
+)
+def test_custom_stage_at_a_point_the_lab_lacks_is_a_config_error(topology, where):
+    spec = resolve_lab(topology)
+    point = where.get("after") or where["before"]
+    with pytest.raises(LabConfigError) as info:
+        insert(spec, pipeline(spec), [CustomStage("x", recording([], "x"), **where)])
+    (problem,) = info.value.problems
+    assert f"custom stage 'x': {next(iter(where))}: {point!r} is not a pipeline point" in problem
+    assert f"of a {topology} lab" in problem
+    assert "use one of bootstrapped, controller-0-configured, controller-0-unlocked" in problem
+    assert "controller-0:unlock" in problem
+
+
+def test_registered_stage_at_a_missing_point_fails_when_the_lab_is_planned(monkeypatch):
+    monkeypatch.setattr(custom, "_REGISTERED", [])
+    custom.stx_stage(after="controller-1:bootstrap")(lambda b: None)
+    with pytest.raises(LabConfigError, match="'controller-1:bootstrap' is not a pipeline point"):
+        plan_stages(resolve_lab("duplex"))
+    assert plan_stages(resolve_lab("duplex"), registered_stages=False)
+
+
+def test_custom_stage_on_a_missing_node_or_clashing_is_a_config_error():
+    spec = resolve_lab("simplex")
+    action = recording([], "x")
+    with pytest.raises(LabConfigError) as info:
+        insert(spec, pipeline(spec), [CustomStage("x", action, node="worker-0"),
+                                      CustomStage("bootstrap", action)])  # fmt: skip
+    assert info.value.problems == [
+        "lab 'simplex': custom stage 'x': no node 'worker-0' in a simplex lab (it has "
+        "controller-0)",
+        "lab 'simplex': custom stage controller-0:bootstrap clashes with a stage of the pipeline",
+    ]
+
+
+def test_custom_stage_can_follow_an_earlier_custom_stage():
+    spec = resolve_lab("simplex")
+    first = CustomStage("first", recording([], "first"))
+    second = CustomStage("second", recording([], "second"), after="controller-0:first")
+    stages = {s.key: s for s in insert(spec, pipeline(spec), [first, second])}
+    assert stages["controller-0:second"].after == ("controller-0:first",)
+
+
+@pytest.mark.parametrize("topology", ["simplex", "duplex", "standard", "storage"])
+def test_the_pipeline_has_exactly_the_stages_of_the_model(topology):
+    spec = resolve_lab(topology)
+    plan = stage_plan(spec.topology, [n.name for n in spec.nodes])
+    assert [s.key for s in pipeline(spec)] == [f"{node}:{stage}" for node, stage in plan]
 
 
 class Sysinv(Bringup):

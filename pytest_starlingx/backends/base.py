@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pytest_starlingx.errors import BackendError
+from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.transport import Transport
 
 OWNER_NAMESPACE = "urn:pytest-starlingx:owner:1"
@@ -258,9 +259,7 @@ class SnapshotInfo:
 def write_ledger(path: Path, owner: Owner, resources: LabResources, **extra: Any) -> None:
     """Write a lab's ledger (owner, resources, backend-specific lists) atomically."""
     data = {"owner": owner.as_attributes(), "resources": resources.to_json(), **extra}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    write_json_atomic(path, data)
 
 
 def read_ledger(path: Path, *fields: str) -> tuple[Owner, LabResources, list[Any]]:

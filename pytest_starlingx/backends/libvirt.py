@@ -97,13 +97,13 @@ from pytest_starlingx.backends.base import (
 )
 from pytest_starlingx.backends.libvirt_conn import Connection, error, is_alive
 from pytest_starlingx.errors import BackendError, LeakError
+from pytest_starlingx.files import write_json_atomic
+from pytest_starlingx.settings import DEFAULT_LIBVIRT_URI, DEFAULT_STATE_DIR
 from pytest_starlingx.transport import Transport, UnixSocketTransport
 
 logger = logging.getLogger("pytest_starlingx.backend")
 
-DEFAULT_URI = "qemu:///system"
 CPU_SHARES = 1024  # a domain's cgroup cpu shares at MachineSpec.cpu_weight 1 (libvirt's default)
-DEFAULT_STATE_DIR = Path("/var/lib/pytest-starlingx")
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 _POLL = 0.2  # seconds between polls of a probe or a state change
 #: SeaBIOS retries a boot that found no bootable device (a network boot left unanswered) after this.
@@ -140,7 +140,7 @@ class DomainType(StrEnum):
 class LibvirtConfig:
     """Where and how labs run (host facts, not lab facts)."""
 
-    uri: str = DEFAULT_URI
+    uri: str = DEFAULT_LIBVIRT_URI
     state_dir: Path = DEFAULT_STATE_DIR
     pool: str | None = None  # an existing storage pool for volumes; None: a pool per lab
     domain_type: DomainType = DomainType.AUTO
@@ -457,7 +457,7 @@ class LibvirtBackend:
         probe_dir, timeout = self._probe_dir(), self.config.kvm_probe_timeout
         works = self.call("probing KVM", lambda c: probe_kvm(c, probe_dir, timeout))
         cached[key] = {"kvm": works, "checked": datetime.now(UTC).isoformat(timespec="seconds")}
-        cache.write_text(json.dumps(cached, indent=1))
+        write_json_atomic(cache, cached)
         return works
 
     def _probe_dir(self) -> Path:

@@ -78,6 +78,7 @@ from pytest_starlingx.backends.base import (
     write_ledger,
 )
 from pytest_starlingx.errors import BackendError, LeakError
+from pytest_starlingx.settings import DEFAULT_VBOXMANAGE
 from pytest_starlingx.transport import Transport, UnixSocketTransport
 
 logger = logging.getLogger("pytest_starlingx.backend")
@@ -113,7 +114,7 @@ class VirtualBoxConfig:
     """Where and how labs run (host facts, not lab facts)."""
 
     state_dir: Path
-    vboxmanage: str = "VBoxManage"  # a name looked up on PATH, or a path
+    vboxmanage: str = DEFAULT_VBOXMANAGE  # a name looked up on PATH, or a path
     bios_hold_ms: int = 3000  # --bios-logo-display-time: the window to attach the console
     timeout: float = 900.0  # seconds one VBoxManage call may take
 

@@ -11,6 +11,7 @@ import pytest
 
 from pytest_starlingx.backends import make_backend
 from pytest_starlingx.backends.base import Backend
+from pytest_starlingx.capacity import mem_available_mib
 from pytest_starlingx.errors import BackendError, StxError
 from pytest_starlingx.lab import Lab
 from pytest_starlingx.lifecycle import LabBroken
@@ -96,11 +97,11 @@ GUEST_OVERHEAD_MIB = 64  # what QEMU itself needs beside each guest's memory
 
 
 def memory_shortfall(spec: LabSpec) -> str | None:
-    """Why this host cannot hold the lab's guests in memory, or None when it can."""
+    """Why this host cannot hold the lab's guests in memory, or None when it can (or when the
+    kernel does not say how much memory is available)."""
     needed = spec.memory_mib + GUEST_OVERHEAD_MIB * len(spec.nodes)
-    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-    available = int(fields["MemAvailable"].split()[0]) // 1024
-    if needed <= available:
+    available = mem_available_mib()
+    if available is None or needed <= available:
         return None
     return (
         f"the {spec.topology.value} lab {spec.name!r} needs {needed} MiB for its "

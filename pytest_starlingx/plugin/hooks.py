@@ -6,6 +6,7 @@ machinery (pexpect, pyte, libvirt, filelock).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from pytest_starlingx.plugin.stash import FACTORY, LAB_REQUEST, SETTINGS
 
 if TYPE_CHECKING:
     from pytest_starlingx.lab import Lab
+    from pytest_starlingx.model import LabSpec
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -35,13 +37,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if marker is None:
             continue
         try:
-            item.stash[LAB_REQUEST] = request_from_marker(
-                marker.args, marker.kwargs, item.nodeid, settings.base
-            )
+            request = request_from_marker(marker.args, marker.kwargs, item.nodeid, settings.base)
+            _check_registered_stages(request.spec(settings.base, settings.base_source))
+            item.stash[LAB_REQUEST] = request
         except LabConfigError as exc:
             errors += [f"{item.nodeid}: {problem}" for problem in exc.problems]
     if errors:
         raise pytest.UsageError("invalid stx markers:\n" + "\n".join(errors))
+
+
+def _check_registered_stages(spec: LabSpec) -> None:
+    """A conftest's ``stx_stage`` at a point the lab lacks fails collection. Stages are
+    registered through :mod:`pytest_starlingx.stages.custom`; while nothing imported it there
+    are none, and the lab machinery it pulls in stays unloaded."""
+    custom = sys.modules.get("pytest_starlingx.stages.custom")
+    if custom is not None:
+        custom.check(spec, custom.from_lab_file(spec.stages) + custom.registered())
 
 
 def pytest_terminal_summary(

@@ -17,8 +17,7 @@ import yaml
 from pytest_starlingx.errors import LabConfigError
 from pytest_starlingx.labfile import lab_from_mapping, load_lab
 from pytest_starlingx.model import SIM_IMAGE, Backend
-
-DEFAULT_LIBVIRT_URI = "qemu:///system"
+from pytest_starlingx.settings import DEFAULT_LIBVIRT_URI
 
 # (option, metavar, help); each has an ini twin named like its dest, e.g. stx_backend
 _VALUED = (

@@ -5,7 +5,7 @@ orphans of dead sessions on this host (``stx-lab gc``), so a ``kill -9`` earlier
 but that collection. Then per lab request:
 
 * under pytest-xdist, the run's shared lab (:mod:`.xdist`), held by the run's lease;
-* with ``--stx-reuse``, a kept lab of the same description (same ``spec_key``) that is up and
+* with ``--stx-reuse``, a kept lab of the same description (same ``model.lab_key``) that is up and
   provisioned and that nobody holds; it is held by a lease and stays when the session ends;
 * otherwise a new lab, held by this session's lease and removed at the end unless
   ``--stx-keep``.

@@ -27,14 +27,12 @@ is not shared.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +41,10 @@ from filelock import FileLock
 
 from pytest_starlingx.backends.base import Backend, LabHandle, LabResources
 from pytest_starlingx.errors import BackendError, StxError
+from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.lab import Lab
-from pytest_starlingx.model import LabSpec
+from pytest_starlingx.labstate import LabStatus
+from pytest_starlingx.model import LabSpec, lab_key
 from pytest_starlingx.transport import Transport
 
 log = logging.getLogger("pytest_starlingx.plugin")
@@ -58,13 +58,6 @@ def worker_id(config: pytest.Config) -> str | None:
     """
     workerinput = getattr(config, "workerinput", None)
     return workerinput["workerid"] if workerinput else None
-
-
-def lab_key(spec: LabSpec) -> str:
-    """Identifies a lab description within one run."""
-    data = asdict(spec)
-    data.pop("source", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- consoles
@@ -249,9 +242,7 @@ class Registry:
             except FileNotFoundError:
                 data = {"workers": {}, "labs": {}}
             yield data
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1))
-            tmp.replace(self.path)
+            write_json_atomic(self.path, data)
 
     def read(self) -> dict[str, Any]:
         """A snapshot of the registry."""
@@ -266,9 +257,9 @@ class Registry:
             data["left"] = sorted(left)
             if len(left) < workers:
                 return []
-            labs = [lab for lab in data["labs"].values() if lab["status"] == "ready"]
+            labs = [lab for lab in data["labs"].values() if lab["status"] == LabStatus.READY]
             for lab in labs:
-                lab["status"] = "released"
+                lab["status"] = LabStatus.RELEASED
             return labs
 
 
@@ -297,14 +288,14 @@ class SharedLabs:
         key = lab_key(spec)
         with FileLock(self.root / f"{key}.lock"):
             entry = self.registry.read()["labs"].get(key)
-            if entry is None or entry["status"] == "released":
+            if entry is None or entry["status"] == LabStatus.RELEASED:
                 return self._build(key, spec, backend, build, stack)
-            if entry["status"] == "failed":
+            if entry["status"] == LabStatus.FAILED:
                 raise StxError(
                     f"the bring-up of lab {spec.name!r} failed in xdist worker "
                     f"{entry['builder']}:\n{entry['error']}"
                 )
-            if entry["status"] == "building":
+            if entry["status"] == LabStatus.BUILDING:
                 raise StxError(
                     f"xdist worker {entry['builder']} (pid {entry['pid']}) died while building "
                     f"lab {spec.name!r} (id {entry.get('lab_id') or 'unknown'}); see its output"
@@ -326,7 +317,7 @@ class SharedLabs:
         stack: ExitStack,
     ) -> Lab:
         with self.registry.edit() as data:
-            data["labs"][key] = {"status": "building", "builder": self.worker,
+            data["labs"][key] = {"status": LabStatus.BUILDING, "builder": self.worker,
                                  "pid": os.getpid(), "name": spec.name}  # fmt: skip
         turns = Turns(self.root, hold=True)
         try:
@@ -334,12 +325,12 @@ class SharedLabs:
         except BaseException as exc:
             turns.release()
             with self.registry.edit() as data:
-                data["labs"][key].update(status="failed", error=str(exc) or repr(exc))
+                data["labs"][key].update(status=LabStatus.FAILED, error=str(exc) or repr(exc))
             raise
         turns.install(lab)
         stack.callback(lab.close)
         with self.registry.edit() as data:
-            data["labs"][key].update(status="ready", lab_id=lab.lab_id, kept=lab.state.kept,
+            data["labs"][key].update(status=LabStatus.READY, lab_id=lab.lab_id, kept=lab.state.kept,
                                      backend=lab.state.backend)  # fmt: skip
         return lab
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from pytest_starlingx.errors import HostError
 from pytest_starlingx.files import place
 from pytest_starlingx.model import DEFAULT_RELEASE, RELEASES
+from pytest_starlingx.settings import env_settings
 
 log = logging.getLogger("pytest_starlingx.sim")
 
@@ -226,10 +227,7 @@ GRUB_EFI = "var/pxeboot/EFI/BOOT/bootx64.efi"  # where the root filesystem has t
 
 def default_cache_dir() -> Path:
     """``$STX_SIM_CACHE`` or ``$XDG_CACHE_HOME/pytest-starlingx/sim`` (``~/.cache/...``)."""
-    if env := os.environ.get("STX_SIM_CACHE"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "pytest-starlingx" / "sim"
+    return env_settings().sim_cache
 
 
 def build(

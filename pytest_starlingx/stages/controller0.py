@@ -12,9 +12,8 @@ import re
 
 from pytest_starlingx.console import LOGIN
 from pytest_starlingx.errors import StageError
-from pytest_starlingx.model import Firmware, Topology
+from pytest_starlingx.model import ACTIVE_CONTROLLER, Firmware, Topology
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup
-from pytest_starlingx.stages.shells import ACTIVE_CONTROLLER
 from pytest_starlingx.stxtable import parse_table
 from pytest_starlingx.waits import poll
 

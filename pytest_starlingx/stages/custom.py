@@ -1,12 +1,14 @@
 """Stages users add without editing the plugin: from a conftest or from the lab YAML.
 
 A custom stage runs on a node once the stage it comes ``after`` is done, and can hold back a
-stage ``before`` it. Points are stage keys (``controller-0:bootstrap``) or these names:
+stage ``before`` it. Points are the stage keys the lab's pipeline has (``controller-0:bootstrap``;
+:func:`pytest_starlingx.model.stage_plan`), keys of custom stages placed earlier, or these names
+(:data:`pytest_starlingx.model.NAMED_POINTS`):
 
 * ``bootstrapped``: after controller-0's bootstrap;
 * ``controller-0-configured``: controller-0 configured, not unlocked yet;
 * ``controller-0-unlocked``: controller-0 available;
-* ``available``: every node available (the end of the bring-up).
+* ``available``: every node available (the end of the bring-up; a point to go after only).
 
 From a conftest::
 
@@ -22,16 +24,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pytest_starlingx.model import StageSpec
+from pytest_starlingx.errors import LabConfigError
+from pytest_starlingx.model import (
+    ACTIVE_CONTROLLER,
+    AVAILABLE_POINT,
+    NAMED_POINTS,
+    LabSpec,
+    StageName,
+    StageSpec,
+    point_problem,
+    stage_plan,
+)
 from pytest_starlingx.stages.base import Bringup, Stage, StageAction
-from pytest_starlingx.stages.shells import ACTIVE_CONTROLLER
-
-POINTS = {
-    "bootstrapped": f"{ACTIVE_CONTROLLER}:bootstrap",
-    "controller-0-configured": f"{ACTIVE_CONTROLLER}:configure",
-    "controller-0-unlocked": f"{ACTIVE_CONTROLLER}:unlock",
-}
-AVAILABLE_POINT = "available"
 
 
 @dataclass(frozen=True)
@@ -82,33 +86,58 @@ def commands_action(
     return action
 
 
-def insert(stages: list[Stage], custom: Iterable[CustomStage]) -> list[Stage]:
-    """``stages`` with the custom ones placed at their points; unknown points are errors."""
-    stages = list(stages)
-    keys = {s.key for s in stages}
-    unlock_keys = tuple(s.key for s in stages if s.name == "unlock")
+def check(spec: LabSpec, custom: Iterable[CustomStage]) -> None:
+    """:class:`LabConfigError` listing every custom stage that ``spec``'s lab has no place for:
+    a node it lacks, a point its pipeline lacks (the model's :func:`point_problem`), a name
+    that clashes with a pipeline stage. A stage may go after or before an earlier custom one.
+    """
+    nodes = [n.name for n in spec.nodes]
+    keys = {f"{node}:{stage}" for node, stage in stage_plan(spec.topology, nodes)}
+    placed: list[str] = []
+    problems = []
     for extra in custom:
-        after = unlock_keys if extra.after == AVAILABLE_POINT else (_point(extra.after, keys),)
+        where = f"custom stage {extra.name!r}"
+        if extra.node not in nodes:
+            problems.append(
+                f"{where}: no node {extra.node!r} in a {spec.topology.value} lab "
+                f"(it has {', '.join(nodes)})"
+            )
+        for point, before in ((extra.after, False), (extra.before, True)):
+            if point is not None:
+                problem = point_problem(point, spec.topology, nodes, before, placed)
+                if problem:
+                    problems.append(f"{where}: {'before' if before else 'after'}: {problem}")
+        key = f"{extra.node}:{extra.name}"
+        if key in keys:
+            problems.append(f"custom stage {key} clashes with a stage of the pipeline")
+        keys.add(key)
+        placed.append(key)
+    if problems:
+        raise LabConfigError([f"lab {spec.name!r}: {p}" for p in problems])
+
+
+def insert(spec: LabSpec, stages: list[Stage], custom: Iterable[CustomStage]) -> list[Stage]:
+    """``stages`` (``spec``'s pipeline) with the custom ones placed at their points;
+    :func:`check` first, so a stage the lab has no place for is a :class:`LabConfigError`."""
+    custom = list(custom)
+    check(spec, custom)
+    stages = list(stages)
+    unlock_keys = tuple(s.key for s in stages if s.name == StageName.UNLOCK)
+    for extra in custom:
+        after = unlock_keys if extra.after == AVAILABLE_POINT else (_key(extra.after),)
         stage = Stage(extra.name, extra.node, extra.action, after)
-        if stage.key in keys:
-            raise ValueError(f"custom stage {stage.key} clashes with a stage of the pipeline")
         if extra.before is not None:
-            target = _point(extra.before, keys)
+            target = _key(extra.before)
             stages = [
                 Stage(s.name, s.node, s.action, (*s.after, stage.key)) if s.key == target else s
                 for s in stages
             ]
         stages.append(stage)
-        keys.add(stage.key)
     return stages
 
 
-def _point(point: str, keys: set[str]) -> str:
-    key = POINTS.get(point, point)
-    if key not in keys:
-        known = ", ".join([*POINTS, AVAILABLE_POINT, *sorted(keys)])
-        raise ValueError(f"no pipeline point {point!r}; use one of {known}")
-    return key
+def _key(point: str) -> str:
+    return NAMED_POINTS.get(point, point)
 
 
 def from_lab_file(specs: Iterable[StageSpec]) -> list[CustomStage]:

@@ -13,11 +13,11 @@ from collections.abc import Callable, Container, Mapping
 from contextlib import AbstractContextManager
 
 from pytest_starlingx.console import CommandFailed, Console, Result
+from pytest_starlingx.model import ACTIVE_CONTROLLER, StageName
 from pytest_starlingx.waits import Deadline, poll
 
 log = logging.getLogger("pytest_starlingx.stages")
 
-ACTIVE_CONTROLLER = "controller-0"
 OPENRC = "/etc/platform/openrc"
 USER = "sysadmin"
 FIRST_PASSWORD = "sysadmin"  # until the forced change at the first login
@@ -69,7 +69,7 @@ class Shells:
         """Once controller-0's first login changed sysadmin's password, that password is the
         only one on every node (StarlingX gives it to the others), and a wrong first try costs
         a failed-login delay and a failed-login record."""
-        if f"{ACTIVE_CONTROLLER}:first-login" in self.done:
+        if f"{ACTIVE_CONTROLLER}:{StageName.FIRST_LOGIN}" in self.done:
             password, new_password = self.passwords["sysadmin"], None
         else:
             password, new_password = FIRST_PASSWORD, self.passwords["sysadmin"]

@@ -139,3 +139,37 @@ def test_a_run_without_labs_loads_none_of_the_lab_machinery(pytester):
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "not deselected")
     result.assert_outcomes(passed=1, failed=1, deselected=1)
+
+
+def test_a_conftest_stage_at_a_point_the_lab_lacks_fails_collection(pytester, monkeypatch):
+    from pytest_starlingx.stages import custom
+
+    monkeypatch.setattr(custom, "_REGISTERED", [])  # the in-process run registers into it
+    pytester.makeconftest(
+        """
+        from pytest_starlingx import stx_stage
+
+        @stx_stage(after="controller-1:bootstrap")
+        def labels(lab):
+            pass
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.stx("duplex")
+        def test_one():
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: invalid stx markers:",
+            "test_*.py::test_one: lab 'duplex': custom stage 'labels': after: "
+            "'controller-1:bootstrap' is not a pipeline point of a duplex lab *; use one of "
+            "bootstrapped, *",
+        ]
+    )
