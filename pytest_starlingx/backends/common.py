@@ -37,7 +37,7 @@ from pytest_starlingx.transport import Transport, UnixSocketTransport
 
 logger = logging.getLogger("pytest_starlingx.backend")
 
-UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+_UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 _COMMON_FIELDS = ("path", "owner", "resources")
 
 
@@ -199,9 +199,8 @@ class LabBackendBase(ABC, Generic[LedgerT, LabT]):
                 f"ours, so they are left alone: {', '.join(clashes)}"
             )
         self._check_host(res)
-        run = self.lab_dir(res.lab_id) / "run"
-        too_long = [str(run / f"{m.name}.sock") for m in res.machines]
-        too_long = [path for path in too_long if len(path) > UNIX_PATH_MAX]
+        sockets = [str(self.lab_dir(res.lab_id) / "run" / f"{m.name}.sock") for m in res.machines]
+        too_long = [path for path in sockets if len(path) > _UNIX_PATH_MAX]
         if too_long:
             raise BackendError(
                 f"console socket paths too long for a unix socket: {too_long[0]}; "
