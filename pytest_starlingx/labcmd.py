@@ -214,7 +214,7 @@ def list_labs(uri: str | None) -> int:
     """Every lab of ours on this host: owner, age, kept or not, state, leases, gc verdict."""
     backends = Backends(uri)
     try:
-        records = survey(backends("libvirt", state_dir()))
+        records = survey(backends.usable(state_dir()))
     finally:
         backends.close()
     rows = []

@@ -3,8 +3,11 @@
 What may exist on the host is known before it is created: the lab state
 (``<state dir>/labs/<id>/lab.json``) is written before the backend is asked for anything, and
 the backend writes its ledger (``owner.json``) before its first object, so a crash at any point
-leaves a complete list. Besides that list, every libvirt domain and network carries an owner
-record (``<stx:owner lab-id= pid= host= state-dir=>``) naming the state dir of its lab.
+leaves a complete list. Besides that list, every object a backend can label carries an owner
+record (libvirt domains and networks: ``<stx:owner lab-id= pid= host= state-dir=>`` naming the
+state dir of its lab; VirtualBox VMs: extradata ``pytest-starlingx/owner``). Every backend kind
+this host can run is surveyed, only through ``base.Backend`` (``owned_objects``, ``lab_ids``,
+``destroy_lab``, ``close``); a kind the host cannot run is never opened.
 
 A lab is removed when all of these hold:
 
@@ -24,18 +27,18 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from filelock import FileLock
 
+from pytest_starlingx.backends import make_backend, usable_kinds
 from pytest_starlingx.backends.base import Backend, Owner
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.labstate import LabState, forget_lab, state_dir
 from pytest_starlingx.leases import Holder, Lease, pid_alive, read_leases
-from pytest_starlingx.settings import DEFAULT_LIBVIRT_URI
 
 log = logging.getLogger("pytest_starlingx.reaper")
 
@@ -56,6 +59,7 @@ class LabRecord:
     objects: list[str] = field(default_factory=list)  # "domain stx-..." etc.
     leases: list[Lease] = field(default_factory=list)
     empty_dir: bool = False  # only an empty directory is left
+    kinds: set[str] = field(default_factory=set)  # backends holding its objects or ledger
 
     @property
     def lab_dir(self) -> Path:
@@ -70,9 +74,15 @@ class LabRecord:
         return self.owners[0].lab_name if self.owners else "?"
 
     @property
+    def backends(self) -> list[str]:
+        """The backend kinds that may hold the lab's objects: its state's, else those that
+        reported objects or a ledger of it."""
+        return [self.state.backend] if self.state is not None else sorted(self.kinds)
+
+    @property
     def backend(self) -> str:
-        """The backend kind holding the lab."""
-        return self.state.backend if self.state is not None else "libvirt"
+        """The backend kinds holding the lab, for people."""
+        return ", ".join(self.backends) or "-"
 
     @property
     def created(self) -> str:
@@ -120,8 +130,13 @@ class LabRecord:
         return True, f"no lab state; owner pid {pids} is gone{expired}"
 
 
-def survey(libvirt_backend: Backend | None, root: Path | None = None) -> list[LabRecord]:
-    """Every lab of ours on this host: from state files, ledgers and owner records."""
+def survey(backends: Mapping[str, Backend], root: Path | None = None) -> list[LabRecord]:
+    """Every lab of ours on this host: from state files, and from the owner records and
+    ledgers that ``backends`` (by kind, opened for ``root``) report.
+
+    A lab without state that no backend claims (files only) may have left anything in any of
+    them: each is asked to destroy it.
+    """
     root = root or state_dir()
     records: dict[tuple[Path, str], LabRecord] = {}
 
@@ -137,16 +152,22 @@ def survey(libvirt_backend: Backend | None, root: Path | None = None) -> list[La
                     record(root, lab_dir.name).empty_dir = True
                 continue
             record(root, lab_dir.name)
-    if libvirt_backend is not None:
-        for kind, name, owner in libvirt_backend.owned_objects():
+    for kind, backend in backends.items():
+        for what, name, owner in backend.owned_objects():
             where = Path(owner.state_dir) if owner.state_dir else root
             rec = record(where, owner.lab_id)
             rec.owners.append(owner)
-            rec.objects.append(f"{kind} {name}")
+            rec.objects.append(f"{what} {name}")
+            rec.kinds.add(kind)
+        for lab_id in backend.lab_ids():  # those with a ledger of this backend in root
+            if (root, lab_id) in records:
+                records[root, lab_id].kinds.add(kind)
     for rec in records.values():
         if rec.empty_dir:
             continue
         rec.state = _load_state(rec.lab_dir / "lab.json")
+        if rec.state is None and not rec.kinds:
+            rec.kinds = set(backends)
         ledger_owner = _ledger_owner(rec.lab_dir / "owner.json")
         if ledger_owner is not None:
             rec.owners.append(ledger_owner)
@@ -204,8 +225,8 @@ def collect(
             result.removed.append((rec, f"{why} (dry run: nothing removed)"))
             continue
         try:
-            if not rec.empty_dir:
-                open_backend(rec.backend, rec.root).destroy_lab(rec.lab_id)
+            for kind in [] if rec.empty_dir else rec.backends:
+                open_backend(kind, rec.root).destroy_lab(rec.lab_id)
             forget_lab(rec.lab_id, rec.root)
         except StxError as exc:
             log.warning("gc: lab %s: %s", rec.lab_id, exc)
@@ -226,28 +247,22 @@ class Backends:
     def __call__(self, kind: str, root: Path) -> Backend:
         key = (kind, root)
         if key not in self._open:
-            if kind == "libvirt":
-                from pytest_starlingx.backends.libvirt import LibvirtBackend, LibvirtConfig
-
-                config = LibvirtConfig(uri=self.uri or DEFAULT_LIBVIRT_URI, state_dir=root)
-                self._open[key] = LibvirtBackend(config)
-            else:
-                from pytest_starlingx.backends import make_backend
-
-                self._open[key] = make_backend(kind, self.uri)
+            self._open[key] = make_backend(kind, self.uri, root)
         return self._open[key]
+
+    def usable(self, root: Path) -> dict[str, Backend]:
+        """Every backend kind this host can run, opened for the labs of ``root``."""
+        return {kind: self(kind, root) for kind in usable_kinds(self.uri)}
 
     def close(self) -> None:
         """Close every backend opened."""
         for backend in self._open.values():
-            close = getattr(backend, "close", None)
-            if close is not None:
-                close()
+            backend.close()
         self._open.clear()
 
 
 def gc(libvirt_uri: str | None = None, *, dry_run: bool = False) -> GcResult:
-    """Collect the labs of dead owners on this host (the libvirt backend is always surveyed).
+    """Collect the labs of dead owners on this host, in every backend it can run.
 
     One collection at a time per state dir (several xdist workers may start one at once).
     """
@@ -256,7 +271,7 @@ def gc(libvirt_uri: str | None = None, *, dry_run: bool = False) -> GcResult:
     backends = Backends(libvirt_uri)
     try:
         with FileLock(root / "gc.lock"):
-            return collect(survey(backends("libvirt", root)), backends, dry_run=dry_run)
+            return collect(survey(backends.usable(root), root), backends, dry_run=dry_run)
     finally:
         backends.close()
 

@@ -11,7 +11,6 @@ record names the same lab id.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -20,10 +19,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from pytest_starlingx.errors import BackendError
-from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.transport import Transport
 
 OWNER_NAMESPACE = "urn:pytest-starlingx:owner:1"
@@ -256,55 +253,11 @@ class SnapshotInfo:
     running: bool  # the machine was running (memory included) when it was taken
 
 
-def write_ledger(path: Path, owner: Owner, resources: LabResources, **extra: Any) -> None:
-    """Write a lab's ledger (owner, resources, backend-specific lists) atomically."""
-    data = {"owner": owner.as_attributes(), "resources": resources.to_json(), **extra}
-    write_json_atomic(path, data)
-
-
-def read_ledger(path: Path, *fields: str) -> tuple[Owner, LabResources, list[Any]]:
-    """A ledger's owner, resources and the values of ``fields``.
-
-    Raises ``BackendError`` when the ledger is missing, unreadable or lacks a field.
-    """
-    try:
-        data = json.loads(path.read_text())
-        owner = Owner.from_attributes(data["owner"])
-        return owner, LabResources.from_json(data["resources"]), [data[f] for f in fields]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BackendError(f"lab ledger {path} is missing or unreadable: {exc}") from exc
-
-
-class LedgerLab:
-    """What every backend's lab handle shares: its ledger's resources and its run directory,
-    where each machine's console socket and console log live (on the hypervisor's host)."""
-
-    ledger: Any  # a backend's ledger: has ``resources``
-    run_dir: Path
-
-    @property
-    def resources(self) -> LabResources:
-        """What the lab was created from."""
-        return self.ledger.resources
-
-    @property
-    def lab_id(self) -> str:
-        """The lab's id."""
-        return self.ledger.resources.lab_id
-
-    def socket_path(self, machine: str) -> Path:
-        """Path of the machine's console socket."""
-        return self.run_dir / f"{machine}.sock"
-
-    def log_path(self, machine: str) -> Path:
-        """Path of the machine's console log."""
-        return self.run_dir / f"{machine}.serial.log"
-
-
 BeforeResume = Callable[[str], None]
 """Called with a machine name while it is paused, before it runs its first instruction."""
 
 
+@runtime_checkable
 class LabHandle(Protocol):
     """Power, consoles and snapshots of one created lab. Machine arguments are spec names."""
 
@@ -364,6 +317,7 @@ class LabHandle(Protocol):
         """Remove everything of the lab; see :meth:`Backend.destroy_lab`."""
 
 
+@runtime_checkable
 class Backend(Protocol):
     """A hypervisor that can create, find and remove labs."""
 

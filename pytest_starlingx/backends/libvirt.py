@@ -66,13 +66,13 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -85,26 +85,23 @@ from pytest_starlingx.backends.base import (
     BootDevice,
     DiskSpec,
     LabResources,
-    LedgerLab,
     MachineSpec,
     NetworkSpec,
     Owner,
     PowerState,
     SnapshotInfo,
     name_prefix,
-    read_ledger,
-    write_ledger,
 )
+from pytest_starlingx.backends.common import LabBackendBase, LabHandleBase, LedgerBase
 from pytest_starlingx.backends.libvirt_conn import Connection, error, is_alive
-from pytest_starlingx.errors import BackendError, LeakError
+from pytest_starlingx.errors import BackendError
 from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.settings import DEFAULT_LIBVIRT_URI, DEFAULT_STATE_DIR
-from pytest_starlingx.transport import Transport, UnixSocketTransport
+from pytest_starlingx.transport import Transport
 
 logger = logging.getLogger("pytest_starlingx.backend")
 
 CPU_SHARES = 1024  # a domain's cgroup cpu shares at MachineSpec.cpu_weight 1 (libvirt's default)
-_UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 _POLL = 0.2  # seconds between polls of a probe or a state change
 #: SeaBIOS retries a boot that found no bootable device (a network boot left unanswered) after this.
 REBOOT_TIMEOUT_MS = 5000
@@ -357,39 +354,28 @@ def set_oem_strings(root: ET.Element, strings: Sequence[str]) -> None:
 
 
 @dataclass
-class Ledger:
+class Ledger(LedgerBase):
     """What a lab created that libvirt cannot label: written to ``labs/<id>/owner.json``."""
 
-    path: Path
-    owner: Owner
     uri: str
-    resources: LabResources
     pool: str
     pool_owned: bool
     volumes: list[str] = field(default_factory=list)  # paths of volumes we created
-
-    def save(self) -> None:
-        """Write atomically."""
-        write_ledger(self.path, self.owner, self.resources, uri=self.uri, pool=self.pool,
-                     pool_owned=self.pool_owned, volumes=self.volumes)  # fmt: skip
-
-    @classmethod
-    def load(cls, path: Path) -> Ledger:
-        """Read a ledger; ``BackendError`` when it is missing or unreadable."""
-        owner, resources, (uri, pool, owned, volumes) = read_ledger(
-            path, "uri", "pool", "pool_owned", "volumes"
-        )
-        return cls(path, owner, uri, resources, pool, owned, list(volumes))
 
 
 # --------------------------------------------------------------------------- backend
 
 
-class LibvirtBackend:
+class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
     """Creates, finds and removes labs on one libvirt host (implements ``base.Backend``).
 
     Every libvirt call goes through :meth:`call`, so a lab survives a libvirtd restart.
     """
+
+    config: LibvirtConfig
+    ledger_type = Ledger
+    hypervisor_error = libvirt.libvirtError
+    state_dir_hint = "use a shorter state_dir"
 
     def __init__(self, config: LibvirtConfig | None = None) -> None:
         self.config = config or LibvirtConfig()
@@ -412,10 +398,6 @@ class LibvirtBackend:
     def close(self) -> None:
         """Close the libvirt connection."""
         self.libvirt.close()
-
-    def lab_dir(self, lab_id: str) -> Path:
-        """The lab's directory in the state directory."""
-        return self.config.state_dir / "labs" / lab_id
 
     # ---------------------------------------------------------------- domain type
 
@@ -467,74 +449,38 @@ class LibvirtBackend:
 
     # ---------------------------------------------------------------- labs
 
-    def create_lab(self, resources: LabResources) -> LibvirtLab:
-        """Create networks, pool, volumes and (powered-off) domains; see ``base.Backend``."""
-        owner = Owner(resources.lab_name, resources.lab_id, state_dir=str(self.config.state_dir))
-        lab_dir = self.lab_dir(resources.lab_id)
-        self._check_new(resources)
+    def _new_ledger(self, res: LabResources) -> Ledger:
+        """Probe the domain type, make the lab's directories (0755); the ledger names the pool."""
         domain_type = self.domain_type()
+        lab_dir = self.lab_dir(res.lab_id)
         for path in (self.config.state_dir, lab_dir.parent, lab_dir, lab_dir / "run"):
             _make_dir(path)
-        pool_owned = self.config.pool is None
-        ledger = Ledger(
-            path=lab_dir / "owner.json",
-            owner=owner,
-            uri=self.config.uri,
-            resources=resources,
-            pool=self.config.pool or f"{name_prefix(resources.lab_name, resources.lab_id)}disks",
-            pool_owned=pool_owned,
-        )
-        ledger.save()
         logger.info(
             "creating lab %s (id %s): %d networks, %d machines, domain type %s",
-            resources.lab_name,
-            resources.lab_id,
-            len(resources.networks),
-            len(resources.machines),
+            res.lab_name,
+            res.lab_id,
+            len(res.networks),
+            len(res.machines),
             domain_type,
         )
-        started = time.monotonic()
-        try:
-            lab = LibvirtLab(self, ledger)
-            lab.build(domain_type)
-        except BaseException as exc:
-            logger.info("creating lab %s failed; removing what was created", resources.lab_id)
-            try:
-                self.destroy_lab(resources.lab_id)
-            except LeakError as leak:
-                exc.add_note(str(leak))
-            raise
-        logger.info("created lab %s in %.1fs", resources.lab_id, time.monotonic() - started)
-        return lab
+        return Ledger(
+            path=self.ledger_path(res.lab_id),
+            owner=Owner(res.lab_name, res.lab_id, state_dir=str(self.config.state_dir)),
+            resources=res,
+            uri=self.config.uri,
+            pool=self.config.pool or f"{name_prefix(res.lab_name, res.lab_id)}disks",
+            pool_owned=self.config.pool is None,
+        )
 
-    def open_lab(self, lab_id: str) -> LibvirtLab:
-        """A handle on a lab created earlier, from its ledger."""
-        return LibvirtLab(self, Ledger.load(self.lab_dir(lab_id) / "owner.json"))
-
-    def lab_ids(self) -> list[str]:
-        """Ids of our labs that still have domains, networks or a ledger here."""
-        ids = {owner.lab_id for _, _, owner in self.owned_objects()}
-        labs = self.config.state_dir / "labs"
-        if labs.is_dir():
-            ids.update(p.parent.name for p in labs.glob("*/owner.json"))
-        return sorted(ids)
+    def _handle(self, ledger: Ledger) -> LibvirtLab:
+        return LibvirtLab(self, ledger)
 
     def owned_objects(self) -> list[tuple[str, str, Owner]]:
         """(kind, name, owner) of every domain and network carrying our owner record."""
         return self.call("listing libvirt domains and networks", _owned_objects)
 
-    def _check_new(self, res: LabResources) -> None:
-        """Refuse a lab id that exists, or names/bridges taken by anything else."""
-        problems = [
-            f"{kind} {name}"
-            for kind, name, owner in self.owned_objects()
-            if owner.lab_id == res.lab_id
-        ]
-        if problems or (self.lab_dir(res.lab_id) / "owner.json").exists():
-            raise BackendError(
-                f"lab id {res.lab_id} already exists ({', '.join(problems) or 'ledger'}); "
-                f"destroy it first or pick another id"
-            )
+    def _clashes(self, res: LabResources) -> list[str]:
+        """Domains, networks, bridges, the pool and volumes with the lab's names."""
         prefix = name_prefix(res.lab_name, res.lab_id)
         clashes = []
         domains, nets, bridges, pools = self.call("listing libvirt objects", _names)
@@ -548,22 +494,14 @@ class LibvirtBackend:
             clashes.append(f"storage pool {prefix}disks")
         if self.config.pool is not None:
             clashes += self._volume_clashes(res)
-        if clashes:
-            raise BackendError(
-                f"cannot create lab {res.lab_name} (id {res.lab_id}): these exist and are not "
-                f"ours, so they are left alone: {', '.join(clashes)}"
-            )
+        return clashes
+
+    def _check_host(self, res: LabResources) -> None:
+        """UEFI machines need OVMF on a local libvirt host."""
         if any(m.uefi for m in res.machines) and self.config.is_local and not OVMF_ROM.exists():
             raise BackendError(
                 f"UEFI firmware needs {OVMF_ROM}, from Debian's ovmf package: run "
                 "'apt-get install ovmf' or 'stx-lab host-setup'"
-            )
-        sockets = [str(self.lab_dir(res.lab_id) / "run" / f"{m.name}.sock") for m in res.machines]
-        too_long = [path for path in sockets if len(path) > _UNIX_PATH_MAX]
-        if too_long:
-            raise BackendError(
-                f"console socket paths too long for a unix socket: {too_long[0]}; "
-                "use a shorter state_dir"
             )
 
     def _volume_clashes(self, res: LabResources) -> list[str]:
@@ -582,60 +520,34 @@ class LibvirtBackend:
             if name in existing
         ]
 
-    def destroy_lab(self, lab_id: str) -> None:
-        """Remove every object of ours for ``lab_id``; ``LeakError`` lists what remains."""
-        started = time.monotonic()
-        remaining: list[str] = []
-        ledger_path = self.lab_dir(lab_id) / "owner.json"
-        ledger = None
-        if ledger_path.exists():
-            try:
-                ledger = Ledger.load(ledger_path)
-            except BackendError as exc:
-                logger.warning("teardown of lab %s goes on without its ledger: %s", lab_id, exc)
-        owned = [(k, name) for k, name, owner in self.owned_objects() if owner.lab_id == lab_id]
+    def _remove_objects(
+        self, lab_id: str, owned: list[tuple[str, str]], ledger: Ledger | None, remaining: list[str]
+    ) -> None:
+        """Domains, volumes in a shared pool, the per-lab pool, then networks."""
         for name in (n for k, n in owned if k == "domain"):
-            self._remove(remaining, f"domain {name}", lambda c, n=name: _remove_domain(c, n))
+            self._teardown(remaining, f"domain {name}", partial(_remove_domain, name=name))
         if ledger is not None and not ledger.pool_owned:
             for path in ledger.volumes:
-                self._remove(remaining, f"volume {path}", lambda c, p=path: _remove_volume(c, p))
+                self._teardown(remaining, f"volume {path}", partial(_remove_volume, path=path))
         for name in self._owned_pools(lab_id):
-            self._remove(remaining, f"storage pool {name}", lambda c, n=name: _remove_pool(c, n))
+            self._teardown(remaining, f"storage pool {name}", partial(_remove_pool, name=name))
         for name in (n for k, n in owned if k == "network"):
-            self._remove(remaining, f"network {name}", lambda c, n=name: _remove_network(c, n))
-        if remaining:
-            raise LeakError(
-                f"lab {lab_id}: could not remove {len(remaining)} object(s), kept the ledger "
-                f"{ledger_path}; run the teardown again or remove them by hand:\n  "
-                + "\n  ".join(remaining)
-            )
-        self._remove_files(lab_id)
-        logger.info("destroyed lab %s in %.1fs", lab_id, time.monotonic() - started)
+            self._teardown(remaining, f"network {name}", partial(_remove_network, name=name))
 
-    def _remove(
-        self, remaining: list[str], what: str, action: Callable[[libvirt.virConnect], None]
+    def _teardown(
+        self, remaining: list[str], what: str, step: Callable[[libvirt.virConnect], None]
     ) -> None:
-        """One teardown action; an object already gone is fine, other failures are listed."""
-        try:
-            self.libvirt.run(action)
-        except libvirt.libvirtError as exc:
-            if _is_gone(exc):
-                logger.debug("%s: already gone", what)
-                return
-            logger.warning("teardown: %s: %s", what, exc.get_error_message())
-            remaining.append(f"{what}: {exc.get_error_message()}")
-        else:
-            logger.debug("removed %s", what)
+        """One teardown step on the current connection (see ``_remove``)."""
+        self._remove(remaining, what, lambda: self.libvirt.run(step))
 
-    def _remove_files(self, lab_id: str) -> None:
-        """Remove our files of the lab (run dir, disks dir, ledger); others' files stay."""
-        lab_dir = self.lab_dir(lab_id)
-        shutil.rmtree(lab_dir / "run", ignore_errors=True)
+    def _teardown_problem(self, exc: Exception) -> str | None:
+        assert isinstance(exc, libvirt.libvirtError)
+        return None if _is_gone(exc) else exc.get_error_message()
+
+    def _remove_own_files(self, lab_dir: Path, ledger: Ledger | None) -> None:
+        """The per-lab pool's directory, empty once the pool is deleted."""
         with contextlib.suppress(OSError):
-            (lab_dir / "disks").rmdir()  # empty once the pool is deleted
-        (lab_dir / "owner.json").unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            lab_dir.rmdir()  # only if nothing else lives there
+            (lab_dir / "disks").rmdir()
 
     def _owned_pools(self, lab_id: str) -> list[str]:
         """Our per-lab pool: named ``stx-*-<id>-disks`` with its target in our lab dir."""
@@ -657,7 +569,7 @@ def _owned_objects(conn: libvirt.virConnect) -> list[tuple[str, str, Owner]]:
     found = []
     for kind, objects in (("domain", conn.listAllDomains()), ("network", conn.listAllNetworks())):
         for obj in objects:
-            xml = _existing(lambda o=obj: o.XMLDesc(0))  # gone meanwhile: not ours to list
+            xml = _existing(partial(obj.XMLDesc, 0))  # gone meanwhile: not ours to list
             owner = None if xml is None else owner_from_xml(xml)
             if owner is not None:
                 found.append((kind, obj.name(), owner))
@@ -754,18 +666,15 @@ def _was_running(description: str | None) -> bool:
     return description == _SNAPSHOT_MARK + "running"
 
 
-class LibvirtLab(LedgerLab):
+class LibvirtLab(LabHandleBase):
     """Power, consoles and snapshots of one lab (implements ``base.LabHandle``).
 
     Every step looks its domain up by name through ``backend.call``, so it still works, or
     runs again, after libvirtd restarted.
     """
 
-    def __init__(self, backend: LibvirtBackend, ledger: Ledger) -> None:
-        self.backend = backend
-        self.ledger = ledger
-        self.prefix = name_prefix(ledger.resources.lab_name, ledger.resources.lab_id)
-        self.run_dir = backend.lab_dir(ledger.resources.lab_id) / "run"
+    backend: LibvirtBackend
+    ledger: Ledger
 
     def domain_name(self, machine: str) -> str:
         """The libvirt domain name of ``machine``."""
@@ -774,18 +683,19 @@ class LibvirtLab(LedgerLab):
 
     # ---------------------------------------------------------------- creation
 
-    def build(self, domain_type: DomainType) -> None:
+    def build(self) -> None:
         """Create networks, pool, volumes and domains (called by ``create_lab``).
 
         ``_check_new`` made sure no other object has these names, so each step creates its
         object unless it is there already: a step cut short by a libvirtd restart runs again.
         """
         res, owner, call = self.resources, self.ledger.owner, self.backend.call
+        domain_type = self.backend.domain_type()
         net_names = {}
         for index, spec in enumerate(res.networks):
             name = self.prefix + spec.name
             xml = network_xml(spec, name, bridge_name(res.lab_id, index), owner)
-            call(f"creating network {name}", lambda c, n=name, x=xml: _create_network(c, n, x))
+            call(f"creating network {name}", partial(_create_network, name=name, xml=xml))
             net_names[spec.name] = name
         self._pool()
         for machine in res.machines:
@@ -795,7 +705,7 @@ class LibvirtLab(LedgerLab):
                 xml = volume_xml(name, disk)
                 path = call(
                     f"creating {disk.size_gib} GiB volume {name} for {machine.name}",
-                    lambda c, n=name, x=xml: _create_volume(c, self.ledger.pool, n, x),
+                    partial(_create_volume, pool_name=self.ledger.pool, name=name, xml=xml),
                 )
                 volumes.append(path)
                 if not self.ledger.pool_owned:
@@ -813,7 +723,7 @@ class LibvirtLab(LedgerLab):
             xml = domain_xml(machine, plan, owner)
             call(
                 f"defining domain {plan.name} for {machine.name}",
-                lambda c, n=plan.name, x=xml: _define_domain(c, n, x),
+                partial(_define_domain, name=plan.name, xml=xml),
             )
 
     def _pool(self) -> None:
@@ -862,22 +772,15 @@ class LibvirtLab(LedgerLab):
         code = self._on_domain(machine, f"reading the state of {machine}", lambda d: d.state()[0])
         return _STATES.get(code, PowerState.OTHER)
 
-    def power_on(self, machine: str, before_resume: BeforeResume | None = None) -> None:
-        """Start paused, call ``before_resume(machine)``, resume.
+    def _start_paused(self, machine: str) -> None:
+        self._start_networks(machine)
+        self._on_domain(machine, f"powering on {machine}", _start_paused)
 
-        If ``before_resume`` raises, the machine stays paused and the error propagates.
-        """
-        state = self.state(machine)
-        if state is PowerState.RUNNING:
-            logger.info("%s: already running", machine)
-            return
-        if state is not PowerState.PAUSED:
-            self._start_networks(machine)
-            self._on_domain(machine, f"powering on {machine}", _start_paused)
-        if before_resume is not None:
-            before_resume(machine)
-        self._on_domain(machine, f"resuming {machine}", _resume)
-        logger.info("%s: powered on", machine)
+    def _pause(self, machine: str, what: str) -> None:
+        self._on_domain(machine, what, _suspend)
+
+    def _resume(self, machine: str, what: str) -> None:
+        self._on_domain(machine, what, _resume)
 
     def _start_networks(self, machine: str) -> None:
         """Start the machine's networks if they are down (they do not autostart at boot)."""
@@ -885,7 +788,7 @@ class LibvirtLab(LedgerLab):
             name = self.prefix + nic.network
             if self.backend.call(
                 f"starting network {name} for {machine}",
-                lambda c, n=name: self._start_network(c, n),
+                partial(self._start_network, name=name),
             ):
                 logger.info("started network %s", name)
 
@@ -935,20 +838,13 @@ class LibvirtLab(LedgerLab):
 
     def console(self, machine: str) -> Transport:
         """An unconnected transport to the machine's serial console socket."""
-        self.resources.machine(machine)
+        transport = self._socket_transport(machine)
         if not self.backend.config.is_local:
             raise BackendError(
                 f"console of {machine}: libvirt at {self.backend.config.uri} is remote; console "
                 "sockets are only reachable on the libvirt host"
             )
-
-        def alive() -> bool:
-            try:
-                return self.state(machine) in (PowerState.RUNNING, PowerState.PAUSED)
-            except BackendError:
-                return False
-
-        return UnixSocketTransport(self.socket_path(machine), name=machine, alive=alive)
+        return transport
 
     def console_log(self, machine: str) -> bytes:
         """The serial log, including virtlogd's rotated parts (``.N``, oldest first)."""
@@ -966,117 +862,62 @@ class LibvirtLab(LedgerLab):
 
     # ---------------------------------------------------------------- snapshots
 
-    def _machines(self, machines: Sequence[str] | None) -> list[str]:
-        return [m.name for m in self.resources.machines] if machines is None else list(machines)
+    def _take_snapshot(self, machine: str, name: str, state: PowerState, created: str) -> None:
+        """An internal snapshot; libvirt records its creation time itself."""
+        was = "running" if state is PowerState.RUNNING else "stopped"
+        root = ET.Element("domainsnapshot")
+        _sub(root, "name", name)
+        _sub(root, "description", _SNAPSHOT_MARK + was)
+        take = _snapshot_taker(name, _tostring(root))
+        self._on_domain(machine, f"taking snapshot {name} of {machine}", take)
 
-    def snapshot(self, name: str, machines: Sequence[str] | None = None) -> None:
-        """Internal snapshots of the machines at one instant (all paused, then resumed)."""
-        targets = self._machines(machines)
-        started = time.monotonic()
-        states = {m: self.state(m) for m in targets}
-        paused: list[str] = []
-        made: list[str] = []
-        try:
-            for machine in targets:
-                if states[machine] is PowerState.RUNNING:
-                    self._on_domain(machine, f"pausing {machine} for snapshot {name}", _suspend)
-                    paused.append(machine)
-            for machine in targets:
-                was = "running" if states[machine] is PowerState.RUNNING else "stopped"
-                root = ET.Element("domainsnapshot")
-                _sub(root, "name", name)
-                _sub(root, "description", _SNAPSHOT_MARK + was)
-                take = _snapshot_taker(name, _tostring(root))
-                self._on_domain(machine, f"taking snapshot {name} of {machine}", take)
-                made.append(machine)
-        except BaseException:
-            try:
-                self.delete_snapshot(name, made)
-            except BackendError as exc:
-                logger.warning("snapshot %s failed; removing its parts failed too: %s", name, exc)
-            raise
-        finally:
-            for machine in paused:
-                self._on_domain(machine, f"resuming {machine} after snapshot {name}", _resume)
-        logger.info(
-            "snapshot %s of %s taken in %.1fs", name, ", ".join(targets), time.monotonic() - started
+    def _snapshots_of(self, machine: str) -> list[SnapshotInfo]:
+        xmls = self._on_domain(
+            machine,
+            f"listing snapshots of {machine}",
+            lambda d: [s.getXMLDesc(0) for s in d.listAllSnapshots(0)],
+        )
+        return [
+            SnapshotInfo(
+                name=root.findtext("name", ""),
+                machine=machine,
+                created=datetime.fromtimestamp(int(root.findtext("creationTime", "0")), UTC),
+                running=_was_running(root.findtext("description")),
+            )
+            for root in map(ET.fromstring, xmls)
+        ]
+
+    def _snapshot_was_running(self, machine: str, name: str) -> bool:
+        xml = self._on_domain(
+            machine,
+            f"looking up snapshot {name} of {machine}",
+            lambda d: d.snapshotLookupByName(name, 0).getXMLDesc(0),
+        )
+        return _was_running(ET.fromstring(xml).findtext("description"))
+
+    def _restore(self, machine: str, name: str, running: bool) -> None:
+        """Revert paused when the snapshot ran; also restores the domain definition of the
+        time (boot order, OEM strings)."""
+        flags = libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE
+        if running:
+            flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
+        self._on_domain(
+            machine,
+            f"reverting {machine} to snapshot {name}",
+            lambda d: d.revertToSnapshot(d.snapshotLookupByName(name, 0), flags),
         )
 
-    def snapshots(self, machine: str | None = None) -> list[SnapshotInfo]:
-        """Snapshots of one machine or all machines, oldest first."""
-        infos = []
-        for m in self._machines(None if machine is None else [machine]):
-            xmls = self._on_domain(
-                m,
-                f"listing snapshots of {m}",
-                lambda d: [s.getXMLDesc(0) for s in d.listAllSnapshots(0)],
-            )
-            for root in map(ET.fromstring, xmls):
-                created = int(root.findtext("creationTime", "0"))
-                infos.append(
-                    SnapshotInfo(
-                        name=root.findtext("name", ""),
-                        machine=m,
-                        created=datetime.fromtimestamp(created, UTC),
-                        running=_was_running(root.findtext("description")),
-                    )
-                )
-        return sorted(infos, key=lambda i: (i.created, i.machine))
+    def _resume_reverted(self, machine: str, name: str, before_resume: BeforeResume | None) -> None:
+        if before_resume is not None:
+            before_resume(machine)
+        self._resume(machine, f"resuming {machine} after revert to {name}")
 
-    def revert(
-        self,
-        name: str,
-        machines: Sequence[str] | None = None,
-        before_resume: BeforeResume | None = None,
-    ) -> None:
-        """Revert to snapshot ``name``: all paused first, ``before_resume``, then resumed.
-
-        Machines snapshotted while off end up off. Reverting also restores the domain
-        definition of the time (boot order, OEM strings).
-        """
-        targets = self._machines(machines)
-        started = time.monotonic()
-        to_resume = []
-        for machine in targets:
-            xml = self._on_domain(
-                machine,
-                f"looking up snapshot {name} of {machine}",
-                lambda d: d.snapshotLookupByName(name, 0).getXMLDesc(0),
-            )
-            if _was_running(ET.fromstring(xml).findtext("description")):
-                to_resume.append(machine)
-        for machine in targets:
-            flags = libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE
-            if machine in to_resume:
-                flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
-            self._on_domain(
-                machine,
-                f"reverting {machine} to snapshot {name}",
-                lambda d, f=flags: d.revertToSnapshot(d.snapshotLookupByName(name, 0), f),
-            )
-        for machine in to_resume:
-            if before_resume is not None:
-                before_resume(machine)
-            self._on_domain(machine, f"resuming {machine} after revert to {name}", _resume)
-        logger.info(
-            "reverted %s to snapshot %s in %.1fs",
-            ", ".join(targets),
-            name,
-            time.monotonic() - started,
+    def _delete_snapshot(self, machine: str, name: str) -> None:
+        self._on_domain(
+            machine,
+            f"deleting snapshot {name} of {machine}",
+            lambda d: _delete_snapshot(d, name),
         )
-
-    def delete_snapshot(self, name: str, machines: Sequence[str] | None = None) -> None:
-        """Delete snapshot ``name``; machines without it are skipped."""
-        for machine in self._machines(machines):
-            self._on_domain(
-                machine,
-                f"deleting snapshot {name} of {machine}",
-                lambda d: _delete_snapshot(d, name),
-            )
-
-    def destroy(self) -> None:
-        """Remove the whole lab (see ``LibvirtBackend.destroy_lab``)."""
-        self.backend.destroy_lab(self.lab_id)
 
 
 # Steps of a lab's life, each safe to run again after a reconnect (check, then act).
@@ -1193,7 +1034,7 @@ def probe_kvm(conn: libvirt.virConnect, work_dir: Path, timeout: float) -> bool:
     if kernels and urlsplit(conn.getURI()).hostname in (None, "", "localhost"):
         _sub(os_el, "kernel", str(kernels[-1]))
         _sub(os_el, "cmdline", "console=ttyS0 panic=-1")
-        markers = (b"Kernel panic", b"VFS:")
+        markers: tuple[bytes, ...] = (b"Kernel panic", b"VFS:")
     else:
         _sub(os_el, "bios", useserial="yes")
         markers = (b"No bootable device",)

@@ -57,27 +57,25 @@ import logging
 import re
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from pytest_starlingx.backends.base import (
     BeforeResume,
     BootDevice,
     LabResources,
-    LedgerLab,
     MachineSpec,
     NetworkSpec,
     Owner,
     PowerState,
     SnapshotInfo,
     name_prefix,
-    read_ledger,
-    write_ledger,
 )
-from pytest_starlingx.errors import BackendError, LeakError
+from pytest_starlingx.backends.common import LabBackendBase, LabHandleBase, LedgerBase
+from pytest_starlingx.errors import BackendError
 from pytest_starlingx.settings import DEFAULT_VBOXMANAGE
 from pytest_starlingx.transport import Transport, UnixSocketTransport
 
@@ -105,7 +103,6 @@ STATES = {
 }
 MAX_NICS = 8
 SATA = "SATA"
-_UNIX_PATH_MAX = 107
 _SNAPSHOT_MARK = re.compile(r"pytest-starlingx snapshot; machine was (running|off); created (\S+)")
 
 
@@ -345,35 +342,24 @@ def parse_machinereadable(text: str) -> dict[str, str]:
 
 
 @dataclass
-class Ledger:
+class Ledger(LedgerBase):
     """What a lab created that carries no extradata: ``labs/<id>/owner.json``."""
 
-    path: Path
-    owner: Owner
     vboxmanage: str
-    resources: LabResources
     media: list[str] = field(default_factory=list)
     natnetworks: list[str] = field(default_factory=list)
-
-    def save(self) -> None:
-        """Write atomically."""
-        write_ledger(self.path, self.owner, self.resources, vboxmanage=self.vboxmanage,
-                     media=self.media, natnetworks=self.natnetworks)  # fmt: skip
-
-    @classmethod
-    def load(cls, path: Path) -> Ledger:
-        """Read a ledger; ``BackendError`` when it is missing or unreadable."""
-        owner, resources, (vboxmanage, media, natnetworks) = read_ledger(
-            path, "vboxmanage", "media", "natnetworks"
-        )
-        return cls(path, owner, vboxmanage, resources, list(media), list(natnetworks))
 
 
 # --------------------------------------------------------------------------- backend
 
 
-class VirtualBoxBackend:
+class VirtualBoxBackend(LabBackendBase[Ledger, "VirtualBoxLab"]):
     """Creates, finds and removes labs through VBoxManage (implements ``base.Backend``)."""
+
+    config: VirtualBoxConfig
+    ledger_type = Ledger
+    hypervisor_error = VBoxError
+    state_dir_hint = "use a shorter state directory (STX_STATE_DIR)"
 
     def __init__(self, config: VirtualBoxConfig) -> None:
         self.config = config
@@ -419,9 +405,8 @@ class VirtualBoxBackend:
             )
         return proc.stdout
 
-    def lab_dir(self, lab_id: str) -> Path:
-        """The lab's directory in the state directory."""
-        return self.config.state_dir / "labs" / lab_id
+    def close(self) -> None:
+        """Nothing to let go: every call is a VBoxManage process of its own."""
 
     # ---------------------------------------------------------------- listing
 
@@ -439,8 +424,9 @@ class VirtualBoxBackend:
         except (ValueError, KeyError, TypeError):
             return None
 
-    def _owned_vms(self) -> list[tuple[str, Owner]]:
-        """(name, owner) of every VM carrying our owner record."""
+    def owned_objects(self) -> list[tuple[str, str, Owner]]:
+        """("VM", name, owner) of every VM carrying our owner record (media and NAT networks
+        have no extradata: the ledger lists them)."""
         found = []
         for name in self.vm_names():
             if not name.startswith("stx-"):
@@ -452,7 +438,7 @@ class VirtualBoxBackend:
                     continue
                 raise
             if owner is not None:
-                found.append((name, owner))
+                found.append(("VM", name, owner))
         return found
 
     def media_paths(self) -> set[str]:
@@ -465,48 +451,26 @@ class VirtualBoxBackend:
 
     # ---------------------------------------------------------------- labs
 
-    def create_lab(self, resources: LabResources) -> VirtualBoxLab:
-        """Create NAT networks, VMs and their disks (all powered off); see ``base.Backend``."""
-        self._check_new(resources)
-        lab_dir = self.lab_dir(resources.lab_id)
+    def _new_ledger(self, res: LabResources) -> Ledger:
+        """Make the lab's directories; the ledger names the VBoxManage used."""
+        lab_dir = self.lab_dir(res.lab_id)
         for path in (lab_dir, lab_dir / "run", lab_dir / "vbox"):
             path.mkdir(parents=True, exist_ok=True)
-        ledger = Ledger(
-            lab_dir / "owner.json",
-            Owner(resources.lab_name, resources.lab_id),
-            self.vboxmanage,
-            resources,
-        )
-        ledger.save()
         logger.info(
             "creating lab %s (id %s) on VirtualBox: %d networks, %d machines",
-            resources.lab_name,
-            resources.lab_id,
-            len(resources.networks),
-            len(resources.machines),
+            res.lab_name,
+            res.lab_id,
+            len(res.networks),
+            len(res.machines),
         )
-        started = time.monotonic()
-        try:
-            lab = VirtualBoxLab(self, ledger)
-            lab.build()
-        except BaseException as exc:
-            logger.info("creating lab %s failed; removing what was created", resources.lab_id)
-            try:
-                self.destroy_lab(resources.lab_id)
-            except LeakError as leak:
-                exc.add_note(str(leak))
-            raise
-        logger.info("created lab %s in %.1fs", resources.lab_id, time.monotonic() - started)
-        return lab
+        owner = Owner(res.lab_name, res.lab_id)
+        return Ledger(self.ledger_path(res.lab_id), owner, res, self.vboxmanage)
 
-    def _check_new(self, res: LabResources) -> None:
-        """Refuse a lab id in use, or VM/NAT network names taken by anything else."""
-        ours = [n for n, owner in self._owned_vms() if owner.lab_id == res.lab_id]
-        if ours or (self.lab_dir(res.lab_id) / "owner.json").exists():
-            raise BackendError(
-                f"lab id {res.lab_id} already exists ({', '.join(ours) or 'ledger'}); "
-                "destroy it first or pick another id"
-            )
+    def _handle(self, ledger: Ledger) -> VirtualBoxLab:
+        return VirtualBoxLab(self, ledger)
+
+    def _clashes(self, res: LabResources) -> list[str]:
+        """VMs and NAT networks with the lab's names."""
         prefix = name_prefix(res.lab_name, res.lab_id)
         vms = set(self.vm_names())
         clashes = [f"VM {prefix}{m.name}" for m in res.machines if prefix + m.name in vms]
@@ -517,78 +481,33 @@ class VirtualBoxBackend:
                 for n in res.networks
                 if n.nat and prefix + n.name in nats
             ]
-        if clashes:
-            raise BackendError(
-                f"cannot create lab {res.lab_name} (id {res.lab_id}): these exist and are not "
-                f"ours, so they are left alone: {', '.join(clashes)}"
-            )
-        run = self.lab_dir(res.lab_id) / "run"
-        too_long = [
-            str(run / f"{m.name}.sock")
-            for m in res.machines
-            if len(str(run / f"{m.name}.sock")) > _UNIX_PATH_MAX
-        ]
-        if too_long:
-            raise BackendError(
-                f"console socket paths too long for a unix socket: {too_long[0]}; "
-                "use a shorter state directory (STX_STATE_DIR)"
-            )
-
-    def open_lab(self, lab_id: str) -> VirtualBoxLab:
-        """A handle on a lab created earlier, from its ledger."""
-        return VirtualBoxLab(self, Ledger.load(self.lab_dir(lab_id) / "owner.json"))
+        return clashes
 
     def software_emulated(self) -> bool:
         """Never: VirtualBox runs 64-bit guests with the CPU's virtualisation (VT-x/AMD-V) only."""
         return False
 
-    def lab_ids(self) -> list[str]:
-        """Ids of our labs that still have VMs or a ledger here."""
-        ids = {owner.lab_id for _, owner in self._owned_vms()}
-        labs = self.config.state_dir / "labs"
-        if labs.is_dir():
-            ids.update(p.parent.name for p in labs.glob("*/owner.json") if _ledger_is_ours(p))
-        return sorted(ids)
+    def _remove_objects(
+        self, lab_id: str, owned: list[tuple[str, str]], ledger: Ledger | None, remaining: list[str]
+    ) -> None:
+        """VMs (with their attached disks), then the media and NAT networks the ledger lists."""
+        for _, name in owned:
+            self._remove(remaining, f"VM {name}", partial(self._remove_vm, name))
+        if ledger is None:
+            return
+        registered = self.media_paths()
+        for path in (p for p in ledger.media if p in registered):
+            close = partial(self._vbox, "closemedium", "disk", path, "--delete")
+            self._remove(remaining, f"medium {path}", close)
+        if ledger.natnetworks:
+            present = self.natnetwork_names()
+            for net in (n for n in ledger.natnetworks if n in present):
+                remove = partial(self._vbox, "natnetwork", "remove", "--netname", net)
+                self._remove(remaining, f"NAT network {net}", remove)
 
-    def destroy_lab(self, lab_id: str) -> None:
-        """Remove every object of ours for ``lab_id``; ``LeakError`` lists what remains."""
-        started = time.monotonic()
-        remaining: list[str] = []
-        ledger_path = self.lab_dir(lab_id) / "owner.json"
-        ledger = None
-        if ledger_path.exists():
-            try:
-                ledger = Ledger.load(ledger_path)
-            except BackendError as exc:
-                logger.warning("teardown of lab %s goes on without its ledger: %s", lab_id, exc)
-        for name, _ in [(n, o) for n, o in self._owned_vms() if o.lab_id == lab_id]:
-            _remove(remaining, f"VM {name}", lambda n=name: self._remove_vm(n))
-        if ledger is not None:
-            registered = self.media_paths()
-            for path in ledger.media:
-                if path in registered:
-                    _remove(
-                        remaining,
-                        f"medium {path}",
-                        lambda p=path: self._vbox("closemedium", "disk", p, "--delete"),
-                    )
-            if ledger.natnetworks:
-                present = self.natnetwork_names()
-                for net in ledger.natnetworks:
-                    if net in present:
-                        _remove(
-                            remaining,
-                            f"NAT network {net}",
-                            lambda n=net: self._vbox("natnetwork", "remove", "--netname", n),
-                        )
-        if remaining:
-            raise LeakError(
-                f"lab {lab_id}: could not remove {len(remaining)} object(s), kept the ledger "
-                f"{ledger_path}; run the teardown again or remove them by hand:\n  "
-                + "\n  ".join(remaining)
-            )
-        self._remove_files(lab_id, ledger)
-        logger.info("destroyed lab %s in %.1fs", lab_id, time.monotonic() - started)
+    def _teardown_problem(self, exc: Exception) -> str | None:
+        assert isinstance(exc, VBoxError)
+        return None if exc.gone else str(exc)
 
     def _remove_vm(self, name: str) -> None:
         state = parse_machinereadable(
@@ -598,10 +517,8 @@ class VirtualBoxBackend:
             self._vbox("controlvm", name, "poweroff", machine=name)
         self._vbox("unregistervm", name, "--delete", machine=name)
 
-    def _remove_files(self, lab_id: str, ledger: Ledger | None) -> None:
-        """Remove our files of the lab (run dir, machine folders, ledger); others' stay."""
-        lab_dir = self.lab_dir(lab_id)
-        shutil.rmtree(lab_dir / "run", ignore_errors=True)
+    def _remove_own_files(self, lab_dir: Path, ledger: Ledger | None) -> None:
+        """The machine folders the ledger names, then the folder holding them if empty."""
         if ledger is not None:
             for machine in ledger.resources.machines:
                 shutil.rmtree(
@@ -609,31 +526,6 @@ class VirtualBoxBackend:
                 )
         with contextlib.suppress(OSError):
             (lab_dir / "vbox").rmdir()
-        (lab_dir / "owner.json").unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            lab_dir.rmdir()
-
-
-def _ledger_is_ours(path: Path) -> bool:
-    """Whether a lab ledger was written by this backend (the libvirt one shares the layout)."""
-    try:
-        return "vboxmanage" in json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-
-
-def _remove(remaining: list[str], what: str, action: Callable[[], object]) -> None:
-    """Run one teardown action; an object already gone is fine, other failures are listed."""
-    try:
-        action()
-    except VBoxError as exc:
-        if exc.gone:
-            logger.debug("%s: already gone", what)
-            return
-        logger.warning("teardown: %s: %s", what, exc)
-        remaining.append(f"{what}: {exc}")
-    else:
-        logger.debug("removed %s", what)
 
 
 # --------------------------------------------------------------------------- one lab
@@ -667,18 +559,16 @@ class _LoggedTransport:
         self._inner.close()
 
 
-class VirtualBoxLab(LedgerLab):
+class VirtualBoxLab(LabHandleBase):
     """Power, consoles and snapshots of one lab (implements ``base.LabHandle``)."""
 
-    def __init__(self, backend: VirtualBoxBackend, ledger: Ledger) -> None:
-        self.backend = backend
-        self.ledger = ledger
-        self.run_dir = backend.lab_dir(ledger.resources.lab_id) / "run"
+    backend: VirtualBoxBackend
+    ledger: Ledger
 
     def vm_name(self, machine: str) -> str:
         """The VirtualBox VM name of ``machine``."""
         self.resources.machine(machine)
-        return vm_name(self.resources, machine)
+        return self.prefix + machine
 
     def _vbox(self, *argv: str, machine: str) -> str:
         return self.backend._vbox(*argv, machine=machine)
@@ -687,7 +577,7 @@ class VirtualBoxLab(LedgerLab):
 
     def build(self) -> None:
         """Create NAT networks and VMs with their disks (called by ``create_lab``)."""
-        res, prefix = self.resources, name_prefix(self.resources.lab_name, self.lab_id)
+        res, prefix = self.resources, self.prefix
         networks: dict[str, tuple[str, str]] = {}
         for spec in res.networks:
             name = prefix + spec.name
@@ -737,23 +627,16 @@ class VirtualBoxLab(LedgerLab):
         """The machine's power state."""
         return STATES.get(self._info(machine).get("VMState", ""), PowerState.OTHER)
 
-    def power_on(self, machine: str, before_resume: BeforeResume | None = None) -> None:
-        """Start headless and pause at once (inside the BIOS hold), ``before_resume``, resume.
+    def _start_paused(self, machine: str) -> None:
+        """Start headless and pause at once (inside the BIOS hold)."""
+        self._vbox("startvm", self.vm_name(machine), "--type", "headless", machine=machine)
+        self._pause(machine, f"pausing {machine}")
 
-        If ``before_resume`` raises, the machine stays paused and the error propagates.
-        """
-        name = self.vm_name(machine)
-        state = self.state(machine)
-        if state is PowerState.RUNNING:
-            logger.info("%s: already running", machine)
-            return
-        if state is not PowerState.PAUSED:
-            self._vbox("startvm", name, "--type", "headless", machine=machine)
-            self._vbox("controlvm", name, "pause", machine=machine)
-        if before_resume is not None:
-            before_resume(machine)
-        self._vbox("controlvm", name, "resume", machine=machine)
-        logger.info("%s: powered on", machine)
+    def _pause(self, machine: str, what: str) -> None:
+        self._vbox("controlvm", self.vm_name(machine), "pause", machine=machine)
+
+    def _resume(self, machine: str, what: str) -> None:
+        self._vbox("controlvm", self.vm_name(machine), "resume", machine=machine)
 
     def power_off(self, machine: str) -> None:
         """Pull the plug; nothing to do when the machine is off."""
@@ -790,16 +673,7 @@ class VirtualBoxLab(LedgerLab):
 
     def console(self, machine: str) -> Transport:
         """An unconnected transport to the machine's UART socket, logging what it reads."""
-        self.resources.machine(machine)
-
-        def alive() -> bool:
-            try:
-                return self.state(machine) in (PowerState.RUNNING, PowerState.PAUSED)
-            except BackendError:
-                return False
-
-        inner = UnixSocketTransport(self.socket_path(machine), name=machine, alive=alive)
-        return _LoggedTransport(inner, self.log_path(machine))
+        return _LoggedTransport(self._socket_transport(machine), self.log_path(machine))
 
     def console_log(self, machine: str) -> bytes:
         """Everything read from the machine's console so far."""
@@ -811,48 +685,18 @@ class VirtualBoxLab(LedgerLab):
 
     # ---------------------------------------------------------------- snapshots
 
-    def _targets(self, machines: Sequence[str] | None) -> list[str]:
-        names = [m.name for m in self.resources.machines] if machines is None else list(machines)
-        for name in names:
-            self.resources.machine(name)
-        return names
-
-    def snapshot(self, name: str, machines: Sequence[str] | None = None) -> None:
-        """Snapshots of the machines at one instant (running ones paused, then resumed)."""
-        targets = self._targets(machines)
-        started = time.monotonic()
-        states = {m: self.state(m) for m in targets}
-        paused: list[str] = []
-        made: list[str] = []
-        try:
-            for machine in targets:
-                if states[machine] is PowerState.RUNNING:
-                    self._vbox("controlvm", self.vm_name(machine), "pause", machine=machine)
-                    paused.append(machine)
-            created = datetime.now(UTC).isoformat(timespec="seconds")
-            for machine in targets:
-                was = "off" if states[machine] is PowerState.OFF else "running"
-                description = f"pytest-starlingx snapshot; machine was {was}; created {created}"
-                self._vbox(
-                    "snapshot",
-                    self.vm_name(machine),
-                    "take",
-                    name,
-                    "--description",
-                    description,
-                    machine=machine,
-                )
-                made.append(machine)
-        except BaseException:
-            for machine in made:
-                with contextlib.suppress(BackendError):
-                    self._vbox("snapshot", self.vm_name(machine), "delete", name, machine=machine)
-            raise
-        finally:
-            for machine in paused:
-                self._vbox("controlvm", self.vm_name(machine), "resume", machine=machine)
-        logger.info(
-            "snapshot %s of %s taken in %.1fs", name, ", ".join(targets), time.monotonic() - started
+    def _take_snapshot(self, machine: str, name: str, state: PowerState, created: str) -> None:
+        """``snapshot take``; whether the machine ran, and when, goes in the description."""
+        was = "off" if state is PowerState.OFF else "running"
+        description = f"pytest-starlingx snapshot; machine was {was}; created {created}"
+        self._vbox(
+            "snapshot",
+            self.vm_name(machine),
+            "take",
+            name,
+            "--description",
+            description,
+            machine=machine,
         )
 
     def _snapshot_list(self, machine: str) -> dict[str, str]:
@@ -866,64 +710,37 @@ class VirtualBoxLab(LedgerLab):
             raise
         return parse_machinereadable(out)
 
-    def snapshots(self, machine: str | None = None) -> list[SnapshotInfo]:
-        """Snapshots of one machine or all machines, oldest first."""
+    def _snapshots_of(self, machine: str) -> list[SnapshotInfo]:
+        listing = self._snapshot_list(machine)
         infos = []
-        for m in self._targets(None if machine is None else [machine]):
-            listing = self._snapshot_list(m)
-            for key, snap_name in listing.items():
-                if not key.startswith("SnapshotName"):
-                    continue
-                description = listing.get("SnapshotDescription" + key[len("SnapshotName") :], "")
-                mark = _SNAPSHOT_MARK.fullmatch(description)
-                created = (
-                    datetime.fromisoformat(mark.group(2))
-                    if mark
-                    else datetime.min.replace(tzinfo=UTC)
-                )
-                running = bool(mark) and mark.group(1) == "running"
-                infos.append(SnapshotInfo(snap_name, m, created, running))
-        return sorted(infos, key=lambda i: (i.created, i.machine))
+        for key, snap_name in listing.items():
+            if not key.startswith("SnapshotName"):
+                continue
+            description = listing.get("SnapshotDescription" + key[len("SnapshotName") :], "")
+            mark = _SNAPSHOT_MARK.fullmatch(description)
+            if mark is None:
+                created, running = datetime.min.replace(tzinfo=UTC), False
+            else:
+                created, running = datetime.fromisoformat(mark.group(2)), mark.group(1) == "running"
+            infos.append(SnapshotInfo(snap_name, machine, created, running))
+        return infos
 
-    def revert(
-        self,
-        name: str,
-        machines: Sequence[str] | None = None,
-        before_resume: BeforeResume | None = None,
-    ) -> None:
-        """Restore snapshot ``name`` (machines powered off first); running ones restarted.
+    def _snapshot_was_running(self, machine: str, name: str) -> bool:
+        found = [s for s in self.snapshots(machine) if s.name == name]
+        if not found:
+            raise BackendError(f"{machine}: no snapshot {name!r} to revert to")
+        return found[-1].running
 
-        Machines snapshotted while running come back running, through ``before_resume`` as in
-        :meth:`power_on`; those snapshotted while off stay off.
-        """
-        targets = self._targets(machines)
-        started = time.monotonic()
-        was_running = {}
-        for machine in targets:
-            found = [s for s in self.snapshots(machine) if s.name == name]
-            if not found:
-                raise BackendError(f"{machine}: no snapshot {name!r} to revert to")
-            was_running[machine] = found[-1].running
-        for machine in targets:
-            self.power_off(machine)
-            self._vbox("snapshot", self.vm_name(machine), "restore", name, machine=machine)
-        for machine in targets:
-            if was_running[machine]:
-                self.power_on(machine, before_resume)
-        logger.info(
-            "reverted %s to snapshot %s in %.1fs",
-            ", ".join(targets),
-            name,
-            time.monotonic() - started,
-        )
+    def _restore(self, machine: str, name: str, running: bool) -> None:
+        """Power off, then ``snapshot restore`` (a running snapshot restores to saved)."""
+        self.power_off(machine)
+        self._vbox("snapshot", self.vm_name(machine), "restore", name, machine=machine)
 
-    def delete_snapshot(self, name: str, machines: Sequence[str] | None = None) -> None:
-        """Delete snapshot ``name``; machines without it are skipped."""
-        for machine in self._targets(machines):
-            listing = self._snapshot_list(machine)
-            if any(k.startswith("SnapshotName") and v == name for k, v in listing.items()):
-                self._vbox("snapshot", self.vm_name(machine), "delete", name, machine=machine)
+    def _resume_reverted(self, machine: str, name: str, before_resume: BeforeResume | None) -> None:
+        """``startvm`` resumes the saved state: power on as usual."""
+        self.power_on(machine, before_resume)
 
-    def destroy(self) -> None:
-        """Remove the whole lab (see ``VirtualBoxBackend.destroy_lab``)."""
-        self.backend.destroy_lab(self.lab_id)
+    def _delete_snapshot(self, machine: str, name: str) -> None:
+        listing = self._snapshot_list(machine)
+        if any(k.startswith("SnapshotName") and v == name for k, v in listing.items()):
+            self._vbox("snapshot", self.vm_name(machine), "delete", name, machine=machine)

@@ -1,11 +1,13 @@
-"""Helpers shared by the libvirt backend tests: lab shapes and listings of libvirt objects."""
+"""Helpers shared by the backend tests: lab shapes, the guest's console, libvirt listings."""
 
 from __future__ import annotations
 
 import secrets
+import time
 from pathlib import Path
 
 import libvirt
+import pytest
 
 from pytest_starlingx.backends.base import (
     BootDevice,
@@ -15,12 +17,14 @@ from pytest_starlingx.backends.base import (
     NetworkSpec,
     NicSpec,
 )
+from pytest_starlingx.transport import Transport
 
 # Not under /tmp/pytest-of-<user> (mode 0700): libvirt's QEMU user must reach these files.
 TEST_ROOT = Path("/var/tmp/pytest-starlingx-tests")
 NETWORKS = ("oam", "mgmt", "data0", "data1")
 READY = "STX-GUEST-READY"
 LOADER = "STX-BOOT-LOADER"  # the first thing the guest prints on its serial port
+BOOT_TIMEOUT = 120.0  # seconds; TCG on a shared 2-core host
 
 INIT = f"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -91,3 +95,21 @@ def lab_resources(
         for i in range(machines)
     )
     return LabResources(lab_name, lab_id, tuple(NetworkSpec(n) for n in NETWORKS), specs)
+
+
+def read_until(transport: Transport, text: str, timeout: float = BOOT_TIMEOUT) -> bytes:
+    """Read the console until ``text`` appears; fail with the tail otherwise."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"no {text!r} on the console within {timeout}s; tail: {seen[-500:]!r}")
+        seen += transport.read(4096, min(remaining, 1.0))
+    return seen
+
+
+def shell(transport: Transport, command: str) -> bytes:
+    """Run ``command`` in the guest shell; its output (the echoed command line excluded)."""
+    transport.write(f"{command}; echo CMD''-END\n".encode())
+    return read_until(transport, "CMD-END", timeout=60).split(b"CMD''-END", 1)[-1]
