@@ -95,6 +95,10 @@ class Screen:
         self._stream = pyte.ByteStream(self._screen)
         self._stream.utf8_decoder = codecs.getincrementaldecoder("utf-8")(CP437_FALLBACK)
         self._lock = threading.Lock()
+        # Each row as menu() reads it, redone only for the rows pyte marks dirty (a console
+        # polled while a menu draws would otherwise re-read the whole screen per chunk).
+        self._rows: list[tuple[MenuEntry, bool, str] | None] = [None] * lines
+        self._screen.dirty.update(range(lines))
 
     def feed(self, data: bytes) -> None:
         """Apply console output to the screen."""
@@ -114,8 +118,12 @@ class Screen:
     def menu(self) -> Menu:
         """The menu on screen: the block of non-empty rows around the highlighted one."""
         with self._lock:  # one snapshot of the screen for rows and borders alike
-            rows = [self._row(y) for y in range(self._screen.lines)]
-            texts = list(self._screen.display)
+            for y in self._screen.dirty:
+                if y < len(self._rows):
+                    self._rows[y] = self._row(y)
+            self._screen.dirty.clear()
+            rows = list(self._rows)
+            texts = {y: self._text(y) for y, row in enumerate(rows) if row is None}
         marked = [r for r in rows if r is not None and r[1]]
         if not marked:
             marked = _odd_background(rows)
@@ -136,8 +144,12 @@ class Screen:
         )
         # A boxed title: the row above the border or separator row above the entries.
         above = rows[start - 2] if start >= 2 and rows[start - 1] is None else None
-        title = above[0].text if above is not None and _boxed(texts[start - 1]) else None
+        title = above[0].text if above is not None and _boxed(texts.get(start - 1, "")) else None
         return Menu(entries, title)
+
+    def _text(self, y: int) -> str:
+        line = self._screen.buffer[y]
+        return "".join(line[x].data for x in range(self._screen.columns))
 
     def _row(self, y: int) -> tuple[MenuEntry, bool, str] | None:
         """(entry, explicitly highlighted, background) for row ``y``, None for a blank row."""

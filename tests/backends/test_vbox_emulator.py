@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 from vbox_helpers import emulator  # noqa: F401
 
-pytestmark = pytest.mark.fast  # needs no VM: the fast tier
-
 
 @pytest.fixture(scope="module")
 def vm(emulator):  # noqa: F811

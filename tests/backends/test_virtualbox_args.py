@@ -33,9 +33,8 @@ ISO = Path("/isos/stx.iso")
 OEM = "VBoxInternal/Devices/pcbios/0/Config/DmiOEMVBoxVer"
 NETS = {n: ("intnet", f"stx-t-abcd-{n}") for n in ("oam", "mgmt", "data0", "data1")}
 
-pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 
-
+@pytest.mark.fast  # the argv builders alone; the others run the emulator
 def test_modifyvm_of_a_starlingx_node():
     spec = lab_resources(1, "abcd", cdrom=ISO).machine("node-0")
     argv = modifyvm_argv("stx-t-abcd-node-0", spec, NETS, Path("/s/node-0.sock"), 3000)
@@ -56,12 +55,14 @@ def test_modifyvm_of_a_starlingx_node():
     ]  # fmt: skip
 
 
+@pytest.mark.fast  # the argv builders alone; the others run the emulator
 def test_a_uefi_node_gets_virtualboxs_efi_firmware():
     spec = dataclasses.replace(lab_resources(1, "abcd").machine("node-0"), uefi=True)
     argv = modifyvm_argv("vm", spec, NETS, Path("/s/node-0.sock"), 0)
     assert argv[argv.index("--firmware") + 1] == "efi"
 
 
+@pytest.mark.fast  # the argv builders alone; the others run the emulator
 def test_storage_disks_in_mb_and_the_iso_as_dvd():
     spec = lab_resources(1, "abcd", cdrom=ISO).machine("node-0")  # disks 600 and 200 GiB
     disks = [Path("/b/vm/vm-disk0.vdi"), Path("/b/vm/vm-disk1.vdi")]
@@ -81,6 +82,7 @@ def test_storage_disks_in_mb_and_the_iso_as_dvd():
     ]  # fmt: skip
 
 
+@pytest.mark.fast  # the argv builders alone; the others run the emulator
 def test_small_builders():
     assert createvm_argv("vm", Path("/b")) == [
         "createvm", "--name", "vm", "--basefolder", "/b", "--ostype", "Linux_64", "--register",
@@ -104,6 +106,7 @@ def test_small_builders():
     ]  # fmt: skip
 
 
+@pytest.mark.fast  # the argv builders alone; the others run the emulator
 def test_builders_refuse_what_virtualbox_cannot_do():
     with pytest.raises(BackendError, match="2 SMBIOS OEM strings"):
         oem_argvs("vm", ["a", "b", "c"])
@@ -145,6 +148,7 @@ def test_create_lab_calls_per_topology(vbox, emulator, machines):  # noqa: F811
     assert emulator.leftovers(lab_id) == []
 
 
+@pytest.mark.fast  # the argv builders alone; the others run the emulator
 def test_missing_vboxmanage_says_how_to_install(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("STX_VBOXMANAGE", raising=False)
