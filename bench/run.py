@@ -28,11 +28,11 @@ from tempfile import mkdtemp
 from pytest_starlingx.backends import make_backend
 from pytest_starlingx.console import LOGIN, PROMPT
 from pytest_starlingx.errors import StxError
-from pytest_starlingx.golden import GoldenRecord, remove_golden
 from pytest_starlingx.lab import Lab, create_lab, destroy_lab
 from pytest_starlingx.labfile import lab_from_mapping
-from pytest_starlingx.lifecycle import How, Lifecycle, Policy
-from pytest_starlingx.tables import render_table
+from pytest_starlingx.lifecycle.acquire import How, Lifecycle, Policy
+from pytest_starlingx.lifecycle.golden import GoldenRecord, remove_golden
+from pytest_starlingx.text_table import render_table
 
 log = logging.getLogger("bench")
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) (\||>>) ?(.*)$")
@@ -190,7 +190,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="simplex only (no standard lab)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    for name in ("pytest_starlingx.golden", "pytest_starlingx.backend"):
+    for name in ("pytest_starlingx.lifecycle.golden", "pytest_starlingx.backend"):
         logging.getLogger(name).setLevel(logging.INFO)  # restore and snapshot timings
     out = Path(mkdtemp(prefix="stx-bench-"))
     print(f"machine: {machine()}\nartifacts: {out}", flush=True)

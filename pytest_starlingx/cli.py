@@ -173,55 +173,55 @@ def _add_console(sub: Subparsers) -> None:
 
 
 def _console(args: argparse.Namespace) -> int:
-    from pytest_starlingx.labcmd import console
+    from pytest_starlingx.commands import console
 
     return console(args.lab, args.node, args.write, args.uri)
 
 
 def _up(args: argparse.Namespace) -> int:
-    from pytest_starlingx.labcmd import up
+    from pytest_starlingx.commands import up
 
     return up(args.lab, args.uri, args.resume, args.artifacts, args.golden, args.stage_snapshots)
 
 
 def _golden_list(args: argparse.Namespace) -> int:
-    from pytest_starlingx.labcmd import golden_list
+    from pytest_starlingx.commands import golden_list
 
     return golden_list()
 
 
 def _golden_rm(args: argparse.Namespace) -> int:
-    from pytest_starlingx.labcmd import golden_rm
+    from pytest_starlingx.commands import golden_rm
 
     return golden_rm(args.key, args.uri)
 
 
 def _snapshot_list(args: argparse.Namespace) -> int:
-    from pytest_starlingx.labcmd import snapshot_list
+    from pytest_starlingx.commands import snapshot_list
 
     return snapshot_list(args.lab, args.uri)
 
 
 def _snapshot_revert(args: argparse.Namespace) -> int:
-    from pytest_starlingx.labcmd import snapshot_revert
+    from pytest_starlingx.commands import snapshot_revert
 
     return snapshot_revert(args.lab, args.name, args.uri)
 
 
 def _down(args: argparse.Namespace) -> int:
-    from pytest_starlingx.labcmd import down
+    from pytest_starlingx.commands import down
 
     return down(args.lab, args.uri, args.force)
 
 
 def _list(args: argparse.Namespace) -> int:
-    from pytest_starlingx.labcmd import list_labs
+    from pytest_starlingx.commands import list_labs
 
     return list_labs(args.uri)
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from pytest_starlingx.labcmd import collect_garbage
+    from pytest_starlingx.commands import collect_garbage
 
     return collect_garbage(args.uri, args.dry_run)
 
@@ -269,7 +269,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from pytest_starlingx.doctor import run_checks
+    from pytest_starlingx.host.doctor import run_checks
 
     checks = run_checks(args.uri)
     for check in checks:
@@ -285,7 +285,7 @@ def _sim_build(args: argparse.Namespace) -> int:
 
 
 def _host_setup(args: argparse.Namespace) -> int:
-    from pytest_starlingx.hostsetup import host_setup
+    from pytest_starlingx.host.setup import host_setup
 
     for line in host_setup():
         print(line)

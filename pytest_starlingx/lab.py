@@ -2,7 +2,7 @@
 
 This module makes and opens labs (:func:`create_lab`, :func:`open_lab`, :func:`build_lab`) and
 removes them (:func:`destroy_lab`); how a user acquires one (fresh, reused, golden, kept) is
-:mod:`pytest_starlingx.lifecycle`'s::
+:mod:`pytest_starlingx.lifecycle.acquire`'s::
 
     with Lifecycle(Policy()).acquire(spec, backend, artifacts) as lab:   # built, torn down
         lab.system("host-list")
@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
-from pytest_starlingx.capacity import parallel_cap
 from pytest_starlingx.console import LOGIN, Console, Result
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.files import place
-from pytest_starlingx.labmap import lab_resources
-from pytest_starlingx.labstate import (
+from pytest_starlingx.host.capacity import parallel_cap
+from pytest_starlingx.lifecycle.state import (
     DoneStages,
     LabState,
     LabStatus,
@@ -39,17 +38,18 @@ from pytest_starlingx.model import (
     lab_key,
     password_problems,
 )
+from pytest_starlingx.resources import lab_resources
 from pytest_starlingx.stages.base import (
     AVAILABLE,
     AVAILABLE_TEXT,
     Bringup,
-    Checkpoint,
+    CheckpointHook,
     Stage,
     run_stages,
 )
 from pytest_starlingx.stages.custom import from_lab_file, insert, registered
 from pytest_starlingx.stages.pipelines import pipeline
-from pytest_starlingx.steps import StepRecorder
+from pytest_starlingx.timings import StepRecorder
 from pytest_starlingx.waits import Deadline
 
 log = logging.getLogger("pytest_starlingx.lab")
@@ -187,7 +187,7 @@ class Lab:
         #: Stages run at once; the host's CPU and memory decide (see capacity.py).
         self.max_parallel = parallel_cap(spec)
         #: Called after each stage while no other stage runs (per-stage snapshots).
-        self.checkpoint: Checkpoint | None = None
+        self.checkpoint: CheckpointHook | None = None
 
     def _alive(self, name: str):
         return lambda: self.handle.state(name) is PowerState.RUNNING

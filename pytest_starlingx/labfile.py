@@ -33,7 +33,7 @@ from pytest_starlingx.model import (
     SIM_IMAGE,
     TIMEOUT_PHASES,
     AddHosts,
-    Backend,
+    BackendKind,
     Firmware,
     LabSpec,
     MgmtSpec,
@@ -297,7 +297,7 @@ class _Checker:
             kwargs["name"] = self.name(data["name"])
         if "backend" in data:
             kwargs["backend"] = self.choice(
-                data["backend"], ("backend",), [b.value for b in Backend]
+                data["backend"], ("backend",), [b.value for b in BackendKind]
             )
         if "release" in data:
             kwargs["release"] = self.release(data["release"], ("release",))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pytest_starlingx.model import RELEASES, LabSpec
-from pytest_starlingx.tables import render_table
+from pytest_starlingx.text_table import render_table
 
 
 def describe_lab(lab: LabSpec) -> str:

@@ -50,7 +50,7 @@ class Personality(StrEnum):
     STORAGE = "storage"
 
 
-class Backend(StrEnum):
+class BackendKind(StrEnum):
     """The hypervisors a lab can run on."""
 
     LIBVIRT = "libvirt"
@@ -204,7 +204,7 @@ TIMEOUTS: Mapping[Profile, Mapping[str, float]] = {
 
 
 @dataclass(frozen=True)
-class NicSpec:
+class NodeNic:
     """One NIC: the lab network it is on and the emulated device model."""
 
     network: str
@@ -220,7 +220,7 @@ class NodeSpec:
     memory_mib: int
     vcpus: int
     disks_gib: tuple[int, ...]
-    nics: tuple[NicSpec, ...]
+    nics: tuple[NodeNic, ...]
     all_in_one: bool = False  # a controller that is also a worker (AIO-SX/DX)
     installs_from_iso: bool = False  # only controller-0; the others boot from the network
 
@@ -441,7 +441,7 @@ class LabSpec:
 
     name: str
     topology: Topology
-    backend: Backend
+    backend: BackendKind
     image: str  # "sim" or the path of a StarlingX ISO
     profile: Profile
     nodes: tuple[NodeSpec, ...]
@@ -578,7 +578,7 @@ def build_nodes(
 ) -> tuple[NodeSpec, ...]:
     """Every node of a topology, sized from the profile, then defaults, then per-node overrides."""
     overrides = overrides or {}
-    nics = tuple(NicSpec(net, NIC_MODELS[net]) for net in NETWORKS)
+    nics = tuple(NodeNic(net, NIC_MODELS[net]) for net in NETWORKS)
     nodes = []
     for name, kind in node_names(topology, workers, storage_nodes):
         size = defaults.apply(SIZES[profile][kind])
@@ -607,7 +607,7 @@ def resolve_lab(
     topology: Topology | str,
     *,
     name: str | None = None,
-    backend: Backend | str = Backend.LIBVIRT,
+    backend: BackendKind | str = BackendKind.LIBVIRT,
     image: str = SIM_IMAGE,
     profile: Profile | str | None = None,
     workers: int | None = None,
@@ -651,7 +651,7 @@ def resolve_lab(
     return LabSpec(
         name=name or topology.value,
         topology=topology,
-        backend=Backend(backend),
+        backend=BackendKind(backend),
         image=image,
         profile=profile,
         nodes=built,

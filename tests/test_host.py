@@ -37,7 +37,7 @@ def test_doctor_gives_a_true_picture_of_this_host():
 
 def _kvm_works() -> bool:
     from pytest_starlingx.backends.libvirt import DomainType, LibvirtBackend, LibvirtConfig
-    from pytest_starlingx.labstate import state_dir
+    from pytest_starlingx.lifecycle.state import state_dir
 
     backend = LibvirtBackend(LibvirtConfig(state_dir=state_dir()))
     try:

@@ -8,7 +8,7 @@ from pytest_starlingx.backends import make_backend
 from pytest_starlingx.errors import BackendError, StxError
 from pytest_starlingx.lab import create_lab
 from pytest_starlingx.labfile import lab_from_mapping
-from pytest_starlingx.labmap import SERVER_CPU_WEIGHT, lab_resources
+from pytest_starlingx.resources import SERVER_CPU_WEIGHT, lab_resources
 
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 
@@ -56,7 +56,7 @@ def test_controller_0_weighs_more_on_a_busy_hosts_cpus_than_the_nodes_it_serves(
 def test_lab_status_is_an_enum_stored_as_plain_strings(tmp_path, monkeypatch):
     import json
 
-    from pytest_starlingx.labstate import LabState, LabStatus
+    from pytest_starlingx.lifecycle.state import LabState, LabStatus
 
     monkeypatch.setenv("STX_STATE_DIR", str(tmp_path / "state"))
     state = LabState("abc123", "simplex", "simplex", "libvirt")

@@ -9,7 +9,7 @@ import pytest
 
 from pytest_starlingx.errors import LabConfigError
 from pytest_starlingx.labfile import lab_from_mapping, load_lab, parse_lab
-from pytest_starlingx.model import Backend, Firmware, Profile, Topology
+from pytest_starlingx.model import BackendKind, Firmware, Profile, Topology
 
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 
@@ -26,7 +26,7 @@ def problems(text: str) -> list[str]:
 def test_the_issue_example_file_resolves(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     lab = load_lab(EXAMPLES / "storage.yaml")
-    assert (lab.name, lab.topology, lab.backend) == ("lab1", Topology.STORAGE, Backend.LIBVIRT)
+    assert (lab.name, lab.topology, lab.backend) == ("lab1", Topology.STORAGE, BackendKind.LIBVIRT)
     assert (lab.workers, lab.storage_nodes) == (2, 2)
     assert lab.node("controller-0").memory_mib == 768
     assert lab.node("worker-1").memory_mib == 512

@@ -12,9 +12,9 @@ from pytest_starlingx.backends.base import LabResources, PowerState
 from pytest_starlingx.errors import StageError
 from pytest_starlingx.lab import Lab
 from pytest_starlingx.labfile import lab_from_mapping
-from pytest_starlingx.labstate import LabState, all_states, lab_dir
-from pytest_starlingx.leases import live_leases
-from pytest_starlingx.lifecycle import How, LabBroken, Lifecycle, Policy
+from pytest_starlingx.lifecycle.acquire import How, LabBroken, Lifecycle, Policy
+from pytest_starlingx.lifecycle.leases import live_leases
+from pytest_starlingx.lifecycle.state import LabState, all_states, lab_dir
 
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 
@@ -177,7 +177,7 @@ def test_reuse_takes_a_kept_ready_lab_nobody_holds_and_leaves_it_up(spec, provis
 
 def test_stx_lab_up_holds_a_golden_lab_durably(tmp_path):
     """A durable lease outlives its holder: `stx-lab up --golden` holds until `down`."""
-    from pytest_starlingx.leases import LeaseKeeper
+    from pytest_starlingx.lifecycle.leases import LeaseKeeper
 
     keeper = LeaseKeeper()
     keeper.take(tmp_path, "stx-lab up", durable=True)

@@ -17,7 +17,7 @@ from pytest_starlingx.stages import base, custom, shells
 from pytest_starlingx.stages.base import Bringup, Stage, run_stages
 from pytest_starlingx.stages.custom import CustomStage, from_lab_file, insert
 from pytest_starlingx.stages.pipelines import pipeline
-from pytest_starlingx.steps import StepRecorder
+from pytest_starlingx.timings import StepRecorder
 from pytest_starlingx.waits import Deadline
 
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_starlingx.stxtable import (
+from pytest_starlingx.system_output import (
     TableError,
     parse_properties,
     parse_table,

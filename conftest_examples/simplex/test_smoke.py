@@ -12,7 +12,7 @@ def test_controller_is_available(stx_simplex):
 
 
 def test_host_show_reports_an_all_in_one_controller(stx_simplex):
-    from pytest_starlingx.stxtable import parse_properties
+    from pytest_starlingx.system_output import parse_properties
 
     show = parse_properties(stx_simplex.system("host-show controller-0"))
     assert show["personality"] == "controller"

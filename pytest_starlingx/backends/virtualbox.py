@@ -40,7 +40,7 @@ included), ``snapshot restore`` on powered-off machines (running ones are powere
 a snapshot of a running machine restores to the *saved* state, which ``startvm`` resumes),
 ``snapshot delete``. Whether a machine was running, and when, is kept in the description.
 
-State directory (``labstate.state_dir()``); teardown removes only these files::
+State directory (``lifecycle.state.state_dir()``); teardown removes only these files::
 
     labs/<id>/owner.json          ledger: owner, VBoxManage, the LabResources, media, NAT nets
     labs/<id>/vbox/<vm>/          VirtualBox machine folder (settings, disks)

@@ -11,10 +11,10 @@ import pytest
 
 from pytest_starlingx.backends import make_backend
 from pytest_starlingx.backends.base import Backend
-from pytest_starlingx.capacity import mem_available_mib
 from pytest_starlingx.errors import BackendError, StxError
+from pytest_starlingx.host.capacity import mem_available_mib
 from pytest_starlingx.lab import Lab
-from pytest_starlingx.lifecycle import LabBroken
+from pytest_starlingx.lifecycle.acquire import LabBroken
 from pytest_starlingx.model import LabSpec
 from pytest_starlingx.plugin.options import Settings
 from pytest_starlingx.plugin.requests import LabRequest

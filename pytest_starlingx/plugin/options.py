@@ -16,7 +16,7 @@ import yaml
 
 from pytest_starlingx.errors import LabConfigError
 from pytest_starlingx.labfile import lab_from_mapping, load_lab
-from pytest_starlingx.model import SIM_IMAGE, Backend
+from pytest_starlingx.model import SIM_IMAGE, BackendKind
 from pytest_starlingx.settings import DEFAULT_LIBVIRT_URI
 
 # (option, metavar, help); each has an ini twin named like its dest, e.g. stx_backend
@@ -53,7 +53,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 class Settings:
     """The plugin's options, checked: what every lab of the session is built with."""
 
-    backend: Backend
+    backend: BackendKind
     base: dict[str, Any]  # the --stx-config file's mapping ({} without one)
     base_source: str
     libvirt_uri: str
@@ -74,8 +74,8 @@ def _value(config: pytest.Config, name: str) -> str | None:
 def settings_from_config(config: pytest.Config) -> Settings:
     """Check every option; a bad one is a ``pytest.UsageError`` naming it and what is allowed."""
     base, source = _base(_value(config, "config"))
-    backend = _value(config, "backend") or base.get("backend") or Backend.LIBVIRT.value
-    if backend not in {b.value for b in Backend}:
+    backend = _value(config, "backend") or base.get("backend") or BackendKind.LIBVIRT.value
+    if backend not in {b.value for b in BackendKind}:
         raise pytest.UsageError(
             f"--stx-backend: {backend!r} is not a backend; use libvirt or virtualbox"
         )
@@ -95,7 +95,7 @@ def settings_from_config(config: pytest.Config) -> Settings:
         )
     artifacts = _value(config, "artifacts")
     return Settings(
-        backend=Backend(backend),
+        backend=BackendKind(backend),
         base=base,
         base_source=source,
         libvirt_uri=_value(config, "libvirt-uri") or DEFAULT_LIBVIRT_URI,

@@ -18,16 +18,16 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from pytest_starlingx.backends.base import Backend
-from pytest_starlingx.golden import release_abandoned
 from pytest_starlingx.lab import Lab, attach_lab, destroy_lab
-from pytest_starlingx.labstate import LabState, lab_dir, state_dir
-from pytest_starlingx.leases import Holder, LeaseKeeper
-from pytest_starlingx.lifecycle import Lifecycle, Policy
+from pytest_starlingx.lifecycle.acquire import Lifecycle, Policy
+from pytest_starlingx.lifecycle.gc import gc
+from pytest_starlingx.lifecycle.golden import release_abandoned
+from pytest_starlingx.lifecycle.leases import Holder, LeaseKeeper
+from pytest_starlingx.lifecycle.state import LabState, lab_dir, state_dir
 from pytest_starlingx.model import LabSpec
 from pytest_starlingx.plugin.options import Settings
 from pytest_starlingx.plugin.signals import InterruptHandlers
 from pytest_starlingx.plugin.xdist import SharedLabs
-from pytest_starlingx.reaper import gc
 
 log = logging.getLogger("pytest_starlingx.plugin")
 

@@ -43,7 +43,7 @@ from pytest_starlingx.backends.base import Backend, LabHandle, LabResources
 from pytest_starlingx.errors import BackendError, StxError
 from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.lab import Lab
-from pytest_starlingx.labstate import LabStatus
+from pytest_starlingx.lifecycle.state import LabStatus
 from pytest_starlingx.model import LabSpec, lab_key
 from pytest_starlingx.transport import Transport
 

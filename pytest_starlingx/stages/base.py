@@ -14,8 +14,8 @@ from pytest_starlingx.console import CommandFailed, Console
 from pytest_starlingx.errors import StageError, StxError
 from pytest_starlingx.model import LabSpec
 from pytest_starlingx.stages.shells import Shells, retry_while
-from pytest_starlingx.steps import StepRecorder
-from pytest_starlingx.stxtable import parse_table, parse_yaml_properties
+from pytest_starlingx.system_output import parse_table, parse_yaml_properties
+from pytest_starlingx.timings import StepRecorder
 from pytest_starlingx.waits import Deadline, WaitTimeout, poll
 
 log = logging.getLogger("pytest_starlingx.stages")
@@ -213,7 +213,7 @@ class Stage:
         return f"{self.node}:{self.name}"
 
 
-Checkpoint = Callable[[str], None]
+CheckpointHook = Callable[[str], None]
 """Called with a stage's key after it is done, while no other stage runs (e.g. a snapshot)."""
 
 
@@ -221,7 +221,7 @@ def run_stages(
     stages: list[Stage],
     bringup: Bringup,
     max_parallel: int = 4,
-    checkpoint: Checkpoint | None = None,
+    checkpoint: CheckpointHook | None = None,
 ) -> None:
     """Run ``stages`` as their prerequisites allow, several at once; skip those already done.
 

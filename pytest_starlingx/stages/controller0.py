@@ -14,7 +14,7 @@ from pytest_starlingx.console import LOGIN
 from pytest_starlingx.errors import StageError
 from pytest_starlingx.model import ACTIVE_CONTROLLER, Firmware, Topology
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup
-from pytest_starlingx.stxtable import parse_table
+from pytest_starlingx.system_output import parse_table
 from pytest_starlingx.waits import poll
 
 NODE = ACTIVE_CONTROLLER

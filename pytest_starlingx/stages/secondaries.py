@@ -17,7 +17,7 @@ from pytest_starlingx.errors import StageError
 from pytest_starlingx.model import AddHosts, NodeSpec, Personality, Topology
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT, Bringup
 from pytest_starlingx.stages.controller0 import add_osd, controller_interfaces
-from pytest_starlingx.stxtable import parse_table
+from pytest_starlingx.system_output import parse_table
 from pytest_starlingx.waits import Deadline, WaitTimeout, poll
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,6 @@ from vbox_helpers import (  # noqa: F401
 )
 
 import pytest_starlingx.backends as backends_pkg
-from pytest_starlingx import reaper
 from pytest_starlingx.backends.base import (
     Backend,
     BootDevice,
@@ -48,6 +47,7 @@ from pytest_starlingx.backends.common import LabBackendBase
 from pytest_starlingx.backends.libvirt import LibvirtBackend, LibvirtLab
 from pytest_starlingx.backends.virtualbox import VirtualBoxBackend, VirtualBoxLab
 from pytest_starlingx.errors import BackendError
+from pytest_starlingx.lifecycle import gc as lab_gc
 
 
 @dataclass
@@ -338,20 +338,20 @@ def test_gc_removes_the_lab_of_a_dead_owner_through_the_protocol(harness, monkey
     root = harness.backend.config.state_dir
     backends = {harness.kind: harness.backend}
 
-    def records() -> list[reaper.LabRecord]:
+    def records() -> list[lab_gc.LabRecord]:
         # only this lab: the libvirt host holds other sessions' labs too
-        return [r for r in reaper.survey(backends, root) if r.lab_id == lab_id]
+        return [r for r in lab_gc.survey(backends, root) if r.lab_id == lab_id]
 
     (record,) = records()
     assert record.backends == [harness.kind]
     assert set(record.objects) == {f"{k} {n}" for k, n in _owned(harness.backend, lab_id)}
     assert record.verdict() == (False, f"owner pid {os.getpid()} is running")
-    kept = reaper.collect(records(), lambda kind, _root: backends[kind])
+    kept = lab_gc.collect(records(), lambda kind, _root: backends[kind])
     assert [r.lab_id for r, _ in kept.kept] == [lab_id] and not kept.removed
 
-    real_pid_alive = reaper.pid_alive  # this process plays a dead owner, for this module only
-    monkeypatch.setattr(reaper, "pid_alive", lambda pid: pid != os.getpid() and real_pid_alive(pid))
-    result = reaper.collect(records(), lambda kind, _root: backends[kind])
+    real_pid_alive = lab_gc.pid_alive  # this process plays a dead owner, for this module only
+    monkeypatch.setattr(lab_gc, "pid_alive", lambda pid: pid != os.getpid() and real_pid_alive(pid))
+    result = lab_gc.collect(records(), lambda kind, _root: backends[kind])
     assert [(r.lab_id, why) for r, why in result.removed] == [
         (lab_id, f"no lab state; owner pid {os.getpid()} is gone")
     ]
@@ -377,9 +377,9 @@ def test_gc_on_a_virtualbox_only_host_never_opens_libvirt(
     monkeypatch.setattr(libvirt, "openAuth", no_libvirt)
     lab_id = new_lab_id()
     vbox_lab_factory(lab_resources(1, lab_id))
-    real_pid_alive = reaper.pid_alive
-    monkeypatch.setattr(reaper, "pid_alive", lambda pid: pid != os.getpid() and real_pid_alive(pid))
-    result = reaper.gc()
+    real_pid_alive = lab_gc.pid_alive
+    monkeypatch.setattr(lab_gc, "pid_alive", lambda pid: pid != os.getpid() and real_pid_alive(pid))
+    result = lab_gc.gc()
     removed = {r.lab_id: r.backend for r, _ in result.removed}
     assert removed[lab_id] == "virtualbox"
     assert vbox_env.leftovers(lab_id) == []
@@ -411,12 +411,12 @@ def test_usable_kinds_follow_what_the_host_has(
 
 def test_gc_on_a_host_without_backends_removes_leftover_files_only(monkeypatch, tmp_path):
     opened: list[str] = []
-    monkeypatch.setattr(reaper, "usable_kinds", lambda _uri: [])
-    monkeypatch.setattr(reaper, "make_backend", lambda kind, *_a: opened.append(kind))
+    monkeypatch.setattr(lab_gc, "usable_kinds", lambda _uri: [])
+    monkeypatch.setattr(lab_gc, "make_backend", lambda kind, *_a: opened.append(kind))
     monkeypatch.setenv("STX_STATE_DIR", str(tmp_path / "state"))
     (tmp_path / "state" / "labs" / "abcd").mkdir(parents=True)
     (tmp_path / "state" / "labs" / "abcd" / "run").mkdir()
-    result = reaper.gc()
+    result = lab_gc.gc()
     assert opened == []  # a host with neither backend: files only, no hypervisor asked
     assert result.lines() == [
         "removed lab '?' (id abcd): leftover files only (no lab state, no objects, no ledger)"

@@ -14,7 +14,7 @@ from pytest_starlingx.console import (
 from pytest_starlingx.console import shell as shell_module
 from pytest_starlingx.model import resolve_lab
 from pytest_starlingx.stages.base import Bringup
-from pytest_starlingx.steps import StepRecorder
+from pytest_starlingx.timings import StepRecorder
 from pytest_starlingx.waits import Deadline, poll
 
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier

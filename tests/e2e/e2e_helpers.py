@@ -11,7 +11,7 @@ import pytest
 from pytest_starlingx.backends import make_backend
 from pytest_starlingx.errors import StageError
 from pytest_starlingx.labfile import lab_from_mapping
-from pytest_starlingx.lifecycle import Lifecycle, Policy
+from pytest_starlingx.lifecycle.acquire import Lifecycle, Policy
 from pytest_starlingx.model import DEFAULT_RELEASE, LabSpec
 
 SLACK = 15.0  # seconds past a stage's timeout within which its error must come

@@ -12,7 +12,7 @@ import re
 from e2e_helpers import EXAMPLES, run_examples
 
 from pytest_starlingx.cli import main
-from pytest_starlingx.labstate import state_dir
+from pytest_starlingx.lifecycle.state import state_dir
 
 
 def test_simplex_example_suite_kept_then_reused(pytester, lab_file, lab_name, monkeypatch):

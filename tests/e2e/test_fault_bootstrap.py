@@ -8,8 +8,8 @@ import pytest
 from e2e_helpers import failed_bring_up, spec
 
 from pytest_starlingx.lab import attach_lab, create_lab, destroy_lab
-from pytest_starlingx.labmap import knob_string
-from pytest_starlingx.labstate import LabState
+from pytest_starlingx.lifecycle.state import LabState
+from pytest_starlingx.resources import knob_string
 
 pytestmark = pytest.mark.usefixtures("lab_name")
 

@@ -19,18 +19,18 @@ import pytest
 
 from pytest_starlingx.backends import make_backend
 from pytest_starlingx.backends.base import Backend, PowerState
-from pytest_starlingx.checkpoints import open_lab_at
-from pytest_starlingx.golden import (
+from pytest_starlingx.labfile import lab_from_mapping
+from pytest_starlingx.lifecycle.acquire import How, Lifecycle, Policy
+from pytest_starlingx.lifecycle.checkpoints import open_lab_at
+from pytest_starlingx.lifecycle.golden import (
     GOLDEN_SNAPSHOT,
     GoldenRecord,
     list_golden,
     release,
     remove_golden,
 )
-from pytest_starlingx.labfile import lab_from_mapping
-from pytest_starlingx.labstate import LabState, lab_dir
-from pytest_starlingx.leases import LeaseKeeper, live_leases
-from pytest_starlingx.lifecycle import How, Lifecycle, Policy
+from pytest_starlingx.lifecycle.leases import LeaseKeeper, live_leases
+from pytest_starlingx.lifecycle.state import LabState, lab_dir
 from pytest_starlingx.model import LabSpec
 
 LABEL = "golden-test=yes"
@@ -48,7 +48,7 @@ import json, sys, time
 from pathlib import Path
 from pytest_starlingx.backends import make_backend
 from pytest_starlingx.labfile import lab_from_mapping
-from pytest_starlingx.lifecycle import Lifecycle, Policy
+from pytest_starlingx.lifecycle.acquire import Lifecycle, Policy
 
 got = Lifecycle(Policy(golden=True)).bring_up(
     lab_from_mapping(json.loads(sys.argv[1]), source="test"), make_backend("libvirt"),

@@ -6,12 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from pytest_starlingx.capacity import parallel_cap
-from pytest_starlingx.golden import GoldenBroken, GoldenRecord, check_golden, golden_key
+from pytest_starlingx.host.capacity import parallel_cap
 from pytest_starlingx.labfile import lab_from_mapping
+from pytest_starlingx.lifecycle.golden import GoldenBroken, GoldenRecord, check_golden, golden_key
 from pytest_starlingx.stages.base import Bringup, Stage, run_stages
 from pytest_starlingx.stages.pipelines import PIPELINE_VERSION
-from pytest_starlingx.steps import StepRecorder
+from pytest_starlingx.timings import StepRecorder
 
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_starlingx.labstate import all_states
+from pytest_starlingx.lifecycle.state import all_states
 
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pytest_starlingx.leases import Holder, LeaseKeeper, live_leases, read_leases
+from pytest_starlingx.lifecycle.leases import Holder, LeaseKeeper, live_leases, read_leases
 
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 

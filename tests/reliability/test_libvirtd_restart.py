@@ -26,7 +26,7 @@ from conftest import objects_of
 
 from pytest_starlingx.backends.libvirt import DomainType, LibvirtBackend, LibvirtConfig, probe_kvm
 from pytest_starlingx.errors import BackendError
-from pytest_starlingx.hostsetup import LIBVIRT_SOCKET, restart_libvirtd
+from pytest_starlingx.host.setup import LIBVIRT_SOCKET, restart_libvirtd
 from pytest_starlingx.waits import Deadline, poll
 
 EXAMPLES = Path(__file__).parent.parent.parent / "conftest_examples"

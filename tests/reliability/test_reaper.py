@@ -15,8 +15,8 @@ import pytest
 from conftest import host_of, stx_lab
 
 from pytest_starlingx.backends.base import OWNER_NAMESPACE, Owner
-from pytest_starlingx.labstate import LabState
-from pytest_starlingx.leases import Holder, LeaseKeeper, process_start
+from pytest_starlingx.lifecycle.leases import Holder, LeaseKeeper, process_start
+from pytest_starlingx.lifecycle.state import LabState
 
 
 def _lab_id() -> str:

@@ -136,7 +136,7 @@ def test_the_plugins_localhost_yml_reads_the_same_in_the_simulator_and_in_yaml()
     from pytest_starlingx.labfile import lab_from_mapping
     from pytest_starlingx.stages.base import Bringup
     from pytest_starlingx.stages.controller0 import localhost_yml
-    from pytest_starlingx.steps import StepRecorder
+    from pytest_starlingx.timings import StepRecorder
 
     registries = {"defaults": {"url": "registry.local:9001", "password": "it's*S3cret"}}
     spec = lab_from_mapping({"topology": "duplex", "bootstrap": {

@@ -9,7 +9,7 @@ itself; when it is done the machines are powered off and the snapshot is intact 
 one. Reverting is a few seconds, where cloning qcow2 disks over backing files would need the
 memory image carried across separately (and a boot otherwise). The price is one user at a time
 per golden lab: a session that finds it in use builds a fresh lab instead. A golden lab in use
-is held by its user's lease (:mod:`pytest_starlingx.leases`), like any lab; ``stx-lab up
+is held by its user's lease (:mod:`pytest_starlingx.lifecycle.leases`), like any lab; ``stx-lab up
 --golden`` holds it with a durable lease until ``stx-lab down``.
 
 After a revert the guests are repaired and checked: the clock is set from the host's (a revert
@@ -41,17 +41,17 @@ from pathlib import Path
 from filelock import FileLock
 
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
-from pytest_starlingx.checkpoints import enable_checkpoints, revert_lab, set_clock
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.files import write_atomic, write_json_atomic
 from pytest_starlingx.lab import Lab, build_lab, destroy_lab, image_path, open_lab, plan_stages
-from pytest_starlingx.labstate import LabState, LabStatus, lab_dir, state_dir
-from pytest_starlingx.leases import LeaseKeeper, live_leases, read_leases
+from pytest_starlingx.lifecycle.checkpoints import enable_checkpoints, revert_lab, set_clock
+from pytest_starlingx.lifecycle.leases import LeaseKeeper, live_leases, read_leases
+from pytest_starlingx.lifecycle.state import LabState, LabStatus, lab_dir, state_dir
 from pytest_starlingx.model import LabSpec, lab_key
 from pytest_starlingx.stages.base import AVAILABLE, AVAILABLE_TEXT
 from pytest_starlingx.stages.pipelines import PIPELINE_VERSION
 
-log = logging.getLogger("pytest_starlingx.golden")
+log = logging.getLogger("pytest_starlingx.lifecycle.golden")
 
 GOLDEN_SNAPSHOT = "stx-golden"
 HEALTH_TIMEOUT = 120.0  # seconds for the checks after a restore

@@ -13,23 +13,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pytest_starlingx.backends import make_backend
-from pytest_starlingx.checkpoints import load_checkpoints, open_lab_at
 from pytest_starlingx.errors import LabConfigError, StxError
-from pytest_starlingx.golden import (
+from pytest_starlingx.lab import destroy_lab
+from pytest_starlingx.labfile import lab_from_mapping, load_lab
+from pytest_starlingx.lifecycle.acquire import Lifecycle, Policy
+from pytest_starlingx.lifecycle.checkpoints import load_checkpoints, open_lab_at
+from pytest_starlingx.lifecycle.gc import Backends, age, gc, survey
+from pytest_starlingx.lifecycle.golden import (
     golden_of,
     list_golden,
     release_abandoned,
     release_id,
     remove_golden,
 )
-from pytest_starlingx.lab import destroy_lab
-from pytest_starlingx.labfile import lab_from_mapping, load_lab
-from pytest_starlingx.labstate import LabState, all_states, lab_dir, state_dir
-from pytest_starlingx.leases import live_leases
-from pytest_starlingx.lifecycle import Lifecycle, Policy
+from pytest_starlingx.lifecycle.leases import live_leases
+from pytest_starlingx.lifecycle.state import LabState, all_states, lab_dir, state_dir
 from pytest_starlingx.model import LabSpec, Topology, lab_key
-from pytest_starlingx.reaper import Backends, age, gc, survey
-from pytest_starlingx.tables import render_table
+from pytest_starlingx.text_table import render_table
 from pytest_starlingx.transport import Transport
 
 log = logging.getLogger("pytest_starlingx.cli")

@@ -29,7 +29,7 @@ from pathlib import Path
 from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.settings import env_settings
 
-log = logging.getLogger("pytest_starlingx.leases")
+log = logging.getLogger("pytest_starlingx.lifecycle.leases")
 
 HEARTBEAT = 5.0  # seconds between touches of a lease file
 TTL = 60.0  # seconds a lease of a holder on another host lives without a heartbeat

@@ -21,10 +21,10 @@ from pytest_starlingx.backends.base import Backend
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.lab import Lab, attach_lab, image_path, lab_passwords
-from pytest_starlingx.labstate import LabState, LabStatus, lab_state_path
+from pytest_starlingx.lifecycle.state import LabState, LabStatus, lab_state_path
 from pytest_starlingx.model import ACTIVE_CONTROLLER, NAMED_POINTS, LabSpec, StageName, lab_key
 
-log = logging.getLogger("pytest_starlingx.checkpoints")
+log = logging.getLogger("pytest_starlingx.lifecycle.checkpoints")
 
 PREFIX = "stage-"
 

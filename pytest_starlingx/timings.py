@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pytest_starlingx.tables import render_table
+from pytest_starlingx.text_table import render_table
 
 log = logging.getLogger("pytest_starlingx.stages")
 

@@ -28,15 +28,15 @@ from pathlib import Path
 from filelock import FileLock
 
 from pytest_starlingx.backends.base import Backend
-from pytest_starlingx.checkpoints import enable_checkpoints, open_lab_at
 from pytest_starlingx.errors import StxError
-from pytest_starlingx.golden import obtain, release
 from pytest_starlingx.lab import Lab, attach_lab, build_lab, destroy_lab, image_path
-from pytest_starlingx.labstate import LabState, LabStatus, all_states, lab_dir, state_dir
-from pytest_starlingx.leases import Holder, LeaseKeeper, live_leases
+from pytest_starlingx.lifecycle.checkpoints import enable_checkpoints, open_lab_at
+from pytest_starlingx.lifecycle.golden import obtain, release
+from pytest_starlingx.lifecycle.leases import Holder, LeaseKeeper, live_leases
+from pytest_starlingx.lifecycle.state import LabState, LabStatus, all_states, lab_dir, state_dir
 from pytest_starlingx.model import LabSpec, lab_key
 
-log = logging.getLogger("pytest_starlingx.lifecycle")
+log = logging.getLogger("pytest_starlingx.lifecycle.acquire")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ this host can run is surveyed, only through ``base.Backend`` (``owned_objects``,
 A lab is removed when all of these hold:
 
 * it was not kept on purpose (``--stx-keep``, ``stx-lab up``);
-* no live lease holds it (see :mod:`pytest_starlingx.leases`);
+* no live lease holds it (see :mod:`pytest_starlingx.lifecycle.leases`);
 * its owner ran on this host and is gone (the pid in its state; without a state, the pid in
   every owner record of its objects and ledger).
 
@@ -37,10 +37,10 @@ from filelock import FileLock
 from pytest_starlingx.backends import make_backend, usable_kinds
 from pytest_starlingx.backends.base import Backend, Owner
 from pytest_starlingx.errors import StxError
-from pytest_starlingx.labstate import LabState, forget_lab, state_dir
-from pytest_starlingx.leases import Holder, Lease, pid_alive, read_leases
+from pytest_starlingx.lifecycle.leases import Holder, Lease, pid_alive, read_leases
+from pytest_starlingx.lifecycle.state import LabState, forget_lab, state_dir
 
-log = logging.getLogger("pytest_starlingx.reaper")
+log = logging.getLogger("pytest_starlingx.lifecycle.gc")
 
 EMPTY_DIR_GRACE = 60.0  # seconds an empty lab directory may be a state file about to appear
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pytest_starlingx.model import ACTIVE_CONTROLLER, LabSpec
 
-log = logging.getLogger("pytest_starlingx.capacity")
+log = logging.getLogger("pytest_starlingx.host.capacity")
 
 NODES_PER_CORE = 2
 HOST_RESERVE_MIB = 1024

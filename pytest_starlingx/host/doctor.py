@@ -8,9 +8,9 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pytest_starlingx.capacity import mem_available_mib
-from pytest_starlingx.hostsetup import missing_packages
-from pytest_starlingx.labstate import state_dir
+from pytest_starlingx.host.capacity import mem_available_mib
+from pytest_starlingx.host.setup import missing_packages
+from pytest_starlingx.lifecycle.state import state_dir
 
 QEMU = "qemu-system-x86_64"
 MIN_FREE_GIB = 10
