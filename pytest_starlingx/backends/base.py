@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from pytest_starlingx.ownership import Holder, process_start
 from pytest_starlingx.transport import Transport
 
 OWNER_NAMESPACE = "urn:pytest-starlingx:owner:1"
@@ -220,6 +221,12 @@ class Owner:
     pid: int = field(default_factory=os.getpid)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     state_dir: str = ""  # the state directory holding the lab's ledger and state, if any
+    start: int | None = field(default_factory=lambda: process_start(os.getpid()))
+
+    @property
+    def holder(self) -> Holder:
+        """The creating process (pid and start time tell a reused pid apart)."""
+        return Holder(self.host, self.pid, self.start)
 
     def as_attributes(self) -> dict[str, str]:
         """The owner as string attributes (for XML or JSON)."""
@@ -232,14 +239,17 @@ class Owner:
         }
         if self.state_dir:
             attrs["state-dir"] = self.state_dir
+        if self.start is not None:
+            attrs["pid-start"] = str(self.start)
         return attrs
 
     @classmethod
     def from_attributes(cls, attrs: dict[str, str]) -> Owner:
         """The inverse of :meth:`as_attributes`; ``KeyError``/``ValueError`` when malformed."""
+        start = attrs.get("pid-start")
         return cls(
             attrs["lab"], attrs["lab-id"], attrs["host"], int(attrs["pid"]), attrs["created"],
-            attrs.get("state-dir", ""),
+            attrs.get("state-dir", ""), int(start) if start else None,
         )  # fmt: skip
 
 

@@ -37,8 +37,9 @@ from filelock import FileLock
 from pytest_starlingx.backends import make_backend, usable_kinds
 from pytest_starlingx.backends.base import Backend, Owner
 from pytest_starlingx.errors import StxError
-from pytest_starlingx.lifecycle.leases import Holder, Lease, pid_alive, read_leases
+from pytest_starlingx.lifecycle.leases import Lease, read_leases
 from pytest_starlingx.lifecycle.state import LabState, forget_lab, state_dir
+from pytest_starlingx.ownership import Holder
 
 log = logging.getLogger("pytest_starlingx.lifecycle.gc")
 
@@ -95,9 +96,9 @@ class LabRecord:
     def owner(self) -> Holder | None:
         """The process that created the lab."""
         if self.state is not None:
-            return Holder(self.state.owner_host, self.state.owner_pid, None)
+            return self.state.owner
         if self.owners:
-            return Holder(self.owners[0].host, self.owners[0].pid, None)
+            return self.owners[0].holder
         return None
 
     def verdict(self) -> tuple[bool, str]:
@@ -115,7 +116,7 @@ class LabRecord:
             assert holder is not None
             if holder.host != socket.gethostname():
                 return False, f"owned by a process on host {holder.host}"
-            if pid_alive(holder.pid):
+            if holder.alive():
                 return False, f"owner pid {holder.pid} is running"
             return True, f"owner pid {holder.pid} is gone{expired}"
         if not self.owners:
@@ -123,7 +124,7 @@ class LabRecord:
         hosts = {o.host for o in self.owners}
         if hosts - {socket.gethostname()}:
             return False, f"owned by a process on host {', '.join(sorted(hosts))}"
-        running = sorted({o.pid for o in self.owners if pid_alive(o.pid)})
+        running = sorted({o.pid for o in self.owners if o.holder.alive()})
         if running:
             return False, f"owner pid {', '.join(map(str, running))} is running"
         pids = ", ".join(str(p) for p in sorted({o.pid for o in self.owners}))

@@ -20,82 +20,18 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pytest_starlingx.files import write_json_atomic
-from pytest_starlingx.settings import env_settings
+from pytest_starlingx.ownership import Holder
 
 log = logging.getLogger("pytest_starlingx.lifecycle.leases")
 
 HEARTBEAT = 5.0  # seconds between touches of a lease file
 TTL = 60.0  # seconds a lease of a holder on another host lives without a heartbeat
-
-
-def process_start(pid: int) -> int | None:
-    """The start time of process ``pid`` (clock ticks since boot); None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@dataclass(frozen=True)
-class Holder:
-    """A process that may hold labs."""
-
-    host: str
-    pid: int
-    start: int | None  # process start time; None when unknown
-
-    @classmethod
-    def of(cls, pid: int) -> Holder:
-        """Process ``pid`` of this host."""
-        return cls(socket.gethostname(), pid, process_start(pid))
-
-    @classmethod
-    def run(cls) -> Holder:
-        """The test run: the xdist controller in a worker, else this process."""
-        if env_settings().xdist_worker:
-            return cls.of(os.getppid())
-        return cls.of(os.getpid())
-
-    @property
-    def key(self) -> str:
-        """A file-name-safe identity."""
-        return f"{self.host}-{self.pid}-{self.start or 0}"
-
-    @property
-    def local(self) -> bool:
-        """Whether the holder runs on this host."""
-        return self.host == socket.gethostname()
-
-    def alive(self) -> bool | None:
-        """True/False for a holder on this host; None when that cannot be known here."""
-        if not self.local:
-            return None
-        start = process_start(self.pid)
-        if start is None:
-            return False
-        return self.start is None or start == self.start
-
-    def __str__(self) -> str:
-        return f"pid {self.pid}" if self.local else f"pid {self.pid} on {self.host}"
 
 
 @dataclass(frozen=True)

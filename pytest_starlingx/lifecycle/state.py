@@ -18,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from pytest_starlingx.files import write_json_atomic
+from pytest_starlingx.ownership import Holder, process_start
 from pytest_starlingx.settings import env_settings
 
 LAB_ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -60,6 +61,7 @@ class LabState:
     key: str = ""  # identifies the lab description, for reuse
     owner_pid: int = field(default_factory=os.getpid)
     owner_host: str = field(default_factory=socket.gethostname)
+    owner_start: int | None = field(default_factory=lambda: process_start(os.getpid()))
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     status: LabStatus = LabStatus.CREATING
     kept: bool = False
@@ -68,6 +70,11 @@ class LabState:
 
     def __post_init__(self) -> None:
         self.status = LabStatus(self.status)
+
+    @property
+    def owner(self) -> Holder:
+        """The process that created the lab."""
+        return Holder(self.owner_host, self.owner_pid, self.owner_start)
 
     @property
     def path(self) -> Path:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -45,6 +44,7 @@ from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.lab import Lab
 from pytest_starlingx.lifecycle.state import LabStatus
 from pytest_starlingx.model import LabSpec, lab_key
+from pytest_starlingx.ownership import Holder
 from pytest_starlingx.transport import Transport
 
 log = logging.getLogger("pytest_starlingx.plugin")
@@ -297,7 +297,7 @@ class SharedLabs:
                 )
             if entry["status"] == LabStatus.BUILDING:
                 raise StxError(
-                    f"xdist worker {entry['builder']} (pid {entry['pid']}) died while building "
+                    f"xdist worker {entry['builder']} ({entry['holder']}) died while building "
                     f"lab {spec.name!r} (id {entry.get('lab_id') or 'unknown'}); see its output"
                 )
             turns = Turns(self.root, hold=False)
@@ -318,7 +318,7 @@ class SharedLabs:
     ) -> Lab:
         with self.registry.edit() as data:
             data["labs"][key] = {"status": LabStatus.BUILDING, "builder": self.worker,
-                                 "pid": os.getpid(), "name": spec.name}  # fmt: skip
+                                 "holder": str(Holder.me()), "name": spec.name}  # fmt: skip
         turns = Turns(self.root, hold=True)
         try:
             lab = build(_SharedBackend(backend, turns))

@@ -48,6 +48,7 @@ from pytest_starlingx.backends.libvirt import LibvirtBackend, LibvirtLab
 from pytest_starlingx.backends.virtualbox import VirtualBoxBackend, VirtualBoxLab
 from pytest_starlingx.errors import BackendError
 from pytest_starlingx.lifecycle import gc as lab_gc
+from pytest_starlingx.ownership import Holder
 
 
 @dataclass
@@ -349,8 +350,8 @@ def test_gc_removes_the_lab_of_a_dead_owner_through_the_protocol(harness, monkey
     kept = lab_gc.collect(records(), lambda kind, _root: backends[kind])
     assert [r.lab_id for r, _ in kept.kept] == [lab_id] and not kept.removed
 
-    real_pid_alive = lab_gc.pid_alive  # this process plays a dead owner, for this module only
-    monkeypatch.setattr(lab_gc, "pid_alive", lambda pid: pid != os.getpid() and real_pid_alive(pid))
+    real_alive = Holder.alive  # this process plays a dead owner, for this test only
+    monkeypatch.setattr(Holder, "alive", lambda self: self.pid != os.getpid() and real_alive(self))
     result = lab_gc.collect(records(), lambda kind, _root: backends[kind])
     assert [(r.lab_id, why) for r, why in result.removed] == [
         (lab_id, f"no lab state; owner pid {os.getpid()} is gone")
@@ -377,8 +378,8 @@ def test_gc_on_a_virtualbox_only_host_never_opens_libvirt(
     monkeypatch.setattr(libvirt, "openAuth", no_libvirt)
     lab_id = new_lab_id()
     vbox_lab_factory(lab_resources(1, lab_id))
-    real_pid_alive = lab_gc.pid_alive
-    monkeypatch.setattr(lab_gc, "pid_alive", lambda pid: pid != os.getpid() and real_pid_alive(pid))
+    real_alive = Holder.alive
+    monkeypatch.setattr(Holder, "alive", lambda self: self.pid != os.getpid() and real_alive(self))
     result = lab_gc.gc()
     removed = {r.lab_id: r.backend for r, _ in result.removed}
     assert removed[lab_id] == "virtualbox"
