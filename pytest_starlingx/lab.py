@@ -54,6 +54,10 @@ from pytest_starlingx.waits import Deadline
 
 log = logging.getLogger("pytest_starlingx.lab")
 
+#: sysinv's ``Personality`` host capability of the active controller, ``Controller-Standby``
+#: on the other (starlingx/config sysinv ``api/controllers/v1/host.py``, host capabilities).
+ACTIVE_CAPABILITY = "Controller-Active"
+
 
 @dataclass(frozen=True)
 class Host:
@@ -210,8 +214,16 @@ class Lab:
 
     @property
     def controller(self) -> Node:
-        """The active controller's node (controller-0 unless a swact moved it)."""
-        return self.nodes["controller-0"]
+        """The active controller's node: the one whose ``system host-show`` capabilities say
+        ``Controller-Active`` (sysinv's ``Personality`` capability, which a swact moves);
+        a simplex lab's only controller without asking."""
+        names = [n.name for n in self.spec.nodes if n.personality is Personality.CONTROLLER]
+        if len(names) == 1:
+            return self.nodes[names[0]]
+        for name in names:
+            if ACTIVE_CAPABILITY in self.bringup.host_show(name).get("capabilities", ""):
+                return self.nodes[name]
+        raise StxError(f"lab {self.name!r}: no controller is {ACTIVE_CAPABILITY} in host-show")
 
     def provision(self, registered_stages: bool = True) -> None:
         """Run every stage not done yet; record progress in the lab's state.

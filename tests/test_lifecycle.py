@@ -10,7 +10,7 @@ import pytest
 
 from pytest_starlingx.backends.base import LabResources, PowerState
 from pytest_starlingx.errors import StageError
-from pytest_starlingx.lab import Lab
+from pytest_starlingx.lab import Lab, create_lab
 from pytest_starlingx.labfile import lab_from_mapping
 from pytest_starlingx.lifecycle.acquire import How, LabBroken, Lifecycle, Policy
 from pytest_starlingx.lifecycle.leases import live_leases
@@ -185,3 +185,17 @@ def test_stx_lab_up_holds_a_golden_lab_durably(tmp_path):
     [lease] = live_leases(tmp_path)
     assert lease.durable and "until released" in lease.describe()
     assert Path(lease.path).exists()
+
+
+def test_the_controller_is_the_active_one_after_a_swact(fake_iso, tmp_path, monkeypatch):
+    monkeypatch.setenv("STX_STATE_DIR", str(tmp_path / "state"))
+    spec = lab_from_mapping({"name": "dx", "topology": "duplex", "image": str(fake_iso)})
+    backend = MemoryBackend()
+    lab = create_lab(spec, backend, tmp_path / "a")  # type: ignore[arg-type]
+    active = ["controller-0"]
+    monkeypatch.setattr(lab.bringup, "host_show", lambda host: {"capabilities": (
+        "{Personality: Controller-Active}" if host == active[0]
+        else "{Personality: Controller-Standby}")})  # fmt: skip
+    assert lab.controller.name == "controller-0"
+    active[0] = "controller-1"  # system host-swact controller-0
+    assert lab.controller.name == "controller-1"
