@@ -235,7 +235,8 @@ class Lab:
         self.state.save()
         try:
             stages = plan_stages(self.spec, registered_stages)
-            run_stages(stages, self.bringup, self.max_parallel, self.checkpoint)
+            with self.bringup.recorder.bring_up():
+                run_stages(stages, self.bringup, self.max_parallel, self.checkpoint)
         except BaseException:
             self.state.status = LabStatus.FAILED
             self.state.save()

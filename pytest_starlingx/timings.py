@@ -1,4 +1,8 @@
-"""Stage timing: one INFO line when a stage starts and ends, and a table at the end."""
+"""Stage timing: one INFO line when a stage starts and ends, and a table at the end.
+
+Each of those log records carries a :class:`Progress` as its ``stx_progress`` attribute, for
+whoever shows a bring-up live (the pytest plugin's progress lines).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,22 @@ from dataclasses import dataclass
 from pytest_starlingx.text_table import render_table
 
 log = logging.getLogger("pytest_starlingx.stages")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One event of a bring-up: a stage (``stage`` set) or the whole bring-up started or ended.
+
+    ``event`` is ``started``, ``done``, ``failed`` or ``skipped``; ``at`` the seconds since the
+    bring-up's start, ``took`` the seconds the stage or bring-up lasted (when it ended).
+    """
+
+    lab: str
+    event: str
+    at: float
+    node: str = ""
+    stage: str = ""
+    took: float | None = None
 
 
 @dataclass
@@ -52,7 +72,9 @@ class StepRecorder:
         record = StepRecord(stage, node, time.monotonic() - self._origin, after=after)
         with self._lock:
             self.records.append(record)
-        log.info("%s: %s: stage %s started", self.lab, node, stage, extra={"node": node})
+        started = Progress(self.lab, "started", record.started, node, stage)
+        log.info("%s: %s: stage %s started", self.lab, node, stage,
+                 extra={"node": node, "stx_progress": started})  # fmt: skip
         try:
             yield record
         except BaseException:
@@ -62,15 +84,34 @@ class StepRecorder:
             record.duration = time.monotonic() - self._origin - record.started
             if record.outcome == "running":
                 record.outcome = "done"
+            ended = Progress(self.lab, record.outcome, record.ended, node, stage, record.duration)
             log.info("%s: %s: stage %s %s after %.1fs", self.lab, node, stage, record.outcome,
-                     record.duration, extra={"node": node})  # fmt: skip
+                     record.duration, extra={"node": node, "stx_progress": ended})  # fmt: skip
 
     def skipped(self, stage: str, node: str) -> None:
         """Record a stage that a resumed run found already done."""
+        at = time.monotonic() - self._origin
         with self._lock:
-            self.records.append(StepRecord(stage, node, time.monotonic() - self._origin, 0.0,
-                                           "skipped"))  # fmt: skip
-        log.info("%s: %s: stage %s already done, skipped", self.lab, node, stage)
+            self.records.append(StepRecord(stage, node, at, 0.0, "skipped"))
+        skipped = Progress(self.lab, "skipped", at, node, stage)
+        log.info("%s: %s: stage %s already done, skipped", self.lab, node, stage,
+                 extra={"stx_progress": skipped})  # fmt: skip
+
+    @contextmanager
+    def bring_up(self) -> Iterator[None]:
+        """Log the start and the end of a whole bring-up (its stages inside)."""
+        start = time.monotonic() - self._origin
+        log.info("%s: bring-up started", self.lab,
+                 extra={"stx_progress": Progress(self.lab, "started", start)})  # fmt: skip
+        outcome = "failed"
+        try:
+            yield
+            outcome = "done"
+        finally:
+            end = time.monotonic() - self._origin
+            ended = Progress(self.lab, outcome, end, took=end - start)
+            log.info("%s: bring-up %s after %.1fs", self.lab, outcome, end - start,
+                     extra={"stx_progress": ended})  # fmt: skip
 
     @property
     def wall_time(self) -> float:

@@ -114,7 +114,7 @@ class Lifecycle:
         key = lab_key(spec)
         if key in self.broken:
             earlier = self.broken[key].error
-            raise LabBroken(f"lab bring-up failed earlier in this session:\n{earlier}")
+            raise LabBroken(f"lab bring-up failed earlier in this session: {earlier}")
         self._made = None
         try:
             return self._bring_up(spec, backend, artifacts, resume, knobs, golden)

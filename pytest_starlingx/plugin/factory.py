@@ -77,9 +77,9 @@ class LabFactory:
         try:
             return self.session_labs.get(spec, backend, artifacts, stack, private=private)
         except LabBroken as exc:
-            pytest.fail(str(exc), pytrace=False)
-        except StxError as exc:
-            pytest.fail(f"lab bring-up failed:\n{exc}", pytrace=False)
+            raise pytest.fail.Exception(str(exc), pytrace=False) from None
+        except StxError as exc:  # its first line names the lab, node and stage: the summary's
+            raise pytest.fail.Exception(f"lab bring-up failed: {exc}", pytrace=False) from None
 
     def close(self) -> None:
         """Tear every session lab down (kept ones stay), newest first.

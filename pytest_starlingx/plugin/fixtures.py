@@ -6,7 +6,7 @@ so a pytest run that uses no lab does not pay for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
@@ -23,10 +23,14 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="session")
 def stx_lab_factory(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    record_testsuite_property: Callable[[str, object], None],
 ) -> Iterator[LabFactory]:
-    """The session's labs; every lab it built is torn down at the end (unless kept)."""
+    """The session's labs; every lab it built is torn down at the end (unless kept). Their
+    stage timings go into the JUnit XML's test suite properties."""
     from pytest_starlingx.plugin.factory import LabFactory
+    from pytest_starlingx.plugin.progress import show_progress
     from pytest_starlingx.plugin.signals import terminal_announcer
     from pytest_starlingx.plugin.xdist import shared_root, worker_id
 
@@ -37,10 +41,16 @@ def stx_lab_factory(
     factory = LabFactory(settings, artifacts, worker, shared_root(config) if worker else None)
     factory.session_labs.signals.announce = terminal_announcer(config)
     config.stash[FACTORY] = factory
+    stop_progress = show_progress(config, worker)
     try:
         yield factory
     finally:
-        factory.close()
+        for lab in factory.labs.values():
+            record_testsuite_property(f"stx_lab_{lab.name}_timings", lab.timings())
+        try:
+            factory.close()
+        finally:
+            stop_progress()
 
 
 def _topology_fixture(topology: Topology):

@@ -105,13 +105,25 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """A failing test's report gets the console tail of every node of its labs."""
+    """Each test names its labs in the JUnit XML (properties: id, name, topology, artifacts);
+    a failing test's report also gets the console tail of every node of them, as a report
+    section and as a property. (JUnit takes a test's properties from ``item.user_properties``
+    when its teardown is reported.)"""
     report: pytest.TestReport = yield
-    if report.failed and FACTORY in item.config.stash:
-        for lab in _labs_of(item):
-            for name, console in lab.bringup.consoles.items():
-                tail = "\n".join(console.tail())
-                report.sections.append((f"console {lab.name}/{name} (last lines)", tail))
+    if FACTORY not in item.config.stash:
+        return report
+    for lab in _labs_of(item):
+        if report.when == "call":
+            item.user_properties += [
+                ("stx_lab_id", lab.lab_id), ("stx_lab_name", lab.name),
+                ("stx_lab_topology", lab.topology), ("stx_lab_artifacts", str(lab.artifacts)),
+            ]  # fmt: skip
+        if not report.failed:
+            continue
+        for name, console in lab.bringup.consoles.items():
+            tail = "\n".join(console.tail())
+            report.sections.append((f"console {lab.name}/{name} (last lines)", tail))
+            item.user_properties.append((f"stx_console_tail_{name}", tail))
     return report
 
 

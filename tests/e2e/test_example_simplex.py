@@ -8,6 +8,7 @@ only 9.0's rules accept. The run keeps it (``--stx-keep``); the next run takes i
 from __future__ import annotations
 
 import re
+from xml.etree import ElementTree
 
 from e2e_helpers import EXAMPLES, run_examples
 
@@ -25,14 +26,34 @@ def test_simplex_example_suite_kept_then_reused(pytester, lab_file, lab_name, mo
     lab_file.write_text(
         lab_file.read_text() + "release: 9.0\npasswords: {sysadmin: {value: 'Li69nux*'}}\n"
     )
-    result = run_examples(pytester, lab_file, str(EXAMPLES / "simplex"), str(failing), "--stx-keep")
+    junit = pytester.path / "junit.xml"
+    result = run_examples(pytester, lab_file, str(EXAMPLES / "simplex"), str(failing),
+                          "--stx-keep", f"--junitxml={junit}")  # fmt: skip
     result.assert_outcomes(passed=4, failed=1)
     text = result.stdout.str()
     assert "StarlingX labs" in text
     assert "controller-0  unlock" in text
     assert f"console {lab_name}/controller-0 (last lines)" in text  # the failure's report
+    # live progress while it built, through the terminal reporter (output captured)
+    assert f"stx {lab_name}: controller-0 bootstrap started at " in text
+    assert re.search(rf"stx {lab_name}: controller-0 unlock done in \d+:\d\d", text), text
+    assert f"stx {lab_name}: bring-up done in " in text
     labs = sorted(p.name for p in (pytester.path / "artifacts").iterdir())
     assert labs == [f"{lab_name}-1"]  # the five tests shared one lab
+
+    # the JUnit XML names each test's lab; the failed one carries its console tail
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    timings = {p.get("name"): p.get("value") for p in suite.iterfind("properties/property")}
+    assert "controller-0" in timings[f"stx_lab_{lab_name}_timings"]
+    cases = {c.get("name"): c for c in suite.iterfind("testcase")}
+    props = {p.get("name"): p.get("value") for p in cases["test_wrong_hostname"].iter("property")}
+    assert props["stx_lab_name"] == lab_name and props["stx_lab_topology"] == "simplex"
+    assert props["stx_lab_artifacts"] == str(pytester.path / "artifacts" / labs[0])
+    tail = props["stx_console_tail_controller-0"]
+    assert tail and tail.splitlines()[-1] in text  # the same tail as the report's section
+    lab_ids = {c.find("properties/property[@name='stx_lab_id']").get("value")  # type: ignore[union-attr]
+               for c in cases.values()}  # fmt: skip
     transcript = pytester.path / "artifacts" / labs[0] / "controller-0.console.log"
     console = transcript.read_text()
     assert "Debian All-in-one (lowlatency) Install" in console  # 9.0's boot menu
@@ -43,6 +64,7 @@ def test_simplex_example_suite_kept_then_reused(pytester, lab_file, lab_name, mo
     kept = re.search(r"remove it: stx-lab down (\w+)", text)
     assert kept, text
     lab_id = kept.group(1)
+    assert lab_ids == {lab_id}  # every test case names the one lab
     try:
         assert "console of controller-0: socat" in text
         assert main(["gc"]) == 0
