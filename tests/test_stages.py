@@ -363,3 +363,11 @@ def test_nodes_waiting_at_once_share_one_host_listing():
     assert all(rows[0]["availability"] == "available" for rows in listings)
     b.hosts()  # a caller that wants the list as it is now gets a fresh one
     assert b.sent == ["host-list --nowrap"] * 2
+
+
+def test_a_pipeline_stage_is_named_in_plain_words():
+    """Messages quote stage names: ``stage 'install' failed``, never the enum's repr."""
+    spec = resolve_lab("simplex")
+    names = [stage.name for stage in pipeline(spec)]
+    assert names[0] == "install" and all(type(name) is str for name in names)
+    assert repr(names[0]) == "'install'"

@@ -207,6 +207,10 @@ class Stage:
     action: StageAction
     after: tuple[str, ...] = ()  # keys of stages that must be done first
 
+    def __post_init__(self) -> None:
+        # a pipeline stage's name is a StageName: plain text in keys, records and messages
+        object.__setattr__(self, "name", str(self.name))
+
     @property
     def key(self) -> str:
         """``node:stage``, the stage's identity in the done-list and in ``after``."""
