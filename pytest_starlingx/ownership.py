@@ -12,8 +12,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_starlingx.settings import env_settings
-
 
 def process_start(pid: int) -> int | None:
     """The start time of process ``pid`` (clock ticks since boot); None when it is gone."""
@@ -41,13 +39,6 @@ class Holder:
     def of(cls, pid: int) -> Holder:
         """Process ``pid`` of this host."""
         return cls(socket.gethostname(), pid, process_start(pid))
-
-    @classmethod
-    def run(cls) -> Holder:
-        """The test run: the xdist controller in a worker, else this process."""
-        if env_settings().xdist_worker:
-            return cls.of(os.getppid())
-        return cls.of(os.getpid())
 
     @property
     def key(self) -> str:

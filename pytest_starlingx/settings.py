@@ -11,7 +11,6 @@ variable                      field                               default
 ``STX_VBOXMANAGE``            :attr:`EnvSettings.vboxmanage`      ``VBoxManage`` on ``PATH``
 ``STX_SIM_CACHE``             :attr:`EnvSettings.sim_cache`       ``$XDG_CACHE_HOME/...``
 ``XDG_CACHE_HOME``            (part of ``sim_cache``)             ``~/.cache``
-``PYTEST_XDIST_WORKER``       :attr:`EnvSettings.xdist_worker`    unset
 ============================  ==================================  ===============================
 
 The libvirt URI is not read from the environment: ``--stx-libvirt-uri`` and ``stx-lab --uri``
@@ -45,8 +44,6 @@ class EnvSettings:
     #: ``$STX_SIM_CACHE``, else ``$XDG_CACHE_HOME/pytest-starlingx/sim`` (``~/.cache/...``):
     #: where built simulator images are kept.
     sim_cache: Path
-    #: ``$PYTEST_XDIST_WORKER``: set (``gw0``...) in an xdist worker and in what it starts.
-    xdist_worker: str | None
 
 
 def env_settings(environ: Mapping[str, str] | None = None) -> EnvSettings:
@@ -59,5 +56,4 @@ def env_settings(environ: Mapping[str, str] | None = None) -> EnvSettings:
         domain_type=env.get("STX_LIBVIRT_DOMAIN_TYPE", DEFAULT_DOMAIN_TYPE),
         vboxmanage=env.get("STX_VBOXMANAGE") or DEFAULT_VBOXMANAGE,
         sim_cache=Path(env.get("STX_SIM_CACHE") or cache_home / "pytest-starlingx" / "sim"),
-        xdist_worker=env.get("PYTEST_XDIST_WORKER") or None,
     )

@@ -9,6 +9,8 @@ import pytest
 
 from pytest_starlingx.files import write_atomic, write_json_atomic
 
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
 
 def test_write_json_atomic_replaces_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "lab.json"

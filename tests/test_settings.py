@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pytest_starlingx.settings import DEFAULT_STATE_DIR, env_settings
+
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 
 
 def test_defaults_when_nothing_is_set():
     knobs = env_settings({})
     assert knobs.state_dir == DEFAULT_STATE_DIR == Path("/var/lib/pytest-starlingx")
-    assert (knobs.domain_type, knobs.vboxmanage, knobs.xdist_worker) == ("auto", "VBoxManage", None)
+    assert (knobs.domain_type, knobs.vboxmanage) == ("auto", "VBoxManage")
     assert knobs.sim_cache == Path.home() / ".cache" / "pytest-starlingx" / "sim"
 
 
@@ -21,13 +25,10 @@ def test_each_variable_sets_its_field():
             "STX_LIBVIRT_DOMAIN_TYPE": "qemu",
             "STX_VBOXMANAGE": "/opt/vbox/VBoxManage",
             "XDG_CACHE_HOME": "/tmp/cache",
-            "PYTEST_XDIST_WORKER": "gw1",
         }
     )
     assert knobs.state_dir == Path("/srv/stx")
-    assert (knobs.domain_type, knobs.vboxmanage, knobs.xdist_worker) == (
-        "qemu", "/opt/vbox/VBoxManage", "gw1",
-    )  # fmt: skip
+    assert (knobs.domain_type, knobs.vboxmanage) == ("qemu", "/opt/vbox/VBoxManage")
     assert knobs.sim_cache == Path("/tmp/cache/pytest-starlingx/sim")
     assert env_settings({"STX_SIM_CACHE": "/c", "XDG_CACHE_HOME": "/x"}).sim_cache == Path("/c")
 

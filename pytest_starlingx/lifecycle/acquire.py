@@ -32,9 +32,10 @@ from pytest_starlingx.errors import StxError
 from pytest_starlingx.lab import Lab, attach_lab, build_lab, destroy_lab, image_path
 from pytest_starlingx.lifecycle.checkpoints import enable_checkpoints, open_lab_at
 from pytest_starlingx.lifecycle.golden import obtain, release
-from pytest_starlingx.lifecycle.leases import Holder, LeaseKeeper, live_leases
+from pytest_starlingx.lifecycle.leases import LeaseKeeper, live_leases
 from pytest_starlingx.lifecycle.state import LabState, LabStatus, all_states, lab_dir, state_dir
 from pytest_starlingx.model import LabSpec, lab_key
+from pytest_starlingx.ownership import Holder
 
 log = logging.getLogger("pytest_starlingx.lifecycle.acquire")
 

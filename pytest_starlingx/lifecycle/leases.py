@@ -94,7 +94,7 @@ class LeaseKeeper:
     """The leases of this process: taken, kept fresh by one heartbeat thread, released."""
 
     def __init__(self, holder: Holder | None = None, interval: float = HEARTBEAT) -> None:
-        self.holder = holder or Holder.run()
+        self.holder = holder or Holder.me()
         self.interval = interval
         self._paths: set[Path] = set()
         self._lock = threading.Lock()

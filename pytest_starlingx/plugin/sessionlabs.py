@@ -14,6 +14,7 @@ but that collection. Then per lab request:
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from pytest_starlingx.lab import Lab, attach_lab, destroy_lab
 from pytest_starlingx.lifecycle.acquire import Lifecycle, Policy
 from pytest_starlingx.lifecycle.gc import gc
 from pytest_starlingx.lifecycle.golden import release_abandoned
-from pytest_starlingx.lifecycle.leases import Holder, LeaseKeeper
+from pytest_starlingx.lifecycle.leases import LeaseKeeper
 from pytest_starlingx.lifecycle.state import LabState, lab_dir, state_dir
 from pytest_starlingx.model import LabSpec
+from pytest_starlingx.ownership import Holder
 from pytest_starlingx.plugin.options import Settings
 from pytest_starlingx.plugin.signals import InterruptHandlers
 from pytest_starlingx.plugin.xdist import SharedLabs
@@ -43,7 +45,7 @@ class SessionLabs:
             keep=settings.keep, reuse=settings.reuse, golden=settings.golden,
             stage_snapshots=settings.stage_snapshots,
             purpose="pytest-xdist run" if worker else "pytest session",
-        ))  # fmt: skip
+        ), run_holder(worker))  # fmt: skip
         self.signals = InterruptHandlers()
         self.shared = SharedLabs(shared_root, worker) if worker and shared_root else None
         self.collected: list[str] = []  # what the start-up collection did
@@ -99,6 +101,14 @@ class SessionLabs:
         return lab
 
 
+def run_holder(worker: str | None) -> Holder:
+    """Who holds the session's labs: the test *run*, i.e. the xdist controller for a worker
+    (a lab outlives a worker that finishes early, and is freed once the whole run is gone),
+    else the session's own process. Told by the worker's config, not by the environment, which
+    a pytest started from inside a worker inherits."""
+    return Holder.of(os.getppid()) if worker else Holder.me()
+
+
 def remove_run_labs(entries: list[dict[str, object]], settings: Settings) -> None:
     """The last xdist worker removes the run's labs (kept ones only lose the run's lease)."""
     from pytest_starlingx.backends import make_backend
@@ -106,7 +116,7 @@ def remove_run_labs(entries: list[dict[str, object]], settings: Settings) -> Non
     for entry in entries:
         lab_id = str(entry["lab_id"])
         if entry.get("kept"):
-            LeaseKeeper(Holder.run()).release(state_dir() / "labs" / lab_id)
+            LeaseKeeper(run_holder(worker="last")).release(state_dir() / "labs" / lab_id)
             log.warning("lab %r (id %s) kept: remove it with `stx-lab down %s`", entry["name"],
                         lab_id, lab_id)  # fmt: skip
             continue

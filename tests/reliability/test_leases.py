@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from pytest_starlingx.lifecycle.leases import Holder, LeaseKeeper, live_leases, read_leases
+from pytest_starlingx.lifecycle.leases import LeaseKeeper, live_leases, read_leases
+from pytest_starlingx.ownership import Holder
 
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 

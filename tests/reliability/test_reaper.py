@@ -15,8 +15,9 @@ import pytest
 from conftest import host_of, stx_lab
 
 from pytest_starlingx.backends.base import OWNER_NAMESPACE, Owner
-from pytest_starlingx.lifecycle.leases import Holder, LeaseKeeper, process_start
+from pytest_starlingx.lifecycle.leases import LeaseKeeper
 from pytest_starlingx.lifecycle.state import LabState
+from pytest_starlingx.ownership import Holder, process_start
 
 
 def _lab_id() -> str:
