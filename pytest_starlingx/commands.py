@@ -30,6 +30,7 @@ from pytest_starlingx.lifecycle.leases import live_leases
 from pytest_starlingx.lifecycle.state import LabState, all_states, lab_dir, state_dir
 from pytest_starlingx.model import LabSpec, Topology, lab_key
 from pytest_starlingx.text_table import render_table
+from pytest_starlingx.timings import ProgressLines
 from pytest_starlingx.transport import Transport
 
 log = logging.getLogger("pytest_starlingx.cli")
@@ -100,7 +101,15 @@ def _artifacts(lab_id: str) -> Path:
 
 
 def _log_to_stderr() -> None:
+    """INFO and up to stderr, the bring-up's events as the pytest plugin shows them."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: not hasattr(record, "stx_progress"))
+    logging.getLogger("pytest_starlingx.stages").addHandler(ProgressLines(_to_stderr))
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def matching(target: str) -> list[LabState]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -148,3 +148,39 @@ class StepRecorder:
         headers = ["node", "stage", "start s", "took s", "outcome", "critical"]
         body = render_table(headers, rows)
         return f"{body}\nwall time {self.wall_time:.1f}s (critical path: stages marked *)"
+
+
+def clock(seconds: float) -> str:
+    """``m:ss`` (or ``h:mm:ss``)."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def progress_line(event: Progress) -> str:
+    """One event as a line of text."""
+    head = f"stx {event.lab}:"
+    if not event.stage:
+        took = f" in {clock(event.took)}" if event.took is not None else ""
+        return f"{head} bring-up {event.event}{took}"
+    what = f"{head} {event.node} {event.stage} {event.event}"
+    if event.event == "started" or event.took is None:
+        return f"{what} at {clock(event.at)}"
+    return f"{what} in {clock(event.took)} (at {clock(event.at)})"
+
+
+class ProgressLines(logging.Handler):
+    """Writes each bring-up event it is handed as one line."""
+
+    def __init__(self, write: Callable[[str], None], quiet: bool = False) -> None:
+        super().__init__(logging.INFO)
+        self.write = write
+        self.quiet = quiet
+        self._lock_writes = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "stx_progress", None)
+        if not isinstance(event, Progress) or (self.quiet and event.stage):
+            return
+        with self._lock_writes:
+            self.write(progress_line(event))

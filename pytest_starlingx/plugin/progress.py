@@ -1,7 +1,8 @@
 """Live progress while labs build: a line per stage as it starts and ends.
 
-The stage runner logs every event with a :class:`~pytest_starlingx.timings.Progress`; this
-handler turns them into lines on the terminal, output capture or not::
+The stage runner logs every event with a :class:`~pytest_starlingx.timings.Progress`;
+:class:`~pytest_starlingx.timings.ProgressLines` turns them into lines (``stx-lab up`` shows
+the same), written here to the terminal, output capture or not::
 
     stx simplex: bring-up started
     stx simplex: controller-0 install started at 0:00
@@ -16,51 +17,14 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 from collections.abc import Callable
 from contextlib import nullcontext
 
 import pytest
 
-from pytest_starlingx.timings import Progress
+from pytest_starlingx.timings import ProgressLines
 
 LOGGER = "pytest_starlingx.stages"
-
-
-def clock(seconds: float) -> str:
-    """``m:ss`` (or ``h:mm:ss``)."""
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def progress_line(event: Progress) -> str:
-    """One event as a line of text."""
-    head = f"stx {event.lab}:"
-    if not event.stage:
-        took = f" in {clock(event.took)}" if event.took is not None else ""
-        return f"{head} bring-up {event.event}{took}"
-    what = f"{head} {event.node} {event.stage} {event.event}"
-    if event.event == "started" or event.took is None:
-        return f"{what} at {clock(event.at)}"
-    return f"{what} in {clock(event.took)} (at {clock(event.at)})"
-
-
-class ProgressLines(logging.Handler):
-    """Writes each bring-up event it is handed as one line."""
-
-    def __init__(self, write: Callable[[str], None], quiet: bool = False) -> None:
-        super().__init__(logging.INFO)
-        self.write = write
-        self.quiet = quiet
-        self._lock_writes = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        event = getattr(record, "stx_progress", None)
-        if not isinstance(event, Progress) or (self.quiet and event.stage):
-            return
-        with self._lock_writes:
-            self.write(progress_line(event))
 
 
 def terminal_writer(config: pytest.Config, worker: str | None) -> Callable[[str], None]:
