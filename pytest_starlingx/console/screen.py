@@ -98,6 +98,7 @@ class Screen:
         # Each row as menu() reads it, redone only for the rows pyte marks dirty (a console
         # polled while a menu draws would otherwise re-read the whole screen per chunk).
         self._rows: list[tuple[MenuEntry, bool, str] | None] = [None] * lines
+        self._texts = [""] * lines
         self._screen.dirty.update(range(lines))
 
     def feed(self, data: bytes) -> None:
@@ -121,9 +122,10 @@ class Screen:
             for y in self._screen.dirty:
                 if y < len(self._rows):
                     self._rows[y] = self._row(y)
+                    self._texts[y] = self._text(y)
             self._screen.dirty.clear()
             rows = list(self._rows)
-            texts = {y: self._text(y) for y, row in enumerate(rows) if row is None}
+            texts = list(self._texts)
         marked = [r for r in rows if r is not None and r[1]]
         if not marked:
             marked = _odd_background(rows)
@@ -144,7 +146,7 @@ class Screen:
         )
         # A boxed title: the row above the border or separator row above the entries.
         above = rows[start - 2] if start >= 2 and rows[start - 1] is None else None
-        title = above[0].text if above is not None and _boxed(texts.get(start - 1, "")) else None
+        title = above[0].text if above is not None and _boxed(texts[start - 1]) else None
         return Menu(entries, title)
 
     def _text(self, y: int) -> str:
