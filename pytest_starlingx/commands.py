@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import shutil
 import sys
 import termios
 import threading
@@ -29,8 +30,8 @@ from pytest_starlingx.lifecycle.golden import (
 from pytest_starlingx.lifecycle.leases import live_leases
 from pytest_starlingx.lifecycle.state import LabState, all_states, lab_dir, state_dir
 from pytest_starlingx.model import LabSpec, Topology, lab_key
+from pytest_starlingx.progress import EVENTS, AboveStatus, ProgressLines, StatusLine
 from pytest_starlingx.text_table import render_table
-from pytest_starlingx.timings import ProgressLines
 from pytest_starlingx.transport import Transport
 
 log = logging.getLogger("pytest_starlingx.cli")
@@ -101,15 +102,25 @@ def _artifacts(lab_id: str) -> Path:
 
 
 def _log_to_stderr() -> None:
-    """INFO and up to stderr, the bring-up's events as the pytest plugin shows them."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(lambda record: not hasattr(record, "stx_progress"))
-    logging.getLogger("pytest_starlingx.stages").addHandler(ProgressLines(_to_stderr))
+    """INFO and up to stderr, and the bring-up's events as the pytest plugin shows them: a line
+    each, and on a terminal a status line kept in place below the log."""
+    status = None
+    if sys.stderr.isatty():
+        status = StatusLine(_show_on_stderr, lambda: shutil.get_terminal_size().columns)
+    stream = sys.stderr if status is None else AboveStatus(sys.stderr, status)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=stream
+    )
+    EVENTS.addHandler(ProgressLines(_to_stderr, status=status))
 
 
 def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def _show_on_stderr(text: str) -> None:
+    sys.stderr.write(f"\r{text}\x1b[K")  # back to the line's start, then clear its rest
+    sys.stderr.flush()
 
 
 def matching(target: str) -> list[LabState]:

@@ -1,7 +1,8 @@
 """Stage timing: one INFO line when a stage starts and ends, and a table at the end.
 
-Each of those log records carries a :class:`Progress` as its ``stx_progress`` attribute, for
-whoever shows a bring-up live (the pytest plugin's progress lines).
+Each start and end, and each new phase a stage enters (:meth:`StepRecorder.phase`), is also
+published as a :class:`~pytest_starlingx.progress.Progress` for whoever shows a bring-up live
+(:mod:`pytest_starlingx.progress`).
 """
 
 from __future__ import annotations
@@ -9,29 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from pytest_starlingx.progress import Progress, publish
 from pytest_starlingx.text_table import render_table
 
 log = logging.getLogger("pytest_starlingx.stages")
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One event of a bring-up: a stage (``stage`` set) or the whole bring-up started or ended.
-
-    ``event`` is ``started``, ``done``, ``failed`` or ``skipped``; ``at`` the seconds since the
-    bring-up's start, ``took`` the seconds the stage or bring-up lasted (when it ended).
-    """
-
-    lab: str
-    event: str
-    at: float
-    node: str = ""
-    stage: str = ""
-    took: float | None = None
 
 
 @dataclass
@@ -65,6 +51,7 @@ class StepRecorder:
         self._origin = time.monotonic()
         self.origin_wall = time.time()  # the origin as a wall-clock time, for transcripts
         self._lock = threading.Lock()
+        self._current = threading.local()  # the step each stage thread is in
 
     @contextmanager
     def step(self, stage: str, node: str, after: tuple[str, ...] = ()) -> Iterator[StepRecord]:
@@ -72,21 +59,34 @@ class StepRecorder:
         record = StepRecord(stage, node, time.monotonic() - self._origin, after=after)
         with self._lock:
             self.records.append(record)
+        self._current.record = record
         started = Progress(self.lab, "started", record.started, node, stage)
-        log.info("%s: %s: stage %s started", self.lab, node, stage,
-                 extra={"node": node, "stx_progress": started})  # fmt: skip
+        log.info("%s: %s: stage %s started", self.lab, node, stage, extra={"node": node})
+        publish(started)
         try:
             yield record
         except BaseException:
             record.outcome = "failed"
             raise
         finally:
+            self._current.record = None
             record.duration = time.monotonic() - self._origin - record.started
             if record.outcome == "running":
                 record.outcome = "done"
             ended = Progress(self.lab, record.outcome, record.ended, node, stage, record.duration)
             log.info("%s: %s: stage %s %s after %.1fs", self.lab, node, stage, record.outcome,
-                     record.duration, extra={"node": node, "stx_progress": ended})  # fmt: skip
+                     record.duration, extra={"node": node})  # fmt: skip
+            publish(ended)
+
+    def phase(self, phase: str, timeout: float) -> None:
+        """The stage this thread runs now waits for ``phase``, which may take ``timeout``
+        seconds (for the live status line; nothing outside a stage)."""
+        record = getattr(self._current, "record", None)
+        if record is None:
+            return
+        at = time.monotonic() - self._origin
+        publish(Progress(self.lab, "phase", at, record.node, record.stage, phase=phase,
+                         timeout=timeout))  # fmt: skip
 
     def skipped(self, stage: str, node: str) -> None:
         """Record a stage that a resumed run found already done."""
@@ -94,15 +94,15 @@ class StepRecorder:
         with self._lock:
             self.records.append(StepRecord(stage, node, at, 0.0, "skipped"))
         skipped = Progress(self.lab, "skipped", at, node, stage)
-        log.info("%s: %s: stage %s already done, skipped", self.lab, node, stage,
-                 extra={"stx_progress": skipped})  # fmt: skip
+        log.info("%s: %s: stage %s already done, skipped", self.lab, node, stage)
+        publish(skipped)
 
     @contextmanager
     def bring_up(self) -> Iterator[None]:
         """Log the start and the end of a whole bring-up (its stages inside)."""
         start = time.monotonic() - self._origin
-        log.info("%s: bring-up started", self.lab,
-                 extra={"stx_progress": Progress(self.lab, "started", start)})  # fmt: skip
+        log.info("%s: bring-up started", self.lab)
+        publish(Progress(self.lab, "started", start))
         outcome = "failed"
         try:
             yield
@@ -110,8 +110,8 @@ class StepRecorder:
         finally:
             end = time.monotonic() - self._origin
             ended = Progress(self.lab, outcome, end, took=end - start)
-            log.info("%s: bring-up %s after %.1fs", self.lab, outcome, end - start,
-                     extra={"stx_progress": ended})  # fmt: skip
+            log.info("%s: bring-up %s after %.1fs", self.lab, outcome, end - start)
+            publish(ended)
 
     @property
     def wall_time(self) -> float:
@@ -148,39 +148,3 @@ class StepRecorder:
         headers = ["node", "stage", "start s", "took s", "outcome", "critical"]
         body = render_table(headers, rows)
         return f"{body}\nwall time {self.wall_time:.1f}s (critical path: stages marked *)"
-
-
-def clock(seconds: float) -> str:
-    """``m:ss`` (or ``h:mm:ss``)."""
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def progress_line(event: Progress) -> str:
-    """One event as a line of text."""
-    head = f"stx {event.lab}:"
-    if not event.stage:
-        took = f" in {clock(event.took)}" if event.took is not None else ""
-        return f"{head} bring-up {event.event}{took}"
-    what = f"{head} {event.node} {event.stage} {event.event}"
-    if event.event == "started" or event.took is None:
-        return f"{what} at {clock(event.at)}"
-    return f"{what} in {clock(event.took)} (at {clock(event.at)})"
-
-
-class ProgressLines(logging.Handler):
-    """Writes each bring-up event it is handed as one line."""
-
-    def __init__(self, write: Callable[[str], None], quiet: bool = False) -> None:
-        super().__init__(logging.INFO)
-        self.write = write
-        self.quiet = quiet
-        self._lock_writes = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        event = getattr(record, "stx_progress", None)
-        if not isinstance(event, Progress) or (self.quiet and event.stage):
-            return
-        with self._lock_writes:
-            self.write(progress_line(event))

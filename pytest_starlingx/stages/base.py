@@ -96,8 +96,11 @@ class Bringup:
         self.shells = Shells(self.consoles, self.passwords, self.done, self.deadline)
 
     def deadline(self, phase: str) -> Deadline:
-        """A fresh deadline for ``phase`` with the lab's timeouts and factor."""
-        return Deadline(self.spec.timeout(phase), what=phase)
+        """A fresh deadline for ``phase`` with the lab's timeouts and factor (the stage that
+        asks now waits for ``phase``: the live status line shows what is left of it)."""
+        timeout = self.spec.timeout(phase)
+        self.recorder.phase(phase, timeout)
+        return Deadline(timeout, what=phase)
 
     def shell(self, node: str, command: str, phase: str = "command") -> str:
         """Run ``command`` on ``node`` as sysadmin; raise unless 0 (:meth:`Shells.shell`)."""

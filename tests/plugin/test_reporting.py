@@ -4,6 +4,9 @@ tests/e2e/test_example_simplex.py)."""
 
 from __future__ import annotations
 
+import sys
+
+import pexpect
 import pytest
 
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
@@ -44,6 +47,32 @@ def test_progress_lines_come_from_the_xdist_worker_that_builds(pytester):
         "[[]gw?[]] stx mylab: controller-0 install started at 0:00",
         "[[]gw?[]] stx mylab: bring-up done in 0:00",
     ])  # fmt: skip
+
+
+def test_on_a_terminal_a_status_line_shows_each_node_its_stage_and_its_phase(pytester):
+    """pytest in a pseudo-terminal: the status line is drawn in place (``\\r``) while the
+    stage runs, and cleared before the next line."""
+    pytester.makepyfile(
+        """
+        from pytest_starlingx.timings import StepRecorder
+
+        def test_bring_up(stx_lab_factory):
+            recorder = StepRecorder("mylab")
+            with recorder.bring_up():
+                with recorder.step("install", "controller-0"):
+                    recorder.phase("install", 3600)
+        """
+    )
+    child = pexpect.spawn(
+        sys.executable, ["-m", "pytest", "-p", "no:cacheprovider"], cwd=str(pytester.path),
+        dimensions=(24, 200), encoding="utf-8", timeout=60,
+    )  # fmt: skip
+    child.expect_exact("stx mylab: controller-0 install started at 0:00")
+    child.expect_exact("\rstx mylab 0:00 | controller-0 install 0:00 (install: 1:00:00 left)")
+    child.expect_exact("\r")  # cleared before the next line
+    child.expect_exact("stx mylab: controller-0 install done in 0:00")
+    child.expect_exact("1 passed")
+    child.expect(pexpect.EOF)
 
 
 def test_quiet_keeps_only_the_start_and_end_of_a_bring_up(pytester):
