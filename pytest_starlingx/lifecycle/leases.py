@@ -90,6 +90,11 @@ def live_leases(lab_dir: Path) -> list[Lease]:
     return [lease for lease in read_leases(lab_dir) if lease.live(now)]
 
 
+def held_by(holder: Holder, labs: Path) -> list[Path]:
+    """The lab directories under ``labs`` in which ``holder`` has a lease."""
+    return sorted(path.parent.parent for path in labs.glob(f"*/leases/{holder.key}.json"))
+
+
 class LeaseKeeper:
     """The leases of this process: taken, kept fresh by one heartbeat thread, released."""
 

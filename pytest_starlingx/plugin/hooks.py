@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_starlingx.errors import LabConfigError
+from pytest_starlingx.lifecycle.leases import held_by
+from pytest_starlingx.lifecycle.state import state_dir
+from pytest_starlingx.ownership import Holder
 from pytest_starlingx.plugin.options import settings_from_config
 from pytest_starlingx.plugin.requests import MARKER, MARKER_HELP, request_from_marker
 from pytest_starlingx.plugin.stash import FACTORY, LAB_REQUEST, SETTINGS
@@ -88,10 +91,28 @@ def how_to_reach(lab: Lab) -> list[str]:
             f"  remove it: stx-lab down {lab.lab_id}"]  # fmt: skip
 
 
+def _remove_labs_left_by_workers(config: pytest.Config) -> None:
+    held = held_by(Holder.me(), state_dir() / "labs")
+    if not held:
+        return
+    from pytest_starlingx.plugin.sessionlabs import remove_labs_left_by_workers
+
+    lines = remove_labs_left_by_workers(held, config.stash[SETTINGS])
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    for line in lines:
+        if reporter is not None:
+            reporter.write_line(f"pytest-starlingx: left by the xdist workers: {line}")
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The last xdist worker to finish removes the labs the run's workers shared."""
-    if getattr(session.config, "workerinput", None) is None:
+    """The last xdist worker to finish removes the labs the run's workers shared; the xdist
+    controller, after its workers are gone (xdist's own ``trylast`` hook stops them first),
+    removes what they left behind."""
+    config = session.config
+    if getattr(config, "workerinput", None) is None:
+        if config.pluginmanager.getplugin("dsession") is not None:
+            _remove_labs_left_by_workers(config)
         return  # not an xdist worker: the session's own labs went with its factory
     from pytest_starlingx.plugin.sessionlabs import remove_run_labs
     from pytest_starlingx.plugin.xdist import leave_run

@@ -123,3 +123,19 @@ def remove_run_labs(entries: list[dict[str, object]], settings: Settings) -> Non
         backend = make_backend(str(entry.get("backend", "libvirt")), settings.libvirt_uri)
         destroy_lab(backend, lab_id)
         log.info("lab %r (id %s) removed by the last xdist worker", entry["name"], lab_id)
+
+
+def remove_labs_left_by_workers(held: list[Path], settings: Settings) -> list[str]:
+    """In the xdist controller, once its workers are gone: remove the labs the run still holds
+    (``held``: the lab directories with the controller's lease).
+
+    The last worker to finish removes the run's labs, but a worker stopped mid-teardown does
+    not: on a Ctrl-C the controller stops its workers, and execnet interrupts a worker that is
+    still busy 5 s later and ends it 10 s after that. The run's leases are in the controller's
+    name (:func:`run_holder`); released here, the labs go as ``stx-lab gc`` removes them (kept
+    labs stay). Returns gc's lines.
+    """
+    keeper = LeaseKeeper(Holder.me())
+    for path in held:
+        keeper.release(path)
+    return [line for line in gc(settings.libvirt_uri).lines() if not line.startswith("kept")]

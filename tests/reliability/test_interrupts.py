@@ -1,4 +1,5 @@
-"""Interrupted bring-ups on real libvirt: SIGTERM tears down, kill -9 is collected by gc."""
+"""Interrupted bring-ups on real libvirt: SIGTERM tears down, kill -9 is collected by gc, and a
+lab its xdist worker left goes at the end of the run."""
 
 from __future__ import annotations
 
@@ -84,4 +85,21 @@ def test_sigterm_mid_bringup_tears_the_lab_down(state_dir, tmp_path):
     text = out.read_text()
     assert status != 0, text
     assert "SIGTERM: tearing the StarlingX labs down" in text
+    assert objects_of(state_dir) == set(), text
+
+
+def test_a_lab_its_xdist_worker_left_is_removed_at_the_end_of_the_run(state_dir, tmp_path):
+    """Workers that die mid bring-up (kill -9 here; on a Ctrl-C, execnet ends a worker whose
+    teardown lasts more than 15 s) leave their lab held by the run: the xdist controller
+    removes it once its workers are gone, not the next session's gc."""
+    out = tmp_path / "session.log"
+    session = _start_session(state_dir, out, "-n", "2")
+    _wait_until_running(state_dir, session, out)
+    workers = Path(f"/proc/{session.pid}/task/{session.pid}/children").read_text().split()
+    for pid in workers:
+        os.kill(int(pid), signal.SIGKILL)
+    status = session.wait(timeout=300)
+    text = out.read_text()
+    assert status != 0, text
+    assert "left by the xdist workers: removed lab 'simplex'" in text
     assert objects_of(state_dir) == set(), text
