@@ -88,6 +88,18 @@ def _oam_address(data: Data) -> str:
     return data["system"]["oam"]["external_oam_floating_address"]
 
 
+def sysinv_listeners(data: Data) -> list[Listener]:
+    """sysinv-api's sockets: every address until the unlock, then the mgmt floating address
+    and haproxy's ``sysinv-restapi`` frontend on the OAM floating address."""
+    port = env.API_PORT
+    if not unlocked(data):
+        return [_listener("STXSIM_API", ALL_ADDRESSES, port)]
+    return [
+        _listener("STXSIM_API", data["system"]["mgmt_floating"], port),
+        _listener("STXSIM_PUBLIC_API", _oam_address(data), port, public=True),
+    ]
+
+
 def keystone_listeners(data: Data) -> list[Listener]:
     """keystone's sockets: every address until the unlock, then the mgmt floating address
     and haproxy's ``keystone-restapi`` frontend on the OAM floating address."""
@@ -104,6 +116,13 @@ def keystone_internal_url(data: Data) -> str:
     """Keystone on the mgmt floating address (where services on the management network, and
     the simulator waiting for it to start, reach it in both layouts)."""
     return _url("STXSIM_KEYSTONE", data["system"]["mgmt_floating"], env.KEYSTONE_PORT)
+
+
+def keystone_auth_uri(data: Data) -> str:
+    """Where sysinv's keystonemiddleware validates tokens (also its ``WWW-Authenticate``)."""
+    if not unlocked(data):
+        return _url("STXSIM_KEYSTONE", "localhost", env.KEYSTONE_PORT)
+    return keystone_internal_url(data)
 
 
 def catalog(data: Data) -> dict[str, dict[str, str]]:
