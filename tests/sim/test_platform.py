@@ -392,7 +392,7 @@ def test_a_failed_enable_is_recovered_once_then_auto_recovery_gives_up(simplex: 
     c0.ok("interface-network-assign", "controller-0", "enp2s1", "oam")
     c0.ok("host-unlock", "controller-0")
     c0.write_run("knobs", {"slow": "0.4", "enable_fail": "1"})
-    c0.kill_api()
+    c0.kill_services()
     boot = c0.start("stx-platform-boot")
 
     def show() -> dict[str, str]:  # {} while sysinv-api is coming up

@@ -2,7 +2,8 @@
 
 A `Node` is a temporary STXSIM_ROOT standing for one guest: fake sysfs (NICs, disks), the
 machine hooks as recording fakes, knobs and boot facts. The platform's launchers run as real
-subprocesses against it; sysinv-api listens on 127.0.0.1 only.
+subprocesses against it; sysinv-api and keystone listen on 127.0.0.1 only (a `Controller`'s
+`urls` say where).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pytest_starlingx.model import RELEASES
 from pytest_starlingx.sim.build import DEFAULT_RELEASE, build_info, install_pxe_configs
@@ -112,7 +114,8 @@ class Node:
         disks: tuple[int, ...] = (600, 200, 200),
         **knobs: str,
     ) -> None:
-        self.name, self.api = name, api
+        self.name = name
+        self.urls = {"STXSIM_API": api}
         self.root = base / name
         self.home = self.root / "home" / "sysadmin"
         self.home.mkdir(parents=True)
@@ -164,7 +167,7 @@ class Node:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-        env.update(STXSIM_ROOT=str(self.root), STXSIM_API=self.api, HOME=str(self.home))
+        env.update(STXSIM_ROOT=str(self.root), HOME=str(self.home), **self.urls)
         env.update(extra)
         return env
 
@@ -201,17 +204,18 @@ class Node:
         log = self.root / "run" / "stx-sim" / "sysops.log"
         return [ln.strip() for ln in log.read_text().splitlines()] if log.exists() else []
 
-    def kill_api(self) -> None:
-        """Stop this node's sysinv-api (as its reboot would)."""
-        pid_file = self.root / "run" / "stx-sim" / "sysinv-api.pid"
-        if pid_file.exists():
-            pid = int(pid_file.read_text().split()[0])
-            try:
-                os.kill(pid, 15)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-            pid_file.unlink()
+    def kill_services(self) -> None:
+        """Stop this node's keystone and sysinv-api (as its reboot would)."""
+        for name in ("keystone-api", "sysinv-api"):
+            pid_file = self.root / "run" / "stx-sim" / f"{name}.pid"
+            if pid_file.exists():
+                pid = int(pid_file.read_text().split()[0])
+                try:
+                    os.kill(pid, 15)
+                    os.waitpid(pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+                pid_file.unlink()
 
     def stop(self) -> None:
         """Kill everything this node started."""
@@ -220,11 +224,18 @@ class Node:
                 proc.kill()
             proc.wait()
         self.procs.clear()
-        self.kill_api()
+        self.kill_services()
 
 
 class Controller(Node):
-    """controller-0: bootstrap it, then drive `system` as sysadmin with openrc sourced."""
+    """controller-0: bootstrap it, then drive `system` as sysadmin with openrc sourced.
+
+    Its keystone and the OAM frontends (once unlocked) get ports of their own: `urls`."""
+
+    def __init__(self, base: Path, name: str, api: str, **kwargs: Any) -> None:
+        super().__init__(base, name, api, **kwargs)
+        for var in ("STXSIM_KEYSTONE", "STXSIM_PUBLIC_API", "STXSIM_PUBLIC_KEYSTONE"):
+            self.urls[var] = f"http://127.0.0.1:{free_port()}"
 
     def bootstrap(
         self, yml: str = SIMPLEX_YML, subfunction: str = "controller,worker", oam: bool = True
@@ -311,6 +322,7 @@ class Controller(Node):
         )
 
     def reboot(self) -> subprocess.CompletedProcess[str]:
-        """What a reboot does to controller-0's platform: sysinv dies, stx-platform-boot runs."""
-        self.kill_api()
+        """What a reboot does to controller-0's platform: its services die, stx-platform-boot
+        runs."""
+        self.kill_services()
         return self.run("stx-platform-boot")

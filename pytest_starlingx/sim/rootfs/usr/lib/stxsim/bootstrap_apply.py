@@ -14,7 +14,6 @@ import os
 
 from stxsim import controller, env, inventory, sysops
 from stxsim.sysinv import db, hosts, pxe
-from stxsim.sysinv.commands import password_digest
 
 OPENRC = """\
 unset OS_SERVICE_TOKEN
@@ -134,7 +133,7 @@ def _database(cfg: dict, subfunctions: str) -> None:
             "oam": {k: v for k, v in cfg.items() if k.startswith("external_oam_")},
             "dns_servers": cfg["dns_servers"],
             "admin_username": cfg["admin_username"],
-            "admin_password_sha256": password_digest(cfg["admin_password"]),
+            "admin_password_sha256": db.password_digest(cfg["admin_password"]),
             "cluster": {"name": "ceph_cluster", "uuid": db.new_uuid()},
         }
         for net in hosts.NETWORKS:

@@ -1,7 +1,8 @@
-"""controller-0's platform services: mgmt addresses, sysinv-api, the network boot service.
+"""controller-0's platform services: mgmt addresses, keystone and sysinv-api, the network
+boot service; once controller-0 is unlocked, also the OAM floating address.
 
 Started by bootstrap and again by stx-platform-boot at every boot of a bootstrapped
-controller-0. Idempotent: a running sysinv-api is left alone.
+controller-0. Idempotent: a running keystone or sysinv-api is left alone.
 """
 
 from __future__ import annotations
@@ -10,23 +11,26 @@ import ipaddress
 import os
 import time
 
-from stxsim import env, sysops
+from stxsim import endpoints, env, sysops
 from stxsim.sysinv import db
 
-API_PID = "/run/stx-sim/sysinv-api.pid"
+#: Started in this order, as bootstrap does (ansible-playbooks r/stx.10.0 apply-manifest
+#: apply_bootstrap_manifest.yml: keystone_bootstrap.yml, then sysinv_bootstrap.yml).
+SERVICES = ("keystone-api", "sysinv-api")
 
 
-def _api_running() -> bool:
+def _running(name: str) -> bool:
+    """True while the daemon `name` (its pid in /run/stx-sim/<name>.pid) is alive."""
     try:
-        with open(env.path(API_PID), encoding="utf-8") as f:
+        with open(env.path(f"/run/stx-sim/{name}.pid"), encoding="utf-8") as f:
             os.kill(int(f.read().split()[0]), 0)
     except (OSError, ValueError, IndexError):
         return False
     return True
 
 
-def wait_for_api(url: str, timeout: float) -> None:
-    """Return once sysinv-api answers at `url`; raise RuntimeError after `timeout` seconds."""
+def wait_for(url: str, timeout: float) -> None:
+    """Return once `GET url` answers 200; raise RuntimeError after `timeout` seconds."""
     import http.client
     import urllib.parse
 
@@ -35,7 +39,7 @@ def wait_for_api(url: str, timeout: float) -> None:
     while True:
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=2)
         try:
-            conn.request("GET", "/")
+            conn.request("GET", parts.path or "/")
             if conn.getresponse().status == 200:
                 return
         except OSError:
@@ -43,14 +47,16 @@ def wait_for_api(url: str, timeout: float) -> None:
         finally:
             conn.close()
         if time.monotonic() > deadline:
-            raise RuntimeError(f"sysinv-api did not answer at {url} within {timeout:.0f}s")
+            raise RuntimeError(f"nothing answered at {url} within {timeout:.0f}s")
         time.sleep(0.1)
 
 
 def start_services() -> None:
-    """Configure the mgmt addresses, start sysinv-api and the boot service."""
+    """Configure the addresses, start keystone, sysinv-api and the boot service."""
     with db.transaction(write=False) as data:
         system = data["system"]
+        oam = endpoints.oam_floating(data) if endpoints.unlocked(data) else None
+        keystone = endpoints.keystone_internal_url(data)
     mgmt_if = env.boot_info().get("mgmt_if")
     if not mgmt_if:
         raise RuntimeError("no management interface known (/run/stx-sim/boot has no mgmt_if)")
@@ -64,9 +70,14 @@ def start_services() -> None:
         (system["pxeboot_floating"], pxe_prefix),
     ):
         sysops.add_address(mgmt_if, f"{address}/{length}")
-    if not _api_running():
-        sysops.daemon("sysinv-api", sysops.launcher("sysinv-api"))
-    wait_for_api(env.api_url(system["mgmt_floating"]), timeout=env.scaled(30))
+    if oam:
+        # SM's oam-ipv4 service, which haproxy's frontends need (endpoints.py)
+        sysops.add_address(env.boot_info()["oam_if"], oam)
+    for name in SERVICES:
+        if not _running(name):
+            sysops.daemon(name, sysops.launcher(name))
+    wait_for(f"{keystone}/v3", timeout=env.scaled(30))
+    wait_for(f"{env.api_url(system['mgmt_floating'])}/", timeout=env.scaled(30))
     sysops.hook(
         "netboot-server",
         "start",

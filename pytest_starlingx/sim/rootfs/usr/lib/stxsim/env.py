@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-API_PORT = 6385
+API_PORT = 6385  # sysinv-api
+KEYSTONE_PORT = 5000
 
 # Simulated durations in seconds at slow=1; every one is multiplied by the `slow` knob.
 BOOTSTRAP = 6.0  # the whole bootstrap playbook

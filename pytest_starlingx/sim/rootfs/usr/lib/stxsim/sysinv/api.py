@@ -1,24 +1,29 @@
-"""sysinv-api: the HTTP server on controller-0 (port 6385) for the CLI and the host agents.
+"""sysinv-api: the HTTP server on controller-0 (port 6385): sysinv's REST API for clients,
+JSON POSTs for the simulator's own CLI and host agents.
 
-Every request is a JSON POST:
-* `/v1/system` `{"argv": [...], "username": ..., "password": ...}` ->
-  `{"stdout": ..., "stderr": ..., "status": N}` (one `system` command line); `/v1/fm` the
-  same for one `fm` command line;
-* `/v1/agent/register|heartbeat|report` -> see `agentops`, `/v1/agent/dhcp-lease` (dnsmasq's
-  lease script) -> `pxe.dhcp_lease`; errors are HTTP 400 with `{"error": message}`.
-`GET /` answers `{"service": "sysinv"}` so callers can wait for the server.
+* ``GET /v1/ihosts[/...]``: sysinv's REST API (see ``rest``), behind keystonemiddleware (see
+  ``authtoken``): without a valid ``X-Auth-Token`` 401;
+* ``GET /`` (a public route) answers ``{"service": "sysinv"}`` so callers can wait for the
+  server;
+* JSON POSTs, the simulator's stand-ins for cgtsclient's and the agents' traffic (no token):
+  ``/v1/system`` ``{"argv": [...], "username": ..., "password": ...}`` ->
+  ``{"stdout": ..., "stderr": ..., "status": N}`` (one `system` command line); ``/v1/fm`` the
+  same for one `fm` command line; ``/v1/agent/register|heartbeat|report`` -> see
+  ``agentops``, ``/v1/agent/dhcp-lease`` (dnsmasq's lease script) -> ``pxe.dhcp_lease``;
+  errors are HTTP 400 with ``{"error": message}``.
+
+It listens where ``endpoints.sysinv_listeners`` says; haproxy's frontend on the OAM floating
+address (once controller-0 is unlocked) reaches the REST API only.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+import time
+from http.server import BaseHTTPRequestHandler
+from typing import ClassVar
 
-from stxsim import env
-from stxsim.sysinv import agentops, commands, db, pxe
+from stxsim import endpoints, httpd
+from stxsim.sysinv import agentops, authtoken, commands, db, pxe, rest
 from stxsim.sysinv.hosts import CommandError
 
 AGENT_OPS = {
@@ -30,58 +35,70 @@ AGENT_OPS = {
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Dispatch JSON POSTs to the command runner or the agent operations."""
+    """sysinv-api on its own socket: the REST API and the simulator's POSTs."""
 
     server_version = "sysinv-api"
+    auth_uri: ClassVar[str] = ""  # keystone, for keystonemiddleware: set by main
 
-    def _reply(self, status: int, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def _authenticated(self) -> bool:
+        """keystonemiddleware: True, or the rejection has been sent."""
+        rejection = authtoken.reject(self.headers, self.auth_uri)
+        if rejection:
+            status, headers, body = rejection
+            httpd.reply(self, status, body, headers)
+        return rejection is None
 
     def do_GET(self) -> None:
-        """Liveness."""
-        self._reply(200, {"service": "sysinv"})
+        """Liveness, or a REST resource."""
+        path, _, query = self.path.partition("?")
+        if path == "/":
+            httpd.reply(self, 200, {"service": "sysinv"})
+            return
+        if not authtoken.public(path) and not self._authenticated():
+            return
+        with db.transaction(write=False) as data:
+            status, body = rest.get(data, path, query, httpd.host_url(self), time.time())
+        httpd.reply(self, status, body)
 
     def do_POST(self) -> None:
         """Run a command line or an agent operation."""
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        body = httpd.read_json(self)
         if self.path in ("/v1/system", "/v1/fm"):
             out, err, status = commands.run(
                 body["argv"], body.get("username", ""), body.get("password", ""),
                 self.path.removeprefix("/v1/"),
             )  # fmt: skip
-            self._reply(200, {"stdout": out, "stderr": err, "status": status})
+            httpd.reply(self, 200, {"stdout": out, "stderr": err, "status": status})
             return
         op = AGENT_OPS.get(self.path)
         if op is None:
-            self._reply(404, {"error": f"no such resource: {self.path}"})
+            httpd.reply(self, 404, {"error": f"no such resource: {self.path}"})
             return
         try:
             with db.transaction() as data:
                 result = op(data, body)
         except CommandError as exc:
-            self._reply(400, {"error": str(exc)})
+            httpd.reply(self, 400, {"error": str(exc)})
             return
-        self._reply(200, result)
+        httpd.reply(self, 200, result)
 
 
-def bind_address() -> tuple[str, int]:
-    """Where to listen: STXSIM_API's host and port, else the mgmt floating address."""
-    with db.transaction(write=False) as data:
-        floating = data["system"]["mgmt_floating"]
-    url = urllib.parse.urlsplit(env.api_url(floating))
-    return url.hostname or floating, url.port or env.API_PORT
+class PublicHandler(Handler):
+    """haproxy's ``sysinv-restapi`` frontend: sysinv's REST API only (the simulator's POSTs are
+    no part of sysinv's API)."""
+
+    def do_POST(self) -> None:
+        """No REST resource here takes a POST."""
+        httpd.read_body(self)
+        if self._authenticated():
+            httpd.reply(self, *rest.not_found())
 
 
 def main(argv: list[str]) -> int:
-    """Serve until killed."""
-    host, port = bind_address()
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    print(f"sysinv-api listening on {host}:{port}", file=sys.stderr, flush=True)
-    server.serve_forever()
-    return 0
+    """Serve until killed, laid out as controller-0's state says now."""
+    with db.transaction(write=False) as data:
+        listeners = endpoints.sysinv_listeners(data)
+        Handler.auth_uri = endpoints.keystone_auth_uri(data)
+    return httpd.serve(
+        "sysinv-api", listeners, lambda listener: PublicHandler if listener.public else Handler
+    )

@@ -3,7 +3,6 @@ render (the simulator's sysinv-api answers for the fault manager's API too)."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 from stxsim.sysinv import cmd_fm, cmd_hosts, cmd_net, cmd_storage, db, registry
@@ -11,11 +10,6 @@ from stxsim.sysinv.hosts import CommandError
 
 MODULES = (cmd_fm, cmd_hosts, cmd_net, cmd_storage)  # importing them registers their commands
 _parsers = {program: registry.build(program) for program in registry.COMMANDS}
-
-
-def password_digest(password: str) -> str:
-    """How sysinv stores the admin password (never in clear)."""
-    return hashlib.sha256(password.encode()).hexdigest()
 
 
 def run(
@@ -31,7 +25,7 @@ def run(
             admin = data["system"]
             if (
                 username != admin["admin_username"]
-                or password_digest(password) != admin["admin_password_sha256"]
+                or db.password_digest(password) != admin["admin_password_sha256"]
             ):
                 raise CommandError("Invalid Identity credentials.")
             ctx = registry.Ctx(data, time.time())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import hashlib
 import json
 import os
 import threading
@@ -52,6 +53,11 @@ def transaction(write: bool = True) -> Iterator[Data]:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, file)
+
+
+def password_digest(password: str) -> str:
+    """How the admin password is stored (never in clear): `system["admin_password_sha256"]`."""
+    return hashlib.sha256(password.encode()).hexdigest()
 
 
 def now_iso() -> str:

@@ -68,70 +68,116 @@ def app_status(app: Row, now: float) -> tuple[str, str]:
     return "applying", "retrieving docker images"
 
 
-def show_fields(data: Data, host: Row, now: float) -> list[tuple[str, Any]]:
-    """The `system host-show` properties (cgtsclient `_print_ihost_show`)."""
+#: What a host row leaves unset is what sysinv's database gives it (starlingx/config sysinv
+#: ``db/sqlalchemy/models.py`` ``ihost``, r/stx.10.0): column defaults, else null.
+SUBFUNCTION_DEFAULTS = ("disabled", "not-installed")  # subfunction_oper, subfunction_avail
+
+#: The properties `system host-show` prints (cgtsclient ``v1/iHost_shell.py``
+#: ``_print_ihost_show``, r/stx.10.0), before the conditional ones.
+SHOW_FIELDS = (
+    "id", "uuid", "personality", "hostname", "invprovision", "administrative", "operational",
+    "availability", "task", "action", "mgmt_mac", "serialid", "capabilities", "bm_type",
+    "bm_username", "bm_ip", "config_applied", "config_target", "config_status", "location",
+    "uptime", "reserved", "created_at", "updated_at", "boot_device", "rootfs_device",
+    "hw_settle", "install_output", "console", "tboot", "vim_progress_status", "install_state",
+    "install_state_info", "inv_state", "clock_synchronization", "device_image_update",
+    "reboot_needed", "max_cpu_mhz_configured", "min_cpu_mhz_allowed", "max_cpu_mhz_allowed",
+    "cstates_available", "apparmor", "iscsi_initiator_name", "nvme_host_id", "nvme_host_nqn",
+    "sw_version",
+)  # fmt: skip
+
+
+def host_fields(data: Data, host: Row, now: float) -> dict[str, Any]:
+    """The host as sysinv's API object has it (starlingx/config sysinv
+    ``api/controllers/v1/host.py`` ``Host``, r/stx.10.0): every field it serializes, in the
+    order it declares them, without the links. `system host-show` prints a choice of these."""
     operational, avail = availability(host, now)
     caps: dict[str, str] = {}
     if host["personality"] == "controller":
         role = "Active" if data["system"].get("active") == host["hostname"] else "Standby"
         caps = {"is_max_cpu_configurable": "configurable", "Personality": f"Controller-{role}"}
+    sub_oper, sub_avail = SUBFUNCTION_DEFAULTS
+    if host.get("subfunctions") != host["personality"] and has_function(host, "controller"):
+        sub_oper, sub_avail = operational, avail  # an AIO controller's worker subfunction
     boot = host.get("booted_at")
-    fields: dict[str, Any] = {
+    return {
         "id": host["id"],
         "uuid": host["uuid"],
-        "personality": host["personality"],
         "hostname": host["hostname"],
         "invprovision": host.get("invprovision"),
+        "mgmt_mac": host["mgmt_mac"],
+        "mgmt_ip": host.get("mgmt_ip"),  # get_one/_ihosts_get: the <hostname>-mgmt address
+        "bm_ip": None,
+        "bm_type": None,
+        "bm_username": None,
+        "personality": host["personality"],
+        "subfunctions": host.get("subfunctions"),
+        "subfunction_oper": sub_oper,
+        "subfunction_avail": sub_avail,
+        "serialid": host.get("serialid"),  # host-update serialid=...
         "administrative": host["administrative"],
         "operational": operational,
         "availability": avail,
-        "task": host.get("task"),
         "action": "none",
-        "mgmt_mac": host["mgmt_mac"],
-        "serialid": None,
-        "capabilities": caps,
-        "bm_type": None,
-        "bm_username": None,
-        "bm_ip": None,
+        "ihost_action": None,
+        "inv_state": "inventoried" if host.get("inventoried") else None,
+        "vim_progress_status": "services-enabled" if avail == "available" else None,
+        "task": host.get("task"),
+        "mtce_info": None,
+        "reserved": False,
+        "config_status": None,
         "config_applied": None,
         "config_target": None,
-        "config_status": None,
-        "location": {},
+        "clock_synchronization": "ntp",
         "uptime": int(now - boot) if boot and avail != "offline" else 0,
-        "reserved": "False",
-        "created_at": host["created_at"],
-        "updated_at": host["updated_at"],
+        "location": {},
+        "capabilities": caps,
+        "forisystemid": 1,  # the one i_system row
+        "isystem_uuid": data["system"]["uuid"],
+        "peers": None,  # storage peer groups are not modelled
         "boot_device": host["boot_device"],
         "rootfs_device": host["rootfs_device"],
         "hw_settle": "0",
         "install_output": host["install_output"],
         "console": host["console"],
         "tboot": "false",
-        "vim_progress_status": "services-enabled" if avail == "available" else None,
+        "ttys_dcd": False,  # objects/utils.py bool_or_none: an unset column reads False
+        "apparmor": "disabled",
+        # host_upgrade's loads: bootstrap's populate_load_config creates the release's load
+        # before any host, and ihost_create gives every host a host_upgrade row with it
+        "software_load": env.sw_version(),
+        "target_load": env.sw_version(),
         "install_state": host.get("install_state"),
         "install_state_info": None,
-        "inv_state": "inventoried" if host.get("inventoried") else None,
-        "clock_synchronization": "ntp",
-        "device_image_update": None,
-        "reboot_needed": "False",
         "max_cpu_mhz_configured": None,
         "min_cpu_mhz_allowed": None,
         "max_cpu_mhz_allowed": None,
         "cstates_available": None,
-        "apparmor": "disabled",
         "iscsi_initiator_name": f"iqn.2018-05.io.starlingx:{host['uuid'][:12]}",
         "nvme_host_id": None,
         "nvme_host_nqn": None,
+        "device_image_update": None,
+        "reboot_needed": False,
         "sw_version": env.sw_version(),
-        # Shown by older releases (starlingx.md 5.1); provisioning code reads it.
-        "mgmt_ip": host.get("mgmt_ip"),
+        "created_at": host["created_at"],
+        "updated_at": host["updated_at"],
     }
-    if host.get("subfunctions") != host["personality"]:
-        fields["subfunctions"] = host.get("subfunctions")
+
+
+def show_fields(data: Data, host: Row, now: float) -> list[tuple[str, Any]]:
+    """The `system host-show` properties (cgtsclient `_print_ihost_show`): SHOW_FIELDS, the
+    subfunctions where they differ from the personality (with their states on a controller)
+    and the optional ``ttys_dcd``, which the API object always carries (``peers`` too, when
+    set: never, here)."""
+    fields = host_fields(data, host, now)
+    # Shown by older releases (starlingx.md 5.1); provisioning code reads it.
+    shown = [*SHOW_FIELDS, "mgmt_ip"]
+    if fields["subfunctions"] != fields["personality"]:
+        shown.append("subfunctions")
         if has_function(host, "controller"):
-            fields["subfunction_oper"] = operational
-            fields["subfunction_avail"] = avail
-    return list(fields.items())
+            shown += ["subfunction_oper", "subfunction_avail"]
+    shown.append("ttys_dcd")
+    return [(name, fields[name]) for name in shown]
 
 
 def new_host(data: Data, mgmt_mac: str, **fields: Any) -> Row:
