@@ -34,6 +34,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     )
 
 
+class ManualClock:
+    """A monotonic clock the test moves by hand (``clock.now += 45``)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock the test moves by hand, for code that takes a ``clock`` or ``now`` callable."""
+    return ManualClock()
+
+
 @pytest.fixture
 def fake_iso(tmp_path):
     """A file that carries the ISO 9660 signature, standing in for a StarlingX ISO."""

@@ -21,18 +21,7 @@ from pytest_starlingx.timings import StepRecorder
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_the_status_names_each_node_its_stage_and_what_is_left_of_its_phase():
-    clock = Clock()
+def test_the_status_names_each_node_its_stage_and_what_is_left_of_its_phase(clock):
     board = StatusBoard(clock)
     board.update(Progress("duplex", "started", 0.0))
     board.update(Progress("duplex", "started", 0.0, "controller-0", "install"))
@@ -47,8 +36,8 @@ def test_the_status_names_each_node_its_stage_and_what_is_left_of_its_phase():
     )
 
 
-def test_a_finished_stage_leaves_the_status_and_a_finished_bring_up_ends_it():
-    board = StatusBoard(Clock())
+def test_a_finished_stage_leaves_the_status_and_a_finished_bring_up_ends_it(clock):
+    board = StatusBoard(clock)
     board.update(Progress("simplex", "started", 0.0))
     board.update(Progress("simplex", "started", 0.0, "controller-0", "install"))
     board.update(Progress("simplex", "done", 5.0, "controller-0", "install", took=5.0))
@@ -57,8 +46,7 @@ def test_a_finished_stage_leaves_the_status_and_a_finished_bring_up_ends_it():
     assert not board.active and board.line() == ""
 
 
-def test_a_phase_past_its_timeout_shows_nothing_left():
-    clock = Clock()
+def test_a_phase_past_its_timeout_shows_nothing_left(clock):
     board = StatusBoard(clock)
     board.update(Progress("s", "started", 0.0, "controller-0", "unlock"))
     board.update(Progress("s", "phase", 0.0, "controller-0", "unlock", phase="unlock", timeout=5))
@@ -106,8 +94,7 @@ def test_lines_go_above_the_status_line_which_goes_away_with_the_bring_up():
     ]
 
 
-def test_the_status_line_is_redrawn_while_nothing_else_happens():
-    clock = Clock()
+def test_the_status_line_is_redrawn_while_nothing_else_happens(clock):
     drawn = []
     redrawn = threading.Event()
 

@@ -11,18 +11,7 @@ from pytest_starlingx.waits import Deadline, WaitTimeout, poll
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_deadline_shared_by_several_waits():
-    clock = Clock()
+def test_deadline_shared_by_several_waits(clock):
     deadline = Deadline(60, "install", clock=clock)
     clock.now += 45
     assert (deadline.elapsed, deadline.remaining, deadline.expired) == (45, 15, False)

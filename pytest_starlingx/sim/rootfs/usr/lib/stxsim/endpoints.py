@@ -91,24 +91,21 @@ def _oam_address(data: Data) -> str:
 def sysinv_listeners(data: Data) -> list[Listener]:
     """sysinv-api's sockets: every address until the unlock, then the mgmt floating address
     and haproxy's ``sysinv-restapi`` frontend on the OAM floating address."""
-    port = env.API_PORT
-    if not unlocked(data):
-        return [_listener("STXSIM_API", ALL_ADDRESSES, port)]
-    return [
-        _listener("STXSIM_API", data["system"]["mgmt_floating"], port),
-        _listener("STXSIM_PUBLIC_API", _oam_address(data), port, public=True),
-    ]
+    return _listeners(data, "STXSIM_API", "STXSIM_PUBLIC_API", env.API_PORT)
 
 
 def keystone_listeners(data: Data) -> list[Listener]:
     """keystone's sockets: every address until the unlock, then the mgmt floating address
     and haproxy's ``keystone-restapi`` frontend on the OAM floating address."""
-    port = env.KEYSTONE_PORT
+    return _listeners(data, "STXSIM_KEYSTONE", "STXSIM_PUBLIC_KEYSTONE", env.KEYSTONE_PORT)
+
+
+def _listeners(data: Data, variable: str, public_variable: str, port: int) -> list[Listener]:
     if not unlocked(data):
-        return [_listener("STXSIM_KEYSTONE", ALL_ADDRESSES, port)]
+        return [_listener(variable, ALL_ADDRESSES, port)]
     return [
-        _listener("STXSIM_KEYSTONE", data["system"]["mgmt_floating"], port),
-        _listener("STXSIM_PUBLIC_KEYSTONE", _oam_address(data), port, public=True),
+        _listener(variable, data["system"]["mgmt_floating"], port),
+        _listener(public_variable, _oam_address(data), port, public=True),
     ]
 
 
