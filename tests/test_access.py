@@ -1,0 +1,57 @@
+"""What the host reaches of a lab: its endpoints, and the lab as a starlingx/test
+configuration."""
+
+from __future__ import annotations
+
+import json
+
+import json5
+import pytest
+
+from pytest_starlingx.access import endpoint_targets, endpoints, starlingx_test_config
+from pytest_starlingx.labfile import lab_from_mapping
+
+pytestmark = pytest.mark.fast  # needs no VM: the fast tier
+
+
+def _ports(spec, first=40000):
+    targets = endpoint_targets(spec).values()
+    return {target: first + i for i, target in enumerate(sorted(set(targets)))}
+
+
+def test_a_simplex_lab_is_reached_at_its_floating_address_only():
+    spec = lab_from_mapping({"name": "s", "topology": "simplex"})
+    assert endpoint_targets(spec) == {
+        "ssh": ("10.10.10.2", 22),
+        "sysinv": ("10.10.10.2", 6385),
+        "keystone": ("10.10.10.2", 5000),
+    }
+
+
+def test_each_controller_of_a_duplex_lab_is_reached_at_its_own_address_too():
+    spec = lab_from_mapping(
+        {"name": "d", "topology": "duplex", "oam": {"subnet": "10.20.0.0/24",
+         "gateway": "10.20.0.1", "floating": "10.20.0.5", "controller_0": "10.20.0.6",
+         "controller_1": "10.20.0.7"}}
+    )  # fmt: skip
+    targets = endpoint_targets(spec)
+    assert targets["ssh"] == ("10.20.0.5", 22)
+    assert targets["ssh-controller-0"] == ("10.20.0.6", 22)
+    assert targets["ssh-controller-1"] == ("10.20.0.7", 22)
+
+
+def test_the_starlingx_test_file_loads_as_json5_and_names_the_loopback_ports():
+    spec = lab_from_mapping({"name": "std", "topology": "standard", "workers": 1})
+    ports = _ports(spec)
+    found = endpoints(spec, ports)
+    passwords = {"sysadmin": "Sys@dmin-1", "admin": "Adm1n@pass"}
+    text = json.dumps(starlingx_test_config(spec, found, passwords), indent=2)
+    config = json5.loads(text)
+    assert (config["floating_ip"], config["ssh_port"]) == ("127.0.0.1", ports[("10.10.10.2", 22)])
+    assert config["lab_type"] == "Standard"
+    assert config["admin_credentials"] == {"user_name": "sysadmin", "password": "Sys@dmin-1"}
+    assert config["rest_credentials"]["password"] == "Adm1n@pass"
+    nodes = config["nodes"]
+    assert nodes["controller-1"]["ssh_port"] == ports[("10.10.10.4", 22)]
+    assert nodes["controller-1"]["node_type"] == "Controller"
+    assert nodes["worker-0"] == {"ip": "worker-0", "node_type": "Compute", "node_capabilities": []}
