@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+from filelock import FileLock
+
+from pytest_starlingx.backends.base import LabHandle
 from pytest_starlingx.model import LabSpec, Personality
 
 SSH_PORT = 22
@@ -70,6 +74,15 @@ def endpoints(spec: LabSpec, ports: Mapping[tuple[str, int], int]) -> dict[str, 
         name: Endpoint(name, address, port, ports[(address, port)])
         for name, (address, port) in endpoint_targets(spec).items()
     }
+
+
+def open_endpoints(spec: LabSpec, handle: LabHandle, lab_dir: Path) -> dict[str, Endpoint]:
+    """Open the lab's OAM gateway (or find it open) and name its endpoints. One process at a
+    time per lab (xdist workers share labs): ``lab_dir``'s ``gateway.lock``."""
+    targets = sorted(set(endpoint_targets(spec).values()))
+    with FileLock(lab_dir / "gateway.lock"):
+        gateway = handle.open_gateway(OAM_NETWORK, gateway_address(spec), targets)
+    return endpoints(spec, gateway.ports)
 
 
 #: starlingx/test's lab types (``config/lab/objects/lab_type_enum.py``) by topology.

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = (
         _add_validate, _add_show, _add_doctor, _add_host_setup, _add_up, _add_down, _add_list,
-        _add_console, _add_golden, _add_snapshot, _add_gc, _add_sim,
+        _add_console, _add_env, _add_export, _add_golden, _add_snapshot, _add_gc, _add_sim,
     )  # fmt: skip
     for add in commands:
         add(sub)
@@ -170,6 +170,38 @@ def _add_console(sub: Subparsers) -> None:
     p.add_argument("--write", action="store_true", help="attach and type (Ctrl-] leaves)")
     p.add_argument("--uri", default=None, help=URI_HELP)
     p.set_defaults(handler=_console)
+
+
+def _add_env(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "env", help="shell exports for a lab's endpoints on this host (OS_*, SYSTEM_URL, ports)"
+    )
+    p.add_argument("lab", metavar="LAB_ID|NAME|FILE")
+    p.add_argument("--uri", default=None, help=URI_HELP)
+    p.set_defaults(handler=_env)
+
+
+def _add_export(sub: Subparsers) -> None:
+    p = sub.add_parser("export", help="the lab as another tool's lab configuration, on stdout")
+    p.add_argument("lab", metavar="LAB_ID|NAME|FILE")
+    p.add_argument(
+        "--format", dest="form", choices=["starlingx-test"], default="starlingx-test",
+        help="starlingx-test: a starlingx/test config/lab/files/*.json5 (the default)",
+    )  # fmt: skip
+    p.add_argument("--uri", default=None, help=URI_HELP)
+    p.set_defaults(handler=_export)
+
+
+def _env(args: argparse.Namespace) -> int:
+    from pytest_starlingx.commands import env
+
+    return env(args.lab, args.uri)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pytest_starlingx.commands import export
+
+    return export(args.lab, args.uri)  # starlingx-test, the one format
 
 
 def _console(args: argparse.Namespace) -> int:

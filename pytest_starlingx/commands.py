@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
+import shlex
 import shutil
 import sys
 import termios
@@ -13,9 +15,10 @@ import tty
 from collections.abc import Callable
 from pathlib import Path
 
+from pytest_starlingx.access import Endpoint, open_endpoints, starlingx_test_config
 from pytest_starlingx.backends import make_backend
 from pytest_starlingx.errors import LabConfigError, StxError
-from pytest_starlingx.lab import destroy_lab
+from pytest_starlingx.lab import destroy_lab, lab_passwords
 from pytest_starlingx.labfile import lab_from_mapping, load_lab
 from pytest_starlingx.lifecycle.acquire import Lifecycle, Policy
 from pytest_starlingx.lifecycle.checkpoints import load_checkpoints, open_lab_at
@@ -339,3 +342,45 @@ def _attach(transport: Transport) -> int:
         if saved is not None:
             termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
         transport.close()
+
+
+def _endpoints(target: str, uri: str | None) -> tuple[LabSpec, dict[str, Endpoint], dict[str, str]]:
+    """A lab's description, its endpoints (its OAM gateway opened if need be), its passwords."""
+    state = _one(target)
+    spec = resolve_state(state)
+    handle = make_backend(state.backend, uri).open_lab(state.lab_id)
+    return spec, open_endpoints(spec, handle, lab_dir(state.lab_id)), lab_passwords(spec, state)
+
+
+def env(target: str, uri: str | None) -> int:
+    """Shell exports for a lab (``eval "$(stx-lab env LAB)"``): keystone's ``OS_*`` as
+    StarlingX's ``/etc/platform/openrc`` sets them, but at the loopback endpoints;
+    ``SYSTEM_URL`` for the ``system`` CLI (cgtsclient's ``--system-url``), since the catalog
+    names OAM addresses the host does not reach; and each endpoint's port."""
+    spec, found, passwords = _endpoints(target, uri)
+    exports = {
+        "OS_AUTH_URL": f"{found['keystone'].url}/v3",
+        "OS_USERNAME": "admin",
+        "OS_PASSWORD": passwords["admin"],
+        "OS_PROJECT_NAME": "admin",
+        "OS_USER_DOMAIN_NAME": "Default",
+        "OS_PROJECT_DOMAIN_NAME": "Default",
+        "OS_IDENTITY_API_VERSION": "3",
+        "OS_REGION_NAME": "RegionOne",
+        "OS_INTERFACE": "public",
+        "SYSTEM_URL": f"{found['sysinv'].url}/v1",
+        "STX_LAB": spec.name,
+    }
+    for name, endpoint in found.items():
+        exports[f"STX_{name.upper().replace('-', '_')}_PORT"] = str(endpoint.local_port)
+    for key, value in exports.items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def export(target: str, uri: str | None) -> int:
+    """The lab as another tool's lab configuration, on stdout (``starlingx-test``: a
+    starlingx/test ``config/lab/files/*.json5``)."""
+    spec, found, passwords = _endpoints(target, uri)
+    print(json.dumps(starlingx_test_config(spec, found, passwords), indent=2))
+    return 0

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_starlingx.access import Endpoint, open_endpoints
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
 from pytest_starlingx.console import LOGIN, Console, Result
 from pytest_starlingx.errors import StxError
@@ -192,6 +193,7 @@ class Lab:
         self.max_parallel = parallel_cap(spec)
         #: Called after each stage while no other stage runs (per-stage snapshots).
         self.checkpoint: CheckpointHook | None = None
+        self._endpoints: dict[str, Endpoint] | None = None
 
     def _alive(self, name: str):
         return lambda: self.handle.state(name) is PowerState.RUNNING
@@ -266,6 +268,16 @@ class Lab:
     def snapshot(self, name: str) -> None:
         """Snapshot every node at one instant."""
         self.handle.snapshot(name)
+
+    @property
+    def endpoints(self) -> dict[str, Endpoint]:
+        """The platform's endpoints from the host (SSH, sysinv, keystone) at loopback ports,
+        by name (:mod:`pytest_starlingx.access`). The first use opens the lab's OAM gateway,
+        which stays with the lab until it is removed; StarlingX serves them once controller-0
+        is unlocked."""
+        if self._endpoints is None:
+            self._endpoints = open_endpoints(self.spec, self.handle, self.state.path.parent)
+        return self._endpoints
 
     def restore(self, name: str) -> None:
         """Bring every node back to snapshot ``name``; consoles reconnect, logins are redone."""
