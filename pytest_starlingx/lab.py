@@ -270,6 +270,11 @@ class Lab:
         self.handle.snapshot(name)
 
     @property
+    def passwords(self) -> Mapping[str, str]:
+        """The ``sysadmin`` (SSH, console) and ``admin`` (keystone) passwords of the lab."""
+        return self.bringup.passwords
+
+    @property
     def endpoints(self) -> dict[str, Endpoint]:
         """The platform's endpoints from the host (SSH, sysinv, keystone) at loopback ports,
         by name (:mod:`pytest_starlingx.access`). The first use opens the lab's OAM gateway,

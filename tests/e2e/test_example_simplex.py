@@ -2,13 +2,17 @@
 together with a failing test of our own on the same lab, whose report must carry the console.
 
 The lab is StarlingX 9.0's (the other simulated labs are 10.0's), with a sysadmin password
-only 9.0's rules accept. The run keeps it (``--stx-keep``); the next run takes it with
-``--stx-reuse`` instead of building one, and ``stx-lab down`` removes it."""
+only 9.0's rules accept. The run keeps it (``--stx-keep``), with the endpoints its REST example
+opened: ``stx-lab export`` and ``stx-lab env`` name them; the next run takes it with
+``--stx-reuse`` instead of building one, and ``stx-lab down`` removes it, gateway and all."""
 
 from __future__ import annotations
 
 import re
+import subprocess
 from xml.etree import ElementTree
+
+import json5
 
 from e2e_helpers import EXAMPLES, run_examples
 
@@ -16,7 +20,7 @@ from pytest_starlingx.cli import main
 from pytest_starlingx.lifecycle.state import state_dir
 
 
-def test_simplex_example_suite_kept_then_reused(pytester, lab_file, lab_name, monkeypatch):
+def test_simplex_example_suite_kept_then_reused(pytester, lab_file, lab_name, monkeypatch, capsys):
     failing = pytester.makepyfile(
         test_fails="""
         def test_wrong_hostname(stx_simplex):
@@ -29,7 +33,7 @@ def test_simplex_example_suite_kept_then_reused(pytester, lab_file, lab_name, mo
     junit = pytester.path / "junit.xml"
     result = run_examples(pytester, lab_file, str(EXAMPLES / "simplex"), str(failing),
                           "--stx-keep", f"--junitxml={junit}")  # fmt: skip
-    result.assert_outcomes(passed=4, failed=1)
+    result.assert_outcomes(passed=5, failed=1)
     text = result.stdout.str()
     assert "StarlingX labs" in text
     assert "controller-0  unlock" in text
@@ -39,7 +43,7 @@ def test_simplex_example_suite_kept_then_reused(pytester, lab_file, lab_name, mo
     assert re.search(rf"stx {lab_name}: controller-0 unlock done in \d+:\d\d", text), text
     assert f"stx {lab_name}: bring-up done in " in text
     labs = sorted(p.name for p in (pytester.path / "artifacts").iterdir())
-    assert labs == [f"{lab_name}-1"]  # the five tests shared one lab
+    assert labs == [f"{lab_name}-1"]  # the six tests shared one lab
 
     # the JUnit XML names each test's lab; the failed one carries its console tail
     suite = ElementTree.parse(junit).getroot().find("testsuite")
@@ -70,6 +74,17 @@ def test_simplex_example_suite_kept_then_reused(pytester, lab_file, lab_name, mo
         assert main(["gc"]) == 0
         assert (state_dir() / "labs" / lab_id).is_dir()
 
+        # its endpoints stay with it (the example opened them): for starlingx/test, a shell
+        capsys.readouterr()
+        assert main(["export", lab_id, "--format", "starlingx-test"]) == 0
+        config = json5.loads(capsys.readouterr().out)
+        assert (config["floating_ip"], config["lab_type"]) == ("127.0.0.1", "Simplex")
+        assert config["admin_credentials"] == {"user_name": "sysadmin", "password": "Li69nux*"}
+        assert main(["env", lab_id]) == 0
+        exports = dict(re.findall(r"^export (\w+)=(.*)$", capsys.readouterr().out, re.M))
+        assert exports["STX_SSH_PORT"] == str(config["ssh_port"])
+        assert exports["SYSTEM_URL"].startswith("http://127.0.0.1:")
+
         # reused by the next run, which builds nothing and releases its lease
         reused = pytester.makepyfile(
             test_reused="""
@@ -86,3 +101,5 @@ def test_simplex_example_suite_kept_then_reused(pytester, lab_file, lab_name, mo
         assert not list((state_dir() / "labs" / lab_id).glob("leases/*.json")), "lease kept"
     finally:
         assert main(["down", lab_id]) == 0
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert lab_id not in namespaces  # its gateway went with it
