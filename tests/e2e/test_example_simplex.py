@@ -13,7 +13,6 @@ import subprocess
 from xml.etree import ElementTree
 
 import json5
-
 from e2e_helpers import EXAMPLES, run_examples
 
 from pytest_starlingx.cli import main
