@@ -1,28 +1,37 @@
-"""Lab gateways (``backends/gateway.py``) on fake labs made here with iproute2.
-
-A fake lab is what libvirt makes of an isolated network, a bridge with no address (IPv6 off, as
-libvirt leaves it), plus a "guest": a network namespace on the bridge at 10.10.10.2/24 running
-an echo server that names its lab and the address the connection came from. Every name made
-here starts with the test's own token (``tgw<hex>``) and is removed at teardown.
-"""
+"""Lab gateways (``backends/gateway.py``) on fake labs made here with iproute2
+(``netns_helpers.FakeLab``). Every name made here starts with the test's own token
+(``tgw<hex>``) and is removed at teardown, even when the test fails."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import secrets
-import select
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from netns_helpers import (
+    GATEWAY,
+    GUEST,
+    PORT,
+    WAIT,
+    FakeLab,
+    ask,
+    ip,
+    links,
+    namespaces,
+    needs_netns,
+    read_line,
+    refused,
+    running,
+    sweep,
+    wait_exit,
+)
 
 from pytest_starlingx.backends.gateway import (
     Gateway,
@@ -32,34 +41,11 @@ from pytest_starlingx.backends.gateway import (
     state_path,
 )
 from pytest_starlingx.errors import BackendError
-from pytest_starlingx.ownership import Holder
 from pytest_starlingx.waits import Deadline
 
-pytestmark = [
-    pytest.mark.fast,  # needs no VM and no libvirt daemon; needs root and iproute2
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("ip") is None,
-        reason="network namespaces need root and iproute2",
-    ),
-]
+pytestmark = [pytest.mark.fast, needs_netns]  # no VM, no libvirt daemon; root and iproute2
 
 LAB_NET = ipaddress.ip_network("10.10.10.0/24")
-GATEWAY = "10.10.10.1/24"
-GUEST = "10.10.10.2"
-PORT = 7000
-WAIT = 20.0  # seconds any one event may take on a busy host
-
-ECHO_SERVER = """
-import socket, sys
-lab, address, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-server = socket.create_server((address, port))
-print("ready", flush=True)
-while True:
-    conn, peer = server.accept()
-    with conn:
-        line = conn.makefile("rb").readline()
-        conn.sendall(f"{lab} from {peer[0]}: ".encode() + line)
-"""
 
 OPENER = """
 import json, sys
@@ -72,89 +58,6 @@ gateway = open_gateway(
 print(json.dumps(gateway.to_json()), flush=True)
 sys.stdin.read()
 """
-
-
-def ip(*argv: str) -> str:
-    """Run ``ip argv``; its stdout (fails the test on an error)."""
-    proc = subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=WAIT)
-    assert proc.returncode == 0, f"ip {' '.join(argv)}: {proc.stderr}"
-    return proc.stdout
-
-
-def no_ipv6(ifname: str) -> None:
-    knob = Path("/proc/sys/net/ipv6/conf") / ifname / "disable_ipv6"
-    if knob.parent.exists():
-        knob.write_text("1")
-
-
-def namespaces() -> set[str]:
-    return {entry["name"] for entry in json.loads(ip("-j", "netns", "list") or "[]")}
-
-
-def links() -> dict[str, dict]:
-    """The host namespace's links and their addresses, by name."""
-    return {link["ifname"]: link for link in json.loads(ip("-j", "addr", "show"))}
-
-
-def read_line(stream, deadline: Deadline) -> bytes:
-    """One line from a child's stdout, waiting for it (never past the deadline)."""
-    ready, _, _ = select.select([stream], [], [], deadline.remaining)
-    assert ready, f"nothing to read within {deadline.timeout:.0f}s"
-    return stream.readline()
-
-
-def ask(port: int, text: str) -> str:
-    """Send a line to 127.0.0.1:``port``, half-close, read the answer to its end."""
-    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-        sock.sendall(text.encode() + b"\n")
-        sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := sock.recv(4096):
-            answer += chunk
-    return answer.decode()
-
-
-def running(holder: Holder) -> bool:
-    """Whether the process still runs (a zombie waiting for its reaper does not)."""
-    if not holder.alive():
-        return False
-    try:
-        stat = Path(f"/proc/{holder.pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_exit(holder: Holder) -> None:
-    """Wait for a process that is not our child to exit."""
-    try:
-        pidfd = os.pidfd_open(holder.pid)
-    except ProcessLookupError:
-        return
-    try:
-        if running(holder):
-            ready, _, _ = select.select([pidfd], [], [], WAIT)
-            assert ready, f"{holder} still runs after {WAIT:.0f}s"
-    finally:
-        os.close(pidfd)
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
-@dataclass
-class FakeLab:
-    """A bridge with no address and a guest namespace on it answering at GUEST:PORT."""
-
-    name: str
-    bridge: str
-    guest: str
-    server: subprocess.Popen
 
 
 class Names:
@@ -187,56 +90,34 @@ class Names:
 
 
 @pytest.fixture
-def names(tmp_path: Path) -> Iterator[Names]:
+def run_dir(tmp_path: Path) -> Path:
+    return tmp_path / "run"
+
+
+@pytest.fixture
+def names(run_dir: Path) -> Iterator[Names]:
     """The test's names; at teardown every gateway, namespace and link carrying them goes."""
     made = Names()
     try:
         yield made
     finally:
-        spaces, _ = made.ours()
-        for namespace in spaces:
-            if "-gw" in namespace:  # stops its relay too
-                remove_gateway(namespace, None, tmp_path / "run")
-            else:
-                subprocess.run(["ip", "netns", "del", namespace], check=False)
-        for link in made.ours()[1]:  # a namespace's veth may be going meanwhile
-            subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
+        sweep((made.token,), run_dir)
 
 
 @pytest.fixture
 def fake_lab(names: Names) -> Iterator[Callable[[int], FakeLab]]:
-    """Makes fake lab ``i``: bridge, guest namespace, echo server saying ``lab-<i>``."""
-    servers: list[subprocess.Popen] = []
+    """Makes fake lab ``i``, whose guest answers ``lab-<i>``."""
+    labs: list[FakeLab] = []
 
     def make(i: int) -> FakeLab:
-        bridge, guest, veth = names.bridge(i), names.guest(i), names.guest_veth(i)
-        ip("link", "add", bridge, "type", "bridge")
-        no_ipv6(bridge)
-        ip("link", "set", bridge, "up")
-        ip("netns", "add", guest)
-        ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", guest)
-        no_ipv6(veth)
-        ip("link", "set", veth, "master", bridge)
-        ip("link", "set", veth, "up")
-        ip("-n", guest, "addr", "add", f"{GUEST}/24", "dev", "eth0")
-        ip("-n", guest, "link", "set", "eth0", "up")
-        argv = [sys.executable, "-c", ECHO_SERVER, f"lab-{i}", GUEST, str(PORT)]
-        server = subprocess.Popen(["ip", "netns", "exec", guest, *argv], stdout=subprocess.PIPE)
-        servers.append(server)
-        assert read_line(server.stdout, Deadline(WAIT)) == b"ready\n"
-        return FakeLab(f"lab-{i}", bridge, guest, server)
+        labs.append(FakeLab.make(f"lab-{i}", names.bridge(i), names.guest(i), names.guest_veth(i)))
+        return labs[-1]
 
     try:
         yield make
     finally:
-        for server in servers:
-            server.kill()
-            server.wait()
-
-
-@pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    return tmp_path / "run"
+        for lab in labs:
+            lab.stop()
 
 
 def assert_host_isolated(names: Names) -> None:
@@ -252,10 +133,21 @@ def assert_host_isolated(names: Names) -> None:
     assert on_lab == []
     ours = {name: link.get("addr_info", []) for name, link in now.items()}
     assert {n: a for n, a in ours.items() if n.startswith(names.token) and a} == {}
+    routes = json.loads(ip("-j", "route", "show", "table", "all"))
+    assert [r for r in routes if _overlaps(r.get("dst", ""))] == []
     proc = subprocess.run(["ip", "-j", "route", "get", GUEST], capture_output=True, text=True)
     if proc.returncode == 0:  # no route at all is fine too
         route = json.loads(proc.stdout)[0]
         assert not route.get("dev", "").startswith(names.token), route
+
+
+def _overlaps(dst: str) -> bool:
+    """Whether a route's destination covers lab addresses (``default`` leads elsewhere)."""
+    try:
+        net = ipaddress.ip_network(dst, strict=False)
+    except ValueError:  # "default", "broadcast ..." and the like
+        return False
+    return net.version == 4 and net.prefixlen > 0 and net.overlaps(LAB_NET)
 
 
 def open_on(lab: FakeLab, names: Names, i: int, run_dir: Path) -> Gateway:
@@ -282,6 +174,7 @@ def test_a_loopback_port_reaches_the_guest_from_the_gateway_address(names, fake_
         assert gateway.namespace in namespaces()
         assert links()[gateway.host_veth]["master"] == lab.bridge
         assert running(gateway.relay)
+        assert_host_isolated(names)
     finally:
         close_gateway(gateway)
 
