@@ -101,6 +101,48 @@ class Gateway:
         )
 
 
+@dataclass(frozen=True)
+class GatewayRecord:
+    """What a lab's ledger keeps of a gateway: its names, address and targets, written before
+    anything is made, then the open :class:`Gateway`."""
+
+    namespace: str
+    host_veth: str
+    address: str
+    targets: tuple[Target, ...]
+    gateway: Gateway | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready data (for a ledger)."""
+        return {
+            "namespace": self.namespace,
+            "host_veth": self.host_veth,
+            "address": self.address,
+            "targets": [[host, port] for host, port in self.targets],
+            "gateway": None if self.gateway is None else self.gateway.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GatewayRecord:
+        """The inverse of :meth:`to_json`."""
+        gateway = data["gateway"]
+        return cls(
+            namespace=data["namespace"],
+            host_veth=data["host_veth"],
+            address=data["address"],
+            targets=tuple((host, port) for host, port in data["targets"]),
+            gateway=None if gateway is None else Gateway.from_json(gateway),
+        )
+
+
+def existing(namespace: str, host_veth: str) -> list[str]:
+    """Which of a gateway's names are taken on this host."""
+    taken = [f"namespace {namespace}"] if _namespace_exists(namespace) else []
+    if _link(host_veth) is not None:
+        taken.append(f"link {host_veth}")
+    return taken
+
+
 def state_path(run_dir: Path, namespace: str) -> Path:
     """Where the relay of gateway ``namespace`` records itself and its ports."""
     return run_dir / f"{namespace}.relay.json"
