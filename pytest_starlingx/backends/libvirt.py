@@ -883,6 +883,11 @@ class LibvirtLab(LabHandleBase):
         else raises ``BackendError`` (close it first): nothing is replaced silently.
         """
         namespace, host_veth, bridge = self._gateway_names(network)
+        if not self.backend.config.is_local:
+            raise BackendError(
+                f"gateway of network {network}: libvirt at {self.backend.config.uri} is remote; "
+                "a gateway is made on the libvirt host's bridge, from that host"
+            )
         wanted = GatewayRecord(
             namespace, host_veth, address, tuple((host, port) for host, port in targets)
         )

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -180,6 +181,13 @@ def test_close_then_open_again(lab):
 def test_an_unknown_network_is_named(lab):
     with pytest.raises(BackendError, match=r"no network 'ext' \(has mgmt, oam\)"):
         lab.open_gateway("ext", ADDRESS, TARGETS)
+
+
+def test_a_remote_libvirt_host_is_refused(lab):
+    lab.backend.config = replace(lab.backend.config, uri="qemu+ssh://elsewhere/system")
+    with pytest.raises(BackendError, match="qemu\\+ssh://elsewhere/system is remote"):
+        lab.open_gateway("oam", ADDRESS, TARGETS)
+    assert recorded(lab) == {}
 
 
 def test_a_failed_open_leaves_no_record(lab):
