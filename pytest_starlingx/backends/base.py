@@ -2,7 +2,7 @@
 
 Nothing here knows StarlingX. A layer above maps a lab description (controller-0, personalities,
 ...) to a :class:`LabResources`; a backend (libvirt, VirtualBox) turns that into hypervisor
-objects and hands back a :class:`LabHandle` for power, consoles and snapshots.
+objects and hands back a :class:`LabHandle` for power, consoles, snapshots and gateways.
 
 Every object a backend creates carries an :class:`Owner` (lab name, lab id, host, pid, creation
 time) and a name starting with :func:`name_prefix`; teardown touches only objects whose owner
@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from pytest_starlingx.backends.gateway import Gateway
 from pytest_starlingx.ownership import Holder, process_start
 from pytest_starlingx.transport import Transport
 
@@ -322,6 +323,17 @@ class LabHandle(Protocol):
 
     def delete_snapshot(self, name: str, machines: Sequence[str] | None = None) -> None:
         """Remove snapshot ``name``; machines without it are skipped."""
+
+    def open_gateway(
+        self, network: str, address: str, targets: Sequence[tuple[str, int]]
+    ) -> Gateway:
+        """A gateway on ``network`` holding ``address`` (CIDR): the host reaches each
+        ``(address, port)`` target at ``127.0.0.1:<gateway.ports[target]>`` without an address
+        on the lab network (``backends/gateway.py``). Removed with the lab; ``BackendError``
+        where the backend has no gateways."""
+
+    def close_gateway(self, network: str) -> None:
+        """Remove the gateway of ``network``, if there is one."""
 
     def destroy(self) -> None:
         """Remove everything of the lab; see :meth:`Backend.destroy_lab`."""

@@ -18,7 +18,7 @@ import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
@@ -55,6 +55,18 @@ class LedgerBase:
         """The backend's fields, in the order they are written."""
         return [f.name for f in fields(cls) if f.name not in _COMMON_FIELDS]
 
+    @classmethod
+    def required_fields(cls) -> list[str]:
+        """The backend's fields without a default: every ledger it wrote has them (a field
+        added later has a default, so that older ledgers still load)."""
+        return [
+            f.name
+            for f in fields(cls)
+            if f.name not in _COMMON_FIELDS
+            and f.default is MISSING
+            and f.default_factory is MISSING
+        ]
+
     def save(self) -> None:
         """Write atomically."""
         data = {"owner": self.owner.as_attributes(), "resources": self.resources.to_json()}
@@ -68,7 +80,11 @@ class LedgerBase:
             data = json.loads(path.read_text())
             owner = Owner.from_attributes(data["owner"])
             resources = LabResources.from_json(data["resources"])
-            return cls(path, owner, resources, **{n: data[n] for n in cls.own_fields()})
+            missing = [name for name in cls.required_fields() if name not in data]
+            if missing:
+                raise KeyError(", ".join(missing))
+            own = {name: data[name] for name in cls.own_fields() if name in data}
+            return cls(path, owner, resources, **own)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise BackendError(f"lab ledger {path} is missing or unreadable: {exc}") from exc
 
@@ -79,7 +95,7 @@ class LedgerBase:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return False
-        return isinstance(data, dict) and all(name in data for name in cls.own_fields())
+        return isinstance(data, dict) and all(name in data for name in cls.required_fields())
 
 
 class StateConfig(Protocol):

@@ -9,7 +9,10 @@ What it makes, for a lab ``<lab>`` with id ``<id>`` (names all start ``stx-<lab>
 * one persistent q35 domain per machine: SeaBIOS, a VGA device, SATA disks, the ISO as a
   read-only SATA CD, NICs in the given order, per-device ``<boot order>``, SMBIOS OEM strings,
   ``on_reboot=restart`` and the first serial port on a unix socket (mode bind) with a
-  ``<log>`` file beside it.
+  ``<log>`` file beside it;
+* on request (:meth:`LibvirtLab.open_gateway`), a gateway on a network: namespace
+  ``stx-<lab>-<id>-gw-<net>`` on the network's bridge through veth ``stx<id>g<i>``, holding the
+  gateway address, and its relay serving ``127.0.0.1`` ports (``backends/gateway.py``).
 
 Firmware output stays on the VGA device, as in StarlingX's own libvirt domains (starlingx/tools
 ``deployment/libvirt/controller_allinone.xml``: a video device, no serial BIOS console): with
@@ -24,17 +27,21 @@ Ownership. Domains and networks carry ``<stx:owner lab= lab-id= host= pid= creat
 namespace ``urn:pytest-starlingx:owner:1`` inside ``<metadata>``; that is what teardown looks
 for. Pools and volumes have no metadata slot: the per-lab pool is ours when its name and its
 target directory (inside our lab directory) both match; volumes in a shared pool are ours when
-the lab's ledger (``owner.json``) lists them. A same-named object without our record for the
-lab id is reported (``BackendError``) and never touched.
+the lab's ledger (``owner.json``) lists them; so are a gateway's namespace, veth and relay, named
+in the ledger before they are made (the relay is stopped only while its pid and start time
+match). A same-named object without our record for the lab id is reported (``BackendError``)
+and never touched.
 
 State directory (default ``/var/lib/pytest-starlingx``, owned by root, mode 0755 so that
 libvirt's QEMU user can reach sockets and disks; libvirt's global config is never changed).
 Teardown removes only these files; other layers may keep their own files in the lab dir::
 
     kvm-probe.json               result of the KVM probe, per libvirt host
-    labs/<id>/owner.json         ledger: owner, URI, the LabResources, pool, volumes
+    labs/<id>/owner.json         ledger: owner, URI, the LabResources, pool, volumes, gateways
     labs/<id>/run/<m>.sock       serial console socket of machine <m>
     labs/<id>/run/<m>.serial.log everything machine <m> printed (written by virtlogd)
+    labs/<id>/run/<ns>.relay.*   a gateway relay's state (pid, start, ports) and log
+    labs/<id>/run/gateways.lock  held while the ledger's gateways change
     labs/<id>/disks/             the per-lab pool's volumes
 
 Console and power-on. A ``mode='bind'`` socket drops what the guest prints while nobody is
@@ -69,15 +76,16 @@ import os
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import libvirt
+from filelock import FileLock
 
 from pytest_starlingx.backends.base import (
     OWNER_NAMESPACE,
@@ -93,8 +101,15 @@ from pytest_starlingx.backends.base import (
     name_prefix,
 )
 from pytest_starlingx.backends.common import LabBackendBase, LabHandleBase, LedgerBase
+from pytest_starlingx.backends.gateway import (
+    Gateway,
+    GatewayRecord,
+    existing,
+    open_gateway,
+    remove_gateway,
+)
 from pytest_starlingx.backends.libvirt_conn import Connection, error, is_alive
-from pytest_starlingx.errors import BackendError
+from pytest_starlingx.errors import BackendError, LeakError
 from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.settings import DEFAULT_LIBVIRT_URI, DEFAULT_STATE_DIR
 from pytest_starlingx.transport import Transport
@@ -209,6 +224,11 @@ def owner_from_xml(xml: str) -> Owner | None:
 def bridge_name(lab_id: str, index: int) -> str:
     """Linux bridge of a lab's ``index``-th network: unique per lab id, <= 15 characters."""
     return f"stx{lab_id}n{index}"
+
+
+def gateway_veth(lab_id: str, index: int) -> str:
+    """Host end of the gateway veth on a lab's ``index``-th network: as :func:`bridge_name`."""
+    return f"stx{lab_id}g{index}"
 
 
 def network_xml(spec: NetworkSpec, name: str, bridge: str, owner: Owner) -> str:
@@ -361,6 +381,8 @@ class Ledger(LedgerBase):
     pool: str
     pool_owned: bool
     volumes: list[str] = field(default_factory=list)  # paths of volumes we created
+    # network spec name -> GatewayRecord.to_json(), recorded before the gateway is made
+    gateways: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- backend
@@ -523,7 +545,14 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
     def _remove_objects(
         self, lab_id: str, owned: list[tuple[str, str]], ledger: Ledger | None, remaining: list[str]
     ) -> None:
-        """Domains, volumes in a shared pool, the per-lab pool, then networks."""
+        """Gateways, domains, volumes in a shared pool, the per-lab pool, then networks."""
+        if ledger is not None:
+            run_dir = self.lab_dir(lab_id) / "run"
+            for network, record in ledger.gateways.items():
+                remaining += [
+                    f"gateway of network {network}: {problem}"
+                    for problem in _remove_gateway(GatewayRecord.from_json(record), run_dir)
+                ]
         for name in (n for k, n in owned if k == "domain"):
             self._teardown(remaining, f"domain {name}", partial(_remove_domain, name=name))
         if ledger is not None and not ledger.pool_owned:
@@ -589,6 +618,12 @@ def _names(conn: libvirt.virConnect) -> tuple[set[str], set[str], dict[str, str]
         bridges,
         {p.name() for p in conn.listAllStoragePools()},
     )
+
+
+def _remove_gateway(record: GatewayRecord, run_dir: Path) -> list[str]:
+    """Remove a recorded gateway, open or cut short; what remains."""
+    relay = None if record.gateway is None else record.gateway.relay
+    return remove_gateway(record.namespace, record.host_veth, run_dir, relay=relay)
 
 
 def _make_dir(path: Path) -> None:
@@ -833,6 +868,117 @@ class LibvirtLab(LabHandleBase):
         )
         root = ET.fromstring(xml)
         return tuple(mac.get("address", "") for mac in root.findall("devices/interface/mac"))
+
+    # ---------------------------------------------------------------- gateways
+
+    def open_gateway(
+        self, network: str, address: str, targets: Sequence[tuple[str, int]]
+    ) -> Gateway:
+        """A gateway on ``network`` (a spec name) holding ``address`` (CIDR), with a loopback
+        port per ``(address, port)`` target (see ``backends/gateway.py``).
+
+        Its names (namespace ``stx-<lab>-<id>-gw-<network>``, host veth ``stx<id>g<i>``) are
+        recorded in the ledger before anything is made. Opening a network's gateway again
+        returns the open one when address and targets are the same and its relay runs; anything
+        else raises ``BackendError`` (close it first): nothing is replaced silently.
+        """
+        namespace, host_veth, bridge = self._gateway_names(network)
+        if not self.backend.config.is_local:
+            raise BackendError(
+                f"gateway of network {network}: libvirt at {self.backend.config.uri} is remote; "
+                "a gateway is made on the libvirt host's bridge, from that host"
+            )
+        wanted = GatewayRecord(
+            namespace, host_veth, address, tuple((host, port) for host, port in targets)
+        )
+        with self._gateway_book() as book:
+            if network in book:
+                recorded = GatewayRecord.from_json(book[network])
+                return self._recorded_gateway(network, recorded, wanted)
+            taken = existing(namespace, host_veth)
+            if taken:
+                raise BackendError(
+                    f"lab {self.lab_id}: cannot open the gateway of network {network}: "
+                    f"{', '.join(taken)} exist and are not recorded as ours, so they are left alone"
+                )
+            book[network] = wanted.to_json()
+        try:
+            name = self.prefix + network
+            self.backend.call(
+                f"starting network {name} for its gateway",
+                partial(self._start_network, name=name),
+            )
+            gateway = open_gateway(
+                namespace, bridge, address, targets, self.run_dir, host_veth=host_veth
+            )
+        except BaseException:
+            with self._gateway_book() as book:
+                if not existing(namespace, host_veth):  # else destroy_lab removes it
+                    del book[network]
+            raise
+        with self._gateway_book() as book:
+            book[network] = replace(wanted, gateway=gateway).to_json()
+        return gateway
+
+    def close_gateway(self, network: str) -> None:
+        """Remove the gateway of ``network``, if there is one; ``LeakError`` lists what remains
+        (the ledger keeps it for ``destroy_lab``)."""
+        self._gateway_names(network)
+        with self._gateway_book() as book:
+            if network not in book:
+                return
+            leftovers = _remove_gateway(GatewayRecord.from_json(book[network]), self.run_dir)
+            if leftovers:
+                raise LeakError(
+                    f"lab {self.lab_id}: gateway of network {network}: " + "; ".join(leftovers)
+                )
+            del book[network]
+        logger.info("closed the gateway of network %s", network)
+
+    def _gateway_names(self, network: str) -> tuple[str, str, str]:
+        """Namespace, host veth and bridge of the gateway on ``network``."""
+        names = [spec.name for spec in self.resources.networks]
+        if network not in names:
+            known = ", ".join(names)
+            raise BackendError(f"lab {self.lab_id}: no network {network!r} (has {known})")
+        index = names.index(network)
+        return (
+            f"{self.prefix}gw-{network}",
+            gateway_veth(self.lab_id, index),
+            bridge_name(self.lab_id, index),
+        )
+
+    @contextlib.contextmanager
+    def _gateway_book(self) -> Iterator[dict[str, dict[str, Any]]]:
+        """The ledger's gateways as on disk, under a lock, saved when the block succeeds
+        (another process may open a gateway of the same lab)."""
+        with FileLock(self.run_dir / "gateways.lock"):
+            ledger = Ledger.load(self.ledger.path)
+            yield ledger.gateways
+            ledger.save()
+        self.ledger.gateways = ledger.gateways
+
+    def _recorded_gateway(
+        self, network: str, recorded: GatewayRecord, wanted: GatewayRecord
+    ) -> Gateway:
+        """The recorded gateway of ``network`` if it is the one wanted and runs."""
+        what = f"lab {self.lab_id}: the gateway of network {network}"
+        if recorded.gateway is None:
+            raise BackendError(
+                f"{what} is being opened by another process, or its opening was cut short; "
+                f"close_gateway({network!r}) removes what it left"
+            )
+        if (recorded.address, recorded.targets) != (wanted.address, wanted.targets):
+            raise BackendError(
+                f"{what} is open at {recorded.address} to {list(recorded.targets)}, not at "
+                f"{wanted.address} to {list(wanted.targets)}; close_gateway({network!r}) first"
+            )
+        if not recorded.gateway.relay.alive():
+            raise BackendError(
+                f"{what} is recorded but its relay ({recorded.gateway.relay}) is gone; "
+                f"close_gateway({network!r}) first"
+            )
+        return recorded.gateway
 
     # ---------------------------------------------------------------- console
 

@@ -75,6 +75,7 @@ from pytest_starlingx.backends.base import (
     name_prefix,
 )
 from pytest_starlingx.backends.common import LabBackendBase, LabHandleBase, LedgerBase
+from pytest_starlingx.backends.gateway import Gateway
 from pytest_starlingx.errors import BackendError
 from pytest_starlingx.settings import DEFAULT_VBOXMANAGE
 from pytest_starlingx.transport import Transport, UnixSocketTransport
@@ -668,6 +669,20 @@ class VirtualBoxLab(LabHandleBase):
             for i in range(1, len(self.resources.machine(machine).nics) + 1)
         ]
         return tuple(":".join(m[i : i + 2] for i in range(0, 12, 2)).lower() for m in macs)
+
+    # ---------------------------------------------------------------- gateways
+
+    def open_gateway(
+        self, network: str, address: str, targets: Sequence[tuple[str, int]]
+    ) -> Gateway:
+        """Not yet: an internal network has no host-side bridge to put a gateway on."""
+        raise BackendError(
+            f"lab {self.lab_id}: a gateway on network {network} is not supported by the "
+            "VirtualBox backend"
+        )
+
+    def close_gateway(self, network: str) -> None:
+        """Nothing to do: the VirtualBox backend never opens a gateway."""
 
     # ---------------------------------------------------------------- console
 

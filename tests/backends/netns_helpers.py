@@ -1,0 +1,179 @@
+"""Fake labs for the gateway tests, made with iproute2, and what the tests look at.
+
+A fake lab is what libvirt makes of an isolated network, a bridge with no address (IPv6 off, as
+libvirt leaves it), plus a "guest": a network namespace on the bridge at 10.10.10.2/24 running
+an echo server that answers with its lab's label and the address the connection came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from pytest_starlingx.backends.gateway import remove_gateway
+from pytest_starlingx.ownership import Holder
+from pytest_starlingx.waits import Deadline
+
+needs_netns = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None,
+    reason="network namespaces need root and iproute2",
+)
+
+GATEWAY = "10.10.10.1/24"
+GUEST = "10.10.10.2"
+PORT = 7000
+WAIT = 20.0  # seconds any one event may take on a busy host
+
+ECHO_SERVER = """
+import socket, sys
+label, address, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+server = socket.create_server((address, port))
+print("ready", flush=True)
+while True:
+    conn, peer = server.accept()
+    with conn:
+        line = conn.makefile("rb").readline()
+        conn.sendall(f"{label} from {peer[0]}: ".encode() + line)
+"""
+
+
+def ip(*argv: str) -> str:
+    """Run ``ip argv``; its stdout (fails the test on an error)."""
+    proc = subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=WAIT)
+    assert proc.returncode == 0, f"ip {' '.join(argv)}: {proc.stderr}"
+    return proc.stdout
+
+
+def no_ipv6(ifname: str) -> None:
+    knob = Path("/proc/sys/net/ipv6/conf") / ifname / "disable_ipv6"
+    if knob.parent.exists():
+        knob.write_text("1")
+
+
+def namespaces() -> set[str]:
+    """Names of the network namespaces in /run/netns."""
+    return {entry["name"] for entry in json.loads(ip("-j", "netns", "list") or "[]")}
+
+
+def links() -> dict[str, dict[str, Any]]:
+    """The host namespace's links with their addresses, by name."""
+    return {link["ifname"]: link for link in json.loads(ip("-j", "addr", "show"))}
+
+
+def read_line(stream: IO[bytes], deadline: Deadline) -> bytes:
+    """One line from a child's stdout, waiting for it (never past the deadline)."""
+    ready, _, _ = select.select([stream], [], [], deadline.remaining)
+    assert ready, f"nothing to read within {deadline.timeout:.0f}s"
+    return stream.readline()
+
+
+def ask(port: int, text: str) -> str:
+    """Send a line to 127.0.0.1:``port``, half-close, read the answer to its end."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(text.encode() + b"\n")
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return answer.decode()
+
+
+def refused(port: int) -> bool:
+    """Whether nothing listens at 127.0.0.1:``port``."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def running(holder: Holder) -> bool:
+    """Whether the process still runs (a zombie waiting for its reaper does not)."""
+    if not holder.alive():
+        return False
+    try:
+        stat = Path(f"/proc/{holder.pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_exit(holder: Holder) -> None:
+    """Wait for a process that is not our child to exit."""
+    try:
+        pidfd = os.pidfd_open(holder.pid)
+    except ProcessLookupError:
+        return
+    try:
+        if running(holder):
+            ready, _, _ = select.select([pidfd], [], [], WAIT)
+            assert ready, f"{holder} still runs after {WAIT:.0f}s"
+    finally:
+        os.close(pidfd)
+
+
+@dataclass
+class FakeLab:
+    """A bridge with no address and a guest namespace on it answering at GUEST:PORT."""
+
+    label: str
+    bridge: str
+    guest: str
+    guest_veth: str
+    server: subprocess.Popen[bytes]
+
+    @classmethod
+    def make(cls, label: str, bridge: str, guest: str, guest_veth: str) -> FakeLab:
+        """Bridge ``bridge`` (made unless it exists), namespace ``guest`` on it through veth
+        ``guest_veth``, its echo server answering with ``label``, ready."""
+        if bridge not in links():
+            ip("link", "add", bridge, "type", "bridge")
+            no_ipv6(bridge)
+            ip("link", "set", bridge, "up")
+        ip("netns", "add", guest)
+        ip("link", "add", guest_veth, "type", "veth", "peer", "name", "eth0", "netns", guest)
+        no_ipv6(guest_veth)
+        ip("link", "set", guest_veth, "master", bridge)
+        ip("link", "set", guest_veth, "up")
+        ip("-n", guest, "addr", "add", f"{GUEST}/24", "dev", "eth0")
+        ip("-n", guest, "link", "set", "eth0", "up")
+        argv = [sys.executable, "-c", ECHO_SERVER, label, GUEST, str(PORT)]
+        server = subprocess.Popen(["ip", "netns", "exec", guest, *argv], stdout=subprocess.PIPE)
+        lab = cls(label, bridge, guest, guest_veth, server)
+        try:
+            assert server.stdout is not None
+            assert read_line(server.stdout, Deadline(WAIT)) == b"ready\n"
+        except BaseException:
+            lab.stop()
+            raise
+        return lab
+
+    def stop(self) -> None:
+        """Stop the echo server (the namespace and links go with :func:`sweep`)."""
+        self.server.kill()
+        self.server.wait()
+
+
+def sweep(prefixes: tuple[str, ...], run_dir: Path) -> None:
+    """Remove every namespace and link whose name starts with one of ``prefixes`` (a test's
+    own): gateway namespaces (``-gw`` in the name) with their relays, recorded in ``run_dir``."""
+    for namespace in namespaces():
+        if not namespace.startswith(prefixes):
+            continue
+        if "-gw" in namespace:
+            remove_gateway(namespace, None, run_dir)
+        else:
+            subprocess.run(["ip", "netns", "del", namespace], check=False)
+    for link in links():
+        if link.startswith(prefixes):  # a namespace's veth may be going meanwhile
+            subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
