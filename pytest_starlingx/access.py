@@ -13,6 +13,7 @@ are reachable side by side.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,10 @@ from pathlib import Path
 from filelock import FileLock
 
 from pytest_starlingx.backends.base import LabHandle
+from pytest_starlingx.errors import BackendError
 from pytest_starlingx.model import LabSpec, Personality
+
+log = logging.getLogger("pytest_starlingx.access")
 
 SSH_PORT = 22
 SYSINV_PORT = 6385  # sysinv-restapi
@@ -77,11 +81,22 @@ def endpoints(spec: LabSpec, ports: Mapping[tuple[str, int], int]) -> dict[str, 
 
 
 def open_endpoints(spec: LabSpec, handle: LabHandle, lab_dir: Path) -> dict[str, Endpoint]:
-    """Open the lab's OAM gateway (or find it open) and name its endpoints. One process at a
-    time per lab (xdist workers share labs): ``lab_dir``'s ``gateway.lock``."""
+    """Open the lab's OAM gateway (or find it open) and name its endpoints.
+
+    One process at a time per lab (xdist workers share labs): ``lab_dir``'s ``gateway.lock``.
+    A recorded gateway the backend will not hand back (its relay gone after a host reboot, an
+    opening cut short by a kill -9) is closed and opened anew: under the lock, no other
+    process of ours is opening it.
+    """
     targets = sorted(set(endpoint_targets(spec).values()))
+    address = gateway_address(spec)
     with FileLock(lab_dir / "gateway.lock"):
-        gateway = handle.open_gateway(OAM_NETWORK, gateway_address(spec), targets)
+        try:
+            gateway = handle.open_gateway(OAM_NETWORK, address, targets)
+        except BackendError as exc:
+            log.warning("lab %s: %s; opening it anew", spec.name, exc)
+            handle.close_gateway(OAM_NETWORK)
+            gateway = handle.open_gateway(OAM_NETWORK, address, targets)
     return endpoints(spec, gateway.ports)
 
 

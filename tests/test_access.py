@@ -4,12 +4,21 @@ configuration."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import json5
 import pytest
 
-from pytest_starlingx.access import endpoint_targets, endpoints, starlingx_test_config
+from pytest_starlingx.access import (
+    endpoint_targets,
+    endpoints,
+    open_endpoints,
+    starlingx_test_config,
+)
+from pytest_starlingx.backends.gateway import Gateway
+from pytest_starlingx.errors import BackendError
 from pytest_starlingx.labfile import lab_from_mapping
+from pytest_starlingx.ownership import Holder
 
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 
@@ -55,3 +64,28 @@ def test_the_starlingx_test_file_loads_as_json5_and_names_the_loopback_ports():
     assert nodes["controller-1"]["ssh_port"] == ports[("10.10.10.4", 22)]
     assert nodes["controller-1"]["node_type"] == "Controller"
     assert nodes["worker-0"] == {"ip": "worker-0", "node_type": "Compute", "node_capabilities": []}
+
+
+class _Handle:
+    """A lab handle whose recorded gateway cannot be handed back until it is closed."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def open_gateway(self, network, address, targets):
+        self.calls.append(f"open {network} {address}")
+        if "close" not in " ".join(self.calls):
+            raise BackendError("the gateway is recorded but its relay is gone")
+        return Gateway("ns", "veth", Holder.me(), {t: 41000 + i for i, t in enumerate(targets)},
+                       Path("/nonexistent"))  # fmt: skip
+
+    def close_gateway(self, network):
+        self.calls.append(f"close {network}")
+
+
+def test_a_gateway_the_backend_will_not_hand_back_is_closed_and_opened_anew(tmp_path):
+    spec = lab_from_mapping({"name": "s", "topology": "simplex"})
+    handle = _Handle()
+    found = open_endpoints(spec, handle, tmp_path)  # type: ignore[arg-type]
+    assert handle.calls == ["open oam 10.10.10.1/24", "close oam", "open oam 10.10.10.1/24"]
+    assert found["ssh"].url.startswith("http://127.0.0.1:41")
