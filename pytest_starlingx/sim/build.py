@@ -2,7 +2,8 @@
 
 The guest is the stock Debian kernel with a small initramfs (busybox, the drivers it needs,
 ``initramfs/init``) and a root filesystem (busybox, bash, Debian's python3.11 with a trimmed
-standard library, dnsmasq, their shared libraries and everything under ``rootfs/``). The ISO
+standard library, dnsmasq, sudo, openssh-server, their shared libraries and everything under
+``rootfs/``). The ISO
 boots as a real StarlingX ISO does under BIOS: Debian's ISOLINUX with ``vesamenu.c32`` and
 StarlingX's own ``isolinux.cfg`` (see ``ISOLINUX_FILES``); it carries the kernel as
 ``/bzImage-std`` and ``/bzImage-rt``, the initramfs and the root filesystem as
@@ -75,6 +76,11 @@ BUILD_PACKAGES = (
     "cracklib-runtime",
     "sudo",
     "libpam-modules",
+    "openssh-server",
+    "openssh-sftp-server",
+    "openssh-client",
+    "libpam-pwquality",
+    "passwd",
 )
 
 #: Debian's libpwquality for python: the guest's login checks new passwords with it, under the
@@ -107,6 +113,11 @@ HOST_TOOLS = {
     PWQUALITY: "python3-pwquality",
     "/usr/bin/sudo": "sudo",
     "/usr/lib/x86_64-linux-gnu/security/pam_unix.so": "libpam-modules",
+    "/usr/sbin/sshd": "openssh-server",
+    "/usr/lib/openssh/sftp-server": "openssh-sftp-server",
+    "/usr/bin/ssh-keygen": "openssh-client",
+    "/usr/lib/x86_64-linux-gnu/security/pam_pwquality.so": "libpam-pwquality",
+    "/usr/bin/passwd": "passwd",
 }
 
 #: sudo as StarlingX's sysadmin uses it: Debian's sudo (setuid root) with its sudoers policy
@@ -122,11 +133,46 @@ SUDO_FILES = (
     *(f"/usr/lib/x86_64-linux-gnu/security/pam_{name}.so"
       for name in ("unix", "faillock", "deny", "permit", "localuser", "limits")),
 )  # fmt: skip
-#: Modes sudo insists on (its policy files) and that keep password hashes from sysadmin.
-MODES = {"etc/sudoers": 0o440, "etc/sudoers.d/sysadmin": 0o440, "etc/shadow": 0o600}
+#: The SSH server every StarlingX node runs (metal kickstart.cfg links pmon.d/sshd.conf for
+#: controllers, workers and storage nodes): Debian's openssh-server, as StarlingX takes it from
+#: Debian (starlingx/tools base-bullseye.lst, 1:8.4p1-5+deb11u3), with its DH group file and
+#: sftp-server (config-files' sshd_config names it), ssh-keygen for the host keys
+#: (install-to-disk), Debian's passwd (setuid root) and its PAM service, which sshd runs when
+#: an expired password must be changed, and the PAM modules Debian's /etc/pam.d/sshd and
+#: StarlingX's common-session and common-password add to those of SUDO_FILES (both PAM files
+#: are under ``rootfs/etc/pam.d``). pam_systemd (common-session, optional) is not copied: the
+#: guest has no systemd-logind.
+SSHD_FILES = (
+    "/usr/sbin/sshd",
+    "/usr/lib/openssh/sftp-server",
+    "/usr/bin/ssh-keygen",
+    "/etc/ssh/moduli",
+    "/usr/bin/passwd",
+    "/etc/pam.d/passwd",
+    *(f"/usr/lib/x86_64-linux-gnu/security/pam_{name}.so"
+      for name in ("nologin", "selinux", "loginuid", "keyinit", "motd", "mail", "env",
+                   "mkhomedir", "pwquality", "pwhistory")),
+)  # fmt: skip
+#: Modes sudo insists on (its policy files) and that keep password hashes from sysadmin; the
+#: login records sshd writes, as Debian's base-files postinst makes them (root:utmp).
+MODES = {
+    "etc/sudoers": 0o440,
+    "etc/sudoers.d/sysadmin": 0o440,
+    "etc/shadow": 0o600,
+    "var/log/wtmp": 0o664,
+    "var/log/btmp": 0o660,
+    "var/log/lastlog": 0o664,
+}
+#: Modes a release's packages set beyond those: 11.0's openssh-config postinst runs
+#: ``chmod go-rwx /etc/ssh/sshd_config`` (config-files r/stx.11.0).
+RELEASE_MODES = {"11.0": {"etc/ssh/sshd_config": 0o600}}
 #: The owner of what is not root's: sysadmin's home (uid and gid 1000, the first user
-#: ``useradd`` makes; metal kickstart.cfg ``useradd sysadmin -m --shell /bin/bash -G sudo``).
-OWNERS = {"home/sysadmin": (1000, 1000)}
+#: ``useradd`` makes; metal kickstart.cfg ``useradd sysadmin -m --shell /bin/bash -G sudo``),
+#: and the login records (group utmp, Debian's gid 43).
+OWNERS = {
+    "home/sysadmin": (1000, 1000),
+    **{f"var/log/{name}": (0, 43) for name in ("wtmp", "btmp", "lastlog")},
+}
 
 #: The BIOS boot loader of a Debian StarlingX ISO (starlingx/tools debian-mirror-tools/config/
 #: debian/common/base-bullseye.yaml ``iso-syslinux-entry``, under LAT's ``SYSLINUX_CFG_HEAD``;
@@ -467,9 +513,9 @@ def _make_rootfs(root: Path, src: Path, kver: str, initrd: bytes, host_files: se
     elves = ["/usr/bin/bash", "/usr/bin/python3.11", "/usr/sbin/dnsmasq", PWQUALITY]
     for path in elves:
         _copy_host_file(path, root, host_files)
-    for path in SUDO_FILES:
+    for path in (*SUDO_FILES, *SSHD_FILES):
         _copy_host_file(path, root, host_files)
-    elves += [path for path in SUDO_FILES if path.endswith(".so") or path.endswith("sudo")]
+    elves += [path for path in (*SUDO_FILES, *SSHD_FILES) if not path.startswith("/etc/")]
     # iproute2's ip, as on StarlingX (busybox's has no `ip address replace`), in busybox's place.
     elves.append(IPROUTE2)
     _copy_host_file(IPROUTE2, root, host_files, dest="usr/sbin/ip")
@@ -516,7 +562,7 @@ def _apply_release(root: Path, src: Path, release: str) -> None:
         path = root / "etc" / issue
         path.write_text(path.read_text().replace("@PLATFORM_RELEASE@", RELEASES[release]))
     install_pxe_configs(root, src / "pxe-network-installer", RELEASES[release])
-    for rel, mode in MODES.items():
+    for rel, mode in {**MODES, **RELEASE_MODES.get(release, {})}.items():
         os.chmod(root / rel, mode)
 
 
@@ -651,7 +697,8 @@ def _write_tar_gz(root: Path, out: Path) -> None:
         for path in _sorted_tree(root):
             info = tar.gettarinfo(str(path), arcname=path.relative_to(root).as_posix())
             info.uid, info.gid = OWNERS.get(info.name, (0, 0))
-            info.uname = info.gname = "root" if info.uid == 0 else ""
+            info.uname = "root" if info.uid == 0 else ""
+            info.gname = "root" if info.gid == 0 else ""
             info.mtime = SOURCE_DATE_EPOCH
             if info.isreg():
                 with open(path, "rb") as f:
