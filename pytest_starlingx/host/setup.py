@@ -39,6 +39,10 @@ DAEMONS: tuple[tuple[str, str], ...] = (
     ("libvirtd", "/usr/sbin/libvirtd"),
 )
 SOCKET_WAIT = 30.0
+#: The simulator build copies sshd out of Debian's openssh-server, whose installation would
+#: start an SSH server on the host: while this file exists neither Debian's ssh.service
+#: (ConditionPathExists) nor /etc/init.d/ssh starts one.
+SSHD_NOT_TO_BE_RUN = Path("/etc/ssh/sshd_not_to_be_run")
 
 
 def required_packages() -> tuple[str, ...]:
@@ -67,6 +71,10 @@ def host_setup() -> Iterator[str]:
     missing = missing_packages(required_packages())
     if missing:
         _require_root(f"install {' '.join(missing)}")
+        if "openssh-server" in missing:
+            SSHD_NOT_TO_BE_RUN.parent.mkdir(parents=True, exist_ok=True)
+            SSHD_NOT_TO_BE_RUN.touch()
+            yield f"created {SSHD_NOT_TO_BE_RUN}: the new openssh-server starts no sshd here"
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         yield f"installing {len(missing)} Debian packages: {' '.join(missing)}"
         _run(["apt-get", "update", "-qq"], env)
