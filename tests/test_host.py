@@ -66,3 +66,22 @@ def test_host_setup_is_idempotent():
         "libvirtd: already running",
         "libvirt: answering on /run/libvirt/libvirt-sock",
     ]
+
+
+@pytest.mark.fast
+def test_host_setup_installs_openssh_server_without_starting_sshd(tmp_path, monkeypatch):
+    """The flag Debian's ssh.service and init script honour exists before apt-get runs."""
+    from pytest_starlingx.host import setup
+
+    flag = tmp_path / "ssh" / "sshd_not_to_be_run"
+    runs: list[tuple[list[str], bool]] = []
+    monkeypatch.setattr(setup, "SSHD_NOT_TO_BE_RUN", flag)
+    monkeypatch.setattr(setup, "missing_packages", lambda packages: ["openssh-server"])
+    monkeypatch.setattr(setup, "_require_root", lambda what: None)
+    monkeypatch.setattr(setup, "_run", lambda argv, env: runs.append((argv, flag.exists())))
+    monkeypatch.setattr(setup, "_running", lambda name: True)
+    monkeypatch.setattr(setup, "_wait_for_socket", lambda: None)
+    lines = list(setup.host_setup())
+    assert lines[0] == f"created {flag}: the new openssh-server starts no sshd here"
+    assert runs[-1] == (["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                         "openssh-server"], True)  # fmt: skip
