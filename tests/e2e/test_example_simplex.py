@@ -13,6 +13,7 @@ import subprocess
 from xml.etree import ElementTree
 
 import json5
+import pexpect
 from e2e_helpers import EXAMPLES, run_examples
 
 from pytest_starlingx.cli import main
@@ -83,6 +84,9 @@ def test_simplex_example_suite_kept_then_reused(pytester, lab_file, lab_name, mo
         exports = dict(re.findall(r"^export (\w+)=(.*)$", capsys.readouterr().out, re.M))
         assert exports["STX_SSH_PORT"] == str(config["ssh_port"])
         assert exports["SYSTEM_URL"].startswith("http://127.0.0.1:")
+        # a client that knows only the loopback SSH port and the credentials
+        hosts = _over_ssh(config, "source /etc/platform/openrc && system host-list")
+        assert re.search(r"\|\s*1\s*\|\s*controller-0\s*\|\s*controller\s*\|", hosts), hosts
 
         # reused by the next run, which builds nothing and releases its lease
         reused = pytester.makepyfile(
@@ -102,3 +106,20 @@ def test_simplex_example_suite_kept_then_reused(pytester, lab_file, lab_name, mo
         assert main(["down", lab_id]) == 0
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert lab_id not in namespaces  # its gateway went with it
+
+
+def _over_ssh(config: dict, command: str) -> str:
+    """``command`` on the lab over SSH, as a starlingx/test run would: Debian's ssh to the
+    configuration's floating address and port with its admin credentials (the password typed
+    at ssh's prompt, never in argv). The output, once ssh has exited 0."""
+    credentials = config["admin_credentials"]
+    argv = ["-F", "/dev/null", "-p", str(config["ssh_port"]), "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "PubkeyAuthentication=no",
+            f"{credentials['user_name']}@{config['floating_ip']}", command]  # fmt: skip
+    child = pexpect.spawn("ssh", argv, encoding="utf-8", timeout=120)
+    child.expect("password:")
+    child.sendline(credentials["password"])
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    return child.before
