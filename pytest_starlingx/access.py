@@ -13,10 +13,12 @@ are reachable side by side.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -47,40 +49,72 @@ class Endpoint:
         return f"http://127.0.0.1:{self.local_port}"
 
 
-def endpoint_targets(spec: LabSpec) -> dict[str, tuple[str, int]]:
+@dataclass(frozen=True)
+class LabFacts:
+    """What reaching a lab takes from its description: name, topology, OAM addresses, nodes
+    (name, personality) and passwords. Saved with the lab's state when it is created, so
+    ``stx-lab env`` and ``export`` know a lab built by pytest from a description they do not
+    have."""
+
+    name: str
+    topology: str
+    oam: dict[str, str]  # subnet, gateway, floating, controller_0, controller_1
+    nodes: tuple[tuple[str, str], ...]
+    passwords: dict[str, str]
+
+    @classmethod
+    def of(cls, spec: LabSpec, passwords: Mapping[str, str]) -> LabFacts:
+        """The facts of ``spec`` with its resolved ``passwords``."""
+        oam = {f.name: str(getattr(spec.oam, f.name)) for f in fields(spec.oam)}
+        nodes = tuple((n.name, n.personality.value) for n in spec.nodes)
+        return cls(spec.name, spec.topology.value, oam, nodes, dict(passwords))
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-ready data (for the lab state)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LabFacts:
+        """Facts saved with :meth:`to_json`."""
+        nodes = tuple((str(name), str(kind)) for name, kind in data["nodes"])
+        return cls(data["name"], data["topology"], dict(data["oam"]), nodes,
+                   dict(data["passwords"]))  # fmt: skip
+
+
+def endpoint_targets(facts: LabFacts) -> dict[str, tuple[str, int]]:
     """Each endpoint's name and its (OAM address, port) in the lab: ``ssh`` (the floating
     address), ``ssh-<controller>`` (a controller's own address, with two controllers:
     ansible-playbooks bootstrap's ``external_oam_node_0_address`` and ``..._1_...`` are for
     duplex and standard systems), ``sysinv``, ``keystone``."""
-    oam = spec.oam
-    floating = str(oam.floating)
+    oam = facts.oam
+    floating = oam["floating"]
     targets = {
         "ssh": (floating, SSH_PORT),
         "sysinv": (floating, SYSINV_PORT),
         "keystone": (floating, KEYSTONE_PORT),
     }
-    controllers = [n.name for n in spec.nodes if n.personality is Personality.CONTROLLER]
+    controllers = [name for name, kind in facts.nodes if kind == Personality.CONTROLLER.value]
     if len(controllers) > 1:  # a simplex controller has the floating address only
-        units = {"controller-0": oam.controller_0, "controller-1": oam.controller_1}
         for name in controllers:
-            targets[f"ssh-{name}"] = (str(units[name]), SSH_PORT)
+            targets[f"ssh-{name}"] = (oam[name.replace("-", "_")], SSH_PORT)
     return targets
 
 
-def gateway_address(spec: LabSpec) -> str:
+def gateway_address(facts: LabFacts) -> str:
     """The OAM gateway address with the OAM prefix, as the gateway namespace holds it."""
-    return f"{spec.oam.gateway}/{spec.oam.subnet.prefixlen}"
+    prefix = ipaddress.ip_network(facts.oam["subnet"]).prefixlen
+    return f"{facts.oam['gateway']}/{prefix}"
 
 
-def endpoints(spec: LabSpec, ports: Mapping[tuple[str, int], int]) -> dict[str, Endpoint]:
+def endpoints(facts: LabFacts, ports: Mapping[tuple[str, int], int]) -> dict[str, Endpoint]:
     """The lab's endpoints, given the local port of each (address, port) target."""
     return {
         name: Endpoint(name, address, port, ports[(address, port)])
-        for name, (address, port) in endpoint_targets(spec).items()
+        for name, (address, port) in endpoint_targets(facts).items()
     }
 
 
-def open_endpoints(spec: LabSpec, handle: LabHandle, lab_dir: Path) -> dict[str, Endpoint]:
+def open_endpoints(facts: LabFacts, handle: LabHandle, lab_dir: Path) -> dict[str, Endpoint]:
     """Open the lab's OAM gateway (or find it open) and name its endpoints.
 
     One process at a time per lab (xdist workers share labs): ``lab_dir``'s ``gateway.lock``.
@@ -88,16 +122,16 @@ def open_endpoints(spec: LabSpec, handle: LabHandle, lab_dir: Path) -> dict[str,
     opening cut short by a kill -9) is closed and opened anew: under the lock, no other
     process of ours is opening it.
     """
-    targets = sorted(set(endpoint_targets(spec).values()))
-    address = gateway_address(spec)
+    targets = sorted(set(endpoint_targets(facts).values()))
+    address = gateway_address(facts)
     with FileLock(lab_dir / "gateway.lock"):
         try:
             gateway = handle.open_gateway(OAM_NETWORK, address, targets)
         except BackendError as exc:
-            log.warning("lab %s: %s; opening it anew", spec.name, exc)
+            log.warning("lab %s: %s; opening it anew", facts.name, exc)
             handle.close_gateway(OAM_NETWORK)
             gateway = handle.open_gateway(OAM_NETWORK, address, targets)
-    return endpoints(spec, gateway.ports)
+    return endpoints(facts, gateway.ports)
 
 
 #: starlingx/test's lab types (``config/lab/objects/lab_type_enum.py``) by topology.
@@ -111,9 +145,7 @@ STARLINGX_TEST_LAB_TYPES = {
 STARLINGX_TEST_NODE_TYPES = {"controller": "Controller", "worker": "Compute", "storage": "Storage"}
 
 
-def starlingx_test_config(
-    spec: LabSpec, ports: Mapping[str, Endpoint], passwords: Mapping[str, str]
-) -> dict[str, object]:
+def starlingx_test_config(facts: LabFacts, ports: Mapping[str, Endpoint]) -> dict[str, object]:
     """The lab as a starlingx/test lab configuration (``config/lab/files/*.json5``, read by
     ``config/lab/objects/lab_config.py``, ``node.py``): its floating address and SSH port are
     the loopback forward of the OAM floating address; a controller with an OAM address of its
@@ -123,23 +155,23 @@ def starlingx_test_config(
     (sysadmin); REST and Horizon use keystone's admin."""
     ssh = ports["ssh"].local_port
     nodes: dict[str, object] = {}
-    for node in spec.nodes:
-        entry: dict[str, object] = {"ip": node.name}  # from the active controller, port 22
-        own = ports.get(f"ssh-{node.name}")
+    for name, kind in facts.nodes:
+        entry: dict[str, object] = {"ip": name}  # from the active controller, port 22
+        own = ports.get(f"ssh-{name}")
         if own is not None:
             entry = {"ip": "127.0.0.1", "ssh_port": own.local_port}
-        elif spec.topology.value == "simplex" and node.name == "controller-0":
+        elif facts.topology == "simplex" and name == "controller-0":
             entry = {"ip": "127.0.0.1", "ssh_port": ssh}
-        nodes[node.name] = entry | {
-            "node_type": STARLINGX_TEST_NODE_TYPES[node.personality.value],
+        nodes[name] = entry | {
+            "node_type": STARLINGX_TEST_NODE_TYPES[kind],
             "node_capabilities": [],
         }
-    admin = {"user_name": "admin", "password": passwords["admin"]}
+    admin = {"user_name": "admin", "password": facts.passwords["admin"]}
     return {
         "floating_ip": "127.0.0.1",
-        "lab_name": spec.name,
-        "lab_type": STARLINGX_TEST_LAB_TYPES[spec.topology.value],
-        "admin_credentials": {"user_name": "sysadmin", "password": passwords["sysadmin"]},
+        "lab_name": facts.name,
+        "lab_type": STARLINGX_TEST_LAB_TYPES[facts.topology],
+        "admin_credentials": {"user_name": "sysadmin", "password": facts.passwords["sysadmin"]},
         "rest_credentials": admin,
         "horizon_credentials": admin,
         "bm_password": "",

@@ -15,7 +15,7 @@ import tty
 from collections.abc import Callable
 from pathlib import Path
 
-from pytest_starlingx.access import Endpoint, open_endpoints, starlingx_test_config
+from pytest_starlingx.access import Endpoint, LabFacts, open_endpoints, starlingx_test_config
 from pytest_starlingx.backends import make_backend
 from pytest_starlingx.errors import LabConfigError, StxError
 from pytest_starlingx.lab import destroy_lab, lab_passwords
@@ -344,12 +344,17 @@ def _attach(transport: Transport) -> int:
         transport.close()
 
 
-def _endpoints(target: str, uri: str | None) -> tuple[LabSpec, dict[str, Endpoint], dict[str, str]]:
-    """A lab's description, its endpoints (its OAM gateway opened if need be), its passwords."""
+def _endpoints(target: str, uri: str | None) -> tuple[LabFacts, dict[str, Endpoint]]:
+    """A lab's facts (saved with its state; resolved again for a lab from before they were)
+    and its endpoints, its OAM gateway opened if need be."""
     state = _one(target)
-    spec = resolve_state(state)
+    if state.access:
+        facts = LabFacts.from_json(state.access)
+    else:
+        spec = resolve_state(state)
+        facts = LabFacts.of(spec, lab_passwords(spec, state))
     handle = make_backend(state.backend, uri).open_lab(state.lab_id)
-    return spec, open_endpoints(spec, handle, lab_dir(state.lab_id)), lab_passwords(spec, state)
+    return facts, open_endpoints(facts, handle, lab_dir(state.lab_id))
 
 
 def env(target: str, uri: str | None) -> int:
@@ -357,11 +362,11 @@ def env(target: str, uri: str | None) -> int:
     StarlingX's ``/etc/platform/openrc`` sets them, but at the loopback endpoints;
     ``SYSTEM_URL`` for the ``system`` CLI (cgtsclient's ``--system-url``), since the catalog
     names OAM addresses the host does not reach; and each endpoint's port."""
-    spec, found, passwords = _endpoints(target, uri)
+    facts, found = _endpoints(target, uri)
     exports = {
         "OS_AUTH_URL": f"{found['keystone'].url}/v3",
         "OS_USERNAME": "admin",
-        "OS_PASSWORD": passwords["admin"],
+        "OS_PASSWORD": facts.passwords["admin"],
         "OS_PROJECT_NAME": "admin",
         "OS_USER_DOMAIN_NAME": "Default",
         "OS_PROJECT_DOMAIN_NAME": "Default",
@@ -369,7 +374,7 @@ def env(target: str, uri: str | None) -> int:
         "OS_REGION_NAME": "RegionOne",
         "OS_INTERFACE": "public",
         "SYSTEM_URL": f"{found['sysinv'].url}/v1",
-        "STX_LAB": spec.name,
+        "STX_LAB": facts.name,
     }
     for name, endpoint in found.items():
         exports[f"STX_{name.upper().replace('-', '_')}_PORT"] = str(endpoint.local_port)
@@ -381,6 +386,6 @@ def env(target: str, uri: str | None) -> int:
 def export(target: str, uri: str | None) -> int:
     """The lab as another tool's lab configuration, on stdout (``starlingx-test``: a
     starlingx/test ``config/lab/files/*.json5``)."""
-    spec, found, passwords = _endpoints(target, uri)
-    print(json.dumps(starlingx_test_config(spec, found, passwords), indent=2))
+    facts, found = _endpoints(target, uri)
+    print(json.dumps(starlingx_test_config(facts, found), indent=2))
     return 0

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_starlingx.access import Endpoint, open_endpoints
+from pytest_starlingx.access import Endpoint, LabFacts, open_endpoints
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
 from pytest_starlingx.console import LOGIN, Console, Result
 from pytest_starlingx.errors import StxError
@@ -281,7 +281,8 @@ class Lab:
         which stays with the lab until it is removed; StarlingX serves them once controller-0
         is unlocked."""
         if self._endpoints is None:
-            self._endpoints = open_endpoints(self.spec, self.handle, self.state.path.parent)
+            facts = LabFacts.of(self.spec, self.passwords)
+            self._endpoints = open_endpoints(facts, self.handle, self.state.path.parent)
         return self._endpoints
 
     def restore(self, name: str) -> None:
@@ -385,8 +386,8 @@ def create_lab(
     source = str(spec.source) if spec.source else None
     state = LabState(lab_id, spec.name, spec.topology.value, spec.backend.value, source,
                      lab_key(spec, str(iso)))  # fmt: skip
-    lab_passwords(spec, state)  # generated ones are saved with the state
-    state.save()
+    state.access = LabFacts.of(spec, lab_passwords(spec, state)).to_json()
+    state.save()  # with the generated passwords
     try:
         return _lab(spec, backend.create_lab(lab_resources(spec, lab_id, iso, knobs)), state,
                     artifacts)  # fmt: skip

@@ -10,6 +10,7 @@ import json5
 import pytest
 
 from pytest_starlingx.access import (
+    LabFacts,
     endpoint_targets,
     endpoints,
     open_endpoints,
@@ -23,14 +24,20 @@ from pytest_starlingx.ownership import Holder
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 
 
-def _ports(spec, first=40000):
-    targets = endpoint_targets(spec).values()
+PASSWORDS = {"sysadmin": "Sys@dmin-1", "admin": "Adm1n@pass"}
+
+
+def _facts(**description):
+    return LabFacts.of(lab_from_mapping(description), PASSWORDS)
+
+
+def _ports(facts, first=40000):
+    targets = endpoint_targets(facts).values()
     return {target: first + i for i, target in enumerate(sorted(set(targets)))}
 
 
 def test_a_simplex_lab_is_reached_at_its_floating_address_only():
-    spec = lab_from_mapping({"name": "s", "topology": "simplex"})
-    assert endpoint_targets(spec) == {
+    assert endpoint_targets(_facts(name="s", topology="simplex")) == {
         "ssh": ("10.10.10.2", 22),
         "sysinv": ("10.10.10.2", 6385),
         "keystone": ("10.10.10.2", 5000),
@@ -38,23 +45,21 @@ def test_a_simplex_lab_is_reached_at_its_floating_address_only():
 
 
 def test_each_controller_of_a_duplex_lab_is_reached_at_its_own_address_too():
-    spec = lab_from_mapping(
-        {"name": "d", "topology": "duplex", "oam": {"subnet": "10.20.0.0/24",
-         "gateway": "10.20.0.1", "floating": "10.20.0.5", "controller_0": "10.20.0.6",
-         "controller_1": "10.20.0.7"}}
-    )  # fmt: skip
-    targets = endpoint_targets(spec)
+    facts = _facts(name="d", topology="duplex", oam={"subnet": "10.20.0.0/24",
+                   "gateway": "10.20.0.1", "floating": "10.20.0.5", "controller_0": "10.20.0.6",
+                   "controller_1": "10.20.0.7"})  # fmt: skip
+    facts = LabFacts.from_json(json.loads(json.dumps(facts.to_json())))  # as the state keeps them
+    targets = endpoint_targets(facts)
     assert targets["ssh"] == ("10.20.0.5", 22)
     assert targets["ssh-controller-0"] == ("10.20.0.6", 22)
     assert targets["ssh-controller-1"] == ("10.20.0.7", 22)
 
 
 def test_the_starlingx_test_file_loads_as_json5_and_names_the_loopback_ports():
-    spec = lab_from_mapping({"name": "std", "topology": "standard", "workers": 1})
-    ports = _ports(spec)
-    found = endpoints(spec, ports)
-    passwords = {"sysadmin": "Sys@dmin-1", "admin": "Adm1n@pass"}
-    text = json.dumps(starlingx_test_config(spec, found, passwords), indent=2)
+    facts = _facts(name="std", topology="standard", workers=1)
+    ports = _ports(facts)
+    found = endpoints(facts, ports)
+    text = json.dumps(starlingx_test_config(facts, found), indent=2)
     config = json5.loads(text)
     assert (config["floating_ip"], config["ssh_port"]) == ("127.0.0.1", ports[("10.10.10.2", 22)])
     assert config["lab_type"] == "Standard"
@@ -84,8 +89,7 @@ class _Handle:
 
 
 def test_a_gateway_the_backend_will_not_hand_back_is_closed_and_opened_anew(tmp_path):
-    spec = lab_from_mapping({"name": "s", "topology": "simplex"})
     handle = _Handle()
-    found = open_endpoints(spec, handle, tmp_path)  # type: ignore[arg-type]
+    found = open_endpoints(_facts(name="s", topology="simplex"), handle, tmp_path)  # type: ignore[arg-type]
     assert handle.calls == ["open oam 10.10.10.1/24", "close oam", "open oam 10.10.10.1/24"]
     assert found["ssh"].url.startswith("http://127.0.0.1:41")

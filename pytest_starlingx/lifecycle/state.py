@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.ownership import Holder, process_start
@@ -67,6 +68,8 @@ class LabState:
     kept: bool = False
     done: list[str] = field(default_factory=list)
     passwords: dict[str, str] = field(default_factory=dict)  # generated ones only
+    #: What reaching the lab takes (``access.LabFacts``), for ``stx-lab env`` and ``export``.
+    access: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.status = LabStatus(self.status)
