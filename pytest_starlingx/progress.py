@@ -176,10 +176,10 @@ class StatusLine:
             if self.board.active and self._ticker is None and not self._stop.is_set():
                 self._ticker = threading.Thread(target=self._tick, name="stx-status", daemon=True)
                 self._ticker.start()
-            if write is not None:
-                self._clear()
-                write()
-            self._draw()
+            if write is None:
+                self._draw()
+            else:
+                self.above(write)
 
     def above(self, write: Callable[[], object]) -> None:
         """Call ``write`` (which writes whole lines) with the status line out of its way."""

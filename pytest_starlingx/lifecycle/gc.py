@@ -204,10 +204,11 @@ class GcResult:
     kept: list[tuple[LabRecord, str]] = field(default_factory=list)
     failed: list[tuple[LabRecord, str]] = field(default_factory=list)
 
-    def lines(self) -> list[str]:
-        """One line per lab, for people."""
+    def lines(self, kept: bool = True) -> list[str]:
+        """One line per lab, for people (``kept=False``: only the labs removed or not removable)."""
         out = [f"removed lab {r.name!r} (id {r.lab_id}): {why}" for r, why in self.removed]
-        out += [f"kept lab {r.name!r} (id {r.lab_id}): {why}" for r, why in self.kept]
+        if kept:
+            out += [f"kept lab {r.name!r} (id {r.lab_id}): {why}" for r, why in self.kept]
         out += [f"FAILED to remove lab {r.name!r} (id {r.lab_id}): {why}" for r, why in self.failed]
         return out
 

@@ -99,9 +99,10 @@ def _remove_labs_left_by_workers(config: pytest.Config) -> None:
 
     lines = remove_labs_left_by_workers(held, config.stash[SETTINGS])
     reporter = config.pluginmanager.getplugin("terminalreporter")
+    if reporter is None:
+        return
     for line in lines:
-        if reporter is not None:
-            reporter.write_line(f"pytest-starlingx: left by the xdist workers: {line}")
+        reporter.write_line(f"pytest-starlingx: left by the xdist workers: {line}")
 
 
 @pytest.hookimpl(trylast=True)

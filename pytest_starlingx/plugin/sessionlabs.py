@@ -58,7 +58,7 @@ class SessionLabs:
         self._started = True
         self.signals.install()
         result = gc(self.settings.libvirt_uri)
-        self.collected = [line for line in result.lines() if not line.startswith("kept")]
+        self.collected = result.lines(kept=False)
         released, not_released = release_abandoned(self.settings.libvirt_uri)
         self.collected += released + not_released
         for line in self.collected:
@@ -138,4 +138,4 @@ def remove_labs_left_by_workers(held: list[Path], settings: Settings) -> list[st
     keeper = LeaseKeeper(Holder.me())
     for path in held:
         keeper.release(path)
-    return [line for line in gc(settings.libvirt_uri).lines() if not line.startswith("kept")]
+    return gc(settings.libvirt_uri).lines(kept=False)
