@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -76,3 +78,31 @@ def run_examples(pytester: pytest.Pytester, lab_file: Path, *args: str) -> pytes
         "-p", "no:cacheprovider", "-v", f"--stx-artifacts={pytester.path / 'artifacts'}",
         f"--stx-config={lab_file}", *args,
     )  # fmt: skip
+
+
+class Examples:
+    """``pytest`` on example suites in a subprocess started now, its labs based on ``lab_file``
+    and its artifacts under ``artifacts/<label>``: several can run at once (pytester's own
+    runs share one output file)."""
+
+    def __init__(self, pytester: pytest.Pytester, lab_file: Path, label: str, *args: str):
+        self.artifacts = pytester.path / "artifacts" / label
+        self.output = pytester.path / f"{label}.out"
+        with self.output.open("wb") as sink:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v",
+                 f"--stx-artifacts={self.artifacts}", f"--stx-config={lab_file}", *args],
+                cwd=pytester.path, stdout=sink, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.started = time.monotonic()
+
+    def result(self, timeout: float) -> pytest.RunResult:
+        """The run's result once it has ended (it is stopped after ``timeout`` seconds)."""
+        try:
+            ret = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()  # the plugin tears its labs down on SIGTERM
+            self.proc.wait(300)
+            raise
+        lines = self.output.read_text(errors="replace").splitlines()
+        return pytest.RunResult(ret, lines, [], time.monotonic() - self.started)

@@ -1,6 +1,6 @@
 """What a user sees of a bring-up in pytest: live progress lines, and a failed bring-up's one
 line in the short test summary (the labs' own JUnit properties are checked on a real lab in
-tests/e2e/test_example_simplex.py)."""
+tests/e2e/test_examples.py)."""
 
 from __future__ import annotations
 
