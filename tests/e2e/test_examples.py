@@ -44,15 +44,17 @@ def test_simplex_and_duplex_examples_side_by_side(
         lab_file.read_text() + "release: 9.0\npasswords: {sysadmin: {value: 'Li69nux*'}}\n"
     )
     duplex_file = tmp_path / "duplex.yaml"
-    duplex_file.write_text(f"name: {lab_name}\n")
+    duplex_file.write_text(f"name: {lab_name}\ntopology: duplex\n")
     junit = pytester.path / "junit.xml"
     simplex_run = Examples(pytester, lab_file, "simplex", str(EXAMPLES / "simplex"),
                            str(failing), "--stx-keep", f"--junitxml={junit}")  # fmt: skip
     duplex_run = Examples(pytester, duplex_file, "duplex", str(EXAMPLES / "duplex"), "--stx-keep")
     duplex = duplex_run.result(RUN_TIMEOUT)
     simplex = simplex_run.result(RUN_TIMEOUT)
-    kept = [_kept_lab(run) for run in (simplex, duplex)]
+    kept: list[str] = []
     try:
+        kept += [_kept_lab(simplex)]
+        kept += [_kept_lab(duplex)]
         simplex.assert_outcomes(passed=5, failed=1)
         duplex.assert_outcomes(passed=2)
         _check_simplex_report(simplex, junit, simplex_run.artifacts, lab_name, kept[0])
