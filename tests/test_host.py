@@ -21,7 +21,8 @@ def test_doctor_gives_a_true_picture_of_this_host():
     lines = {line.split("]", 1)[1].split(":", 1)[0].strip(): line
              for line in done.stdout.splitlines()}  # fmt: skip
     assert set(lines) == {"qemu", "libvirt", "acceleration", "disk", "memory",
-                          "simulator build", "virtualbox"}  # fmt: skip
+                          "simulator build", "uplink", "virtualbox"}  # fmt: skip
+    assert lines["uplink"].startswith("[ ok ] uplink: slirp4netns, nft")
     assert lines["qemu"].startswith("[ ok ] qemu: QEMU emulator version")
     assert lines["libvirt"].startswith("[ ok ] libvirt: qemu:///system: libvirt ")
     if _kvm_works():

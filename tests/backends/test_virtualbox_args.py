@@ -94,7 +94,7 @@ def test_small_builders():
         ["setextradata", "vm", OEM, "stx-sim:slow=2"],
         ["setextradata", "vm", OEM.replace("Ver", "Rev")],  # no value: key removed
     ]
-    nat = NetworkSpec("oam", nat=True, host_address="10.10.10.1/24")
+    nat = NetworkSpec("oam", nat=True, gateway="10.10.10.1/24")
     assert natnetwork_argv("stx-t-abcd-oam", nat) == [
         "natnetwork", "add", "--netname", "stx-t-abcd-oam", "--network", "10.10.10.0/24",
         "--enable", "--dhcp", "off",
