@@ -7,6 +7,7 @@ an echo server that answers with its lab's label and the address the connection 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
@@ -78,13 +79,21 @@ def read_line(stream: IO[bytes], deadline: Deadline) -> bytes:
 
 
 def ask(port: int, text: str) -> str:
-    """Send a line to 127.0.0.1:``port``, half-close, read the answer to its end."""
+    """Send a line to 127.0.0.1:``port``, half-close, read the answer to its end. A connection
+    the other end resets (a relay whose target refused closes it, maybe before the line
+    arrives) ends the answer there."""
+    answer = b""
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-        sock.sendall(text.encode() + b"\n")
-        sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := sock.recv(4096):
-            answer += chunk
+        try:
+            sock.sendall(text.encode() + b"\n")
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(4096):
+                answer += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:  # shutdown() of a connection reset already
+                raise
     return answer.decode()
 
 
