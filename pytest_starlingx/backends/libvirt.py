@@ -78,6 +78,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
@@ -133,6 +134,9 @@ REBOOT_TIMEOUT_MS = 5000
 #: libvirt's per-device order, and an installed disk boots by its removable-media path
 #: (``\EFI\BOOT\BOOTX64.EFI``).
 OVMF_ROM = Path("/usr/share/ovmf/OVMF.fd")
+
+#: Held while a NAT network's gateway is checked and opened (threads of one process).
+_UPLINKS = threading.Lock()
 
 ET.register_namespace("stx", OWNER_NAMESPACE)
 _OWNER_TAG = f"{{{OWNER_NAMESPACE}}}owner"
@@ -837,6 +841,11 @@ class LibvirtLab(LabHandleBase):
                 partial(self._start_network, name=name),
             ):
                 logger.info("started network %s", name)
+        self._open_uplinks(machine)
+
+    def _open_uplinks(self, machine: str) -> None:
+        """The gateways of the machine's NAT networks, opened unless they are open."""
+        networks = {nic.network for nic in self.resources.machine(machine).nics}
         for spec in self.resources.networks:
             if spec.nat and spec.name in networks:
                 self._open_uplink(spec)
@@ -911,12 +920,13 @@ class LibvirtLab(LabHandleBase):
         """The gateway of NAT network ``spec``, opened unless it is open with its processes
         running; one cut short or whose processes are gone (a host reboot) is removed first."""
         assert spec.gateway is not None  # NetworkSpec checks that a NAT network has one
-        try:
+        with _UPLINKS:  # machines powered on in parallel: one opens it, the others find it
+            try:
+                return self._open_gateway(spec.name, spec.gateway, (), uplink=True)
+            except BackendError as exc:
+                logger.warning("lab %s: %s; opening it anew", self.lab_id, exc)
+            self.close_gateway(spec.name)
             return self._open_gateway(spec.name, spec.gateway, (), uplink=True)
-        except BackendError as exc:
-            logger.warning("lab %s: %s; opening it anew", self.lab_id, exc)
-        self.close_gateway(spec.name)
-        return self._open_gateway(spec.name, spec.gateway, (), uplink=True)
 
     def _open_gateway(
         self, network: str, address: str, targets: tuple[tuple[str, int], ...], uplink: bool
@@ -1103,7 +1113,10 @@ class LibvirtLab(LabHandleBase):
 
     def _restore(self, machine: str, name: str, running: bool) -> None:
         """Revert paused when the snapshot ran; also restores the domain definition of the
-        time (boot order, OEM strings)."""
+        time (boot order, OEM strings). A NAT network's gateway is opened first if it is gone
+        (a golden lab restored after a host reboot)."""
+        if running:
+            self._open_uplinks(machine)
         flags = libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE
         if running:
             flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
