@@ -78,6 +78,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -108,6 +109,7 @@ from pytest_starlingx.backends.base import (
 )
 from pytest_starlingx.backends.common import LabBackendBase, LabHandleBase, LedgerBase
 from pytest_starlingx.backends.gateway import (
+    UPLINK_TOOLS,
     Gateway,
     GatewayRecord,
     add_relay,
@@ -527,11 +529,27 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
         return clashes
 
     def _check_host(self, res: LabResources) -> None:
-        """UEFI machines need OVMF on a local libvirt host."""
+        """UEFI machines need OVMF on a local libvirt host; NAT networks a local libvirt host
+        with the uplink's programs (their gateways are made on its bridges)."""
         if any(m.uefi for m in res.machines) and self.config.is_local and not OVMF_ROM.exists():
             raise BackendError(
                 f"UEFI firmware needs {OVMF_ROM}, from Debian's ovmf package: run "
                 "'apt-get install ovmf' or 'stx-lab host-setup'"
+            )
+        nat = [n.name for n in res.networks if n.nat]
+        if not nat:
+            return
+        if not self.config.is_local:
+            raise BackendError(
+                f"NAT network {', '.join(nat)}: libvirt at {self.config.uri} is remote; a NAT "
+                "network's way out is a gateway namespace on the libvirt host's bridge, made "
+                "from that host"
+            )
+        missing = {p: pkg for p, pkg in UPLINK_TOOLS.items() if shutil.which(p) is None}
+        if missing:
+            raise BackendError(
+                f"NAT network {', '.join(nat)} needs {', '.join(missing)} on this host: run "
+                f"'apt-get install {' '.join(missing.values())}' or 'stx-lab host-setup'"
             )
 
     def _volume_clashes(self, res: LabResources) -> list[str]:

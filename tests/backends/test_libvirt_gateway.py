@@ -354,3 +354,58 @@ def test_a_nat_network_on_a_remote_libvirt_host_is_refused(lab):
     lab.backend.config = replace(lab.backend.config, uri="qemu+ssh://elsewhere/system")
     with pytest.raises(BackendError, match="a NAT network's way out is its gateway"):
         lab._open_uplink(NetworkSpec("oam", nat=True, gateway=ADDRESS))
+
+
+@needs_uplink_tools
+def test_kill_9_while_a_nat_lab_is_created_then_destroy_lab_leaves_nothing(
+    guest, lab_id, state_dir
+):
+    """Killed once the NAT network's gateway is made, before the ledger hears of it: the
+    uplink process is found from its state file."""
+    opener = subprocess.Popen(
+        [sys.executable, "-c", OPENER, str(state_dir), lab_id, "midway", "nat"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert opener.wait(WAIT) == -signal.SIGKILL
+    finally:
+        opener.kill()
+        opener.wait()
+    lab_dir = state_dir / "labs" / lab_id
+    record = GatewayRecord.from_json(Ledger.load(lab_dir / "owner.json").gateways["oam"])
+    assert (record.gateway, record.uplink) == (None, True)  # recorded before it was made
+    state = json.loads(uplink_state_path(lab_dir / "run", record.namespace).read_text())
+    uplink = Holder(state["host"], state["pid"], state["start"])
+    assert running(uplink)
+    assert ping(guest.guest, "10.10.10.1")
+    on_test_driver(state_dir).destroy_lab(lab_id)
+    assert not running(uplink)
+    assert record.namespace not in namespaces() and record.host_veth not in links()
+    assert not lab_dir.exists()
+
+
+def test_a_nat_lab_on_a_remote_libvirt_host_is_refused_before_anything_is_made(lab_id, state_dir):
+    backend = on_test_driver(state_dir)
+    backend.config = replace(backend.config, uri="qemu+ssh://elsewhere/system")  # never dialled
+    try:
+        with pytest.raises(BackendError, match=r"NAT network oam: libvirt at qemu\+ssh://else"):
+            backend._check_host(resources(lab_id, nat=True))
+    finally:
+        backend.close()
+
+
+def test_a_nat_lab_without_the_uplink_programs_is_refused_before_anything_is_made(
+    lab_id, state_dir, monkeypatch
+):
+    from pytest_starlingx.backends import libvirt as lv
+
+    monkeypatch.setattr(lv.shutil, "which", lambda program: None)
+    backend = on_test_driver(state_dir)
+    try:
+        with pytest.raises(BackendError, match="NAT network oam needs slirp4netns, nft on this"):
+            backend.create_lab(resources(lab_id, nat=True))
+        assert backend.lab_ids() == [] and not (state_dir / "labs" / lab_id).exists()
+        backend._check_host(resources(lab_id))  # an isolated lab needs neither
+    finally:
+        backend.close()
