@@ -308,6 +308,24 @@ def oem_argvs(name: str, strings: Sequence[str]) -> list[list[str]]:
     ]
 
 
+def nat_gateway_problems(networks: Sequence[NetworkSpec]) -> list[str]:
+    """NAT networks whose gateway is not where VirtualBox's NAT engine answers: the network's
+    first address (VirtualBox 7.0 manual, "Network Address Translation Service")."""
+    problems = []
+    for spec in networks:
+        if not (spec.nat and spec.gateway):
+            continue
+        gateway = ipaddress.ip_interface(spec.gateway)
+        first = next(gateway.network.hosts())
+        if gateway.ip != first:
+            problems.append(
+                f"network {spec.name}: gateway {gateway.ip} is not {first}, where VirtualBox's "
+                "NAT engine answers on a NAT network; put the gateway there or make the network "
+                "isolated"
+            )
+    return problems
+
+
 def natnetwork_argv(name: str, spec: NetworkSpec) -> list[str]:
     """``natnetwork add`` for a NAT network; the gateway (.1) is VirtualBox's NAT engine."""
     network = ipaddress.ip_interface(spec.gateway or "").network
@@ -473,14 +491,7 @@ class VirtualBoxBackend(LabBackendBase[Ledger, "VirtualBoxLab"]):
 
     def _check_host(self, res: LabResources) -> None:
         """A NAT network's gateway is VirtualBox's NAT engine, at the network's first address."""
-        problems = [
-            f"network {n.name}: gateway {n.gateway} is not {first}, where VirtualBox's NAT "
-            "engine answers on a NAT network; put the gateway there or make the network isolated"
-            for n in res.networks
-            if n.nat and n.gateway is not None
-            for first in [next(ipaddress.ip_interface(n.gateway).network.hosts())]
-            if ipaddress.ip_interface(n.gateway).ip != first
-        ]
+        problems = nat_gateway_problems(res.networks)
         if problems:
             raise BackendError(f"lab {res.lab_name}: " + "; ".join(problems))
 
