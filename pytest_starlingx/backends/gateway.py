@@ -55,11 +55,14 @@ and datagrams of its own, from the host's namespace. It forwards no port into th
 (that needs its API socket, which is not opened), ``--disable-host-loopback`` refuses
 connections to the host's loopback (``10.0.2.2``), ``--disable-dns`` switches off its DNS
 forwarder (the lab's own ``dns_servers`` are reached through the NAT). Its ``--enable-sandbox``
-is not used: on Debian 12 it unmounted the namespace's ``/run/netns`` entry in the host's mount
-namespace. passt's ``pasta`` was the other candidate (not tried here): by default "guest and
-host share IP addresses, routes, and port bindings" (pasta(1)), so it needs ``-t none -u none
--T none -U none`` and ``--no-map-gw`` to keep the lab off the host, and its sandbox cannot be
-switched off, where slirp4netns keeps a private network of its own and forwards nothing in.
+must not be used: tried once here, it unmounted the namespace's ``/run/netns`` entry in the
+host's mount namespace. ``ip netns add`` makes ``/run/netns`` a shared mount, so what the
+sandbox's new mount namespace unmounts under it is, most likely, unmounted on the host too:
+every named namespace of the host, not only the lab's, would lose its entry. passt's ``pasta`` was
+the other candidate (not tried here): by default "guest and host share IP addresses, routes, and
+port bindings" (pasta(1)), so it needs ``-t none -u none -T none -U none`` and ``--no-map-gw`` to
+keep the lab off the host, and its sandbox cannot be switched off, where slirp4netns keeps a private
+network of its own and forwards nothing in.
 """
 
 from __future__ import annotations
