@@ -24,14 +24,13 @@ from filelock import FileLock
 
 from pytest_starlingx.backends.base import LabHandle
 from pytest_starlingx.errors import BackendError
-from pytest_starlingx.model import LabSpec, Personality
+from pytest_starlingx.model import OAM_NETWORK, LabSpec, Personality
 
 log = logging.getLogger("pytest_starlingx.access")
 
 SSH_PORT = 22
 SYSINV_PORT = 6385  # sysinv-restapi
 KEYSTONE_PORT = 5000  # keystone-restapi (public)
-OAM_NETWORK = "oam"
 
 
 @dataclass(frozen=True)

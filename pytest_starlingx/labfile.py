@@ -43,6 +43,7 @@ from pytest_starlingx.model import (
     Profile,
     StageSpec,
     Topology,
+    Uplink,
     node_names,
     password_problems,
     point_problem,
@@ -76,7 +77,8 @@ TOP_KEYS = (
 STAGE_KEYS = ("name", "after", "before", "node", "system", "shell")
 STAGE_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
 NODE_KEYS = ("memory_mib", "vcpus", "disks_gib")
-OAM_KEYS = ("subnet", "gateway", "floating", "controller_0", "controller_1")
+OAM_KEYS = ("subnet", "gateway", "floating", "controller_0", "controller_1", "uplink")
+OAM_ADDRESS_KEYS = OAM_KEYS[1:5]
 MGMT_KEYS = ("subnet",)
 PASSWORD_KEYS = ("env", "value", "generate")
 
@@ -496,8 +498,12 @@ class _Checker:
             )
             del data["controller_1"]
         subnet = self.subnet(data["subnet"], ("oam", "subnet")) if "subnet" in data else None
+        uplink = None
+        if "uplink" in data:
+            choice = self.choice(data["uplink"], ("oam", "uplink"), [u.value for u in Uplink])
+            uplink = None if choice is None else Uplink(choice)
         fields: dict[str, Any] = {"subnet": subnet or default.subnet}
-        for key in OAM_KEYS[1:]:
+        for key in OAM_ADDRESS_KEYS:
             fields[key] = (
                 self.address(data[key], ("oam", key)) if key in data else getattr(default, key)
             )
@@ -505,7 +511,7 @@ class _Checker:
             return default
         net = fields["subnet"]
         used: dict[ipaddress.IPv4Address, str] = {}
-        addresses = OAM_KEYS[1:-1] if topology is Topology.SIMPLEX else OAM_KEYS[1:]
+        addresses = OAM_ADDRESS_KEYS[:-1] if topology is Topology.SIMPLEX else OAM_ADDRESS_KEYS
         for key in addresses:
             address = fields[key]
             if address is None:
@@ -524,7 +530,7 @@ class _Checker:
             used.setdefault(address, key)
         if any(v is None for v in fields.values()):
             return default
-        return OamSpec(**fields)
+        return OamSpec(**fields, uplink=uplink)
 
     def mgmt(self, value: Any, oam: OamSpec) -> MgmtSpec | None:
         data = self.mapping(value, ("mgmt",), MGMT_KEYS)

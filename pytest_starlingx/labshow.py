@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from pytest_starlingx.model import RELEASES, LabSpec
+from pytest_starlingx.model import RELEASES, LabSpec, Uplink
 from pytest_starlingx.text_table import render_table
+
+UPLINK_SHOWN = {
+    Uplink.NAT: "nat (the OAM gateway address and masquerading in the lab's gateway namespace; "
+    "a way out for the bootstrap's image pulls)",
+    Uplink.ISOLATED: "isolated (the lab reaches nothing outside it)",
+}
 
 
 def describe_lab(lab: LabSpec) -> str:
@@ -22,6 +28,7 @@ def describe_lab(lab: LabSpec) -> str:
         f"profile   {lab.profile.value}",
         f"firmware  {lab.firmware.value}",
         f"oam       {lab.oam.subnet} gateway {lab.oam.gateway} floating {lab.oam.floating}",
+        f"uplink    {'unset' if lab.oam.uplink is None else UPLINK_SHOWN[lab.oam.uplink]}",
         f"mgmt      {lab.mgmt.subnet}",
         f"memory    {lab.memory_mib} MiB in all",
         "",

@@ -16,7 +16,7 @@ import re
 import secrets
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from itertools import pairwise
 from pathlib import Path
@@ -73,6 +73,17 @@ class Firmware(StrEnum):
     UEFI = "uefi"
 
 
+class Uplink(StrEnum):
+    """The OAM network's way out. ``nat``: its gateway address and masquerading, as StarlingX's
+    own libvirt set-up has them (starlingx/tools ``deployment/libvirt/setup_network.sh``), for a
+    real ISO's bootstrap, which pulls its container images from public registries; the
+    backend provides them without a host address on the lab network. ``isolated``: none, the
+    lab reaches nothing outside it (what the simulator needs)."""
+
+    NAT = "nat"
+    ISOLATED = "isolated"
+
+
 class Profile(StrEnum):
     """Node size profiles: StarlingX's documented minimums, or small simulator nodes."""
 
@@ -82,6 +93,7 @@ class Profile(StrEnum):
 
 # The four lab networks in StarlingX's NIC order; the mgmt NIC is the network-boot NIC.
 NETWORKS: tuple[str, ...] = ("oam", "mgmt", "data0", "data1")
+OAM_NETWORK = "oam"  # the external network: the lab's endpoints, and its uplink
 BOOT_NETWORK = "mgmt"
 NIC_MODELS: Mapping[str, str] = {
     "oam": "e1000",
@@ -232,13 +244,21 @@ class NodeSpec:
 
 @dataclass(frozen=True)
 class OamSpec:
-    """The OAM (external) network: subnet, gateway, floating and per-controller addresses."""
+    """The OAM (external) network: subnet, gateway, floating and per-controller addresses, and
+    its way out (``uplink``; None until :func:`resolve_lab` sets it from the image: ``nat``
+    for a StarlingX ISO, ``isolated`` for the simulator)."""
 
     subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.10.10.0/24")
     gateway: ipaddress.IPv4Address = ipaddress.IPv4Address("10.10.10.1")
     floating: ipaddress.IPv4Address = ipaddress.IPv4Address("10.10.10.2")
     controller_0: ipaddress.IPv4Address = ipaddress.IPv4Address("10.10.10.3")
     controller_1: ipaddress.IPv4Address = ipaddress.IPv4Address("10.10.10.4")
+    uplink: Uplink | None = None
+
+    @property
+    def gateway_interface(self) -> str:
+        """The gateway address with the subnet's prefix length (``10.10.10.1/24``)."""
+        return f"{self.gateway}/{self.subnet.prefixlen}"
 
 
 @dataclass(frozen=True)
@@ -636,6 +656,9 @@ def resolve_lab(
     if release not in RELEASES:
         raise ValueError(f"unknown StarlingX release {release!r}; known: {', '.join(RELEASES)}")
     profile = Profile(profile) if profile else (Profile.SIM if image == SIM_IMAGE else Profile.REAL)
+    oam = oam or OamSpec()
+    if oam.uplink is None:
+        oam = replace(oam, uplink=Uplink.ISOLATED if image == SIM_IMAGE else Uplink.NAT)
     if topology not in (Topology.STANDARD, Topology.STORAGE):
         workers = 0
     if topology is not Topology.STORAGE:
@@ -655,7 +678,7 @@ def resolve_lab(
         image=image,
         profile=profile,
         nodes=built,
-        oam=oam or OamSpec(),
+        oam=oam,
         mgmt=mgmt or MgmtSpec(),
         passwords={**default_passwords(), **(passwords or {})},
         timeouts={**TIMEOUTS[profile], **(timeouts or {})},

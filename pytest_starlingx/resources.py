@@ -17,7 +17,7 @@ from pytest_starlingx.backends.base import (
     NetworkSpec,
     NicSpec,
 )
-from pytest_starlingx.model import NETWORKS, Firmware, LabSpec, NodeSpec
+from pytest_starlingx.model import NETWORKS, OAM_NETWORK, Firmware, LabSpec, NodeSpec, Uplink
 
 SIM_KNOB_PREFIX = "stx-sim:"
 SIM_KNOBS = ("slow", "hang_install", "bootstrap_fail", "no_netboot", "enable_fail",
@@ -65,18 +65,27 @@ def machine_spec(
     )
 
 
+def network_spec(spec: LabSpec, name: str) -> NetworkSpec:
+    """Lab network ``name``: the OAM network is the one that may have a way out."""
+    if name == OAM_NETWORK and spec.oam.uplink is Uplink.NAT:
+        return NetworkSpec(name, nat=True, gateway=spec.oam.gateway_interface)
+    return NetworkSpec(name)
+
+
 def lab_resources(
     spec: LabSpec,
     lab_id: str,
     iso: Path | None,
     knobs: Mapping[str, Mapping[str, object]] | None = None,
 ) -> LabResources:
-    """The networks (oam, mgmt, data0, data1; isolated) and one machine per node."""
+    """The networks (oam, mgmt, data0, data1) and one machine per node. All are isolated
+    but the OAM network with ``oam.uplink: nat``: a NAT network with its gateway at the OAM
+    gateway address."""
     knobs = knobs or {}
     return LabResources(
         lab_name=spec.name,
         lab_id=lab_id,
-        networks=tuple(NetworkSpec(name) for name in NETWORKS),
+        networks=tuple(network_spec(spec, name) for name in NETWORKS),
         machines=tuple(
             machine_spec(n, iso, knobs.get(n.name, {}), spec.firmware) for n in spec.nodes
         ),

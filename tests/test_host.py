@@ -21,7 +21,8 @@ def test_doctor_gives_a_true_picture_of_this_host():
     lines = {line.split("]", 1)[1].split(":", 1)[0].strip(): line
              for line in done.stdout.splitlines()}  # fmt: skip
     assert set(lines) == {"qemu", "libvirt", "acceleration", "disk", "memory",
-                          "simulator build", "virtualbox"}  # fmt: skip
+                          "simulator build", "uplink", "virtualbox"}  # fmt: skip
+    assert lines["uplink"].startswith("[ ok ] uplink: slirp4netns, nft")
     assert lines["qemu"].startswith("[ ok ] qemu: QEMU emulator version")
     assert lines["libvirt"].startswith("[ ok ] libvirt: qemu:///system: libvirt ")
     if _kvm_works():
@@ -85,3 +86,15 @@ def test_host_setup_installs_openssh_server_without_starting_sshd(tmp_path, monk
     assert lines[0] == f"created {flag}: the new openssh-server starts no sshd here"
     assert runs[-1] == (["apt-get", "install", "-y", "-qq", "--no-install-recommends",
                          "openssh-server"], True)  # fmt: skip
+
+
+@pytest.mark.fast
+def test_doctor_names_the_uplink_programs_and_who_needs_them(monkeypatch):
+    from pytest_starlingx.host import doctor
+
+    monkeypatch.setattr(doctor.shutil, "which", lambda program: None)
+    line = doctor.check_uplink().line()
+    assert line.startswith("[info] uplink: slirp4netns, nft not on PATH - needed by labs with")
+    assert "`oam.uplink: nat` (a real ISO's default); run `stx-lab host-setup` as root" in line
+    monkeypatch.setattr(doctor.shutil, "which", lambda program: f"/usr/bin/{program}")
+    assert doctor.check_uplink().line().startswith("[ ok ] uplink: slirp4netns, nft")

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from pytest_starlingx.backends.base import NetworkSpec
 from pytest_starlingx.errors import LabConfigError
 from pytest_starlingx.labfile import lab_from_mapping, load_lab, parse_lab
-from pytest_starlingx.model import BackendKind, Firmware, Profile, Topology
+from pytest_starlingx.labshow import describe_lab
+from pytest_starlingx.model import BackendKind, Firmware, Profile, Topology, Uplink
+from pytest_starlingx.resources import lab_resources
 
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
 
@@ -47,6 +50,7 @@ def test_real_iso_example_takes_the_iso_from_the_environment(fake_iso, monkeypat
     assert lab.profile is Profile.REAL
     assert lab.node("controller-0").memory_mib == 18 * 1024
     assert lab.passwords["admin"].generate
+    assert lab.oam.uplink is Uplink.NAT
 
 
 def test_only_topology_is_required():
@@ -344,3 +348,58 @@ def test_a_custom_stage_named_like_a_pipeline_stage_of_its_node_is_rejected():
         "lab.yaml:5: stages[2].name: stage controller-0:labels clashes with a stage of the "
         "pipeline",
     ]
+
+
+# ------------------------------------------------------------------ oam.uplink
+
+
+def test_the_uplink_follows_the_image_nat_for_an_iso_isolated_for_the_simulator(fake_iso):
+    assert parse_lab("topology: simplex\n").oam.uplink is Uplink.ISOLATED
+    assert parse_lab("topology: simplex\nimage: sim\n").oam.uplink is Uplink.ISOLATED
+    assert parse_lab(f"topology: simplex\nimage: {fake_iso}\n").oam.uplink is Uplink.NAT
+    given = (
+        f"topology: simplex\nimage: {fake_iso}\noam: {{subnet: 10.20.0.0/24, gateway: 10.20.0.1,"
+    )
+    lab = parse_lab(given + " floating: 10.20.0.2, controller_0: 10.20.0.3}\n")
+    assert lab.oam.uplink is Uplink.NAT  # other OAM keys given, the uplink still follows
+
+
+@pytest.mark.parametrize("uplink", ["nat", "isolated"])
+def test_the_uplink_may_be_given_for_any_image(fake_iso, uplink):
+    for image in ("sim", str(fake_iso)):
+        lab = parse_lab(f"topology: duplex\nimage: {image}\noam: {{uplink: {uplink}}}\n")
+        assert lab.oam.uplink is Uplink(uplink)
+        assert str(lab.oam.gateway) == "10.10.10.1"  # the other OAM keys keep their defaults
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "nats",
+            "oam.uplink: 'nats' is not allowed; use one of nat, isolated (did you mean 'nat'?)",
+        ),
+        ("bridged", "oam.uplink: 'bridged' is not allowed; use one of nat, isolated"),
+        ("true", "oam.uplink: true is not allowed; use one of nat, isolated"),
+    ],
+)
+def test_an_unknown_uplink_lists_the_allowed_ones(value, message):
+    found = problems(f"topology: simplex\noam:\n  uplink: {value}\n")
+    assert found == [f"lab.yaml:3: {message}"]
+
+
+def test_the_uplink_makes_the_oam_network_a_nat_network_and_nothing_else(fake_iso):
+    nat = parse_lab(f"topology: simplex\nimage: {fake_iso}\noam: {{subnet: 10.20.0.0/23, gateway: "
+                    "10.20.1.254, floating: 10.20.0.2, controller_0: 10.20.0.3}\n")  # fmt: skip
+    networks = {n.name: n for n in lab_resources(nat, "ab12", fake_iso).networks}
+    assert networks["oam"] == NetworkSpec("oam", nat=True, gateway="10.20.1.254/23")
+    assert [n for n in networks.values() if n.nat] == [networks["oam"]]
+    isolated = lab_resources(parse_lab("topology: simplex\n"), "ab12", None).networks
+    assert not any(n.nat or n.gateway for n in isolated)
+
+
+def test_show_names_the_uplink(fake_iso):
+    shown = describe_lab(parse_lab(f"topology: simplex\nimage: {fake_iso}\n"))
+    assert "uplink    nat (the OAM gateway address and masquerading" in shown
+    shown = describe_lab(parse_lab("topology: simplex\n"))
+    assert "uplink    isolated (the lab reaches nothing outside it)" in shown

@@ -11,6 +11,7 @@ record names the same lab id.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -125,19 +126,38 @@ class NetworkSpec:
     """A virtual network between machines.
 
     Isolated by default: the host has no address on it, gives no DHCP and forwards nothing.
-    ``nat=True`` (opt-in, for labs that need the internet) gives the host ``host_address``
-    (CIDR, e.g. ``10.10.10.1/24``) and NATs the network's traffic out.
+    ``nat=True`` (for labs that need the internet) gives the network a way out through
+    ``gateway`` (CIDR, e.g. ``10.10.10.1/24``), masquerading its traffic, still without a
+    host address on it: on libvirt a gateway namespace with an uplink of its own
+    (``backends/gateway.py``), on VirtualBox a NAT network, whose NAT engine is its ``.1``.
     """
 
     name: str
     nat: bool = False
-    host_address: str | None = None
+    gateway: str | None = None
 
     def __post_init__(self) -> None:
         if not OBJECT_NAME_PATTERN.fullmatch(self.name):
             raise ValueError(f"network name {self.name!r} must match {OBJECT_NAME_PATTERN.pattern}")
-        if self.nat and not self.host_address:
-            raise ValueError(f"network {self.name!r}: nat=True needs host_address")
+        if self.nat and not self.gateway:
+            raise ValueError(f"network {self.name!r}: nat=True needs a gateway address")
+        if self.gateway is not None:
+            try:
+                interface = ipaddress.IPv4Interface(self.gateway)
+            except ValueError as exc:
+                raise ValueError(f"network {self.name!r}: gateway: {exc}") from exc
+            if "/" not in self.gateway or interface.ip == interface.network.network_address:
+                raise ValueError(
+                    f"network {self.name!r}: gateway {self.gateway!r} must be an IPv4 host "
+                    "address with its prefix length (e.g. 10.10.10.1/24)"
+                )
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NetworkSpec:
+        """A network from a ledger (an older one called the gateway ``host_address``)."""
+        return cls(
+            data["name"], data.get("nat", False), data.get("gateway", data.get("host_address"))
+        )
 
 
 @dataclass(frozen=True)
@@ -196,7 +216,7 @@ class LabResources:
             )
             for m in data["machines"]
         )
-        networks = tuple(NetworkSpec(**n) for n in data["networks"])
+        networks = tuple(NetworkSpec.from_json(n) for n in data["networks"])
         return cls(data["lab_name"], data["lab_id"], networks, machines)
 
     def machine(self, name: str) -> MachineSpec:

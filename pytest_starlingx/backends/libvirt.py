@@ -3,7 +3,8 @@
 What it makes, for a lab ``<lab>`` with id ``<id>`` (names all start ``stx-<lab>-<id>-``):
 
 * one libvirt network per :class:`NetworkSpec`, isolated (no ``<ip>``, no ``<forward>``, so no
-  host address, no DHCP, no routing) on a bridge ``stx<id>n<i>`` (at most 14 characters);
+  host address, no DHCP, no routing) on a bridge ``stx<id>n<i>`` (at most 14 characters), a
+  NAT network (``nat=True``) too: its way out is its gateway (below), opened with the lab;
 * a directory storage pool ``stx-<lab>-<id>-disks`` at ``<state>/labs/<id>/disks`` (or, with
   ``LibvirtConfig.pool``, an existing pool) holding one sparse qcow2 volume per disk;
 * one persistent q35 domain per machine: SeaBIOS, a VGA device, SATA disks, the ISO as a
@@ -12,7 +13,10 @@ What it makes, for a lab ``<lab>`` with id ``<id>`` (names all start ``stx-<lab>
   ``<log>`` file beside it;
 * on request (:meth:`LibvirtLab.open_gateway`), a gateway on a network: namespace
   ``stx-<lab>-<id>-gw-<net>`` on the network's bridge through veth ``stx<id>g<i>``, holding the
-  gateway address, and its relay serving ``127.0.0.1`` ports (``backends/gateway.py``).
+  gateway address, and its relay serving ``127.0.0.1`` ports (``backends/gateway.py``); on a
+  NAT network the gateway holds ``NetworkSpec.gateway`` and has an uplink (forwarding and
+  masquerading in the namespace, slirp4netns as its way out), opened when the lab is created
+  and again at a power-on that finds it gone (a host reboot), its relay added on request.
 
 Firmware output stays on the VGA device, as in StarlingX's own libvirt domains (starlingx/tools
 ``deployment/libvirt/controller_allinone.xml``: a video device, no serial BIOS console): with
@@ -41,6 +45,7 @@ Teardown removes only these files; other layers may keep their own files in the 
     labs/<id>/run/<m>.sock       serial console socket of machine <m>
     labs/<id>/run/<m>.serial.log everything machine <m> printed (written by virtlogd)
     labs/<id>/run/<ns>.relay.*   a gateway relay's state (pid, start, ports) and log
+    labs/<id>/run/<ns>.uplink.*  a gateway uplink process's state (pid, start) and log
     labs/<id>/run/gateways.lock  held while the ledger's gateways change
     labs/<id>/disks/             the per-lab pool's volumes
 
@@ -73,6 +78,8 @@ import contextlib
 import json
 import logging
 import os
+import shutil
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
@@ -102,8 +109,10 @@ from pytest_starlingx.backends.base import (
 )
 from pytest_starlingx.backends.common import LabBackendBase, LabHandleBase, LedgerBase
 from pytest_starlingx.backends.gateway import (
+    UPLINK_TOOLS,
     Gateway,
     GatewayRecord,
+    add_relay,
     existing,
     open_gateway,
     remove_gateway,
@@ -127,6 +136,9 @@ REBOOT_TIMEOUT_MS = 5000
 #: libvirt's per-device order, and an installed disk boots by its removable-media path
 #: (``\EFI\BOOT\BOOTX64.EFI``).
 OVMF_ROM = Path("/usr/share/ovmf/OVMF.fd")
+
+#: Held while a NAT network's gateway is checked and opened (threads of one process).
+_UPLINKS = threading.Lock()
 
 ET.register_namespace("stx", OWNER_NAMESPACE)
 _OWNER_TAG = f"{{{OWNER_NAMESPACE}}}owner"
@@ -232,15 +244,13 @@ def gateway_veth(lab_id: str, index: int) -> str:
 
 
 def network_xml(spec: NetworkSpec, name: str, bridge: str, owner: Owner) -> str:
-    """A libvirt network: isolated unless ``spec.nat``."""
+    """A libvirt network: always isolated, so the host has no address on it (libvirt's own
+    ``<forward mode='nat'>`` would give the host ``<ip>`` on the bridge and add rules to the
+    host's tables); a NAT network's way out is its gateway namespace."""
     root = ET.Element("network")
     _sub(root, "name", name)
     _metadata(root, owner)
     _sub(root, "bridge", name=bridge, stp="off", delay="0")
-    if spec.nat and spec.host_address:
-        address, _, prefix = spec.host_address.partition("/")
-        _sub(root, "forward", mode="nat")
-        _sub(root, "ip", address=address, prefix=prefix or "24")
     return _tostring(root)
 
 
@@ -519,11 +529,27 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
         return clashes
 
     def _check_host(self, res: LabResources) -> None:
-        """UEFI machines need OVMF on a local libvirt host."""
+        """UEFI machines need OVMF on a local libvirt host; NAT networks a local libvirt host
+        with the uplink's programs (their gateways are made on its bridges)."""
         if any(m.uefi for m in res.machines) and self.config.is_local and not OVMF_ROM.exists():
             raise BackendError(
                 f"UEFI firmware needs {OVMF_ROM}, from Debian's ovmf package: run "
                 "'apt-get install ovmf' or 'stx-lab host-setup'"
+            )
+        nat = [n.name for n in res.networks if n.nat]
+        if not nat:
+            return
+        if not self.config.is_local:
+            raise BackendError(
+                f"NAT network {', '.join(nat)}: libvirt at {self.config.uri} is remote; a NAT "
+                "network's way out is a gateway namespace on the libvirt host's bridge, made "
+                "from that host"
+            )
+        missing = {p: pkg for p, pkg in UPLINK_TOOLS.items() if shutil.which(p) is None}
+        if missing:
+            raise BackendError(
+                f"NAT network {', '.join(nat)} needs {', '.join(missing)} on this host: run "
+                f"'apt-get install {' '.join(missing.values())}' or 'stx-lab host-setup'"
             )
 
     def _volume_clashes(self, res: LabResources) -> list[str]:
@@ -622,8 +648,10 @@ def _names(conn: libvirt.virConnect) -> tuple[set[str], set[str], dict[str, str]
 
 def _remove_gateway(record: GatewayRecord, run_dir: Path) -> list[str]:
     """Remove a recorded gateway, open or cut short; what remains."""
-    relay = None if record.gateway is None else record.gateway.relay
-    return remove_gateway(record.namespace, record.host_veth, run_dir, relay=relay)
+    gateway = record.gateway
+    relay = None if gateway is None else gateway.relay
+    uplink = None if gateway is None or gateway.uplink is None else gateway.uplink.process
+    return remove_gateway(record.namespace, record.host_veth, run_dir, relay=relay, uplink=uplink)
 
 
 def _make_dir(path: Path) -> None:
@@ -760,6 +788,9 @@ class LibvirtLab(LabHandleBase):
                 f"defining domain {plan.name} for {machine.name}",
                 partial(_define_domain, name=plan.name, xml=xml),
             )
+        for spec in res.networks:
+            if spec.nat:
+                self._open_uplink(spec)
 
     def _pool(self) -> None:
         """Create our per-lab pool, or check that the configured one is active."""
@@ -818,14 +849,24 @@ class LibvirtLab(LabHandleBase):
         self._on_domain(machine, what, _resume)
 
     def _start_networks(self, machine: str) -> None:
-        """Start the machine's networks if they are down (they do not autostart at boot)."""
-        for nic in self.resources.machine(machine).nics:
-            name = self.prefix + nic.network
+        """Start the machine's networks if they are down (they do not autostart at boot), and
+        the gateways of its NAT networks if they are gone (a host reboot)."""
+        networks = dict.fromkeys(nic.network for nic in self.resources.machine(machine).nics)
+        for network in networks:
+            name = self.prefix + network
             if self.backend.call(
                 f"starting network {name} for {machine}",
                 partial(self._start_network, name=name),
             ):
                 logger.info("started network %s", name)
+        self._open_uplinks(machine)
+
+    def _open_uplinks(self, machine: str) -> None:
+        """The gateways of the machine's NAT networks, opened unless they are open."""
+        networks = {nic.network for nic in self.resources.machine(machine).nics}
+        for spec in self.resources.networks:
+            if spec.nat and spec.name in networks:
+                self._open_uplink(spec)
 
     def _start_network(self, conn: libvirt.virConnect, name: str) -> bool:
         """Start our network ``name`` unless it runs; whether it was started."""
@@ -878,23 +919,53 @@ class LibvirtLab(LabHandleBase):
         port per ``(address, port)`` target (see ``backends/gateway.py``).
 
         Its names (namespace ``stx-<lab>-<id>-gw-<network>``, host veth ``stx<id>g<i>``) are
-        recorded in the ledger before anything is made. Opening a network's gateway again
-        returns the open one when address and targets are the same and its relay runs; anything
-        else raises ``BackendError`` (close it first): nothing is replaced silently.
+        recorded in the ledger before anything is made. A NAT network's gateway holds the
+        network's ``gateway`` address (another ``address`` is refused) and has an uplink; it is
+        open from the lab's creation on, and this adds its relay. Opening a network's gateway
+        again returns the open one when address and targets are the same and its processes
+        run; anything else raises ``BackendError`` (close it first): nothing is replaced
+        silently.
         """
+        spec = self._network_spec(network)
+        if spec.nat and address != spec.gateway:
+            raise BackendError(
+                f"lab {self.lab_id}: network {network} is a NAT network with its gateway at "
+                f"{spec.gateway}; its gateway cannot hold {address}"
+            )
+        return self._open_gateway(network, address, tuple(targets), uplink=spec.nat)
+
+    def _open_uplink(self, spec: NetworkSpec) -> Gateway:
+        """The gateway of NAT network ``spec``, opened unless it is open with its processes
+        running; one cut short or whose processes are gone (a host reboot) is removed first."""
+        assert spec.gateway is not None  # NetworkSpec checks that a NAT network has one
+        with _UPLINKS:  # machines powered on in parallel: one opens it, the others find it
+            try:
+                return self._open_gateway(spec.name, spec.gateway, (), uplink=True)
+            except BackendError as exc:
+                logger.warning("lab %s: %s; opening it anew", self.lab_id, exc)
+            self.close_gateway(spec.name)
+            return self._open_gateway(spec.name, spec.gateway, (), uplink=True)
+
+    def _open_gateway(
+        self, network: str, address: str, targets: tuple[tuple[str, int], ...], uplink: bool
+    ) -> Gateway:
         namespace, host_veth, bridge = self._gateway_names(network)
         if not self.backend.config.is_local:
             raise BackendError(
                 f"gateway of network {network}: libvirt at {self.backend.config.uri} is remote; "
                 "a gateway is made on the libvirt host's bridge, from that host"
+                + (" (a NAT network's way out is its gateway)" if uplink else "")
             )
-        wanted = GatewayRecord(
-            namespace, host_veth, address, tuple((host, port) for host, port in targets)
-        )
+        wanted = GatewayRecord(namespace, host_veth, address, targets, uplink=uplink)
         with self._gateway_book() as book:
             if network in book:
                 recorded = GatewayRecord.from_json(book[network])
-                return self._recorded_gateway(network, recorded, wanted)
+                gateway = self._recorded_gateway(network, recorded, wanted)
+                if recorded.targets or not targets:
+                    return gateway
+                gateway = add_relay(gateway, address, targets)  # an uplink's gateway, so far
+                book[network] = replace(recorded, targets=targets, gateway=gateway).to_json()
+                return gateway
             taken = existing(namespace, host_veth)
             if taken:
                 raise BackendError(
@@ -909,8 +980,9 @@ class LibvirtLab(LabHandleBase):
                 partial(self._start_network, name=name),
             )
             gateway = open_gateway(
-                namespace, bridge, address, targets, self.run_dir, host_veth=host_veth
-            )
+                namespace, bridge, address, targets, self.run_dir, host_veth=host_veth,
+                uplink=uplink,
+            )  # fmt: skip
         except BaseException:
             with self._gateway_book() as book:
                 if not existing(namespace, host_veth):  # else destroy_lab removes it
@@ -935,12 +1007,18 @@ class LibvirtLab(LabHandleBase):
             del book[network]
         logger.info("closed the gateway of network %s", network)
 
+    def _network_spec(self, network: str) -> NetworkSpec:
+        """The spec of ``network``; ``BackendError`` naming the lab's networks otherwise."""
+        for spec in self.resources.networks:
+            if spec.name == network:
+                return spec
+        known = ", ".join(spec.name for spec in self.resources.networks)
+        raise BackendError(f"lab {self.lab_id}: no network {network!r} (has {known})")
+
     def _gateway_names(self, network: str) -> tuple[str, str, str]:
         """Namespace, host veth and bridge of the gateway on ``network``."""
+        self._network_spec(network)
         names = [spec.name for spec in self.resources.networks]
-        if network not in names:
-            known = ", ".join(names)
-            raise BackendError(f"lab {self.lab_id}: no network {network!r} (has {known})")
         index = names.index(network)
         return (
             f"{self.prefix}gw-{network}",
@@ -961,21 +1039,31 @@ class LibvirtLab(LabHandleBase):
     def _recorded_gateway(
         self, network: str, recorded: GatewayRecord, wanted: GatewayRecord
     ) -> Gateway:
-        """The recorded gateway of ``network`` if it is the one wanted and runs."""
+        """The recorded gateway of ``network`` if it is the one wanted, or one it can become
+        by adding its relay (an uplink's gateway without targets so far, or asked for without
+        targets), and its processes run."""
         what = f"lab {self.lab_id}: the gateway of network {network}"
         if recorded.gateway is None:
             raise BackendError(
                 f"{what} is being opened by another process, or its opening was cut short; "
                 f"close_gateway({network!r}) removes what it left"
             )
-        if (recorded.address, recorded.targets) != (wanted.address, wanted.targets):
+        fits = recorded.targets == wanted.targets or not (recorded.targets and wanted.targets)
+        if (recorded.address, recorded.uplink) != (wanted.address, wanted.uplink) or not fits:
+
+            def shown(record: GatewayRecord) -> str:
+                return f"at {record.address} to {list(record.targets)}" + (
+                    " with an uplink" if record.uplink else ""
+                )
+
             raise BackendError(
-                f"{what} is open at {recorded.address} to {list(recorded.targets)}, not at "
-                f"{wanted.address} to {list(wanted.targets)}; close_gateway({network!r}) first"
+                f"{what} is open {shown(recorded)}, not {shown(wanted)}; "
+                f"close_gateway({network!r}) first"
             )
-        if not recorded.gateway.relay.alive():
+        gone = [str(h) for h in recorded.gateway.processes() if not h.alive()]
+        if gone:
             raise BackendError(
-                f"{what} is recorded but its relay ({recorded.gateway.relay}) is gone; "
+                f"{what} is recorded but its processes ({', '.join(gone)}) are gone; "
                 f"close_gateway({network!r}) first"
             )
         return recorded.gateway
@@ -1043,7 +1131,10 @@ class LibvirtLab(LabHandleBase):
 
     def _restore(self, machine: str, name: str, running: bool) -> None:
         """Revert paused when the snapshot ran; also restores the domain definition of the
-        time (boot order, OEM strings)."""
+        time (boot order, OEM strings). A NAT network's gateway is opened first if it is gone
+        (a golden lab restored after a host reboot)."""
+        if running:
+            self._open_uplinks(machine)
         flags = libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE
         if running:
             flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED

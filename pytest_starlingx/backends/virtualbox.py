@@ -10,7 +10,8 @@ What it makes, for a lab ``<lab>`` with id ``<id>`` (names all start ``stx-<lab>
 * networks: an isolated :class:`NetworkSpec` is a VirtualBox *internal network*
   (``--nic<N> intnet --intnet<N> stx-<lab>-<id>-<net>``): VM to VM only, no host interface, no
   address on the host, nothing to create or remove. ``nat=True`` makes a *NAT network*
-  (``natnetwork add --netname stx-<lab>-<id>-<net> --network <cidr> --dhcp off``). Host-only
+  (``natnetwork add --netname stx-<lab>-<id>-<net> --network <cidr> --dhcp off``), whose NAT
+  engine is the gateway, at the network's first address (another gateway is refused). Host-only
   networks are never used: they give the host an address that routes to the guests;
 * one VM per machine: ``createvm --register --basefolder <state>/labs/<id>/vbox``, then one
   ``modifyvm`` (memory, CPUs, I/O APIC, UTC clock, boot order, NICs with the boot NIC at
@@ -307,9 +308,27 @@ def oem_argvs(name: str, strings: Sequence[str]) -> list[list[str]]:
     ]
 
 
+def nat_gateway_problems(networks: Sequence[NetworkSpec]) -> list[str]:
+    """NAT networks whose gateway is not where VirtualBox's NAT engine answers: the network's
+    first address (VirtualBox 7.0 manual, "Network Address Translation Service")."""
+    problems = []
+    for spec in networks:
+        if not (spec.nat and spec.gateway):
+            continue
+        gateway = ipaddress.ip_interface(spec.gateway)
+        first = next(gateway.network.hosts())
+        if gateway.ip != first:
+            problems.append(
+                f"network {spec.name}: gateway {gateway.ip} is not {first}, where VirtualBox's "
+                "NAT engine answers on a NAT network; put the gateway there or make the network "
+                "isolated"
+            )
+    return problems
+
+
 def natnetwork_argv(name: str, spec: NetworkSpec) -> list[str]:
     """``natnetwork add`` for a NAT network; the gateway (.1) is VirtualBox's NAT engine."""
-    network = ipaddress.ip_interface(spec.host_address or "").network
+    network = ipaddress.ip_interface(spec.gateway or "").network
     return [
         "natnetwork",
         "add",
@@ -469,6 +488,12 @@ class VirtualBoxBackend(LabBackendBase[Ledger, "VirtualBoxLab"]):
 
     def _handle(self, ledger: Ledger) -> VirtualBoxLab:
         return VirtualBoxLab(self, ledger)
+
+    def _check_host(self, res: LabResources) -> None:
+        """A NAT network's gateway is VirtualBox's NAT engine, at the network's first address."""
+        problems = nat_gateway_problems(res.networks)
+        if problems:
+            raise BackendError(f"lab {res.lab_name}: " + "; ".join(problems))
 
     def _clashes(self, res: LabResources) -> list[str]:
         """VMs and NAT networks with the lab's names."""

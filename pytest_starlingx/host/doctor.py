@@ -42,6 +42,7 @@ def run_checks(uri: str) -> list[Check]:
         check_disk,
         check_memory,
         check_sim_tools,
+        check_uplink,
         check_vboxmanage,
     ]
     return [check() for check in checks]
@@ -151,6 +152,21 @@ def check_sim_tools() -> Check:
             "simulator build", False, f"missing Debian packages: {' '.join(missing)}", FIX_SETUP
         )
     return Check("simulator build", True, f"all {len(BUILD_PACKAGES)} Debian packages installed")
+
+
+def check_uplink() -> Check:
+    """slirp4netns and nft, which a NAT lab's gateway namespace takes its way out with."""
+    from pytest_starlingx.backends.gateway import UPLINK_TOOLS
+
+    missing = {p: pkg for p, pkg in UPLINK_TOOLS.items() if shutil.which(p) is None}
+    if missing:
+        return Check(
+            "uplink",
+            None,
+            f"{', '.join(missing)} not on PATH",
+            f"needed by labs with `oam.uplink: nat` (a real ISO's default); {FIX_SETUP}",
+        )
+    return Check("uplink", True, f"{', '.join(UPLINK_TOOLS)} for labs with `oam.uplink: nat`")
 
 
 def check_vboxmanage() -> Check:

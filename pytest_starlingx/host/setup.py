@@ -32,6 +32,8 @@ HOST_PACKAGES: tuple[str, ...] = (
     "vde2",  # the VBoxManage emulator wires internal networks with vde_switch
     "mtools",  # grub-mkrescue, which the tests' small boot ISO is made with, may call mformat
     "ovmf",  # UEFI firmware for labs with `firmware: uefi`
+    "slirp4netns",  # the way out of a NAT lab's gateway namespace (`oam.uplink: nat`)
+    "nftables",  # its masquerading, in that namespace only (the host's tables are not touched)
 )
 LIBVIRT_SOCKET = Path("/run/libvirt/libvirt-sock")
 DAEMONS: tuple[tuple[str, str], ...] = (

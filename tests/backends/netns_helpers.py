@@ -7,6 +7,7 @@ an echo server that answers with its lab's label and the address the connection 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
@@ -78,13 +79,21 @@ def read_line(stream: IO[bytes], deadline: Deadline) -> bytes:
 
 
 def ask(port: int, text: str) -> str:
-    """Send a line to 127.0.0.1:``port``, half-close, read the answer to its end."""
+    """Send a line to 127.0.0.1:``port``, half-close, read the answer to its end. A connection
+    the other end resets (a relay whose target refused closes it, maybe before the line
+    arrives) ends the answer there."""
+    answer = b""
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-        sock.sendall(text.encode() + b"\n")
-        sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := sock.recv(4096):
-            answer += chunk
+        try:
+            sock.sendall(text.encode() + b"\n")
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(4096):
+                answer += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:  # shutdown() of a connection reset already
+                raise
     return answer.decode()
 
 
@@ -177,3 +186,82 @@ def sweep(prefixes: tuple[str, ...], run_dir: Path) -> None:
     for link in links():
         if link.startswith(prefixes):  # a namespace's veth may be going meanwhile
             subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
+
+
+PING = """
+import os, socket, struct, sys, time
+target = sys.argv[1]
+
+def checksum(data):
+    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+ident, payload = os.getpid() & 0xFFFF, b"stx-ping"
+header = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
+packet = struct.pack("!BBHHH", 8, 0, checksum(header + payload), ident, 1) + payload
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+sock.settimeout(1)
+deadline = time.monotonic() + float(sys.argv[2])
+sock.sendto(packet, (target, 0))
+while time.monotonic() < deadline:
+    try:
+        data, (peer, _) = sock.recvfrom(2048)
+    except TimeoutError:
+        continue
+    offset = (data[0] & 0x0F) * 4
+    kind, _, _, rid, _ = struct.unpack("!BBHHH", data[offset:offset + 8])
+    if peer == target and kind == 0 and rid == ident:
+        print(f"reply from {peer}")
+        sys.exit(0)
+print(f"no reply from {target}")
+sys.exit(1)
+"""
+
+
+def ping(namespace: str, address: str, timeout: float = 5.0) -> bool:
+    """Whether ``address`` answers one ICMP echo request sent from ``namespace`` (a raw
+    socket: root, no ping binary needed)."""
+    argv = ["ip", "netns", "exec", namespace, sys.executable, "-c", PING, address, str(timeout)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + WAIT)
+    return proc.returncode == 0
+
+
+CONNECT = """
+import socket, sys
+address, port = sys.argv[1], int(sys.argv[2])
+try:
+    with socket.create_connection((address, port), timeout=float(sys.argv[3])) as sock:
+        sock.sendall(b"hello\\n")
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    print("answer", answer.decode().strip())
+except ConnectionRefusedError:
+    print("refused")
+except OSError as exc:
+    print("error", exc)
+"""
+
+
+def connect_from(namespace: str, address: str, port: int, timeout: float = 10.0) -> str:
+    """From ``namespace``: send a line to ``address:port``; ``answer <text>``, ``refused`` or
+    ``error <what>``."""
+    argv = [
+        "ip", "netns", "exec", namespace, sys.executable, "-c", CONNECT, address, str(port),
+        str(timeout),
+    ]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + WAIT)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def netns_exec(namespace: str, *argv: str) -> str:
+    """Run ``argv`` in ``namespace``; its stdout (fails the test on an error)."""
+    proc = subprocess.run(
+        ["ip", "netns", "exec", namespace, *argv], capture_output=True, text=True, timeout=WAIT
+    )
+    assert proc.returncode == 0, f"{' '.join(argv)} in {namespace}: {proc.stderr}"
+    return proc.stdout

@@ -7,10 +7,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,10 +24,13 @@ from netns_helpers import (
     WAIT,
     FakeLab,
     ask,
+    connect_from,
     ip,
     links,
     namespaces,
     needs_netns,
+    netns_exec,
+    ping,
     read_line,
     refused,
     running,
@@ -33,12 +38,18 @@ from netns_helpers import (
     wait_exit,
 )
 
+from pytest_starlingx.backends import gateway as gateway_module
 from pytest_starlingx.backends.gateway import (
+    NFT_TABLE,
+    UPLINK_IFNAME,
     Gateway,
+    add_relay,
     close_gateway,
     open_gateway,
     remove_gateway,
     state_path,
+    uplink_network,
+    uplink_state_path,
 )
 from pytest_starlingx.errors import BackendError
 from pytest_starlingx.waits import Deadline
@@ -51,9 +62,10 @@ OPENER = """
 import json, sys
 from pathlib import Path
 from pytest_starlingx.backends.gateway import open_gateway
-namespace, bridge, run_dir, host_veth = sys.argv[1:5]
+namespace, bridge, run_dir, host_veth, uplink = sys.argv[1:6]
 gateway = open_gateway(
-    namespace, bridge, "10.10.10.1/24", [("10.10.10.2", 7000)], Path(run_dir), host_veth=host_veth
+    namespace, bridge, "10.10.10.1/24", [("10.10.10.2", 7000)], Path(run_dir), host_veth=host_veth,
+    uplink=uplink == "uplink",
 )
 print(json.dumps(gateway.to_json()), flush=True)
 sys.stdin.read()
@@ -246,7 +258,7 @@ def test_kill_9_of_the_opener_then_removal_from_recorded_names(names, fake_lab, 
     lab = fake_lab(0)
     recorded = (names.gateway(0), names.host_veth(0), run_dir)  # what a ledger holds beforehand
     opener = subprocess.Popen(
-        [sys.executable, "-c", OPENER, recorded[0], lab.bridge, str(run_dir), recorded[1]],
+        [sys.executable, "-c", OPENER, recorded[0], lab.bridge, str(run_dir), recorded[1], "-"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
@@ -286,7 +298,7 @@ def test_the_relay_exits_when_its_namespace_is_removed_under_it(names, fake_lab,
         (GATEWAY, [("10.10.20.2", 22)], "not on the gateway's network 10.10.10.0/24"),
         (GATEWAY, [(GUEST, 0)], "port 0 is not a port number"),
         (GATEWAY, [(GUEST, 22), (GUEST, 22)], "targets repeat"),
-        (GATEWAY, [], "no targets"),
+        (GATEWAY, [], "no targets to relay to and no uplink"),
         ("10.10.10.1", [(GUEST, 22)], "needs a prefix length"),
         ("10.10.10.300/24", [(GUEST, 22)], "10.10.10.300/24"),
     ],
@@ -330,3 +342,216 @@ def test_a_relay_that_cannot_start_is_named_and_nothing_is_left(names, fake_lab,
     with pytest.raises(BackendError, match="the relay's files in"):
         open_on(lab, names, 0, not_a_dir)
     assert names.ours() == before
+
+
+# ------------------------------------------------------------------ uplink
+#
+# Nothing here sends to an address outside this machine: the guest pings the gateway address,
+# and reaches this host's own address (a server of the test's) through the uplink.
+
+needs_uplink_tools = pytest.mark.skipif(
+    shutil.which("slirp4netns") is None or shutil.which("nft") is None,
+    reason="an uplink needs slirp4netns and nft (stx-lab host-setup installs them)",
+)
+
+
+def assert_host_untouched(names: Names, forwarding: str) -> None:
+    """The host's forwarding is as it was, and neither its nftables nor its routes mention the
+    uplink or the test's names (other labs may change both meanwhile: not compared whole)."""
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == forwarding
+    ruleset = subprocess.run(
+        ["nft", "-s", "list", "ruleset"], capture_output=True, text=True, check=True, timeout=WAIT
+    ).stdout
+    assert NFT_TABLE not in ruleset and f'"{UPLINK_IFNAME}"' not in ruleset
+    assert names.token not in ruleset and "10.10.10.0/24" not in ruleset
+    routes = json.loads(ip("-j", "route", "show", "table", "all"))
+    assert [r for r in routes if r.get("dev", "") in (UPLINK_IFNAME, names.host_veth(0))] == []
+    assert UPLINK_IFNAME not in links()
+
+
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def open_with_uplink(lab: FakeLab, names: Names, i: int, run_dir: Path, targets=None) -> Gateway:
+    return open_gateway(
+        names.gateway(i),
+        lab.bridge,
+        GATEWAY,
+        [(GUEST, PORT)] if targets is None else targets,
+        run_dir,
+        host_veth=names.host_veth(i),
+        uplink=True,
+    )
+
+
+def assert_uplink_plumbing(gateway: Gateway) -> None:
+    """Default route out of the uplink interface, forwarding on, our table with the
+    masquerade rule, slirp4netns running on the namespace without host loopback."""
+    ns = gateway.namespace
+    assert gateway.uplink is not None
+    side = ipaddress.ip_network(gateway.uplink.network)
+    routes = json.loads(ip("-n", ns, "-j", "route", "show", "default"))
+    assert [(r["dev"], r["gateway"]) for r in routes] == [(UPLINK_IFNAME, str(side[2]))]
+    addresses = json.loads(ip("-n", ns, "-j", "addr", "show", "dev", UPLINK_IFNAME))
+    assert [a["local"] for a in addresses[0]["addr_info"] if a["family"] == "inet"] == [
+        str(side[100])
+    ]
+    assert netns_exec(ns, "sysctl", "-n", "net.ipv4.ip_forward").strip() == "1"
+    table = json.loads(netns_exec(ns, "nft", "-j", "list", "table", "ip", NFT_TABLE))["nftables"]
+    rules = [item["rule"] for item in table if "rule" in item]
+    masquerades = [r for r in rules if r["chain"] == "postrouting"]
+    assert len(masquerades) == 1
+    text = json.dumps(masquerades[0]["expr"])
+    assert '"masquerade"' in text and UPLINK_IFNAME in text and "10.10.10.0" in text
+    chains = {i["chain"]["name"]: i["chain"] for i in table if "chain" in i}
+    assert chains["forward"]["policy"] == "drop"
+    assert running(gateway.uplink.process)
+    argv = cmdline(gateway.uplink.process.pid)
+    assert argv[0] == "slirp4netns" and f"/run/netns/{ns}" in argv
+    assert "--disable-host-loopback" in argv and not any(a.startswith("--api") for a in argv)
+
+
+@needs_uplink_tools
+def test_an_uplink_is_plumbed_in_the_namespace_and_the_guest_reaches_its_gateway(
+    names, fake_lab, run_dir
+):
+    lab = fake_lab(0)
+    forwarding = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    gateway = open_with_uplink(lab, names, 0, run_dir)
+    try:
+        assert_uplink_plumbing(gateway)
+        assert ping(lab.guest, "10.10.10.1")
+        assert ask(gateway.ports[(GUEST, PORT)], "hi") == "lab-0 from 10.10.10.1: hi\n"
+        assert_host_isolated(names)
+        assert_host_untouched(names, forwarding)
+        assert uplink_state_path(run_dir, gateway.namespace).exists()
+    finally:
+        close_gateway(gateway)
+    assert gateway.uplink is not None
+    assert not running(gateway.uplink.process)
+    assert not running(gateway.relay)
+    assert names.ours() == ({lab.guest}, {lab.bridge, names.guest_veth(0)})
+    assert not uplink_state_path(run_dir, gateway.namespace).exists()
+    assert_host_untouched(names, forwarding)
+
+
+def _host_address() -> str | None:
+    """A global IPv4 address of this host, if it has one."""
+    for link in links().values():
+        for info in link.get("addr_info", []):
+            if info.get("family") == "inet" and info.get("scope") == "global":
+                return str(info["local"])
+    return None
+
+
+@needs_uplink_tools
+def test_the_guest_goes_out_through_the_uplink_but_not_to_the_host_loopback(
+    names, fake_lab, run_dir
+):
+    """Out through the uplink to this host's own address (never further), and the host's
+    loopback stays closed to the lab (slirp4netns's --disable-host-loopback)."""
+    host = _host_address()
+    if host is None:
+        pytest.skip("this host has no global IPv4 address to be reached at")
+    lab = fake_lab(0)
+    ip("-n", lab.guest, "route", "add", "default", "via", "10.10.10.1")
+    servers = [socket.create_server((host, 0)), socket.create_server(("127.0.0.1", 0))]
+    ports = [server.getsockname()[1] for server in servers]
+    peers: list[str] = []
+
+    def serve(server: socket.socket) -> None:
+        try:
+            conn, peer = server.accept()
+        except OSError:  # closed at the end of the test, nobody came
+            return
+        with conn:
+            peers.append(peer[0])
+            conn.makefile("rb").readline()
+            conn.sendall(b"host here\n")
+
+    threads = [threading.Thread(target=serve, args=(s,), daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    gateway = open_with_uplink(lab, names, 0, run_dir, targets=[])
+    try:
+        assert gateway.relay is None and gateway.ports == {}
+        assert gateway.uplink is not None
+        assert connect_from(lab.guest, host, ports[0]) == "answer host here"
+        assert peers and ipaddress.ip_address(peers[0]) not in LAB_NET  # masqueraded, then slirp
+        slirp_gateway = str(ipaddress.ip_network(gateway.uplink.network)[2])
+        # slirp4netns answers for its gateway with an ICMP network unreachable
+        to_loopback = connect_from(lab.guest, slirp_gateway, ports[1])
+        assert to_loopback in ("refused", "error [Errno 101] Network is unreachable")
+        assert len(peers) == 1  # the loopback server saw nobody
+    finally:
+        close_gateway(gateway)
+        for server in servers:
+            server.close()
+    # no way out once the gateway is closed (and the server is gone: nothing could answer)
+    assert connect_from(lab.guest, host, ports[0], timeout=2).startswith("error")
+
+
+@needs_uplink_tools
+def test_an_uplink_gateway_gets_its_relay_later(names, fake_lab, run_dir):
+    lab = fake_lab(0)
+    gateway = open_with_uplink(lab, names, 0, run_dir, targets=[])
+    try:
+        assert gateway.relay is None
+        with pytest.raises(BackendError, match="not on the gateway's network"):
+            add_relay(gateway, GATEWAY, [("10.10.20.2", 22)])
+        gateway = add_relay(gateway, GATEWAY, [(GUEST, PORT)])
+        assert ask(gateway.ports[(GUEST, PORT)], "late") == "lab-0 from 10.10.10.1: late\n"
+        with pytest.raises(BackendError, match="has a relay already"):
+            add_relay(gateway, GATEWAY, [(GUEST, PORT)])
+        assert Gateway.from_json(json.loads(json.dumps(gateway.to_json()))) == gateway
+    finally:
+        close_gateway(gateway)
+    assert not running(gateway.relay) and not running(gateway.uplink.process)
+    assert names.ours() == ({lab.guest}, {lab.bridge, names.guest_veth(0)})
+
+
+@needs_uplink_tools
+def test_kill_9_of_the_opener_of_an_uplink_then_removal_from_recorded_names(
+    names, fake_lab, run_dir
+):
+    lab = fake_lab(0)
+    recorded = (names.gateway(0), names.host_veth(0), run_dir)  # what a ledger holds beforehand
+    argv = [sys.executable, "-c", OPENER, recorded[0], lab.bridge, str(run_dir), recorded[1]]
+    opener = subprocess.Popen([*argv, "uplink"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        gateway = Gateway.from_json(json.loads(read_line(opener.stdout, Deadline(WAIT))))
+    finally:
+        opener.send_signal(signal.SIGKILL)
+        opener.wait(WAIT)
+    assert gateway.uplink is not None
+    assert running(gateway.uplink.process) and running(gateway.relay)  # they outlive the opener
+    assert ping(lab.guest, "10.10.10.1")
+    assert remove_gateway(*recorded) == []  # both are found from their state files
+    assert not running(gateway.uplink.process) and not running(gateway.relay)
+    assert names.ours() == ({lab.guest}, {lab.bridge, names.guest_veth(0)})
+    assert not ping(lab.guest, "10.10.10.1", timeout=2)
+
+
+def test_an_uplink_without_its_tools_is_refused_and_nothing_is_made(
+    names, fake_lab, run_dir, monkeypatch
+):
+    lab = fake_lab(0)
+    before = names.ours()
+    monkeypatch.setattr(gateway_module.shutil, "which", lambda program: None)
+    with pytest.raises(BackendError, match=r"an uplink needs slirp4netns, nft .*host-setup"):
+        open_with_uplink(lab, names, 0, run_dir)
+    assert names.ours() == before
+
+
+@pytest.mark.parametrize(
+    ("lab_network", "side"),
+    [
+        ("10.10.10.0/24", "10.0.2.0/24"),
+        ("10.0.2.0/24", "172.31.254.0/24"),
+        ("10.0.0.0/8", "172.31.254.0/24"),
+        ("0.0.0.0/0", None),
+    ],
+)
+def test_the_uplink_side_never_overlaps_the_lab_network(lab_network, side):
+    assert uplink_network(ipaddress.ip_network(lab_network)) == side

@@ -100,16 +100,37 @@ def test_boot_order_and_oem_strings_can_be_changed_in_place():
     assert root.find("sysinfo") is None and root.find("os/smbios") is None
 
 
-def test_networks_are_isolated_unless_nat_is_asked_for():
+def test_networks_are_isolated_nat_ones_too():
+    """No host address on a lab network, ever: a NAT network's way out is its gateway
+    namespace (backends/gateway.py), not libvirt's <forward mode='nat'> with an <ip>."""
     bridge = bridge_name("ab12cd34", 1)
     isolated = ET.fromstring(network_xml(NetworkSpec("mgmt"), "n", bridge, OWNER))
     assert isolated.find("ip") is None and isolated.find("forward") is None
     assert isolated.find("bridge").get("name") == "stxab12cd34n1"
     nat = ET.fromstring(
-        network_xml(NetworkSpec("oam", nat=True, host_address="10.10.10.1/24"), "n", "b", OWNER)
+        network_xml(NetworkSpec("oam", nat=True, gateway="10.10.10.1/24"), "n", "b", OWNER)
     )
-    assert nat.find("forward").get("mode") == "nat"
-    assert (nat.find("ip").get("address"), nat.find("ip").get("prefix")) == ("10.10.10.1", "24")
+    assert nat.find("ip") is None and nat.find("forward") is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"nat": True}, "nat=True needs a gateway address"),
+        ({"nat": True, "gateway": "10.10.10.1"}, "with its prefix length"),
+        ({"nat": True, "gateway": "10.10.10.0/24"}, "must be an IPv4 host address"),
+        ({"gateway": "fd00::1/64"}, "gateway"),
+    ],
+)
+def test_a_nat_network_needs_a_gateway_host_address(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        NetworkSpec("oam", **kwargs)
+
+
+def test_a_ledger_of_before_the_gateway_field_still_loads():
+    assert NetworkSpec.from_json({"name": "oam", "nat": False, "host_address": None}) == (
+        NetworkSpec("oam")
+    )
 
 
 def test_volumes_are_sparse_qcow2():

@@ -22,6 +22,7 @@ from pytest_starlingx.backends.virtualbox import (
     boot_argv,
     createvm_argv,
     modifyvm_argv,
+    nat_gateway_problems,
     natnetwork_argv,
     nic_argv,
     oem_argvs,
@@ -94,7 +95,7 @@ def test_small_builders():
         ["setextradata", "vm", OEM, "stx-sim:slow=2"],
         ["setextradata", "vm", OEM.replace("Ver", "Rev")],  # no value: key removed
     ]
-    nat = NetworkSpec("oam", nat=True, host_address="10.10.10.1/24")
+    nat = NetworkSpec("oam", nat=True, gateway="10.10.10.1/24")
     assert natnetwork_argv("stx-t-abcd-oam", nat) == [
         "natnetwork", "add", "--netname", "stx-t-abcd-oam", "--network", "10.10.10.0/24",
         "--enable", "--dhcp", "off",
@@ -176,3 +177,13 @@ def test_errors_name_command_machine_exit_code_and_hint(vbox, vbox_lab_factory):
         assert "power it off" in message
     finally:
         lab.power_off("node-0")
+
+
+@pytest.mark.fast  # the argv builders alone; the others run the emulator
+def test_a_nat_network_gateway_must_be_where_the_nat_engine_answers():
+    assert nat_gateway_problems([NetworkSpec("oam", nat=True, gateway="10.10.10.1/24")]) == []
+    assert nat_gateway_problems([NetworkSpec("mgmt"), NetworkSpec("oam")]) == []
+    assert nat_gateway_problems([NetworkSpec("oam", nat=True, gateway="10.10.10.254/24")]) == [
+        "network oam: gateway 10.10.10.254 is not 10.10.10.1, where VirtualBox's NAT engine "
+        "answers on a NAT network; put the gateway there or make the network isolated"
+    ]

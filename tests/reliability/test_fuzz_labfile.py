@@ -95,6 +95,7 @@ def valid_labs(draw: st.DrawFn) -> dict[str, Any]:
         "add_hosts": st.sampled_from(["discover", "host-add"]),
         "passwords": st.dictionaries(st.sampled_from(PASSWORD_USERS), password, max_size=2),
         "mgmt": st.just({"subnet": "192.168.204.0/24"}),
+        "oam": st.sampled_from([{"uplink": "nat"}, {"uplink": "isolated"}]),
         "stages": st.just([{"name": "my-stage", "after": "available", "shell": ["true"]}]),
     }
     for key, strategy in optional.items():
@@ -127,7 +128,7 @@ def broken_labs(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
     kind = draw(st.sampled_from([
         "unknown", "topology", "name", "memory", "vcpus", "disks", "node_key", "node_name",
         "timeout", "timeout_phase", "factor", "password_env", "password_user", "oam", "mgmt",
-        "backend", "profile", "add_hosts", "section_type", "stage", "workers",
+        "backend", "profile", "add_hosts", "section_type", "stage", "workers", "uplink",
     ]))  # fmt: skip
     if kind == "unknown":
         key = draw(words.filter(lambda w: w not in TOP_KEYS))
@@ -172,6 +173,10 @@ def broken_labs(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
     if kind == "password_user":
         user = draw(words.filter(lambda w: w not in PASSWORD_USERS))
         return _set(lab, ("passwords", user), {"generate": True}), f"passwords.{user}"
+    if kind == "uplink":
+        value = draw(st.one_of(words.filter(lambda w: w not in ("nat", "isolated")),
+                               st.integers(), st.booleans()))  # fmt: skip
+        return _set(lab, ("oam", "uplink"), value), "oam.uplink"
     if kind in ("oam", "mgmt"):
         value = draw(st.sampled_from(["nope", "300.1.1.0/24", "10.0.0.1/33", "", "x/y"]))
         return _set(lab, (kind, "subnet"), value), f"{kind}.subnet"
