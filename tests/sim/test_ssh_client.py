@@ -1,0 +1,229 @@
+"""The plugin's SSH client (``pytest_starlingx.ssh``) against the simulator image's own sshd,
+run on this host without a VM (``server`` in conftest.py), reached as a lab is reached: at a
+loopback port of a relay that connects from inside the server's network namespace (the lab
+gateway's relay). Needs root and the simulator image, like test_sshd.py.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sshd_host import HOSTNAME, Server
+
+from pytest_starlingx.access import Endpoint
+from pytest_starlingx.backends.gateway import _start_relay, _stop
+from pytest_starlingx.ssh import HostKeyRefused, LabSsh, SshTimeout, SshUnavailable
+from pytest_starlingx.waits import Deadline
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="mounts, chroot and network namespaces need root"
+)
+
+FLOATING, C0, C1 = "10.10.10.2", "10.10.10.3", "10.10.10.4"
+#: ssh-keygen's ``-t`` by the key type a server presents
+KINDS = {"ssh-ed25519": "ed25519", "ecdsa-sha2-nistp256": "ecdsa", "ssh-rsa": "rsa"}
+LOGIN = 60  # seconds for a login (pam_unix waits 2 s after a wrong password)
+
+MakeSsh = Callable[..., LabSsh]
+
+
+@pytest.fixture(scope="module")
+def port(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A loopback port reaching the server's port 22, through the gateway's relay."""
+    relay, ports = _start_relay(server.netns, [("127.0.0.1", 22)], tmp_path_factory.mktemp("gw"))
+    yield ports[("127.0.0.1", 22)]
+    _stop(relay)
+
+
+@pytest.fixture
+def make_ssh(server: Server, port: int, tmp_path: Path) -> Iterator[MakeSsh]:
+    """LabSsh for a simplex or duplex lab whose every SSH endpoint is the one server; the
+    lab's known_hosts and artifacts are the test's own."""
+    made: list[LabSsh] = []
+
+    def make(controllers: int = 1, password: str | None = None) -> LabSsh:
+        names = [f"controller-{i}" for i in range(controllers)]
+        endpoints = {"ssh": Endpoint("ssh", FLOATING, 22, port)}
+        if controllers > 1:
+            for name, address in zip(names, (C0, C1), strict=True):
+                endpoints[f"ssh-{name}"] = Endpoint(f"ssh-{name}", address, 22, port)
+        lab_ssh = LabSsh("sshlab", lambda: endpoints, names, password or server.image.password,
+                         tmp_path / "known_hosts", tmp_path / "artifacts")  # fmt: skip
+        made.append(lab_ssh)
+        return lab_ssh
+
+    yield make
+    for lab_ssh in made:
+        lab_ssh.close()
+
+
+def server_key(server: Server, kind: str) -> str:
+    """``<type> <base64>`` of one of the server's host keys."""
+    pub = server.image.root / "etc" / "ssh" / f"ssh_host_{kind}_key.pub"
+    return " ".join(pub.read_text().split()[:2])
+
+
+def other_key(tmp_path: Path, kind: str, name: str = "other") -> str:
+    """``<type> <base64>`` of a new key of ``kind`` (another machine's host key)."""
+    key = tmp_path / f"{name}_{kind}"
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(key)], check=True)
+    return " ".join(key.with_suffix(".pub").read_text().split()[:2])
+
+
+def recorded(path: Path) -> dict[str, str]:
+    """known_hosts as {name: '<type> <base64>'}."""
+    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    return {name: f"{kind} {key}" for name, kind, key in lines}
+
+
+def test_password_login_runs_commands_with_their_exit_status(make_ssh, server, tmp_path):
+    """sysadmin logs in with the password; a command's output with its errors merged in, as
+    a console shows them, and its exit status; the host key is recorded by node name."""
+    with make_ssh().connect(None, Deadline(LOGIN)) as session:
+        result = session.run("hostname; echo to-stderr >&2; exit 3", Deadline(30))
+        assert (result.stdout.splitlines(), result.exit_status) == ([HOSTNAME, "to-stderr"], 3)
+        assert session.run("id -un", Deadline(30)).stdout == "sysadmin"
+    assert "Accepted password for sysadmin" in server.image.auth_log()
+    [(name, key)] = recorded(tmp_path / "known_hosts").items()
+    assert name == "controller-0"  # simplex: the floating address is controller-0's own
+    assert key in {server_key(server, kind) for kind in ("ed25519", "ecdsa", "rsa")}
+
+
+def test_a_command_past_its_deadline_is_a_timeout_naming_lab_node_and_command(make_ssh):
+    with make_ssh().connect("controller-0", Deadline(LOGIN)) as session:
+        started = time.monotonic()
+        with pytest.raises(SshTimeout) as info:
+            session.run("echo started; sleep 60", Deadline(2))
+        assert time.monotonic() - started < 10
+        message = str(info.value)
+        assert message.startswith("lab 'sshlab' node controller-0 (ssh 127.0.0.1:")
+        assert "'echo started; sleep 60' did not finish within 2s" in message
+        assert "| started" in message
+        assert session.run("echo still-usable", Deadline(30)).stdout == "still-usable"
+
+
+def test_the_transcript_masks_the_password(make_ssh, server, tmp_path):
+    password = server.image.password
+    with make_ssh().connect("controller-0", Deadline(LOGIN)) as session:
+        result = session.run(f"echo 'said {password}'", Deadline(30))
+    assert result.stdout == f"said {password}"  # the caller gets what the node printed
+    transcript = (tmp_path / "artifacts" / "controller-0.ssh.log").read_text()
+    assert password not in transcript
+    assert "run: echo 'said ****'" in transcript
+    assert "| said ****" in transcript
+    assert "exit status 0" in transcript
+
+
+def test_a_wrong_password_is_ssh_unavailable(make_ssh, server):
+    try:
+        with pytest.raises(SshUnavailable, match="sysadmin's password was refused"):
+            make_ssh(password="not-the-password").connect(None, Deadline(LOGIN))
+    finally:  # one failure of pam_faillock's five
+        (server.image.root / "run" / "faillock" / "sysadmin").unlink(missing_ok=True)
+
+
+def test_a_recorded_host_key_is_checked_and_another_refused(make_ssh, server, tmp_path):
+    """After the first login the recorded key opens the next; a controller presenting
+    another key (its line now another machine's) is refused, with what to do."""
+    lab_ssh = make_ssh(controllers=2)
+    lab_ssh.connect("controller-1", Deadline(LOGIN)).close()
+    known = tmp_path / "known_hosts"
+    first = recorded(known)
+    assert list(first) == ["controller-1"]
+    lab_ssh.connect("controller-1", Deadline(LOGIN)).close()  # the same key: fine
+    kind = KINDS[first["controller-1"].split()[0]]
+    known.write_text(f"controller-1 {other_key(tmp_path, kind)}\n")
+    before = known.read_text()
+    logins = server.image.auth_log().count("Accepted password")
+    with pytest.raises(HostKeyRefused) as info:
+        lab_ssh.connect("controller-1", Deadline(LOGIN))
+    message = str(info.value)
+    assert "but " + str(known) in message and "for controller-1" in message
+    assert "remove its line" in message
+    assert known.read_text() == before
+    assert server.image.auth_log().count("Accepted password") == logins  # no password sent
+
+
+def test_the_floating_address_is_accepted_with_a_controllers_key(make_ssh, server, tmp_path):
+    """Duplex: the floating address's key is checked against the controllers' keys, learnt
+    first at their own addresses; a key no controller has is refused."""
+    lab_ssh = make_ssh(controllers=2)
+    with lab_ssh.connect(None, Deadline(LOGIN)) as session:
+        assert session.node == "floating"
+        assert session.run("hostname", Deadline(30)).stdout == HOSTNAME
+    known = tmp_path / "known_hosts"
+    keys = recorded(known)
+    assert sorted(keys) == ["controller-0", "controller-1"]
+    (kind,) = {key.split()[0] for key in keys.values()}
+    short = KINDS[kind]
+    names = ("controller-0", "controller-1")
+    known.write_text("".join(f"{n} {other_key(tmp_path, short, n)}\n" for n in names))
+    with pytest.raises(HostKeyRefused, match="which is no controller's key"):
+        lab_ssh.connect(None, Deadline(LOGIN))
+
+
+def test_a_long_command_does_not_hold_up_others(make_ssh):
+    """Commands on two nodes and two on one node run at the same time."""
+    lab_ssh = make_ssh(controllers=2)
+    for name in ("controller-0", "controller-1"):
+        lab_ssh.run(name, "true", Deadline(LOGIN))  # logged in, host keys recorded
+    results: dict[str, str] = {}
+
+    def run(key: str, node: str) -> None:
+        results[key] = lab_ssh.run(node, f"sleep 3; echo {key}", Deadline(30)).stdout
+
+    threads = [threading.Thread(target=run, args=(key, node)) for key, node in
+               (("a", "controller-0"), ("b", "controller-1"), ("c", "controller-0"))]  # fmt: skip
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {"a": "a", "b": "b", "c": "c"}
+    assert time.monotonic() - started < 6  # not 9: one after the other
+
+
+def test_a_dropped_connection_is_made_again(make_ssh, server):
+    lab_ssh = make_ssh()
+    assert lab_ssh.run("controller-0", "echo one", Deadline(LOGIN)).stdout == "one"
+    session = lab_ssh.session("controller-0", Deadline(LOGIN))
+    transport = session.client.get_transport()
+    assert transport is not None
+    transport.sock.close()  # the connection breaks under the session
+    logins = server.image.auth_log().count("Accepted password")
+    assert lab_ssh.run("controller-0", "echo two", Deadline(LOGIN)).stdout == "two"
+    assert server.image.auth_log().count("Accepted password") == logins + 1
+
+
+def test_stream_separates_output_and_errors(make_ssh):
+    """What ``stx-lab ssh LAB -- CMD`` shows: output and errors apart, the exit status."""
+    out, err = io.BytesIO(), io.BytesIO()
+    with make_ssh().connect(None, Deadline(LOGIN)) as session:
+        status = session.stream("echo out; echo err >&2; exit 5", out, err)
+    assert (out.getvalue(), err.getvalue(), status) == (b"out\n", b"err\n", 5)
+
+
+def test_sftp_through_the_session_client(make_ssh):
+    """lab.ssh()'s client is paramiko's: SFTP (StarlingX's sftp-server subsystem)."""
+    with make_ssh().connect(None, Deadline(LOGIN)) as session:
+        with session.client.open_sftp() as sftp, sftp.open("from-the-host", "w") as remote:
+            remote.write("hello\n")
+        assert session.run("cat ~/from-the-host; rm ~/from-the-host", Deadline(30)).stdout == (
+            "hello"
+        )
+
+
+def test_answers_says_whether_node_run_may_use_ssh(make_ssh, tmp_path):
+    """``Node.run(via=None)`` asks this: True once a session logs in (kept for the command)."""
+    lab_ssh = make_ssh()
+    assert lab_ssh.answers("controller-0", Deadline(LOGIN))
+    assert lab_ssh.run("controller-0", "echo via-ssh", Deadline(30)).stdout == "via-ssh"
+    assert "| via-ssh" in (tmp_path / "artifacts" / "controller-0.ssh.log").read_text()
+    assert not lab_ssh.answers("worker-0", Deadline(LOGIN))
