@@ -1,10 +1,12 @@
 """SSH to a lab without an SSH server: which endpoint a node has, the lab's host key records,
-and ``Node.run``'s choice between SSH and the console.
+``Node.run``'s choice between SSH and the console, and ``stx-lab ssh``'s argument errors.
 Logins and commands against a real sshd are in tests/sim/test_ssh_client.py."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -12,11 +14,13 @@ import paramiko
 import pytest
 from console.console_fakes import fake_stx
 
-from pytest_starlingx.access import Endpoint
+from pytest_starlingx.access import Endpoint, LabFacts
 from pytest_starlingx.backends.base import LabResources, PowerState
 from pytest_starlingx.backends.gateway import Gateway
+from pytest_starlingx.cli import main
 from pytest_starlingx.lab import Lab, create_lab
 from pytest_starlingx.labfile import lab_from_mapping
+from pytest_starlingx.lifecycle.state import LabState
 from pytest_starlingx.ownership import Holder
 from pytest_starlingx.ssh import HostKeyRefused, HostKeys, LabSsh, SshUnavailable
 from pytest_starlingx.waits import Deadline
@@ -192,3 +196,40 @@ def test_lab_ssh_names_the_node_it_cannot_reach(lab):
         lab.ssh("worker-0")
     with pytest.raises(SshUnavailable, match="SSH does not answer"):
         lab.ssh(timeout=10)
+
+
+# ---- stx-lab ssh
+
+
+def save_lab(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> LabState:
+    monkeypatch.setenv("STX_STATE_DIR", str(state_dir))
+    spec = lab_from_mapping({"name": "std", "topology": "standard"})
+    state = LabState("abc123", "std", "standard", "libvirt")
+    state.access = LabFacts.of(spec, {"sysadmin": "Pw-0123456789!", "admin": "Ad-0123456789!"}
+                               ).to_json()  # fmt: skip
+    state.save()
+    return state
+
+
+def test_stx_lab_ssh_to_a_worker_says_only_controllers_are_reachable(tmp_path, monkeypatch,
+                                                                      capsys):  # fmt: skip
+    save_lab(tmp_path, monkeypatch)
+    assert main(["ssh", "std", "worker-0", "--", "hostname"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("stx-lab ssh: error: lab 'std': worker-0 has no SSH endpoint")
+    assert main(["ssh", "std", "worker-9"]) == 1
+    assert "lab 'std' has no node 'worker-9' (has controller-0, controller-1, worker-0" in (
+        capsys.readouterr().err
+    )
+
+
+def test_stx_lab_ssh_wants_the_command_after_a_double_dash(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pytest_starlingx.cli", "ssh", "lab",
+                           "controller-0", "hostname", "-f"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert "unrecognized arguments: hostname -f (the command to run goes after --)" in (done.stderr)
+    done = subprocess.run([sys.executable, "-m", "pytest_starlingx.cli", "ssh"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert "the following arguments are required: LAB_ID|NAME|FILE" in done.stderr

@@ -9,16 +9,20 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pexpect
 import pytest
 from sshd_host import HOSTNAME, Server
 
-from pytest_starlingx.access import Endpoint
+from pytest_starlingx.access import Endpoint, LabFacts
 from pytest_starlingx.backends.gateway import _start_relay, _stop
+from pytest_starlingx.labfile import lab_from_mapping
+from pytest_starlingx.lifecycle.state import LabState
 from pytest_starlingx.ssh import HostKeyRefused, LabSsh, SshTimeout, SshUnavailable
 from pytest_starlingx.waits import Deadline
 
@@ -227,3 +231,56 @@ def test_answers_says_whether_node_run_may_use_ssh(make_ssh, tmp_path):
     assert lab_ssh.run("controller-0", "echo via-ssh", Deadline(30)).stdout == "via-ssh"
     assert "| via-ssh" in (tmp_path / "artifacts" / "controller-0.ssh.log").read_text()
     assert not lab_ssh.answers("worker-0", Deadline(LOGIN))
+
+
+#: ``stx-lab ssh`` for a lab saved in $STX_STATE_DIR, its SSH endpoint at loopback port
+#: argv[1] (the backend's gateway is what this stands in for); prints whether the terminal's
+#: settings are as they were afterwards.
+STX_LAB_SSH = """import sys, termios
+from pytest_starlingx import cli, commands
+from pytest_starlingx.access import Endpoint, LabFacts
+port = int(sys.argv[1])
+commands._open_endpoints = lambda *_: {"ssh": Endpoint("ssh", "10.10.10.2", 22, port)}
+before = termios.tcgetattr(0) if sys.stdin.isatty() else None
+status = cli.main(sys.argv[2:])
+if before is not None:
+    print("terminal restored:", termios.tcgetattr(0) == before)
+sys.exit(status)
+"""
+
+
+@pytest.fixture
+def saved_lab(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment of a process that finds simplex lab 'sshlab' saved, with the server's
+    sysadmin password."""
+    monkeypatch.setenv("STX_STATE_DIR", str(tmp_path / "state"))
+    spec = lab_from_mapping({"name": "sshlab", "topology": "simplex"})
+    state = LabState("ssh123", "sshlab", "simplex", "libvirt")
+    passwords = {"sysadmin": server.image.password, "admin": "Ad-0123456789!"}
+    state.access = LabFacts.of(spec, passwords).to_json()
+    state.save()
+    return dict(os.environ)
+
+
+def test_stx_lab_ssh_runs_a_command_with_its_exit_status(saved_lab, port):
+    done = subprocess.run(
+        [sys.executable, "-c", STX_LAB_SSH, str(port), "ssh", "sshlab", "--",
+         "hostname;", "echo", "err", ">&2;", "exit", "6"],
+        capture_output=True, text=True, env=saved_lab, timeout=LOGIN, check=False,
+    )  # fmt: skip
+    assert (done.stdout, done.stderr, done.returncode) == (f"{HOSTNAME}\n", "err\n", 6)
+
+
+def test_stx_lab_ssh_opens_a_shell_of_the_terminals_size(saved_lab, port):
+    """Without a command: a login shell on a pty of the terminal's size, the terminal back in
+    its own mode afterwards, the shell's exit status."""
+    child = pexpect.spawn(sys.executable, ["-c", STX_LAB_SSH, str(port), "ssh", "sshlab"],
+                          env=saved_lab, encoding="utf-8", timeout=LOGIN,
+                          dimensions=(33, 101))  # fmt: skip
+    child.expect(r"sysadmin@controller-0:~\$ ")
+    child.sendline("stty size; exit 7")
+    child.expect("33 101")
+    child.expect("terminal restored: True")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 7
