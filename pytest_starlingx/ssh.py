@@ -26,6 +26,8 @@ refused.
 from __future__ import annotations
 
 import logging
+import re
+import shlex
 import socket
 import threading
 import time
@@ -37,6 +39,7 @@ import paramiko
 from filelock import FileLock
 
 from pytest_starlingx.access import Endpoint
+from pytest_starlingx.console.patterns import PASSWORD, SUDO_PASSWORD
 from pytest_starlingx.console.shell import Result, clean_output
 from pytest_starlingx.console.transcript import Secrets, Transcript
 from pytest_starlingx.errors import BackendError, StxError
@@ -54,6 +57,10 @@ READ_EVERY = 0.5  # seconds between looks at a channel's deadline
 #: it tries SSH again (each try may cost the relay's connect timeout).
 RETRY_AFTER = 30.0
 _CHUNK = 32768
+
+
+#: A sudo password prompt at the end of the output (the console's patterns).
+_SUDO_PROMPT = re.compile(rf"(?:{SUDO_PASSWORD}|{PASSWORD})$")
 
 
 class SshError(StxError):
@@ -167,16 +174,32 @@ class SshSession:
         transport = self.client.get_transport()
         return transport is not None and transport.is_active()
 
-    def run(self, command: str, deadline: Deadline) -> Result:
-        """Run ``command`` (a shell command line, as ``ssh host COMMAND`` runs it); its output
-        with stderr merged in as a console shows it, and its exit status. :class:`SshTimeout`
-        when ``deadline`` passes first (the channel is closed); :class:`SshUnavailable` when
-        the connection is down before the command is sent; :class:`SshError` when it drops
-        during the command."""
+    def run(
+        self,
+        command: str,
+        deadline: Deadline,
+        *,
+        login_shell: bool = False,
+        sudo_password: str | None = None,
+    ) -> Result:
+        """Run ``command`` (a shell command line, as ``ssh host COMMAND`` runs it, its input
+        at end of file); its output with stderr merged in as a console shows it, and its exit
+        status. ``login_shell``: in a login shell (``bash -lc``), whose environment is a
+        console login's (``/etc/profile``: PATH with the sbin directories, TMOUT).
+        ``sudo_password``: a command that mentions sudo runs on a pty, where sudo can ask for
+        a password, and its prompt is answered with this one (once, as on the console).
+
+        :class:`SshTimeout` when ``deadline`` passes first (the channel is closed);
+        :class:`SshUnavailable` when the connection is down before the command is sent;
+        :class:`SshError` when it drops during the command."""
         chunks: list[bytes] = []
+        remote = f"bash -lc {shlex.quote(command)}" if login_shell else command
+        sudo = sudo_password if "sudo" in command else None
         status = self._execute(command, deadline, lambda data, _err: chunks.append(data),
-                               combine=True)  # fmt: skip
+                               combine=True, remote=remote, sudo_password=sudo)  # fmt: skip
         text = clean_output(b"".join(chunks).decode("utf-8", "replace"), kernel_messages=True)
+        if sudo is not None:  # the prompt answered, and the line end after the hidden password
+            text = re.sub(rf"(?:{SUDO_PASSWORD}|{PASSWORD})\n?", "", text, count=1)
         return Result(command, text.removesuffix("\n"), status)
 
     def stream(self, command: str, stdout: BinaryIO, stderr: BinaryIO) -> int:
@@ -196,21 +219,41 @@ class SshSession:
         deadline: Deadline | None,
         sink: Callable[[bytes, bool], None],
         combine: bool,
+        remote: str | None = None,
+        sudo_password: str | None = None,
     ) -> int:
+        """Run ``remote`` (default: ``command``, the name it is recorded under) on a channel
+        of its own, its input closed (with ``sudo_password``: on a pty, sudo's password
+        prompt answered), passing what it prints to ``sink``; its exit status."""
         masked = self._secrets.mask(command)
         try:
             channel = self._open_channel(deadline)
             channel.set_combine_stderr(combine)
-            channel.exec_command(command)
+            if sudo_password is not None:
+                channel.get_pty(term="dumb", width=500)
+            channel.exec_command(remote or command)
+            if sudo_password is None:
+                channel.shutdown_write()  # nothing to read: as ssh -n
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise SshUnavailable(f"{self.where}: cannot start {masked!r}: {exc}") from exc
         self._transcript.note(f"run: {masked}")
         log.debug("%s: ssh run %s", self.node, masked, extra={"node": self.node})
         seen = bytearray()  # for the transcript and a timeout's tail
+        asked = 0
 
         def take(data: bytes, err: bool) -> None:
+            nonlocal asked
             seen.extend(data)
             sink(data, err)
+            if sudo_password is not None and _SUDO_PROMPT.search(
+                seen[-200:].decode(errors="replace")
+            ):
+                asked += 1
+                if asked > 1:
+                    raise SshError(f"{self.where}: {masked!r}: sudo asked for the password "
+                                   "again: it was refused")  # fmt: skip
+                channel.sendall(f"{sudo_password}\n".encode())
+                self._transcript.note("sudo's password sent")
 
         try:
             self._pump(channel, deadline, take)
@@ -448,14 +491,16 @@ class LabSsh:
             return session
 
     def run(self, node: str, command: str, deadline: Deadline) -> Result:
-        """Run ``command`` on ``node`` over its cached session; a connection that turns out
-        to be down before the command is sent is made again once."""
+        """Run ``command`` on ``node`` as on its console (a login shell; sudo's password
+        prompt answered) over the node's cached session; a connection that turns out to be
+        down before the command is sent is made again once."""
         session = self.session(node, deadline)
         try:
-            return session.run(command, deadline)
+            return session.run(command, deadline, login_shell=True, sudo_password=self._password)
         except SshUnavailable:
             self.forget(node)
-            return self.session(node, deadline).run(command, deadline)
+            session = self.session(node, deadline)
+            return session.run(command, deadline, login_shell=True, sudo_password=self._password)
 
     def answers(self, node: str, deadline: Deadline) -> bool:
         """Whether ``node`` has an SSH endpoint and SSH logs in there (a session is made and

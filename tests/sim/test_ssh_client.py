@@ -23,7 +23,7 @@ from pytest_starlingx.access import Endpoint, LabFacts
 from pytest_starlingx.backends.gateway import _start_relay, _stop
 from pytest_starlingx.labfile import lab_from_mapping
 from pytest_starlingx.lifecycle.state import LabState
-from pytest_starlingx.ssh import HostKeyRefused, LabSsh, SshTimeout, SshUnavailable
+from pytest_starlingx.ssh import HostKeyRefused, LabSsh, SshError, SshTimeout, SshUnavailable
 from pytest_starlingx.waits import Deadline
 
 pytestmark = pytest.mark.skipif(
@@ -129,6 +129,38 @@ def test_a_wrong_password_is_ssh_unavailable(make_ssh, server):
     try:
         with pytest.raises(SshUnavailable, match="sysadmin's password was refused"):
             make_ssh(password="not-the-password").connect(None, Deadline(LOGIN))
+    finally:  # one failure of pam_faillock's five
+        (server.image.root / "run" / "faillock" / "sysadmin").unlink(missing_ok=True)
+
+
+def test_node_commands_run_in_a_login_shell_with_no_input(make_ssh):
+    """LabSsh.run (``Node.run`` over SSH) has a console login's environment (/etc/profile's
+    PATH, which sshd's own lacks the sbin directories of); a command reading its input gets
+    end of file at once instead of waiting for its deadline."""
+    lab_ssh = make_ssh()
+    path = lab_ssh.run("controller-0", "echo $PATH", Deadline(LOGIN)).stdout.split(":")
+    assert {"/usr/sbin", "/sbin"} <= set(path)
+    result = lab_ssh.run("controller-0", "cat; echo read-all", Deadline(10))
+    assert (result.command, result.stdout) == ("cat; echo read-all", "read-all")
+    with lab_ssh.connect(None, Deadline(LOGIN)) as session:  # as ``ssh host COMMAND``
+        assert "/usr/sbin" not in session.run("echo $PATH", Deadline(30)).stdout.split(":")
+
+
+def test_sudo_is_answered_as_on_the_console(make_ssh, server):
+    """Over SSH there is no terminal for sudo to ask on: a command that mentions sudo gets a
+    pty and sudo's prompt the password; the prompt is not in the output. A refused password
+    is an error at once, not a wait for the deadline."""
+    lab_ssh = make_ssh()
+    result = lab_ssh.run("controller-0", "sudo -k; sudo id -un; echo done", Deadline(LOGIN))
+    # (before them, here: sudo cannot resolve the host name; the image has no /etc/hosts entry)
+    assert (result.stdout.splitlines()[-2:], result.exit_status) == (["root", "done"], 0)
+    assert "assword" not in result.stdout
+    try:
+        with lab_ssh.connect(None, Deadline(LOGIN)) as session:
+            started = time.monotonic()
+            with pytest.raises(SshError, match="sudo asked for the password again"):
+                session.run("sudo -k; sudo id -un", Deadline(60), sudo_password="not-it")
+            assert time.monotonic() - started < 30
     finally:  # one failure of pam_faillock's five
         (server.image.root / "run" / "faillock" / "sysadmin").unlink(missing_ok=True)
 
