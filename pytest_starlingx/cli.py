@@ -189,7 +189,7 @@ def _add_ssh(sub: Subparsers) -> None:
         usage="stx-lab ssh [-h] [--uri URI] LAB [NODE] [-- CMD...]",
         description="SSH to a lab from this host, with the sysadmin password saved with the lab "
         "(never on a command line). Without CMD an interactive shell; with CMD (after --) its "
-        "output, and its exit status as stx-lab's.",
+        "output, and its exit status as stx-lab's (CMD gets no input).",
     )
     p.add_argument("lab", metavar="LAB_ID|NAME|FILE")
     p.add_argument(

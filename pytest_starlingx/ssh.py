@@ -114,7 +114,7 @@ class HostKeys:
                 f"from {self.path}; otherwise something else answers there: do not log in"
             )
 
-    def check_any(self, controllers: Sequence[str], key: paramiko.PKey, where: str) -> bool:
+    def check_any(self, controllers: Sequence[str], key: paramiko.PKey) -> bool:
         """Whether ``key`` is recorded for one of ``controllers``."""
         with self._lock:
             keys = self._load()
@@ -398,12 +398,12 @@ class LabSsh:
         if owner is not None:
             self.host_keys.check_own(owner, key, where)
             return
-        if self.host_keys.check_any(self.controllers, key, where):
+        if self.host_keys.check_any(self.controllers, key):
             return
         for name in self.controllers:  # learn the controllers' keys at their own addresses
             if self.host_keys.recorded(name) is None:
                 self._learn(name)
-        if not self.host_keys.check_any(self.controllers, key, where):
+        if not self.host_keys.check_any(self.controllers, key):
             recorded = {name: self.host_keys.recorded(name) for name in self.controllers}
             known = ", ".join(f"{name}: {k.fingerprint if k else 'not recorded (unreachable)'}"
                               for name, k in recorded.items())  # fmt: skip
