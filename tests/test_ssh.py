@@ -180,6 +180,7 @@ def test_node_run_uses_the_console_while_ssh_is_refused(lab, tmp_path):
     assert (result.stdout, result.exit_status) == ("over-the-42-console", 1)
     assert "over-the-$((6 * 7))-console" in (tmp_path / "artifacts" / "controller-0.console.log"
                                              ).read_text()  # fmt: skip
+    assert node.run("echo asked-for", via="console").stdout == "asked-for"
     assert not (tmp_path / "artifacts" / "controller-0.ssh.log").exists()
 
 

@@ -20,9 +20,12 @@ import pytest
 from sshd_host import HOSTNAME, Server
 
 from pytest_starlingx.access import Endpoint, LabFacts
-from pytest_starlingx.backends.gateway import _start_relay, _stop
+from pytest_starlingx.backends.base import LabResources, PowerState
+from pytest_starlingx.backends.gateway import Gateway, _start_relay, _stop
+from pytest_starlingx.lab import create_lab
 from pytest_starlingx.labfile import lab_from_mapping
 from pytest_starlingx.lifecycle.state import LabState
+from pytest_starlingx.ownership import Holder
 from pytest_starlingx.ssh import HostKeyRefused, LabSsh, SshError, SshTimeout, SshUnavailable
 from pytest_starlingx.waits import Deadline
 
@@ -316,3 +319,79 @@ def test_stx_lab_ssh_opens_a_shell_of_the_terminals_size(saved_lab, port):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 7
+
+
+class NoConsole:
+    """A console transport that must not be used: the commands go over SSH."""
+
+    def connect(self) -> None:
+        raise AssertionError("the console was opened")
+
+    def close(self) -> None:
+        pass
+
+
+class GatewayHandle:
+    """A created simplex lab whose OAM gateway is the relay to the server; its consoles are
+    never opened (every command here goes over SSH)."""
+
+    def __init__(self, resources: LabResources, port: int, run_dir: Path) -> None:
+        self.resources = resources
+        self.port = port
+        self.run_dir = run_dir
+        self.powered_off: list[str] = []
+
+    def console(self, machine: str) -> NoConsole:
+        return NoConsole()
+
+    def state(self, machine: str) -> PowerState:
+        return PowerState.RUNNING
+
+    def power_off(self, machine: str) -> None:
+        self.powered_off.append(machine)
+
+    def open_gateway(self, network: str, address: str, targets: list[tuple[str, int]]):
+        return Gateway("ns", "veth", Holder.me(), dict.fromkeys(targets, self.port), self.run_dir)
+
+
+class GatewayBackend:
+    def __init__(self, port: int, run_dir: Path) -> None:
+        self.port = port
+        self.run_dir = run_dir
+
+    def software_emulated(self) -> bool:
+        return False
+
+    def create_lab(self, resources: LabResources) -> GatewayHandle:
+        return GatewayHandle(resources, self.port, self.run_dir)
+
+    def destroy_lab(self, lab_id: str) -> None:
+        pass
+
+
+def test_a_labs_node_run_goes_over_ssh_when_it_answers(server, port, tmp_path, monkeypatch,
+                                                      fake_iso):  # fmt: skip
+    """The Lab's wiring: node.run(via=None) logs in over SSH and keeps the session; a power-off
+    forgets it; lab.ssh() is a session of its own. The host key lands in the lab's state."""
+    monkeypatch.setenv("STX_STATE_DIR", str(tmp_path / "state"))
+    passwords = {"sysadmin": {"value": server.image.password}}
+    spec = lab_from_mapping(
+        {"name": "sshlab", "topology": "simplex", "image": str(fake_iso), "passwords": passwords}
+    )
+    backend = GatewayBackend(port, tmp_path)
+    lab = create_lab(spec, backend, tmp_path / "artifacts")  # type: ignore[arg-type]
+    try:
+        logins = server.image.auth_log().count("Accepted password")
+        node = lab.node("controller-0")
+        assert node.run("hostname").stdout == HOSTNAME
+        assert node.run("echo again", via="ssh").stdout == "again"
+        assert server.image.auth_log().count("Accepted password") == logins + 1
+        node.power_off()
+        assert node.run("echo after").stdout == "after"
+        assert server.image.auth_log().count("Accepted password") == logins + 2
+        with lab.ssh() as session:
+            assert session.run("echo floating", Deadline(30)).stdout == "floating"
+        assert list(recorded(lab.state.path.parent / "known_hosts")) == ["controller-0"]
+        assert "| again" in (tmp_path / "artifacts" / "controller-0.ssh.log").read_text()
+    finally:
+        lab.close()
