@@ -492,15 +492,25 @@ class LabSsh:
 
     def run(self, node: str, command: str, deadline: Deadline) -> Result:
         """Run ``command`` on ``node`` as on its console (a login shell; sudo's password
-        prompt answered) over the node's cached session; a connection that turns out to be
-        down before the command is sent is made again once."""
+        prompt answered) over the node's cached session; a connection found dropped when the
+        command was to be sent is made again once (a channel refused on a live connection,
+        sshd's MaxSessions say, is an error: the session's other commands run on)."""
         session = self.session(node, deadline)
         try:
             return session.run(command, deadline, login_shell=True, sudo_password=self._password)
         except SshUnavailable:
-            self.forget(node)
+            if session.active:
+                raise
+            self._drop(node, session)
             session = self.session(node, deadline)
             return session.run(command, deadline, login_shell=True, sudo_password=self._password)
+
+    def _drop(self, node: str, session: SshSession) -> None:
+        """Close ``session`` and forget it, unless another thread replaced it already."""
+        with self._lock(node):
+            if self._sessions.get(node) is session:
+                del self._sessions[node]
+        session.close()
 
     def answers(self, node: str, deadline: Deadline) -> bool:
         """Whether ``node`` has an SSH endpoint and SSH logs in there (a session is made and

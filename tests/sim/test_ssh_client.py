@@ -27,7 +27,7 @@ from pytest_starlingx.labfile import lab_from_mapping
 from pytest_starlingx.lifecycle.state import LabState
 from pytest_starlingx.ownership import Holder
 from pytest_starlingx.ssh import HostKeyRefused, LabSsh, SshError, SshTimeout, SshUnavailable
-from pytest_starlingx.waits import Deadline
+from pytest_starlingx.waits import Deadline, poll
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="mounts, chroot and network namespaces need root"
@@ -227,6 +227,40 @@ def test_a_long_command_does_not_hold_up_others(make_ssh):
         thread.join()
     assert results == {"a": "a", "b": "b", "c": "c"}
     assert time.monotonic() - started < 6  # not 9: one after the other
+
+
+def test_commands_past_sshds_session_limit_are_refused_without_breaking_the_others(
+    make_ssh, server
+):
+    """sshd serves 10 channels per connection (MaxSessions): with 10 commands running on a
+    node, 2 more are refused, saying so, and the 10 run on to their end on that connection."""
+    lab_ssh = make_ssh()
+    lab_ssh.run("controller-0", "rm -rf ~/started; mkdir ~/started", Deadline(LOGIN))
+    started = server.image.root / "home" / "sysadmin" / "started"
+    done: list[str] = []
+    refused: list[str] = []
+    broken: list[str] = []
+
+    def run(i: int) -> None:
+        try:
+            command = f"touch ~/started/{i}; sleep 4; echo {i}"
+            done.append(lab_ssh.run("controller-0", command, Deadline(30)).stdout)
+        except SshUnavailable as exc:
+            refused.append(str(exc))
+        except SshError as exc:
+            broken.append(str(exc))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(12)]
+    for thread in threads[:10]:
+        thread.start()
+    poll(lambda: len(list(started.iterdir())) == 10, Deadline(20), "10 commands running",
+         poll_every=0.1)  # fmt: skip
+    for thread in threads[10:]:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (sorted(done, key=int), len(refused), broken) == ([str(i) for i in range(10)], 2, [])
+    assert all("cannot start 'touch ~/started/1" in message for message in refused), refused
 
 
 def test_a_dropped_connection_is_made_again(make_ssh, server):
