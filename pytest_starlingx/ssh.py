@@ -71,6 +71,10 @@ class SshUnavailable(SshError):
     """SSH does not answer the node (no endpoint, refused, closed, login refused)."""
 
 
+class ChannelRefused(SshError):
+    """The connection is up, but sshd refused a channel for a command (MaxSessions)."""
+
+
 class SshTimeout(SshError):
     """A command did not finish in time over SSH."""
 
@@ -234,6 +238,11 @@ class SshSession:
             channel.exec_command(remote or command)
             if sudo_password is None:
                 channel.shutdown_write()  # nothing to read: as ssh -n
+        except paramiko.ChannelException as exc:
+            raise ChannelRefused(
+                f"{self.where}: sshd refused a channel for {masked!r} ({exc.text}): it serves "
+                "10 commands at once per connection (MaxSessions)"
+            ) from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise SshUnavailable(f"{self.where}: cannot start {masked!r}: {exc}") from exc
         self._transcript.note(f"run: {masked}")
@@ -493,14 +502,12 @@ class LabSsh:
     def run(self, node: str, command: str, deadline: Deadline) -> Result:
         """Run ``command`` on ``node`` as on its console (a login shell; sudo's password
         prompt answered) over the node's cached session; a connection found dropped when the
-        command was to be sent is made again once (a channel refused on a live connection,
-        sshd's MaxSessions say, is an error: the session's other commands run on)."""
+        command was to be sent is made again once (a channel refused on a live connection is
+        :class:`ChannelRefused`: the session's other commands run on)."""
         session = self.session(node, deadline)
         try:
             return session.run(command, deadline, login_shell=True, sudo_password=self._password)
         except SshUnavailable:
-            if session.active:
-                raise
             self._drop(node, session)
             session = self.session(node, deadline)
             return session.run(command, deadline, login_shell=True, sudo_password=self._password)
