@@ -223,7 +223,7 @@ def test_a_long_command_does_not_hold_up_others(make_ssh):
     results: dict[str, str] = {}
 
     def run(key: str, node: str) -> None:
-        results[key] = lab_ssh.run(node, f"sleep 3; echo {key}", Deadline(30)).stdout
+        results[key] = lab_ssh.run(node, f"sleep 5; echo {key}", Deadline(30)).stdout
 
     threads = [threading.Thread(target=run, args=(key, node)) for key, node in
                (("a", "controller-0"), ("b", "controller-1"), ("c", "controller-0"))]  # fmt: skip
@@ -233,7 +233,7 @@ def test_a_long_command_does_not_hold_up_others(make_ssh):
     for thread in threads:
         thread.join()
     assert results == {"a": "a", "b": "b", "c": "c"}
-    assert time.monotonic() - started < 6  # not 9: one after the other
+    assert time.monotonic() - started < 10  # not 15: one after the other
 
 
 def test_commands_past_sshds_session_limit_are_refused_without_breaking_the_others(
