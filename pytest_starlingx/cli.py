@@ -25,7 +25,16 @@ URI_HELP = f"libvirt connection URI (default {DEFAULT_LIBVIRT_URI})"
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``stx-lab``; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    remote: list[str] = []
+    if words[:1] == ["ssh"] and "--" in words:  # the words after -- are the remote command's
+        cut = words.index("--")
+        words, remote = words[:cut], words[cut + 1 :]
+    args, extra = parser.parse_known_args(words)
+    if extra:
+        hint = " (the command to run goes after --)" if args.command == "ssh" else ""
+        parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    args.remote = remote
     try:
         return int(args.handler(args))
     except StxError as exc:
@@ -44,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = (
         _add_validate, _add_show, _add_doctor, _add_host_setup, _add_up, _add_down, _add_list,
-        _add_console, _add_env, _add_export, _add_golden, _add_snapshot, _add_gc, _add_sim,
+        _add_console, _add_ssh, _add_env, _add_export, _add_golden, _add_snapshot, _add_gc,
+        _add_sim,
     )  # fmt: skip
     for add in commands:
         add(sub)
@@ -172,6 +182,24 @@ def _add_console(sub: Subparsers) -> None:
     p.set_defaults(handler=_console)
 
 
+def _add_ssh(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "ssh",
+        help="log in as sysadmin (the floating address, or a controller's own), or run CMD",
+        usage="stx-lab ssh [-h] [--uri URI] LAB [NODE] [-- CMD...]",
+        description="SSH to a lab from this host, with the sysadmin password saved with the lab "
+        "(never on a command line). Without CMD an interactive shell; with CMD (after --) its "
+        "output, and its exit status as stx-lab's (CMD gets no input).",
+    )
+    p.add_argument("lab", metavar="LAB_ID|NAME|FILE")
+    p.add_argument(
+        "node", nargs="?", metavar="NODE",
+        help="a controller (its own OAM address); default: the floating address",
+    )  # fmt: skip
+    p.add_argument("--uri", default=None, help=URI_HELP)
+    p.set_defaults(handler=_ssh)
+
+
 def _add_env(sub: Subparsers) -> None:
     p = sub.add_parser(
         "env", help="shell exports for a lab's endpoints on this host (OS_*, SYSTEM_URL, ports)"
@@ -202,6 +230,12 @@ def _export(args: argparse.Namespace) -> int:
     from pytest_starlingx.commands import export
 
     return export(args.lab, args.uri)  # starlingx-test, the one format
+
+
+def _ssh(args: argparse.Namespace) -> int:
+    from pytest_starlingx.commands import ssh
+
+    return ssh(args.lab, args.node, args.remote, args.uri)
 
 
 def _console(args: argparse.Namespace) -> int:

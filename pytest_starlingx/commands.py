@@ -8,12 +8,15 @@ import os
 import select
 import shlex
 import shutil
+import signal
 import sys
 import termios
 import threading
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import paramiko
 
 from pytest_starlingx.access import Endpoint, LabFacts, open_endpoints, starlingx_test_config
 from pytest_starlingx.backends import make_backend
@@ -32,10 +35,12 @@ from pytest_starlingx.lifecycle.golden import (
 )
 from pytest_starlingx.lifecycle.leases import live_leases
 from pytest_starlingx.lifecycle.state import LabState, all_states, lab_dir, state_dir
-from pytest_starlingx.model import LabSpec, Topology, lab_key
+from pytest_starlingx.model import LabSpec, Personality, Topology, lab_key
 from pytest_starlingx.progress import EVENTS, AboveStatus, ProgressLines, StatusLine
+from pytest_starlingx.ssh import LabSsh, SshError
 from pytest_starlingx.text_table import render_table
 from pytest_starlingx.transport import Transport
+from pytest_starlingx.waits import Deadline
 
 log = logging.getLogger("pytest_starlingx.cli")
 
@@ -344,17 +349,25 @@ def _attach(transport: Transport) -> int:
         transport.close()
 
 
-def _endpoints(target: str, uri: str | None) -> tuple[LabFacts, dict[str, Endpoint]]:
-    """A lab's facts (saved with its state; resolved again for a lab from before they were)
-    and its endpoints, its OAM gateway opened if need be."""
-    state = _one(target)
+def _facts(state: LabState) -> LabFacts:
+    """A lab's facts: saved with its state, or resolved again for a lab from before they were."""
     if state.access:
-        facts = LabFacts.from_json(state.access)
-    else:
-        spec = resolve_state(state)
-        facts = LabFacts.of(spec, lab_passwords(spec, state))
+        return LabFacts.from_json(state.access)
+    spec = resolve_state(state)
+    return LabFacts.of(spec, lab_passwords(spec, state))
+
+
+def _open_endpoints(state: LabState, facts: LabFacts, uri: str | None) -> dict[str, Endpoint]:
+    """The lab's endpoints, its OAM gateway opened if need be."""
     handle = make_backend(state.backend, uri).open_lab(state.lab_id)
-    return facts, open_endpoints(facts, handle, lab_dir(state.lab_id))
+    return open_endpoints(facts, handle, lab_dir(state.lab_id))
+
+
+def _endpoints(target: str, uri: str | None) -> tuple[LabFacts, dict[str, Endpoint]]:
+    """A lab's facts and its endpoints."""
+    state = _one(target)
+    facts = _facts(state)
+    return facts, _open_endpoints(state, facts, uri)
 
 
 def env(target: str, uri: str | None) -> int:
@@ -389,3 +402,80 @@ def export(target: str, uri: str | None) -> int:
     facts, found = _endpoints(target, uri)
     print(json.dumps(starlingx_test_config(facts, found), indent=2))
     return 0
+
+
+#: Seconds ``stx-lab ssh`` gives the connection and login.
+SSH_LOGIN_TIMEOUT = 60.0
+#: ``stx-lab ssh``'s exit status when the remote command left none, as ssh(1) has it.
+SSH_NO_STATUS = 255
+
+
+def ssh(target: str, node: str | None, command: Sequence[str], uri: str | None) -> int:
+    """Log in as sysadmin to the lab's floating address or to controller ``node``'s own
+    address, with the password saved with the lab. With ``command`` (its words joined by
+    blanks, as ssh(1) joins them), run it with its output and errors streamed, and return its
+    exit status; without, an interactive shell on a pty."""
+    state = _one(target)
+    facts = _facts(state)
+    names = [name for name, _ in facts.nodes]
+    if node is not None and node not in names:
+        raise StxError(f"lab {facts.name!r} has no node {node!r} (has {', '.join(names)})")
+    controllers = [name for name, kind in facts.nodes if kind == Personality.CONTROLLER.value]
+    access = LabSsh(
+        facts.name, lambda: _open_endpoints(state, facts, uri), controllers,
+        facts.passwords["sysadmin"], lab_dir(state.lab_id) / "known_hosts",
+        _artifacts(state.lab_id), secrets=facts.passwords.values(),
+    )  # fmt: skip
+    access.require_endpoint(node)  # a node without an endpoint fails before the gateway opens
+    with access.connect(node, Deadline(SSH_LOGIN_TIMEOUT, what="ssh login")) as session:
+        if command:
+            try:
+                return session.stream(" ".join(command), sys.stdout.buffer, sys.stderr.buffer)
+            except SshError as exc:
+                print(f"stx-lab ssh: {exc}", file=sys.stderr)
+                return SSH_NO_STATUS
+        return _interactive(session.client)
+
+
+def _interactive(client: paramiko.SSHClient) -> int:
+    """A login shell on a pty of the terminal's size (kept in step with it), the terminal raw
+    until the shell ends; the shell's exit status."""
+    transport = client.get_transport()
+    assert transport is not None  # connected
+    channel = transport.open_session()
+    size = shutil.get_terminal_size()
+    channel.get_pty(os.environ.get("TERM", "vt100"), size.columns, size.lines)
+    channel.invoke_shell()
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
+
+    def resize(_signum: int, _frame: object) -> None:
+        now = shutil.get_terminal_size()
+        channel.resize_pty(now.columns, now.lines)
+
+    previous = signal.signal(signal.SIGWINCH, resize)
+    inputs: list[paramiko.Channel | int] = [channel, stdin]
+    try:
+        if saved is not None:
+            tty.setraw(stdin)
+        while True:
+            ready, _, _ = select.select(inputs, [], [])
+            if channel in ready:
+                data = channel.recv(32768)
+                if not data:
+                    break
+                os.write(stdout, data)
+            if stdin in ready:
+                keys = os.read(stdin, 1024)
+                if keys:
+                    channel.sendall(keys)
+                else:  # end of input: the shell gets it too
+                    channel.shutdown_write()
+                    inputs.remove(stdin)
+    finally:
+        if saved is not None:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+        signal.signal(signal.SIGWINCH, previous)
+        channel.close()
+    status = channel.recv_exit_status()
+    return status if status >= 0 else SSH_NO_STATUS

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pytest_starlingx.access import Endpoint, LabFacts, open_endpoints
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
@@ -40,6 +41,7 @@ from pytest_starlingx.model import (
     password_problems,
 )
 from pytest_starlingx.resources import lab_resources
+from pytest_starlingx.ssh import ANSWER_TIMEOUT, LabSsh, SshSession
 from pytest_starlingx.stages.base import (
     AVAILABLE,
     AVAILABLE_TEXT,
@@ -121,10 +123,30 @@ class Node:
         """MAC address of the node's management (network-boot) NIC."""
         return self.lab.machines[self.name].mac("mgmt")
 
-    def run(self, command: str, timeout: float | None = None, check: bool = False) -> Result:
-        """Run a shell command on the node's console as sysadmin; ``check`` raises on failure."""
+    def run(
+        self,
+        command: str,
+        timeout: float | None = None,
+        check: bool = False,
+        via: Literal["ssh", "console"] | None = None,
+    ) -> Result:
+        """Run a shell command on the node as sysadmin; ``check`` raises on failure.
+
+        ``via``: ``"ssh"`` (the node's SSH endpoint: a controller), ``"console"`` (its serial
+        console), or None: SSH when the node has an SSH endpoint and SSH answers there, else
+        the console (a node installing, booting, or with SSH down). SSH sessions are cached
+        per node; commands over SSH on different nodes, or on one, run at the same time.
+        """
+        if via not in (None, "ssh", "console"):
+            raise ValueError(f"via={via!r}: use 'ssh', 'console' or None (SSH when it answers)")
         deadline = Deadline(timeout or self.lab.spec.timeout("command"), what=command)
-        result = self.lab.bringup.shells.run(self.name, command, deadline)
+        ssh = self.lab.ssh_access
+        if via == "ssh" or (
+            via is None and ssh.answers(self.name, deadline.within(ANSWER_TIMEOUT))
+        ):
+            result = ssh.run(self.name, command, deadline)
+        else:
+            result = self.lab.bringup.shells.run(self.name, command, deadline)
         if check and not result.ok:
             raise StxError(
                 f"lab {self.lab.name!r} node {self.name}: {command!r} exited with status "
@@ -136,6 +158,7 @@ class Node:
         """Pull the plug."""
         self.lab.handle.power_off(self.name)
         self.lab.bringup.shells.forget(self.name)
+        self.lab.ssh_access.forget(self.name)
 
     def power_on(self) -> None:
         """Power the node on (console attached first)."""
@@ -145,6 +168,7 @@ class Node:
         """Hard reset."""
         self.lab.handle.reset(self.name)
         self.lab.bringup.shells.forget(self.name)
+        self.lab.ssh_access.forget(self.name)
 
     def reboot_and_wait(self, timeout: float | None = None) -> None:
         """Reset the node, wait for its login prompt and for every host to be available."""
@@ -194,6 +218,13 @@ class Lab:
         #: Called after each stage while no other stage runs (per-stage snapshots).
         self.checkpoint: CheckpointHook | None = None
         self._endpoints: dict[str, Endpoint] | None = None
+        controllers = [n.name for n in spec.nodes if n.personality is Personality.CONTROLLER]
+        #: SSH to the controllers (``lab.ssh()``, ``node.run(via="ssh")``); host keys in the
+        #: lab's ``known_hosts``, transcripts next to the consoles'.
+        self.ssh_access = LabSsh(
+            spec.name, lambda: self.endpoints, controllers, passwords["sysadmin"],
+            state.path.parent / "known_hosts", artifacts, secrets=passwords.values(),
+        )  # fmt: skip
 
     def _alive(self, name: str):
         return lambda: self.handle.state(name) is PowerState.RUNNING
@@ -285,14 +316,26 @@ class Lab:
             self._endpoints = open_endpoints(facts, self.handle, self.state.path.parent)
         return self._endpoints
 
+    def ssh(self, node: str | None = None, timeout: float | None = None) -> SshSession:
+        """A new SSH session as sysadmin (a context manager; ``.run(command, deadline)``, and
+        ``.client``, the ``paramiko.SSHClient``, for SFTP and the rest): to the OAM floating
+        address (the active controller), or to controller ``node``'s own address. Workers and
+        storage nodes have none (:class:`~pytest_starlingx.ssh.SshUnavailable`)."""
+        if node is not None:
+            self.node(node)  # a name the lab does not have is a KeyError naming those it has
+        deadline = Deadline(timeout or self.spec.timeout("login"), what="ssh login")
+        return self.ssh_access.connect(node, deadline)
+
     def restore(self, name: str) -> None:
         """Bring every node back to snapshot ``name``; consoles reconnect, logins are redone."""
         self.handle.revert(name)
         for node in self.nodes:
             self.bringup.shells.forget(node)
+            self.ssh_access.forget(node)
 
     def close(self) -> None:
-        """Close the consoles (the lab stays up)."""
+        """Close the consoles and SSH sessions (the lab stays up)."""
+        self.ssh_access.close()
         for console in self.bringup.consoles.values():
             console.close()
 

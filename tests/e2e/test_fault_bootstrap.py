@@ -38,7 +38,8 @@ def test_bootstrap_failure_then_resume_completes_without_repeating(backend, lab_
         assert outcomes == {"install": "skipped", "first-login": "skipped", "bootstrap": "done",
                             "configure": "done", "unlock": "done"}  # fmt: skip
         assert resumed.host_list()[0].availability == "available"
-        assert resumed.node("controller-0").run("echo $TMOUT").stdout == "900"  # readonly
+        # the console's shell: TMOUT is readonly, the login's `export TMOUT=0` fails
+        assert resumed.node("controller-0").run("echo $TMOUT", via="console").stdout == "900"
         resumed.close()
         console = (tmp_path / "resumed" / "controller-0.console.log").read_text()
         assert "Release 25.09 controller-0 ttyS0" in console  # 11.0's /etc/issue

@@ -11,160 +11,23 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pexpect
 import pytest
-
-from pytest_starlingx.sim import build
-from pytest_starlingx.waits import Deadline, poll
+from sshd_host import HOSTNAME, Image, Server, run_in_image, sha512_crypt, today
 
 # Not the fast tier: these need the simulator image (a build, ~20 s when not cached).
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="mounts, chroot and network namespaces need root"
 )
 
-HOSTNAME = "controller-0"
 SSH_TIMEOUT = 60  # seconds for one login; pam_unix waits 2 s after each wrong password
-#: Runs "$@" chrooted into the image as init and install-to-disk leave it: /proc, /dev with
-#: its own ptys (sshd's sessions), the node's hostname. The mounts stay in the private mount
-#: namespace ``unshare`` makes.
-IN_IMAGE = """set -e
-root=$1; shift
-mount -t proc proc "$root/proc"
-mount -o bind /dev "$root/dev"
-mount -t devpts -o newinstance,ptmxmode=0666 devpts "$root/dev/pts"
-mount -o bind "$root/dev/pts/ptmx" "$root/dev/ptmx"
-hostname -F "$root/etc/hostname"
-exec chroot "$root" "$@"
-"""
 #: PAM modules the sshd and passwd stacks name that the image leaves out: pam_sss and
 #: pam_ldap serve LDAP users only (a local user's path jumps past them), pam_systemd
 #: (optional) needs systemd-logind.
 ABSENT_MODULES = {"pam_sss.so", "pam_ldap.so", "pam_systemd.so"}
-
-
-def in_image(root: Path, *argv: str, netns: str | None = None) -> list[str]:
-    """The command line running ``argv`` inside the image (in network namespace ``netns``)."""
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    return [*prefix, "unshare", "--mount", "--uts", "--propagation", "private",
-            "sh", "-c", IN_IMAGE, "sh", str(root), *argv]  # fmt: skip
-
-
-def run_in_image(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(in_image(root, *argv), capture_output=True, text=True, check=False)
-
-
-@dataclass
-class Image:
-    """The ISO's root filesystem, unpacked as install-to-disk leaves it on a node's disk."""
-
-    root: Path
-    password: str  # sysadmin's, set by the test (the image's own is the forced-change one)
-
-    def set_sysadmin(self, password: str, last_change: int) -> None:
-        """sysadmin's shadow entry: ``password``, changed on day ``last_change`` (0: expired)."""
-        hashed = sha512_crypt(password)
-        shadow = self.root / "etc" / "shadow"
-        lines = []
-        for line in shadow.read_text().splitlines():
-            fields = line.split(":")
-            if fields[0] == "sysadmin":
-                fields[1:3] = [hashed, str(last_change)]
-            lines.append(":".join(fields))
-        shadow.write_text("\n".join(lines) + "\n")
-
-    def shadow_entry(self, user: str) -> list[str]:
-        lines = (self.root / "etc" / "shadow").read_text().splitlines()
-        return next(line.split(":") for line in lines if line.startswith(f"{user}:"))
-
-    def auth_log(self) -> str:
-        log = self.root / "var" / "log" / "auth.log"
-        return log.read_text(errors="replace") if log.exists() else ""
-
-
-def sha512_crypt(password: str) -> str:
-    """A shadow hash of ``password`` (the password goes through stdin, not argv)."""
-    done = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password,
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    return done.stdout.strip()
-
-
-def today() -> int:
-    """Today as shadow counts days (since the epoch, UTC)."""
-    return int(time.time() // 86400)
-
-
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The root filesystem archive of the simulator ISO (``/stx/rootfs.tgz``)."""
-    out = tmp_path_factory.mktemp("iso") / "rootfs.tgz"
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(build.build()),
-                    "-extract", "/stx/rootfs.tgz", str(out)],
-                   capture_output=True, check=True)  # fmt: skip
-    return out
-
-
-@pytest.fixture(scope="module")
-def image(archive: Path) -> Iterator[Image]:
-    """The image's root filesystem with host keys made as install-to-disk makes them, the
-    hostname a bootstrapped controller-0 has, and a known password for sysadmin."""
-    with tempfile.TemporaryDirectory(prefix="stxsim-sshd-") as tmp:
-        root = Path(tmp)
-        root.chmod(0o755)  # as the disk's root directory: sysadmin's sessions pass through
-        subprocess.run(["tar", "-xzpf", str(archive), "-C", tmp, "--numeric-owner"], check=True)
-        keygen = run_in_image(root, "/usr/bin/ssh-keygen", "-A")
-        assert keygen.returncode == 0, keygen.stderr
-        (root / "etc" / "hostname").write_text(f"{HOSTNAME}\n")
-        img = Image(root, f"Sim-{secrets.token_urlsafe(12)}-7q")
-        img.set_sysadmin(img.password, today())
-        yield img
-
-
-@dataclass
-class Server:
-    image: Image
-    netns: str
-    known_hosts: Path
-
-
-@pytest.fixture(scope="module")
-def server(image: Image, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The image's sshd, started as rc.sysinit starts it (in the foreground: ``-D``), alone in
-    a new network namespace with only loopback up."""
-    netns = f"stxsim-sshd-{os.getpid()}-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    sshd = None
-    try:
-        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
-        sshd = subprocess.Popen(in_image(image.root, "/usr/lib/stx-sim/sshd", "-D", netns=netns),
-                                stdin=subprocess.DEVNULL)  # fmt: skip
-
-        def listening() -> bool:
-            assert sshd is not None and sshd.poll() is None, f"sshd exited: {image.auth_log()}"
-            return "Server listening on 0.0.0.0 port 22." in image.auth_log()
-
-        poll(listening, Deadline(30), "sshd to listen", poll_every=0.1)
-        known_hosts = tmp_path_factory.mktemp("ssh") / "known_hosts"
-        keys = sorted((image.root / "etc" / "ssh").glob("ssh_host_*_key.pub"))
-        known_hosts.write_text("".join(
-            "127.0.0.1 " + " ".join(key.read_text().split()[:2]) + "\n" for key in keys
-        ))  # fmt: skip
-        yield Server(image, netns, known_hosts)
-    finally:
-        if sshd is not None:
-            sshd.terminate()
-            sshd.wait(timeout=30)
-        left = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True)
-        for pid in left.stdout.split():  # sessions of ours still closing
-            os.kill(int(pid), signal.SIGTERM)
-        subprocess.run(["ip", "netns", "delete", netns], check=True)
 
 
 def ssh(server: Server, user: str, *command: str, tty: bool = False) -> pexpect.spawn:
