@@ -37,8 +37,9 @@ LABEL = "golden-test=yes"
 STX_LAB = str(Path(sys.executable).parent / "stx-lab")
 
 
-#: A simplex lab whose own stage assigns a label before the golden snapshot.
-LAB = {"topology": "simplex", "name": "goldt", "stages": [
+#: A simplex lab whose own stage assigns a label before the golden snapshot; its OAM network
+#: has a NAT uplink (a real ISO's default), which a golden lab must keep across its restores.
+LAB = {"topology": "simplex", "name": "goldt", "oam": {"uplink": "nat"}, "stages": [
     {"name": "label", "after": "available", "system": [f"host-label-assign controller-0 {LABEL}"]},
 ]}  # fmt: skip
 
@@ -116,6 +117,7 @@ def test_restore_gives_an_available_lab_with_its_state(spec, backend, golden, li
         assert "golden-test" in got.lab.system("host-label-list controller-0 --nowrap")
         guest = int(got.lab.node("controller-0").run("date -u +%s", check=True).stdout)
         assert abs(guest - time.time()) < 30, "the guest clock was not set after the restore"
+        _check_uplink(got.lab)
         assert [lease.purpose for lease in live_leases(lab_dir(golden.lab_id))] == [
             "pytest session"
         ]  # in use: held by its user's lease
@@ -123,6 +125,24 @@ def test_restore_gives_an_available_lab_with_its_state(spec, backend, golden, li
         lifecycle.release(got, backend)
     assert LabState.load(golden.lab_id).status == "golden"
     assert not live_leases(lab_dir(golden.lab_id))
+
+
+def _check_uplink(lab) -> None:
+    """The NAT uplink by its plumbing (the gateway namespace routes out through its uplink
+    and masquerades, in a table of ours) and by the guest reaching its gateway address: a
+    TCP connection to a closed port there is refused by the namespace, not lost. Nothing is
+    sent through the uplink."""
+    namespace = f"stx-{lab.name}-{lab.lab_id}-gw-oam"
+
+    def in_namespace(*argv: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", namespace, *argv], check=True,
+                              capture_output=True, text=True).stdout  # fmt: skip
+
+    assert " dev up0" in in_namespace("ip", "route", "show", "default")
+    assert "masquerade" in in_namespace("nft", "list", "table", "ip", "stx_uplink")
+    probe = "timeout 10 bash -c 'echo > /dev/tcp/10.10.10.1/9' 2>&1; echo status=$?"
+    out = lab.node("controller-0").run(probe, via="console").stdout
+    assert "Connection refused" in out and "status=1" in out, out
 
 
 def test_resume_from_a_stage_snapshot_skips_finished_stages(spec, backend, golden, tmp_path):
