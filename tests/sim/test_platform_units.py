@@ -187,3 +187,20 @@ def test_login_checks_passwords_with_libpwquality_under_the_releases_rules(relea
         capture_output=True, text=True, check=True,
     ).stdout.splitlines()  # fmt: skip
     assert out == ["3", *verdicts.values()]
+
+
+def test_each_controller_of_a_duplex_system_has_its_own_oam_address() -> None:
+    """Bootstrap's ``external_oam_node_<N>_address`` is controller-N's own OAM address (with
+    the subnet's prefix); a simplex system has none, nor has a worker."""
+    from stxsim import endpoints
+
+    oam = {"external_oam_subnet": "10.10.10.0/24", "external_oam_floating_address": "10.10.10.2"}
+    duplex = {
+        "external_oam_node_0_address": "10.10.10.3",
+        "external_oam_node_1_address": "10.10.10.4",
+    }
+    data = {"system": {"oam": {**oam, **duplex}}}
+    assert endpoints.oam_unit(data, "controller-0") == "10.10.10.3/24"
+    assert endpoints.oam_unit(data, "controller-1") == "10.10.10.4/24"
+    assert endpoints.oam_unit(data, "worker-0") is None
+    assert endpoints.oam_unit({"system": {"oam": oam}}, "controller-0") is None

@@ -113,6 +113,8 @@ def run_installed() -> int:
         time.sleep(env.scaled(1.0))
         agent.report(install_state="completed")
     if reply["host"]["administrative"] == "unlocked":
+        if reply.get("oam_address"):  # an unlocked controller-1's own OAM address
+            sysops.add_address(env.boot_info()["oam_if"], reply["oam_address"])
         mtce.enable(agent.report)
     action = agent.next_action()
     if action["name"] == "unlock":

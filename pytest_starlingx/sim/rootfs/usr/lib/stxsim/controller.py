@@ -55,7 +55,9 @@ def start_services() -> None:
     """Configure the addresses, start keystone, sysinv-api and the boot service."""
     with db.transaction(write=False) as data:
         system = data["system"]
-        oam = endpoints.oam_floating(data) if endpoints.unlocked(data) else None
+        unlocked = endpoints.unlocked(data)
+        oam = endpoints.oam_floating(data) if unlocked else None
+        oam_unit = endpoints.oam_unit(data, "controller-0") if unlocked else None
         keystone = endpoints.keystone_internal_url(data)
     mgmt_if = env.boot_info().get("mgmt_if")
     if not mgmt_if:
@@ -70,6 +72,8 @@ def start_services() -> None:
         (system["pxeboot_floating"], pxe_prefix),
     ):
         sysops.add_address(mgmt_if, f"{address}/{length}")
+    if oam_unit:  # its own OAM address, on a system with two controllers
+        sysops.add_address(env.boot_info()["oam_if"], oam_unit)
     if oam:
         # SM's oam-ipv4 service, which haproxy's frontends need (endpoints.py)
         sysops.add_address(env.boot_info()["oam_if"], oam)

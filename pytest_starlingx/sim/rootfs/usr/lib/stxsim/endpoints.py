@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass
 
@@ -66,6 +67,23 @@ def oam_floating(data: Data) -> str:
     oam = data["system"]["oam"]
     prefix = ipaddress.ip_network(oam["external_oam_subnet"]).prefixlen
     return f"{oam['external_oam_floating_address']}/{prefix}"
+
+
+def oam_unit(data: Data, hostname: str) -> str | None:
+    """A controller's own OAM address with the OAM subnet's prefix, on a system with two
+    controllers (bootstrap's ``external_oam_node_<N>_address``); None for a simplex system,
+    whose only OAM address is the floating one, and for other hosts. Puppet puts it on the
+    controller's OAM interface when the controller is unlocked (stx-puppet platform
+    ``sm.pp``: ``$oam_my_unit_ip`` is ``oam::params::controller<N>_address`` on controller-N;
+    ``network.pp`` configures each interface with its unit address), SM adds the floating one
+    on the active controller."""
+    unit = re.fullmatch(r"controller-([01])", hostname)
+    oam = data["system"]["oam"]
+    address = oam.get(f"external_oam_node_{unit[1]}_address") if unit else None
+    if not address:
+        return None
+    prefix = ipaddress.ip_network(oam["external_oam_subnet"]).prefixlen
+    return f"{address}/{prefix}"
 
 
 def _url(var: str, host: str, port: int) -> str:

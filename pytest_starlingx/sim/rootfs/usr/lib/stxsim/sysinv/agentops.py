@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stxsim import env
+from stxsim import endpoints, env
 from stxsim.sysinv import db, hosts
 from stxsim.sysinv.db import Data, Row
 from stxsim.sysinv.hosts import CommandError
@@ -78,10 +78,13 @@ def register(data: Data, body: dict[str, Any]) -> dict[str, Any]:
             db.touch(host, operational="disabled", availability="online", task=None)
         else:
             db.touch(host, operational="disabled", availability="intest", task="Booting")
+    unlocked = host["administrative"] == "unlocked"
     return {
         "host": _public(host),
         "action": _action(host, body["mode"]),
         "etc_hosts": hosts.etc_hosts(data),
+        # an unlocked controller's own OAM address, which puppet configures at its boot
+        "oam_address": endpoints.oam_unit(data, host["hostname"]) if unlocked else None,
     }
 
 
@@ -96,10 +99,13 @@ def heartbeat(data: Data, body: dict[str, Any]) -> dict[str, Any]:
     """A sign of life; the reply carries the next action, if any."""
     host = _host(data, body)
     hosts.mark_seen(host)
+    unlocked = host["administrative"] == "unlocked"
     return {
         "host": _public(host),
         "action": _action(host, body["mode"]),
         "etc_hosts": hosts.etc_hosts(data),
+        # an unlocked controller's own OAM address, which puppet configures at its boot
+        "oam_address": endpoints.oam_unit(data, host["hostname"]) if unlocked else None,
     }
 
 
