@@ -218,15 +218,15 @@ def test_names_taken_by_others_are_left_alone(lab, lab_id):
     assert squatter in links()
 
 
-@pytest.mark.parametrize("when", ["opened", "midway"])
-def test_kill_9_of_the_opener_then_destroy_lab_leaves_nothing(guest, lab_id, state_dir, when):
-    """``opened``: killed once the gateway is open and recorded; ``midway``: killed once it is
-    made, before the ledger hears of it (the relay is found from its state file)."""
+def _killed_opener(state_dir: Path, lab_id: str, when: str, *kind: str) -> Gateway | None:
+    """Run :data:`OPENER` until it is killed by SIGKILL: by this test once it reports the open
+    gateway (``opened``, which is returned), by itself ``midway``."""
     opener = subprocess.Popen(
-        [sys.executable, "-c", OPENER, str(state_dir), lab_id, when],
+        [sys.executable, "-c", OPENER, str(state_dir), lab_id, when, *kind],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
+    gateway = None
     try:
         if when == "opened":
             gateway = Gateway.from_json(json.loads(read_line(opener.stdout, Deadline(WAIT))))
@@ -235,6 +235,14 @@ def test_kill_9_of_the_opener_then_destroy_lab_leaves_nothing(guest, lab_id, sta
     finally:
         opener.kill()
         opener.wait()
+    return gateway
+
+
+@pytest.mark.parametrize("when", ["opened", "midway"])
+def test_kill_9_of_the_opener_then_destroy_lab_leaves_nothing(guest, lab_id, state_dir, when):
+    """``opened``: killed once the gateway is open and recorded; ``midway``: killed once it is
+    made, before the ledger hears of it (the relay is found from its state file)."""
+    gateway = _killed_opener(state_dir, lab_id, when)
     lab_dir = state_dir / "labs" / lab_id
     record = GatewayRecord.from_json(Ledger.load(lab_dir / "owner.json").gateways["oam"])
     if when == "midway":
@@ -243,6 +251,7 @@ def test_kill_9_of_the_opener_then_destroy_lab_leaves_nothing(guest, lab_id, sta
         relay = Holder(state["host"], state["pid"], state["start"])
         ports = {(host, port): local for host, port, local in state["ports"]}
         gateway = Gateway(record.namespace, record.host_veth, relay, ports, lab_dir / "run")
+    assert gateway is not None
     assert running(gateway.relay)
     assert ask(gateway.ports[(GUEST, PORT)], "orphan") == "oam from 10.10.10.1: orphan\n"
     backend = on_test_driver(state_dir)
@@ -329,19 +338,8 @@ def test_a_nat_gateway_whose_uplink_died_is_opened_anew(nat_lab, guest):
 def test_kill_9_of_the_creator_of_a_nat_lab_then_destroy_lab_leaves_nothing(
     guest, lab_id, state_dir
 ):
-    opener = subprocess.Popen(
-        [sys.executable, "-c", OPENER, str(state_dir), lab_id, "opened", "nat"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        gateway = Gateway.from_json(json.loads(read_line(opener.stdout, Deadline(WAIT))))
-        opener.send_signal(signal.SIGKILL)
-        assert opener.wait(WAIT) == -signal.SIGKILL
-    finally:
-        opener.kill()
-        opener.wait()
-    assert gateway.uplink is not None
+    gateway = _killed_opener(state_dir, lab_id, "opened", "nat")
+    assert gateway is not None and gateway.uplink is not None
     assert running(gateway.uplink.process) and running(gateway.relay)
     run_dir = state_dir / "labs" / lab_id / "run"
     assert uplink_state_path(run_dir, gateway.namespace).exists()
