@@ -437,20 +437,30 @@ def ssh(target: str, node: str | None, command: Sequence[str], uri: str | None) 
         return _interactive(session.client)
 
 
+def _window_size(fd: int) -> os.terminal_size:
+    """The size of the terminal on ``fd`` as the terminal has it (COLUMNS and LINES, which
+    a parent may have set for its own output, do not follow a resize); shutil's guess when
+    ``fd`` is no terminal."""
+    try:
+        return os.get_terminal_size(fd)
+    except OSError:
+        return shutil.get_terminal_size()
+
+
 def _interactive(client: paramiko.SSHClient) -> int:
     """A login shell on a pty of the terminal's size (kept in step with it), the terminal raw
     until the shell ends; the shell's exit status."""
     transport = client.get_transport()
     assert transport is not None  # connected
     channel = transport.open_session()
-    size = shutil.get_terminal_size()
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    size = _window_size(stdout)
     channel.get_pty(os.environ.get("TERM", "vt100"), size.columns, size.lines)
     channel.invoke_shell()
-    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
 
     def resize(_signum: int, _frame: object) -> None:
-        now = shutil.get_terminal_size()
+        now = _window_size(stdout)
         channel.resize_pty(now.columns, now.lines)
 
     previous = signal.signal(signal.SIGWINCH, resize)

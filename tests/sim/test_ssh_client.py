@@ -53,7 +53,7 @@ def port(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[i
     """A loopback port reaching the server's port 22, through the gateway's relay."""
     relay, ports = _start_relay(server.netns, [("127.0.0.1", 22)], tmp_path_factory.mktemp("gw"))
     yield ports[("127.0.0.1", 22)]
-    _stop(relay)
+    _stop(relay, "relay")
 
 
 @pytest.fixture
