@@ -486,6 +486,9 @@ def _interactive(client: paramiko.SSHClient) -> int:
         if saved is not None:
             termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
         signal.signal(signal.SIGWINCH, previous)
-        channel.close()
-    status = channel.recv_exit_status()
+    try:
+        # sshd sends the status after the output's end: closing first could lose it
+        status = channel.recv_exit_status()
+    finally:
+        channel.close()  # the session's own close (the caller's) ends the connection
     return status if status >= 0 else SSH_NO_STATUS
