@@ -131,6 +131,11 @@ class HostKeys:
         return keys
 
 
+def _where(lab: str, label: str, endpoint: Endpoint) -> str:
+    """A session's place in messages: lab, node (or ``floating``), loopback port, address."""
+    return f"lab {lab!r} node {label} (ssh 127.0.0.1:{endpoint.local_port} -> {endpoint.address})"
+
+
 class _Policy(paramiko.MissingHostKeyPolicy):
     """Hands paramiko's host key decision to :meth:`LabSsh.check_key` (the client itself
     knows no key, so paramiko asks this policy on every connection)."""
@@ -169,8 +174,7 @@ class SshSession:
     @property
     def where(self) -> str:
         """``lab 'x' node controller-0 (ssh 127.0.0.1:40123 -> 10.10.10.3)``, for messages."""
-        e = self.endpoint
-        return f"lab {self.lab!r} node {self.node} (ssh 127.0.0.1:{e.local_port} -> {e.address})"
+        return _where(self.lab, self.node, self.endpoint)
 
     @property
     def active(self) -> bool:
@@ -445,8 +449,7 @@ class LabSsh:
         """A new session to ``node`` (None: the floating address), logged in as sysadmin."""
         endpoint, owner = self.endpoint(node)
         label = node if node is not None else FLOATING
-        where = (f"lab {self.lab!r} node {label} (ssh 127.0.0.1:{endpoint.local_port} -> "
-                 f"{endpoint.address})")  # fmt: skip
+        where = _where(self.lab, label, endpoint)
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(
             _Policy(lambda key: self.check_key(owner, key, f"{label} ({endpoint.address})"))
