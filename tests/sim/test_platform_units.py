@@ -191,7 +191,8 @@ def test_login_checks_passwords_with_libpwquality_under_the_releases_rules(relea
 
 def test_each_controller_of_a_duplex_system_has_its_own_oam_address() -> None:
     """Bootstrap's ``external_oam_node_<N>_address`` is controller-N's own OAM address (with
-    the subnet's prefix); a simplex system has none, nor has a worker."""
+    the subnet's prefix), once an interface of it carries the oam network; a simplex system
+    has none, nor has a worker."""
     from stxsim import endpoints
 
     oam = {"external_oam_subnet": "10.10.10.0/24", "external_oam_floating_address": "10.10.10.2"}
@@ -199,8 +200,16 @@ def test_each_controller_of_a_duplex_system_has_its_own_oam_address() -> None:
         "external_oam_node_0_address": "10.10.10.3",
         "external_oam_node_1_address": "10.10.10.4",
     }
-    data = {"system": {"oam": {**oam, **duplex}}}
+    hosts = [{"hostname": f"controller-{n}", "uuid": f"c{n}"} for n in (0, 1)]
+    links = [
+        {"host_uuid": "c0", "network_type": "oam"},
+        {"host_uuid": "c1", "network_type": "mgmt"},
+    ]
+    data = {"system": {"oam": {**oam, **duplex}}, "hosts": hosts, "interface_networks": links}
     assert endpoints.oam_unit(data, "controller-0") == "10.10.10.3/24"
+    assert endpoints.oam_unit(data, "controller-1") is None  # no interface carries oam yet
+    links.append({"host_uuid": "c1", "network_type": "oam"})
     assert endpoints.oam_unit(data, "controller-1") == "10.10.10.4/24"
     assert endpoints.oam_unit(data, "worker-0") is None
-    assert endpoints.oam_unit({"system": {"oam": oam}}, "controller-0") is None
+    simplex = {"system": {"oam": oam}, "hosts": hosts, "interface_networks": links}
+    assert endpoints.oam_unit(simplex, "controller-0") is None

@@ -76,11 +76,15 @@ def oam_unit(data: Data, hostname: str) -> str | None:
     controller's OAM interface when the controller is unlocked (stx-puppet platform
     ``sm.pp``: ``$oam_my_unit_ip`` is ``oam::params::controller<N>_address`` on controller-N;
     ``network.pp`` configures each interface with its unit address), SM adds the floating one
-    on the active controller."""
+    on the active controller. Only a controller with an interface assigned the oam network
+    (``system interface-network-assign``) has an OAM interface to put it on."""
     unit = re.fullmatch(r"controller-([01])", hostname)
     oam = data["system"]["oam"]
     address = oam.get(f"external_oam_node_{unit[1]}_address") if unit else None
-    if not address:
+    host = db.first(data, "hosts", hostname=hostname)
+    if not address or host is None:
+        return None
+    if not db.first(data, "interface_networks", host_uuid=host["uuid"], network_type="oam"):
         return None
     prefix = ipaddress.ip_network(oam["external_oam_subnet"]).prefixlen
     return f"{address}/{prefix}"
