@@ -234,21 +234,20 @@ class SshSession:
         of its own, its input closed (with ``sudo_password``: on a pty, sudo's password
         prompt answered), passing what it prints to ``sink``; its exit status."""
         masked = self._secrets.mask(command)
+        channel = self._open_channel(masked, deadline)
         try:
-            channel = self._open_channel(deadline)
             channel.set_combine_stderr(combine)
             if sudo_password is not None:
                 channel.get_pty(term="dumb", width=500)
             channel.exec_command(remote or command)
             if sudo_password is None:
                 channel.shutdown_write()  # nothing to read: as ssh -n
-        except paramiko.ChannelException as exc:
-            raise ChannelRefused(
-                f"{self.where}: sshd refused a channel for {masked!r} ({exc.text}): it serves "
-                "10 commands at once per connection (MaxSessions)"
-            ) from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise SshUnavailable(f"{self.where}: cannot start {masked!r}: {exc}") from exc
+            channel.close()
+            if self._broken(exc):
+                raise SshUnavailable(f"{self.where}: cannot start {masked!r}: {exc}") from exc
+            raise SshError(f"{self.where}: sshd closed the channel before {masked!r} ran "
+                           f"(not run): {exc}") from exc  # fmt: skip
         self._transcript.note(f"run: {masked}")
         log.debug("%s: ssh run %s", self.node, masked, extra={"node": self.node})
         seen = bytearray()  # for the transcript and a timeout's tail
@@ -294,12 +293,36 @@ class SshSession:
         self._record(seen, f"exit status {status}")
         return status
 
-    def _open_channel(self, deadline: Deadline | None) -> paramiko.Channel:
+    def _open_channel(self, masked: str, deadline: Deadline | None) -> paramiko.Channel:
+        """A new channel for ``masked``: :class:`SshUnavailable` when the connection is down,
+        :class:`ChannelRefused` when sshd refused it on a live connection (the session's other
+        channels run on: it must not be closed for this), :class:`SshTimeout` when sshd did
+        not answer before ``deadline``."""
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
-            raise paramiko.SSHException("the connection is closed")
+            raise SshUnavailable(f"{self.where}: cannot start {masked!r}: the connection is closed")
         timeout = None if deadline is None else max(deadline.remaining, 0.1)
-        return transport.open_session(timeout=timeout)
+        try:
+            return transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if self._broken(exc):
+                raise SshUnavailable(f"{self.where}: cannot start {masked!r}: {exc}") from exc
+            if "Timeout" in str(exc):
+                raise SshTimeout(f"{self.where}: sshd did not open a channel for {masked!r} "
+                                 "in time") from exc  # fmt: skip
+            # paramiko keeps the reason of a refusal in one slot per connection, so of two
+            # channels refused at once only one gets it (ChannelException); the other gets a
+            # plain SSHException: both are refusals while the connection stays up
+            reason = f" ({exc.text})" if isinstance(exc, paramiko.ChannelException) else ""
+            raise ChannelRefused(
+                f"{self.where}: sshd refused a channel for {masked!r}{reason}: it serves 10 "
+                "commands at once per connection (MaxSessions)"
+            ) from exc
+
+    def _broken(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised while a command was started, means the connection itself
+        is lost (the socket failed or the transport ended), not just the command's channel."""
+        return isinstance(exc, (EOFError, OSError)) or not self.active
 
     @staticmethod
     def _pump(

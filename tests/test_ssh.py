@@ -18,11 +18,19 @@ from pytest_starlingx.access import Endpoint, LabFacts
 from pytest_starlingx.backends.base import LabResources, PowerState
 from pytest_starlingx.backends.gateway import Gateway
 from pytest_starlingx.cli import main
+from pytest_starlingx.console.transcript import Secrets, Transcript
 from pytest_starlingx.lab import Lab, create_lab
 from pytest_starlingx.labfile import lab_from_mapping
 from pytest_starlingx.lifecycle.state import LabState
 from pytest_starlingx.ownership import Holder
-from pytest_starlingx.ssh import HostKeyRefused, HostKeys, LabSsh, SshUnavailable
+from pytest_starlingx.ssh import (
+    ChannelRefused,
+    HostKeyRefused,
+    HostKeys,
+    LabSsh,
+    SshSession,
+    SshUnavailable,
+)
 from pytest_starlingx.waits import Deadline
 
 pytestmark = pytest.mark.fast  # needs no VM: the fast tier
@@ -234,3 +242,39 @@ def test_stx_lab_ssh_wants_the_command_after_a_double_dash(tmp_path):
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert done.returncode == 2
     assert "the following arguments are required: LAB_ID|NAME|FILE" in done.stderr
+
+
+class Crowded:
+    """A live connection whose sshd refuses new channels; paramiko reports a refusal as
+    ChannelException, or as a plain SSHException to the second of two threads refused at
+    once (it keeps one refusal reason per connection)."""
+
+    def __init__(self, refusal: paramiko.SSHException) -> None:
+        self.refusal = refusal
+        self.closed = False
+
+    def get_transport(self) -> Crowded:
+        return self
+
+    def is_active(self) -> bool:
+        return not self.closed
+
+    def open_session(self, timeout: float | None = None) -> paramiko.Channel:
+        raise self.refusal
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("refusal", [paramiko.ChannelException(2, "Connect failed"),
+                                     paramiko.SSHException("Unable to open channel.")])  # fmt: skip
+def test_a_refused_channel_keeps_the_connection_for_the_commands_on_it(tmp_path, refusal):
+    ssh = lab_ssh(tmp_path, ["controller-0"], port=4000)
+    endpoint, _ = ssh.endpoint("controller-0")
+    client = Crowded(refusal)
+    transcript = Transcript("controller-0", None, Secrets(), keep=0)
+    session = SshSession("lab", "controller-0", endpoint, client, transcript, Secrets())
+    ssh._sessions["controller-0"] = session
+    with pytest.raises(ChannelRefused, match=r"sshd refused a channel for 'uptime'.*MaxSessions"):
+        ssh.run("controller-0", "uptime", Deadline(5))
+    assert not client.closed and ssh.session("controller-0", Deadline(5)) is session
