@@ -121,10 +121,10 @@ def test_recovers_a_console_in_the_middle_of_a_command(make_console, tmp_path):
     console = booted(make_console(fake_stx(tmp_path)))
     login(console)
     console.sendline("sleep 600")
-    console.expect("sleep 600", Deadline(5))
-    deadline = Deadline(30)
+    console.expect("sleep 600", Deadline(30))
+    deadline = Deadline(600)
     login(console)
-    assert deadline.elapsed < 10
+    assert deadline.elapsed < 120  # the command was interrupted, not waited out
     assert console.run("echo back", Deadline(10)).stdout == "back"
 
 
