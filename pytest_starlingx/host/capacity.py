@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pytest_starlingx.model import ACTIVE_CONTROLLER, LabSpec
 
@@ -19,7 +21,49 @@ log = logging.getLogger("pytest_starlingx.host.capacity")
 
 NODES_PER_CORE = 2
 HOST_RESERVE_MIB = 1024
+GUEST_OVERHEAD_MIB = 64  # what QEMU itself needs beside each guest's memory
 MEMINFO = Path("/proc/meminfo")
+#: libvirt's VIR_NODE_MEMORY_STATS_ALL_CELLS and VIR_CONNECT_LIST_DOMAINS_ACTIVE
+ALL_CELLS = -1
+ACTIVE_DOMAINS = 1
+
+
+@dataclass(frozen=True)
+class HostFree:
+    """What a libvirt host has for a lab's guests, as its libvirt reports it."""
+
+    name: str
+    memory_mib: int  # memory the host can give guests now
+    cpus: int  # the host's active CPUs
+    vcpus_running: int = 0  # the vCPUs of the domains running there
+
+    def shown(self) -> str:
+        """``hv2: 30000 MiB free, 8 CPUs (2 vCPUs running)`` for messages."""
+        return (
+            f"{self.name}: {self.memory_mib} MiB free, {self.cpus} CPUs "
+            f"({self.vcpus_running} vCPUs running)"
+        )
+
+
+def libvirt_free(conn: Any, name: str) -> HostFree:
+    """What the host of the libvirt connection ``conn`` (a ``virConnect``) has free, as
+    ``name``.
+
+    Memory is libvirt's node memory statistics over all cells, free + buffers + cached
+    (``virNodeGetMemoryStats``, from /proc/meminfo on Linux): the nearest libvirt says to the
+    ``MemAvailable`` a lab on this host is checked against, where ``getFreeMemory()``
+    (``MemFree``, per NUMA cell) leaves out the page cache the kernel hands back. CPUs are
+    ``getInfo()``'s active CPUs, beside the vCPUs of the domains running there.
+    """
+    import libvirt
+
+    try:
+        stats = conn.getMemoryStats(ALL_CELLS, 0)
+        free_kib = stats["free"] + stats.get("buffers", 0) + stats.get("cached", 0)
+    except (libvirt.libvirtError, KeyError):
+        free_kib = conn.getFreeMemory() // 1024
+    running = sum(d.info()[3] for d in conn.listAllDomains(ACTIVE_DOMAINS))
+    return HostFree(name, free_kib // 1024, conn.getInfo()[2], running)
 
 
 def mem_available_mib(meminfo: Path = MEMINFO) -> int | None:
