@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_starlingx.errors import StxError
-from pytest_starlingx.model import DEFAULT_RELEASE, RELEASES
+from pytest_starlingx.model import DEFAULT_RELEASE, RELEASES, LabSpec
 from pytest_starlingx.settings import DEFAULT_LIBVIRT_URI
 
 EXIT_OK = 0
@@ -330,7 +330,27 @@ def _show(args: argparse.Namespace) -> int:
     except LabConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    print(describe_lab(lab))
+    if not lab.multi_host:
+        print(describe_lab(lab))
+        return EXIT_OK
+    return _show_placed(lab)
+
+
+def _show_placed(lab: LabSpec) -> int:
+    """A multi-host lab with its placement, from what each host has free now."""
+    from pytest_starlingx.host.capacity import HostFree, hosts_free
+    from pytest_starlingx.labshow import describe_lab
+    from pytest_starlingx.placement import place
+
+    free: list[HostFree] = []
+    try:
+        free = hosts_free(lab.hosts)
+        placement = place(lab.nodes, free)
+    except StxError as exc:
+        print(describe_lab(lab, None, free))
+        print(f"stx-lab show: cannot place the nodes: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(describe_lab(lab, placement, free))
     return EXIT_OK
 
 

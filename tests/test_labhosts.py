@@ -199,3 +199,71 @@ def test_a_variant_keeps_the_hosts_and_drops_pins_of_nodes_it_lacks():
     lab = lab_variant(base, "duplex", {}, source="marker")
     assert [h.name for h in lab.hosts] == ["localhost", "hv2"]
     assert [n.host for n in lab.nodes] == [None, None]
+
+
+def test_show_gives_a_multi_host_lab_its_hosts_and_a_host_column():
+    from pytest_starlingx.host.capacity import HostFree
+    from pytest_starlingx.labshow import describe_lab
+    from pytest_starlingx.placement import place
+
+    lab = parse_lab(TWO_HOSTS)
+    free = [HostFree("localhost", 8000, 2, 1), HostFree("hv2", 4000, 8)]
+    lines = describe_lab(lab, place(lab.nodes, free), free).splitlines()
+    assert lines[11:14] == [
+        "hosts     localhost qemu:///system underlay 198.18.0.1: 2 nodes, 1152 MiB of 8000 MiB "
+        "free, 2 CPUs (1 vCPUs running)",
+        "          hv2 qemu+ssh://root@hv2.example/system underlay 198.18.0.2: 2 nodes, 1408 MiB "
+        "of 4000 MiB free, 8 CPUs (0 vCPUs running)",
+        "placement pins, then controller-0 first, each node on the host with the most free "
+        "memory left (libvirt's figures, just read)",
+    ]
+    rows = {line.split()[0]: line.split() for line in lines[15:]}
+    assert rows["node"][:3] == ["node", "host", "personality"]
+    assert rows["controller-0"][1:3] == ["localhost", "controller"]
+    assert rows["worker-1"][1:4] == ["hv2", "(pinned)", "worker"]
+    unplaced = describe_lab(lab)  # before the hosts are read: the pins, and ? for the others
+    assert "controller-1  ?" in unplaced and "worker-0      hv2 (pinned)" in unplaced
+
+
+def test_show_of_a_single_host_lab_is_as_it_was_and_a_one_host_list_places_all_there():
+    from pytest_starlingx.labshow import describe_lab
+
+    plain = describe_lab(parse_lab("topology: duplex\n"))
+    assert "hosts" not in plain and " host " not in plain.splitlines()[12]
+    one = describe_lab(parse_lab("topology: duplex\nhosts: [{uri: 'qemu+ssh://hv1/system'}]\n"))
+    assert "hosts     hv1 qemu+ssh://hv1/system\n" in one
+    assert "controller-1  hv1   controller" in one
+
+
+def test_stx_lab_show_places_a_multi_host_lab_on_what_its_hosts_have_free(
+    tmp_path, monkeypatch, capsys
+):
+    from pytest_starlingx import cli
+    from pytest_starlingx.host import capacity
+    from pytest_starlingx.host.capacity import HostFree
+
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(TWO_HOSTS)
+    read = []
+
+    def hosts_free(hosts):  # libvirt's answers, without a libvirt daemon
+        read.extend(h.uri for h in hosts)
+        return [HostFree("localhost", 4000, 2), HostFree("hv2", 1500, 2)]
+
+    monkeypatch.setattr(capacity, "hosts_free", hosts_free)
+    assert cli.main(["show", str(lab)]) == 0
+    assert read == ["qemu:///system", "qemu+ssh://root@hv2.example/system"]
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("controller-", "worker-"))}  # fmt: skip
+    assert rows == {"controller-0": "localhost", "controller-1": "localhost", "worker-0": "hv2",
+                    "worker-1": "hv2"}  # fmt: skip
+
+    tight = [HostFree("localhost", 600, 2), HostFree("hv2", 1500, 2)]
+    monkeypatch.setattr(capacity, "hosts_free", lambda hosts: tight)
+    assert cli.main(["show", str(lab)]) == 1
+    out, err = capsys.readouterr()
+    assert "controller-0  ?" in out
+    assert err.startswith(
+        "stx-lab show: cannot place the nodes: controller-1 fits on no host of the lab: it "
+        "needs 576 MiB"
+    )

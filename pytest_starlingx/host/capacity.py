@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pytest_starlingx.model import ACTIVE_CONTROLLER, LabSpec
+from pytest_starlingx.errors import BackendError, HostError
+from pytest_starlingx.model import ACTIVE_CONTROLLER, HostSpec, LabSpec
 
 log = logging.getLogger("pytest_starlingx.host.capacity")
 
@@ -64,6 +67,28 @@ def libvirt_free(conn: Any, name: str) -> HostFree:
         free_kib = conn.getFreeMemory() // 1024
     running = sum(d.info()[3] for d in conn.listAllDomains(ACTIVE_DOMAINS))
     return HostFree(name, free_kib // 1024, conn.getInfo()[2], running)
+
+
+def hosts_free(hosts: Sequence[HostSpec]) -> list[HostFree]:
+    """What each of a lab's ``hosts`` has free, read now over libvirt; a host that cannot be
+    reached or read is a HostError naming it."""
+    import libvirt
+
+    from pytest_starlingx.backends.libvirt_conn import Connection, error
+
+    found = []
+    for host in hosts:
+        try:
+            connection = Connection(host.uri, reconnect_timeout=0)
+            try:
+                found.append(connection.run(partial(libvirt_free, name=host.name)))
+            except libvirt.libvirtError as exc:
+                raise error(f"reading free memory and CPUs at {host.uri}", exc) from exc
+            finally:
+                connection.close()
+        except BackendError as exc:
+            raise HostError(f"host {host.name}: {exc}") from exc
+    return found
 
 
 def mem_available_mib(meminfo: Path = MEMINFO) -> int | None:
