@@ -79,7 +79,11 @@ def _add_show(sub: Subparsers) -> None:
 
 def _add_doctor(sub: Subparsers) -> None:
     p = sub.add_parser("doctor", help="check that this host can run labs, with a fix per problem")
-    p.add_argument("--uri", default=DEFAULT_LIBVIRT_URI, help="libvirt connection URI")
+    p.add_argument(
+        "--uri", action="append", default=None,
+        help=f"libvirt connection URI (default {DEFAULT_LIBVIRT_URI}); given twice or more, "
+        "each host of a multi-host lab is checked through libvirt alone",
+    )  # fmt: skip
     p.set_defaults(handler=_doctor)
 
 
@@ -355,9 +359,10 @@ def _show_placed(lab: LabSpec) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from pytest_starlingx.host.doctor import run_checks
+    from pytest_starlingx.host.doctor import run_checks, run_host_checks
 
-    checks = run_checks(args.uri)
+    uris = args.uri or [DEFAULT_LIBVIRT_URI]
+    checks = run_checks(uris[0]) if len(uris) == 1 else run_host_checks(uris)
     for check in checks:
         print(check.line())
     return EXIT_FAILED if any(c.ok is False for c in checks) else EXIT_OK
