@@ -452,7 +452,7 @@ class _Checker:
         self, value: Any, path: Path_, allowed: tuple[str, ...] = NODE_KEYS
     ) -> NodeOverride:
         data = self.mapping(value, path, allowed)
-        data.pop(PIN_KEY, None)
+        data.pop(PIN_KEY, None)  # nodes.<name>.host: a pin, read by nodes()
         memory = vcpus = None
         disks: tuple[int, ...] | None = None
         if "memory_mib" in data:
@@ -499,7 +499,6 @@ class _Checker:
                 pin = self.pin(item[PIN_KEY], ("nodes", name, PIN_KEY), kwargs)
                 if pin is not None:
                     kwargs.setdefault("pins", {})[name] = pin
-                item = {k: v for k, v in item.items() if k != PIN_KEY}
             overrides[name] = self.node_override(item, ("nodes", name), (*NODE_KEYS, PIN_KEY))
         return overrides
 
@@ -592,10 +591,13 @@ class _Checker:
 
     def libvirt_uri(self, value: Any, path: Path_) -> str | None:
         example = "e.g. qemu:///system or qemu+ssh://root@hv1/system"
-        if not isinstance(value, str) or "://" not in value:
+        try:
+            parts = urlsplit(value) if isinstance(value, str) and "://" in value else None
+        except ValueError:  # e.g. an unclosed [ of an IPv6 address
+            parts = None
+        if parts is None:
             self.problem(path, f"{_show(value)} is not a libvirt URI ({example})")
             return None
-        parts = urlsplit(value)
         driver, _, transport = parts.scheme.partition("+")
         if driver != "qemu":
             self.problem(
@@ -643,6 +645,8 @@ class _Checker:
 
     def underlay(self, value: Any, path: Path_) -> Underlay | None:
         try:
+            if not isinstance(value, str):  # ip_address() takes 3232235777 and True too
+                raise ValueError(value)
             address = ipaddress.ip_address(value)
         except ValueError:
             self.problem(

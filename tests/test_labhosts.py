@@ -109,6 +109,17 @@ def test_ipv6_underlays_are_addresses_too():
             "qemu+ssh://root@hv1/system)",
         ),
         (
+            "hosts: [{uri: 'qemu+ssh://[2001:db8::5/system'}]",
+            "lab.yaml:2: hosts[0].uri: 'qemu+ssh://[2001:db8::5/system' is not a libvirt URI "
+            "(e.g. qemu:///system or qemu+ssh://root@hv1/system)",
+        ),
+        (
+            "hosts: [{uri: 'qemu:///system', underlay: 3325296641}]",
+            "lab.yaml:2: hosts[0].underlay: 3325296641 is not an IP address (e.g. 192.0.2.11): "
+            "give the host's address on the network between the hosts, which the lab networks' "
+            "tunnels use",
+        ),
+        (
             "hosts: [{uri: 'qemu+ssh://[2001:db8::5]/system'}]",
             "lab.yaml:2: hosts[0]: give the host a `name:` (e.g. hv1) for pins and messages; its "
             "URI's host '2001:db8::5' cannot be one",
