@@ -5,6 +5,10 @@ the CPU and memory for it. Under software emulation a node that installs or boot
 core busy, but most of a node's stage is waiting (for its peer, for a poll), so two busy nodes per
 core are allowed; memory is what the nodes may still take from ``MemAvailable`` (less a reserve for
 the host). The controller-0 stages that drive the secondaries need one more slot.
+
+What a libvirt host has free for a lab's guests (memory, CPUs), read through libvirt so that the
+host may be another machine, is here too (:func:`libvirt_free`, :func:`hosts_free`): the
+placement of a multi-host lab's nodes (``placement.py``) and ``stx-lab doctor`` use it.
 """
 
 from __future__ import annotations
@@ -39,13 +43,6 @@ class HostFree:
     memory_mib: int  # memory the host can give guests now
     cpus: int  # the host's active CPUs
     vcpus_running: int = 0  # the vCPUs of the domains running there
-
-    def shown(self) -> str:
-        """``hv2: 30000 MiB free, 8 CPUs (2 vCPUs running)`` for messages."""
-        return (
-            f"{self.name}: {self.memory_mib} MiB free, {self.cpus} CPUs "
-            f"({self.vcpus_running} vCPUs running)"
-        )
 
 
 def libvirt_free(conn: Any, name: str) -> HostFree:
