@@ -235,18 +235,22 @@ def host_checks(uri: str, label: str) -> list[Check]:
             "(ssh keys; tcp or tls listening)?"
         )
         return [Check(f"{label} libvirt", False, f"cannot connect to {uri}: {problem}", hint)]
+    checks: dict[str, Callable[[Any], Check]] = {
+        "libvirt": _host_libvirt,
+        "qemu": _host_qemu,
+        "kvm": _host_kvm,
+        "memory": _host_memory,
+        "disk": _host_disk,
+        "networks": _host_networks,
+        "underlay mtu": _host_underlay_mtu,
+    }
+    found = []
     try:
-        conn = connection.conn
-        checks: list[Callable[[Any], Check]] = [
-            _host_libvirt,
-            _host_qemu,
-            _host_kvm,
-            _host_memory,
-            _host_disk,
-            _host_networks,
-            _host_underlay_mtu,
-        ]
-        found = [_named(label, check(conn)) for check in checks]
+        for name, check in checks.items():
+            try:
+                found.append(_named(label, check(connection.conn)))
+            except libvirt.libvirtError as exc:  # e.g. the connection lost meanwhile
+                found.append(Check(f"{label} {name}", False, str(exc.get_error_message())))
     finally:
         connection.close()
     return [*found, _named(label, UNCHECKED_TUNNEL)]
