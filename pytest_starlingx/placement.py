@@ -20,12 +20,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pytest_starlingx.errors import StxError
+from pytest_starlingx.errors import HostError
 from pytest_starlingx.host.capacity import GUEST_OVERHEAD_MIB, HostFree
 from pytest_starlingx.model import ACTIVE_CONTROLLER, NodeSpec
 
 
-class PlacementError(StxError):
+class PlacementError(HostError):
     """A node fits on none of the lab's hosts (or not on the host it is pinned to)."""
 
 
