@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_starlingx.errors import StxError
-from pytest_starlingx.model import DEFAULT_RELEASE, RELEASES
+from pytest_starlingx.model import DEFAULT_RELEASE, RELEASES, LabSpec
 from pytest_starlingx.settings import DEFAULT_LIBVIRT_URI
 
 EXIT_OK = 0
@@ -79,7 +79,11 @@ def _add_show(sub: Subparsers) -> None:
 
 def _add_doctor(sub: Subparsers) -> None:
     p = sub.add_parser("doctor", help="check that this host can run labs, with a fix per problem")
-    p.add_argument("--uri", default=DEFAULT_LIBVIRT_URI, help="libvirt connection URI")
+    p.add_argument(
+        "--uri", action="append", default=None,
+        help=f"libvirt connection URI (default {DEFAULT_LIBVIRT_URI}); given twice or more, "
+        "each host of a multi-host lab is checked through libvirt alone",
+    )  # fmt: skip
     p.set_defaults(handler=_doctor)
 
 
@@ -330,14 +334,35 @@ def _show(args: argparse.Namespace) -> int:
     except LabConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    print(describe_lab(lab))
+    if not lab.multi_host:
+        print(describe_lab(lab))
+        return EXIT_OK
+    return _show_placed(lab)
+
+
+def _show_placed(lab: LabSpec) -> int:
+    """A multi-host lab with its placement, from what each host has free now."""
+    from pytest_starlingx.host.capacity import HostFree, hosts_free
+    from pytest_starlingx.labshow import describe_lab
+    from pytest_starlingx.placement import place
+
+    free: list[HostFree] = []
+    try:
+        free = hosts_free(lab.hosts)
+        placement = place(lab.nodes, free)
+    except StxError as exc:
+        print(describe_lab(lab, None, free))
+        print(f"stx-lab show: cannot place the nodes: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(describe_lab(lab, placement, free))
     return EXIT_OK
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from pytest_starlingx.host.doctor import run_checks
+    from pytest_starlingx.host.doctor import run_checks, run_host_checks
 
-    checks = run_checks(args.uri)
+    uris = args.uri or [DEFAULT_LIBVIRT_URI]
+    checks = run_checks(uris[0]) if len(uris) == 1 else run_host_checks(uris)
     for check in checks:
         print(check.line())
     return EXIT_FAILED if any(c.ok is False for c in checks) else EXIT_OK

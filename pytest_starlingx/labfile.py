@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -35,6 +36,7 @@ from pytest_starlingx.model import (
     AddHosts,
     BackendKind,
     Firmware,
+    HostSpec,
     LabSpec,
     MgmtSpec,
     NodeOverride,
@@ -43,7 +45,9 @@ from pytest_starlingx.model import (
     Profile,
     StageSpec,
     Topology,
+    Underlay,
     Uplink,
+    default_host_name,
     node_names,
     password_problems,
     point_problem,
@@ -73,10 +77,19 @@ TOP_KEYS = (
     "firmware",
     "stages",
     "bootstrap",
+    "hosts",
 )
 STAGE_KEYS = ("name", "after", "before", "node", "system", "shell")
 STAGE_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
 NODE_KEYS = ("memory_mib", "vcpus", "disks_gib")
+PIN_KEY = "host"  # under nodes.<name> only: the host the node runs on
+HOST_KEYS = ("name", "uri", "underlay")
+HOST_EXAMPLE = "{name: hv1, uri: qemu+ssh://root@hv1/system, underlay: 192.0.2.11}"
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+#: libvirt's remote transports (libvirt docs/uri.rst, "Remote URIs"); none: a local daemon.
+LIBVIRT_TRANSPORTS = ("", "unix", "ssh", "libssh", "libssh2", "tcp", "tls", "ext")
+#: The QEMU driver's daemons: the privileged one and a user's own (libvirt docs/drvqemu.rst).
+QEMU_URI_PATHS = ("/system", "/session")
 OAM_KEYS = ("subnet", "gateway", "floating", "controller_0", "controller_1", "uplink")
 OAM_ADDRESS_KEYS = OAM_KEYS[1:5]
 MGMT_KEYS = ("subnet",)
@@ -317,10 +330,20 @@ class _Checker:
             kwargs["profile"] = self.choice(
                 data["profile"], ("profile",), [p.value for p in Profile]
             )
+        if "hosts" in data:
+            kwargs["hosts"] = self.hosts(data["hosts"], kwargs.get("backend"))
         kwargs["workers"] = self.count(data, "workers", topology)
         kwargs["storage_nodes"] = self.count(data, "storage_nodes", topology)
         if "node_defaults" in data:
-            kwargs["node_defaults"] = self.node_override(data["node_defaults"], ("node_defaults",))
+            kwargs["node_defaults"] = self.node_override(
+                data["node_defaults"], ("node_defaults",), (*NODE_KEYS, PIN_KEY)
+            )
+            if isinstance(data["node_defaults"], dict) and PIN_KEY in data["node_defaults"]:
+                self.problem(
+                    ("node_defaults", PIN_KEY),
+                    "pin nodes one by one under `nodes: {worker-0: {host: ...}}`; for a lab "
+                    "on one host, list only that host under `hosts:`",
+                )
         if "nodes" in data:
             kwargs["nodes"] = self.nodes(data["nodes"], topology, kwargs)
         oam = self.oam(data.get("oam", {}), topology) if "oam" in data else OamSpec()
@@ -425,8 +448,11 @@ class _Checker:
             low, high = MIN_STORAGE_NODES, MAX_STORAGE_NODES
         return self.integer(data[key], (key,), low, high)
 
-    def node_override(self, value: Any, path: Path_) -> NodeOverride:
-        data = self.mapping(value, path, NODE_KEYS)
+    def node_override(
+        self, value: Any, path: Path_, allowed: tuple[str, ...] = NODE_KEYS
+    ) -> NodeOverride:
+        data = self.mapping(value, path, allowed)
+        data.pop(PIN_KEY, None)  # nodes.<name>.host: a pin, read by nodes()
         memory = vcpus = None
         disks: tuple[int, ...] | None = None
         if "memory_mib" in data:
@@ -469,8 +495,174 @@ class _Checker:
                     f"{_suggest(name, names)}",
                 )
                 continue
-            overrides[name] = self.node_override(item, ("nodes", name))
+            if isinstance(item, dict) and PIN_KEY in item:
+                pin = self.pin(item[PIN_KEY], ("nodes", name, PIN_KEY), kwargs)
+                if pin is not None:
+                    kwargs.setdefault("pins", {})[name] = pin
+            overrides[name] = self.node_override(item, ("nodes", name), (*NODE_KEYS, PIN_KEY))
         return overrides
+
+    def pin(self, value: Any, path: Path_, kwargs: dict[str, Any]) -> str | None:
+        """The host a node is pinned to, one of the lab's ``hosts:``."""
+        if "hosts" not in kwargs:
+            self.problem(
+                path,
+                "pins the node to a host, but the lab has no `hosts:`; list the libvirt "
+                f"hosts (e.g. `hosts: [{HOST_EXAMPLE}]`) or remove the pin",
+            )
+            return None
+        if kwargs["hosts"] is None:  # the hosts are wrong, and reported
+            return None
+        names = [h.name for h in kwargs["hosts"]]
+        if isinstance(value, str) and value in names:
+            return value
+        self.problem(
+            path,
+            f"no such host {_show(value)} (the lab's hosts are {', '.join(names)})"
+            f"{_suggest(value, names) if isinstance(value, str) else ''}",
+        )
+        return None
+
+    def hosts(self, value: Any, backend: str | None) -> tuple[HostSpec, ...] | None:
+        """The libvirt hosts of the lab: each named once, with its own URI and underlay."""
+        if backend == BackendKind.VIRTUALBOX:
+            self.problem(
+                ("hosts",),
+                "a lab spans several hosts on libvirt only; remove `hosts:` or use "
+                "`backend: libvirt`",
+            )
+            return None
+        if not isinstance(value, list) or not value:
+            self.problem(
+                ("hosts",),
+                f"expected a list of libvirt hosts, each like `{HOST_EXAMPLE}`, got {_show(value)}",
+            )
+            return None
+        before = len(self.problems)
+        hosts = [self.host(item, ("hosts", i), len(value) > 1) for i, item in enumerate(value)]
+        for key in HOST_KEYS:
+            first: dict[Any, int] = {}
+            for index, fields in enumerate(hosts):
+                if key not in fields:
+                    continue
+                if fields[key] in first:
+                    self.problem(
+                        ("hosts", index, key),
+                        f"{_show(str(fields[key]))} is already the {key} of "
+                        f"hosts[{first[fields[key]]}]; each host needs its own",
+                    )
+                first.setdefault(fields[key], index)
+        if len({f["underlay"].version for f in hosts if "underlay" in f}) > 1:
+            self.problem(
+                ("hosts",),
+                "the underlay addresses mix IPv4 and IPv6; the tunnels between hosts need "
+                "addresses of one family",
+            )
+        if len(self.problems) > before:
+            return None
+        return tuple(HostSpec(f["name"], f["uri"], f.get("underlay")) for f in hosts)
+
+    def host(self, value: Any, path: Path_, several: bool) -> dict[str, Any]:
+        """The valid fields of one host (name, uri, underlay); the others are reported."""
+        if not isinstance(value, dict):
+            self.problem(path, f"expected a host like `{HOST_EXAMPLE}`, got {_show(value)}")
+            return {}
+        data = self.mapping(value, path, HOST_KEYS)
+        fields: dict[str, Any] = {}
+        if "uri" not in data:
+            self.problem(
+                path, "missing `uri:`, the host's libvirt URI (e.g. qemu+ssh://root@hv1/system)"
+            )
+        elif (uri := self.libvirt_uri(data["uri"], (*path, "uri"))) is not None:
+            fields["uri"] = uri
+        if (name := self.host_name(data, path, fields.get("uri"))) is not None:
+            fields["name"] = name
+        if "underlay" in data:
+            if (underlay := self.underlay(data["underlay"], (*path, "underlay"))) is not None:
+                fields["underlay"] = underlay
+        elif several:
+            self.problem(
+                path,
+                "missing `underlay:`: with more than one host, each needs the address the "
+                "tunnels of the lab networks reach it at (its address on the network between "
+                "the hosts, e.g. 192.0.2.11)",
+            )
+        return fields
+
+    def libvirt_uri(self, value: Any, path: Path_) -> str | None:
+        example = "e.g. qemu:///system or qemu+ssh://root@hv1/system"
+        try:
+            parts = urlsplit(value) if isinstance(value, str) and "://" in value else None
+        except ValueError:  # e.g. an unclosed [ of an IPv6 address
+            parts = None
+        if parts is None:
+            self.problem(path, f"{_show(value)} is not a libvirt URI ({example})")
+            return None
+        driver, _, transport = parts.scheme.partition("+")
+        if driver != "qemu":
+            self.problem(
+                path,
+                f"{value!r} is not a URI of libvirt's QEMU driver, which labs run on ({example})",
+            )
+        elif transport not in LIBVIRT_TRANSPORTS:
+            self.problem(
+                path,
+                f"{transport!r} in {value!r} is not a libvirt transport; use one of "
+                f"{', '.join(t for t in LIBVIRT_TRANSPORTS if t)}"
+                f"{_suggest(transport, LIBVIRT_TRANSPORTS)}",
+            )
+        elif parts.path not in QEMU_URI_PATHS:
+            self.problem(
+                path,
+                f"{value!r} names no QEMU daemon: its path must be {' or '.join(QEMU_URI_PATHS)} "
+                f"({example})",
+            )
+        else:
+            return value
+        return None
+
+    def host_name(self, data: dict[str, Any], path: Path_, uri: str | None) -> str | None:
+        if "name" in data:
+            if isinstance(data["name"], str) and HOST_NAME.fullmatch(data["name"]):
+                return str(data["name"])
+            self.problem(
+                (*path, "name"),
+                f"{_show(data['name'])} is not a host name: 1-63 letters, digits, '.', '_' and "
+                "'-', starting with a letter or digit",
+            )
+            return None
+        if uri is None:
+            return None
+        name = default_host_name(uri)
+        if HOST_NAME.fullmatch(name):
+            return name
+        self.problem(
+            path,
+            f"give the host a `name:` (e.g. hv1) for pins and messages; its URI's host "
+            f"{name!r} cannot be one",
+        )
+        return None
+
+    def underlay(self, value: Any, path: Path_) -> Underlay | None:
+        try:
+            if not isinstance(value, str):  # ip_address() takes 3232235777 and True too
+                raise ValueError(value)
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            self.problem(
+                path,
+                f"{_show(value)} is not an IP address (e.g. 192.0.2.11): give the host's "
+                "address on the network between the hosts, which the lab networks' tunnels use",
+            )
+            return None
+        if address.is_loopback or address.is_unspecified or address.is_multicast:
+            self.problem(
+                path,
+                f"{address} cannot reach the host from the others; give the host's own "
+                "address on the network between the hosts",
+            )
+            return None
+        return address
 
     def address(self, value: Any, path: Path_) -> ipaddress.IPv4Address | None:
         try:

@@ -21,6 +21,7 @@ from enum import StrEnum
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class Topology(StrEnum):
@@ -235,11 +236,35 @@ class NodeSpec:
     nics: tuple[NodeNic, ...]
     all_in_one: bool = False  # a controller that is also a worker (AIO-SX/DX)
     installs_from_iso: bool = False  # only controller-0; the others boot from the network
+    host: str | None = None  # the lab host it is pinned to (HostSpec.name), if any
 
     @property
     def boot_nic_index(self) -> int:
         """Index of the network-boot NIC (the mgmt NIC) in :attr:`nics`."""
         return next(i for i, nic in enumerate(self.nics) if nic.network == BOOT_NETWORK)
+
+
+#: The name a lab host gets from its URI when it has none: the URI's host name, or this one
+#: for a URI without one (``qemu:///system``: libvirt on this machine).
+LOCAL_HOST_NAME = "localhost"
+
+Underlay = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One libvirt host of a lab: its name (what ``host:`` pins say), its libvirt URI, and the
+    underlay address its lab networks' tunnels use (needed once there are two hosts)."""
+
+    name: str
+    uri: str
+    underlay: Underlay | None = None
+
+
+def default_host_name(uri: str) -> str:
+    """A host's name when the lab file gives none: the host name in ``uri``
+    (``hv2`` in ``qemu+ssh://root@hv2/system``), ``localhost`` when it has none."""
+    return urlsplit(uri).hostname or LOCAL_HOST_NAME
 
 
 @dataclass(frozen=True)
@@ -477,6 +502,8 @@ class LabSpec:
     release: str = DEFAULT_RELEASE  # the StarlingX release it runs (RELEASES)
     #: Extra localhost.yml overrides (registries, proxies, NTP, DNS, ...; BOOTSTRAP_KEYS).
     bootstrap: Mapping[str, Any] = field(default_factory=dict)
+    #: The libvirt hosts the lab spans; empty: the one host of the URI option, as always.
+    hosts: tuple[HostSpec, ...] = ()
 
     @property
     def bootstrap_secrets(self) -> list[str]:
@@ -500,6 +527,11 @@ class LabSpec:
     def uses_simulator(self) -> bool:
         """True when the lab boots the built-in simulator guest."""
         return self.image == SIM_IMAGE
+
+    @property
+    def multi_host(self) -> bool:
+        """True when the lab's nodes are spread over more than one libvirt host."""
+        return len(self.hosts) > 1
 
     @property
     def workers(self) -> int:
@@ -539,6 +571,10 @@ def lab_key(spec: LabSpec, *parts: object) -> str:
     data = asdict(spec)
     for unused in ("source", "timeouts", "timeout_factor"):
         data.pop(unused, None)
+    if not spec.hosts:  # a single-host lab keeps the key it had before labs had hosts
+        del data["hosts"]
+        for node in data["nodes"]:
+            del node["host"]
     passwords = {user: source.resolve() for user, source in sorted(spec.passwords.items())}
     secret = hashlib.sha256(json.dumps(passwords).encode()).hexdigest()
     text = json.dumps([data, secret, *parts], sort_keys=True, default=str)
@@ -595,9 +631,12 @@ def build_nodes(
     storage_nodes: int,
     defaults: NodeOverride = NodeOverride(),
     overrides: Mapping[str, NodeOverride] | None = None,
+    pins: Mapping[str, str] | None = None,
 ) -> tuple[NodeSpec, ...]:
-    """Every node of a topology, sized from the profile, then defaults, then per-node overrides."""
+    """Every node of a topology, sized from the profile, then defaults, then per-node overrides;
+    ``pins`` maps node names to the hosts they are pinned to."""
     overrides = overrides or {}
+    pins = pins or {}
     nics = tuple(NodeNic(net, NIC_MODELS[net]) for net in NETWORKS)
     nodes = []
     for name, kind in node_names(topology, workers, storage_nodes):
@@ -613,6 +652,7 @@ def build_nodes(
                 nics=nics,
                 all_in_one=kind == AIO,
                 installs_from_iso=name == "controller-0",
+                host=pins.get(name),
             )
         )
     return tuple(nodes)
@@ -645,6 +685,8 @@ def resolve_lab(
     source: Path | None = None,
     bootstrap: Mapping[str, Any] | None = None,
     release: str = DEFAULT_RELEASE,
+    hosts: tuple[HostSpec, ...] = (),
+    pins: Mapping[str, str] | None = None,
 ) -> LabSpec:
     """A lab of ``topology`` with defaults for everything not given.
 
@@ -670,6 +712,7 @@ def resolve_lab(
         storage_nodes=DEFAULT_STORAGE_NODES if storage_nodes is None else storage_nodes,
         defaults=node_defaults,
         overrides=nodes,
+        pins=pins,
     )
     return LabSpec(
         name=name or topology.value,
@@ -689,4 +732,5 @@ def resolve_lab(
         source=source,
         bootstrap=dict(bootstrap or {}),
         release=release,
+        hosts=hosts,
     )

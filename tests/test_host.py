@@ -98,3 +98,50 @@ def test_doctor_names_the_uplink_programs_and_who_needs_them(monkeypatch):
     assert "`oam.uplink: nat` (a real ISO's default); run `stx-lab host-setup` as root" in line
     monkeypatch.setattr(doctor.shutil, "which", lambda program: f"/usr/bin/{program}")
     assert doctor.check_uplink().line().startswith("[ ok ] uplink: slirp4netns, nft")
+
+
+def test_doctor_checks_each_host_of_a_multi_host_lab_through_libvirt():
+    """Two URIs of this host's libvirtd, and one whose socket is missing: the missing one is a
+    single FAIL line, the others a block of checks each, then this machine's build tools."""
+    missing = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
+    done = stx_lab("doctor", "--uri", "qemu:///system", "--uri", "qemu+unix:///system",
+                   "--uri", missing)  # fmt: skip
+    assert done.returncode == 1, done.stdout
+    names = [line.split("]", 1)[1].split(":", 1)[0].strip() for line in done.stdout.splitlines()]
+    checks = ("libvirt", "qemu", "kvm", "memory", "disk", "networks", "underlay mtu", "tunnel")
+    assert names == [*(f"localhost#1 {c}" for c in checks), *(f"localhost#2 {c}" for c in checks),
+                     "localhost#3 libvirt", "simulator build"]  # fmt: skip
+    lines = dict(zip(names, done.stdout.splitlines(), strict=True))
+    assert lines["localhost#2 libvirt"].startswith("[ ok ] localhost#2 libvirt: "
+                                                   "qemu+unix:///system: libvirt ")  # fmt: skip
+    assert lines["localhost#1 qemu"].startswith("[ ok ] localhost#1 qemu: /usr/bin/qemu-")
+    assert lines["localhost#1 networks"].startswith("[ ok ]")
+    assert " MiB free, 2 CPUs (" in lines["localhost#1 memory"]
+    assert lines["localhost#1 tunnel"].startswith("[info] localhost#1 tunnel: not checkable")
+    assert lines["localhost#3 libvirt"].startswith(
+        f"[FAIL] localhost#3 libvirt: cannot connect to {missing}: "
+    )
+    assert [n for n, line in lines.items() if line.startswith("[FAIL]")] == ["localhost#3 libvirt"]
+
+
+@pytest.mark.fast
+def test_doctor_names_hosts_by_their_uris_host_unless_two_share_it():
+    from pytest_starlingx.host.doctor import host_labels
+
+    assert host_labels(["qemu:///system", "qemu+ssh://root@hv2/system"]) == ["localhost", "hv2"]
+    assert host_labels(["qemu:///system", "qemu+ssh://hv2/system", "qemu:///session"]) == [
+        "localhost#1", "hv2", "localhost#3",
+    ]  # fmt: skip
+
+
+@pytest.mark.fast
+def test_doctor_says_whether_an_interface_carries_vxlan_with_a_1500_byte_lab_mtu():
+    from pytest_starlingx.host.doctor import mtu_check
+
+    assert mtu_check({"eth0": 1500, "eth1": 9000}).line() == (
+        "[ ok ] underlay mtu: eth0 1500, eth1 9000: eth1 carries 1500-byte lab packets in VXLAN"
+    )
+    short = mtu_check({"eth0": 1500}).line()
+    assert short.startswith("[info] underlay mtu: eth0 1500: none reaches 1550, what 1500-byte")
+    assert "raise the underlay interface's MTU to 1550 or more" in short
+    assert mtu_check({}).ok is None

@@ -12,7 +12,7 @@ import pytest
 from pytest_starlingx.backends import make_backend
 from pytest_starlingx.backends.base import Backend
 from pytest_starlingx.errors import BackendError, StxError
-from pytest_starlingx.host.capacity import mem_available_mib
+from pytest_starlingx.host.capacity import GUEST_OVERHEAD_MIB, mem_available_mib
 from pytest_starlingx.lab import Lab
 from pytest_starlingx.lifecycle.acquire import LabBroken
 from pytest_starlingx.model import LabSpec
@@ -91,9 +91,6 @@ class LabFactory:
                 self._stack.close()
         finally:
             self.session_labs.close()
-
-
-GUEST_OVERHEAD_MIB = 64  # what QEMU itself needs beside each guest's memory
 
 
 def memory_shortfall(spec: LabSpec) -> str | None:
