@@ -121,7 +121,7 @@ class HostCommands:
         if query.get("no_verify", ["0"])[0] == "1":
             ssh += ["-o", "StrictHostKeyChecking=no"]
         target = parts.hostname if parts.username is None else f"{parts.username}@{parts.hostname}"
-        return cls(uri, (*ssh, target, "--"), remote_shell=True)
+        return cls(uri, (*ssh, target), remote_shell=True)
 
     @classmethod
     def in_namespace(cls, host: str, namespace: str) -> HostCommands:
@@ -294,17 +294,22 @@ def _host_problems(hosts: Sequence[SpanHost]) -> list[str]:
 # --------------------------------------------------------------------------- open
 
 
-def open_span(span: NetworkSpan) -> None:
-    """Make or mend the span on every host: its VXLAN device made where missing, enslaved to
-    the bridge, up, with an FDB entry per peer. Idempotent; call it whenever the network's
-    bridges were (re)made (libvirt makes a bridge when its network starts and deletes it when
-    the network stops, which leaves the device behind unattached).
+def open_span(span: NetworkSpan, on: Sequence[str] | None = None) -> None:
+    """Make or mend the span on every host (``on``: on the hosts of these names only): its
+    VXLAN device made where missing, enslaved to the bridge, up, with an FDB entry per peer
+    (whether or not the peer has its device yet). Idempotent; call it whenever a host's
+    bridge was (re)made: libvirt makes a bridge when its network starts and deletes it when
+    the network stops, which leaves the device behind, unattached.
 
-    Checked on every host before anything is made: the bridge exists, an interface holds the
+    Checked on each host before anything is made: the bridge exists, an interface holds the
     underlay address and its MTU is at least :data:`UNDERLAY_MTU`, no other device has the
     span's name and no other VXLAN device its VNI. ``BackendError`` lists every problem, each
     naming its host. A failure while making removes the devices this call made."""
-    checked = [(host, _check_host(span, host)) for host in span.hosts]
+    hosts = [h for h in span.hosts if on is None or h.name in on]
+    unknown = set(on or ()) - {h.name for h in span.hosts}
+    if unknown:
+        raise BackendError(f"lab network {span.bridge}: no host {', '.join(sorted(unknown))}")
+    checked = [(host, _check_host(span, host)) for host in hosts]
     problems = [problem for _, (_, problem) in checked if problem]
     if problems:
         raise BackendError(f"lab network {span.bridge} over hosts: " + "; ".join(problems))
@@ -322,7 +327,7 @@ def open_span(span: NetworkSpan) -> None:
     logger.info(
         "lab network %s spans %s over VXLAN %d (%s)",
         span.bridge,
-        ", ".join(f"{h.name} ({h.underlay})" for h in span.hosts),
+        ", ".join(f"{h.name} ({h.underlay})" for h in hosts),
         span.vni,
         span.device,
     )

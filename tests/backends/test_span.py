@@ -39,9 +39,9 @@ def test_commands_for_uri() -> None:
     assert ssh.host == SSH_URI and ssh.remote_shell
     assert ssh.prefix == (
         "ssh", "-o", "BatchMode=yes", "-p", "2222", "-i", "/root/.ssh/lab",
-        "-o", "StrictHostKeyChecking=no", "root@hv2", "--",
+        "-o", "StrictHostKeyChecking=no", "root@hv2",
     )  # fmt: skip
-    assert HostCommands.for_uri("qemu+ssh://hv3/system").prefix[-2:] == ("hv3", "--")
+    assert HostCommands.for_uri("qemu+ssh://hv3/system").prefix[-1] == "hv3"
     with pytest.raises(BackendError, match=r"host qemu\+tcp://hv2/system: .*over ssh"):
         HostCommands.for_uri("qemu+tcp://hv2/system")
 
@@ -177,7 +177,7 @@ def test_three_hosts_flood_to_every_peer_and_remove_cleanly(fabric: Fabric) -> N
     # A bridge made again (a libvirt network restarted) leaves the device unattached; open_span
     # mends it, and a second call changes nothing.
     ip("-n", fabric.host(1), "link", "set", span.device, "nomaster")
-    open_span(span)
+    open_span(span, on=["host-1"])
     open_span(span)
     assert ping(fabric.client(0), fabric.address(1))
     assert remove_span(span) == [] and remove_span(span) == []
@@ -217,6 +217,8 @@ def test_refusals_name_the_host_and_make_nothing(fabric: Fabric) -> None:
         f"network's 1500-byte frames need {UNDERLAY_MTU} over VXLAN"
     ) in message
     assert span.device not in fabric.vxlans(1)
+    with pytest.raises(BackendError, match="no host host-9"):
+        open_span(span, on=["host-9"])
     # The bridge of our name is not ours: removal leaves it alone.
     assert remove_span(span) == []
     assert span.device in ip("-n", fabric.host(0), "link", "show")
