@@ -32,6 +32,10 @@ cannot see is the path between the hosts: every hop there must carry 1550-byte p
 (Linux sends VXLAN without DF by default, so a smaller hop fragments them: slow, and lost where
 fragments are filtered).
 
+What the network between the hosts must give, then: unicast IPv4 between the hosts' underlay
+addresses (no multicast), UDP port 4789 open between them in both directions (host firewalls
+included), and 1550-byte packets along the whole path.
+
 Ownership. The devices are named for the lab (``stx<id>v<i>``) and recorded, with their VNI and
 hosts, in a :class:`NetworkSpan` that the lab's ledger keeps (:meth:`NetworkSpan.to_json`)
 before anything is made. :func:`remove_span` deletes, on every host, the device of that name
@@ -72,7 +76,7 @@ ALL_ZERO_MAC = "00:00:00:00:00:00"
 VNI_BLOCK = 16
 _VNI_BLOCKS = (1 << 24) // VNI_BLOCK  # VNIs are 24 bits; block 0 (VNI 0 and its neighbours) unused
 COMMAND_TIMEOUT = 30.0  # seconds one command on a host may take (ssh's connection included)
-#: What ssh takes from a libvirt ``qemu+ssh://`` URI's query (libvirt's remote URI parameters).
+#: libvirt's remote transports that run over SSH (``qemu+ssh://``, ``qemu+libssh2://``, ...).
 _SSH_TRANSPORTS = ("ssh", "libssh", "libssh2")
 
 
