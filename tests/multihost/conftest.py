@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import libvirt
 import pytest
+
+# The backend tests' helpers (the tiny boot ISO, lab shapes, console reads) serve here too.
+sys.path.insert(0, str(Path(__file__).parent.parent / "backends"))
+
+from libvirt_helpers import make_tiny_iso
 from second_host import SYSTEM_URI, SecondHost, run, second_host
 
 from pytest_starlingx.backends.base import NetworkSpec, Owner
@@ -27,6 +34,12 @@ def host2(token: str) -> Iterator[SecondHost]:
     """A second libvirt host, removed at the end (its removal checked)."""
     with second_host(token) as host:
         yield host
+
+
+@pytest.fixture(scope="session")
+def tiny_iso() -> Path:
+    """A BIOS-bootable ISO: GRUB on the serial port, Debian's kernel, a busybox initramfs."""
+    return make_tiny_iso()
 
 
 @pytest.fixture

@@ -13,9 +13,16 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from libvirt_helpers import READY, everything, lab_resources, new_lab_id, ours, read_until
 from second_host import SYSTEM_URI, WAIT, SecondHost, leftovers, run, second_host
 
-from pytest_starlingx.backends.libvirt import bridge_name
+from pytest_starlingx.backends.libvirt import (
+    CPU_SHARES,
+    DomainType,
+    LibvirtBackend,
+    LibvirtConfig,
+    bridge_name,
+)
 from pytest_starlingx.backends.span import (
     LAB_MTU,
     UNDERLAY_MTU,
@@ -204,3 +211,34 @@ def test_removal_leaves_nothing(lab_network, token: str) -> None:
     assert len(problems) == 1 and problems[0].startswith(f"host {host2.uri}:"), problems
     assert leftovers(token, host2) == []
     assert bridge_name(lab_id, 0) not in run("ip", "-j", "link", "show")
+
+
+def test_libvirt_backend_brings_a_lab_up_on_the_second_host(
+    host2: SecondHost, tiny_iso: Path
+) -> None:
+    state = host2.base / "state"  # on this machine's file system, which the host shares
+    state.mkdir(mode=0o755)
+    backend = LibvirtBackend(
+        LibvirtConfig(uri=host2.uri, state_dir=state, domain_type=DomainType.QEMU)
+    )
+    lab_id = new_lab_id()
+    try:
+        lab = backend.create_lab(lab_resources(1, lab_id, cdrom=tiny_iso))
+        transport = lab.console("node-0")
+        try:
+            lab.power_on("node-0", before_resume=lambda _: transport.connect())
+            read_until(transport, READY)
+        finally:
+            transport.close()
+        domain = lab.domain_name("node-0")
+        pid = int((host2.base / "run" / "qemu" / f"{domain}.pid").read_text())
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == host2.netns_inode
+        # Its cgroup (this host's hierarchy, bound into the host's mount namespace) has the
+        # machine's CPU weight: libvirt reads it back from there.
+        shares = backend.conn.lookupByName(domain).schedulerParameters()["cpu_shares"]
+        assert shares == 8 * CPU_SHARES  # lab_resources gives node-0 cpu_weight 8
+        assert bridge_name(lab_id, 1) in host2.ip("-j", "link", "show")
+    finally:
+        backend.destroy_lab(lab_id)
+        assert ours(everything(backend.conn), lab_id) == set()
+        backend.close()
