@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from libvirt_helpers import GRUB_CFG, INIT, TEST_ROOT, everything, ours
+from libvirt_helpers import TEST_ROOT, everything, make_tiny_iso, ours
 
 from pytest_starlingx.backends.base import (
     LabResources,
@@ -77,41 +74,4 @@ def lab_factory(backend: LibvirtBackend, used_lab_ids: set[str]) -> Iterator:
 @pytest.fixture(scope="session")
 def tiny_iso() -> Path:
     """A BIOS-bootable ISO: GRUB on the serial port, Debian's kernel, a busybox initramfs."""
-    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
-    busybox = Path("/usr/bin/busybox")
-    if not kernels or not busybox.exists() or not shutil.which("grub-mkrescue"):
-        pytest.skip("needs /boot/vmlinuz-*, busybox-static and grub-mkrescue (grub-pc-bin)")
-    key = hashlib.sha256(
-        kernels[-1].read_bytes()[:4096] + busybox.read_bytes() + INIT.encode() + GRUB_CFG.encode()
-    ).hexdigest()[:12]
-    iso = TEST_ROOT / f"tiny-{key}.iso"
-    if iso.exists():
-        return iso
-    work = TEST_ROOT / f"build-{os.getpid()}"
-    root = work / "initramfs"
-    for sub in ("bin", "proc", "sys", "dev", "mnt"):
-        (root / sub).mkdir(parents=True)
-    shutil.copy(busybox, root / "bin" / "busybox")
-    (root / "init").write_text(INIT)
-    (root / "init").chmod(0o755)
-    files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-    cpio = subprocess.run(
-        ["cpio", "-o", "-H", "newc", "--quiet"],
-        input="\n".join([".", *files]).encode(),
-        cwd=root,
-        capture_output=True,
-        check=True,
-    ).stdout
-    boot = work / "iso" / "boot"
-    (boot / "grub").mkdir(parents=True)
-    (boot / "initrd.gz").write_bytes(gzip.compress(cpio, compresslevel=1))
-    shutil.copy(kernels[-1], boot / "vmlinuz")
-    (boot / "grub" / "grub.cfg").write_text(GRUB_CFG)
-    partial = iso.with_suffix(f".{os.getpid()}.tmp")
-    subprocess.run(
-        ["grub-mkrescue", "-o", str(partial), str(work / "iso")], capture_output=True, check=True
-    )
-    partial.chmod(0o644)
-    partial.replace(iso)
-    shutil.rmtree(work)
-    return iso
+    return make_tiny_iso()
