@@ -417,6 +417,13 @@ def create_lab(
     would not finish under software emulation in any useful time).
     """
     plan_stages(spec)  # a custom stage the lab has no place for fails before any VM exists
+    if spec.hosts:
+        raise StxError(
+            f"lab {spec.name!r}: its `hosts:` are read, checked and placed (`stx-lab show`, "
+            "`stx-lab doctor --uri`), but bringing a lab up across libvirt hosts is not built "
+            "yet; remove `hosts:` and the nodes' `host:` pins to run it on the host of --uri "
+            "(STX_LIBVIRT_URI)"
+        )
     if not spec.uses_simulator and backend.software_emulated():
         raise StxError(
             f"lab {spec.name!r}: {spec.image} is a StarlingX ISO, and KVM does not work on this "

@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from pytest_starlingx.errors import LabConfigError
+from pytest_starlingx.errors import LabConfigError, StxError
+from pytest_starlingx.lab import create_lab
 from pytest_starlingx.labfile import lab_variant, parse_lab
 from pytest_starlingx.model import HostSpec, lab_key, resolve_lab
 
@@ -278,3 +279,18 @@ def test_stx_lab_show_places_a_multi_host_lab_on_what_its_hosts_have_free(
         "stx-lab show: cannot place the nodes: controller-1 fits on no host of the lab: it "
         "needs 576 MiB"
     )
+
+
+class UntouchedBackend:
+    """A backend no call may reach: any use fails the test."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the backend was used ({name})")
+
+
+def test_a_lab_with_hosts_is_refused_at_bring_up_before_anything_is_made(tmp_path, monkeypatch):
+    monkeypatch.setenv("STX_STATE_DIR", str(tmp_path / "state"))
+    spec = parse_lab(TWO_HOSTS, source="lab.yaml")
+    with pytest.raises(StxError, match=r"across libvirt hosts is not built yet; remove `hosts:`"):
+        create_lab(spec, UntouchedBackend(), tmp_path / "artifacts")  # type: ignore[arg-type]
+    assert not (tmp_path / "state").exists()
