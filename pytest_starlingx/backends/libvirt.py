@@ -88,7 +88,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import libvirt
@@ -122,6 +122,9 @@ from pytest_starlingx.errors import BackendError, LeakError
 from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.settings import DEFAULT_LIBVIRT_URI, DEFAULT_STATE_DIR
 from pytest_starlingx.transport import Transport
+
+if TYPE_CHECKING:
+    from pytest_starlingx.backends.multihost import SpanningLab
 
 logger = logging.getLogger("pytest_starlingx.backend")
 
@@ -413,6 +416,9 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
         self.config = config or LibvirtConfig()
         self.libvirt = Connection(self.config.uri, self.config.reconnect_timeout)
         self._domain_type: DomainType | None = None
+        #: The backends of the parts of labs spanning hosts (``backends/multihost.py``), by
+        #: URI and state directory; closed with this one.
+        self.host_backends: dict[tuple[str, Path], LibvirtBackend] = {}
 
     @property
     def conn(self) -> libvirt.virConnect:
@@ -428,8 +434,31 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
             return self.libvirt.run(action)
 
     def close(self) -> None:
-        """Close the libvirt connection."""
+        """Close the libvirt connection (and those of the hosts of labs spanning hosts)."""
+        for backend in self.host_backends.values():
+            backend.close()
+        self.host_backends.clear()
         self.libvirt.close()
+
+    # ---------------------------------------------------------------- labs spanning hosts
+
+    def open_lab(self, lab_id: str) -> LibvirtLab | SpanningLab:  # type: ignore[override]
+        """A handle on a lab created earlier; a lab spanning hosts as a whole."""
+        from pytest_starlingx.backends import multihost
+
+        if multihost.is_spanning(self, lab_id):
+            return multihost.open_lab(self, lab_id)
+        return super().open_lab(lab_id)
+
+    def destroy_lab(self, lab_id: str) -> None:
+        """Remove every object of ours for ``lab_id``; a lab spanning hosts on every host
+        (``LeakError`` naming each host where something remains)."""
+        from pytest_starlingx.backends import multihost
+
+        if multihost.is_spanning(self, lab_id):
+            multihost.destroy_lab(self, lab_id)
+        else:
+            super().destroy_lab(lab_id)
 
     # ---------------------------------------------------------------- domain type
 
