@@ -16,14 +16,14 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pytest_starlingx.access import Endpoint, LabFacts, open_endpoints
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
 from pytest_starlingx.console import LOGIN, Console, Result
 from pytest_starlingx.errors import StxError
 from pytest_starlingx.files import place
-from pytest_starlingx.host.capacity import parallel_cap
+from pytest_starlingx.host.capacity import hosts_free, parallel_cap
 from pytest_starlingx.lifecycle.state import (
     DoneStages,
     LabState,
@@ -40,6 +40,7 @@ from pytest_starlingx.model import (
     lab_key,
     password_problems,
 )
+from pytest_starlingx.placement import place as place_nodes
 from pytest_starlingx.resources import lab_resources
 from pytest_starlingx.ssh import ANSWER_TIMEOUT, LabSsh, SshSession
 from pytest_starlingx.stages.base import (
@@ -54,6 +55,10 @@ from pytest_starlingx.stages.custom import from_lab_file, insert, registered
 from pytest_starlingx.stages.pipelines import pipeline
 from pytest_starlingx.timings import StepRecorder
 from pytest_starlingx.waits import Deadline
+
+if TYPE_CHECKING:
+    from pytest_starlingx.backends.libvirt import LibvirtBackend
+    from pytest_starlingx.backends.multihost import LabHost
 
 log = logging.getLogger("pytest_starlingx.lab")
 
@@ -417,13 +422,7 @@ def create_lab(
     would not finish under software emulation in any useful time).
     """
     plan_stages(spec)  # a custom stage the lab has no place for fails before any VM exists
-    if spec.hosts:
-        raise StxError(
-            f"lab {spec.name!r}: its `hosts:` are read, checked and placed (`stx-lab show`, "
-            "`stx-lab doctor --uri`), but bringing a lab up across libvirt hosts is not built "
-            "yet; remove `hosts:` and the nodes' `host:` pins to run it on the host of --uri "
-            "(STX_LIBVIRT_URI)"
-        )
+    spread = _spread(spec, backend) if spec.hosts else None
     if not spec.uses_simulator and backend.software_emulated():
         raise StxError(
             f"lab {spec.name!r}: {spec.image} is a StarlingX ISO, and KVM does not work on this "
@@ -439,11 +438,42 @@ def create_lab(
     state.access = LabFacts.of(spec, lab_passwords(spec, state)).to_json()
     state.save()  # with the generated passwords
     try:
-        return _lab(spec, backend.create_lab(lab_resources(spec, lab_id, iso, knobs)), state,
-                    artifacts)  # fmt: skip
+        resources = lab_resources(spec, lab_id, iso, knobs)
+        if spread is None:
+            handle = backend.create_lab(resources)
+        else:
+            from pytest_starlingx.backends import multihost
+
+            handle = multihost.create_lab(spread[0], resources, spread[1], spread[2])
+        return _lab(spec, handle, state, artifacts)
     except BaseException:
         destroy_lab(backend, lab_id)
         raise
+
+
+def _spread(
+    spec: LabSpec, backend: Backend
+) -> tuple[LibvirtBackend, list[LabHost], dict[str, str]]:
+    """The libvirt backend of a lab with ``hosts:``, its hosts and the host of each node:
+    placed by the pins and by what the hosts have free now, before anything is made
+    (:mod:`pytest_starlingx.placement`; a host that cannot be read is a ``HostError`` naming
+    it). The lab's first host is the backend's (``backends/multihost.py``)."""
+    from pytest_starlingx.backends.libvirt import LibvirtBackend
+    from pytest_starlingx.backends.multihost import LabHost
+
+    if not isinstance(backend, LibvirtBackend):
+        raise StxError(f"lab {spec.name!r}: a lab with `hosts:` runs on libvirt only")
+    placement = place_nodes(spec.nodes, hosts_free(spec.hosts))
+    hosts = [
+        LabHost.of(h.name, h.uri, None if h.underlay is None else str(h.underlay), h.commands)
+        for h in spec.hosts
+    ]
+    log.info(
+        "%s: placed %s",
+        spec.name,
+        ", ".join(f"{node} on {host}" for node, host in placement.hosts.items()),
+    )
+    return backend, hosts, dict(placement.hosts)
 
 
 def build_lab(

@@ -83,7 +83,9 @@ STAGE_KEYS = ("name", "after", "before", "node", "system", "shell")
 STAGE_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
 NODE_KEYS = ("memory_mib", "vcpus", "disks_gib")
 PIN_KEY = "host"  # under nodes.<name> only: the host the node runs on
-HOST_KEYS = ("name", "uri", "underlay")
+HOST_KEYS = ("name", "uri", "underlay")  # each host's own: no two hosts share one
+#: Per host, an argv prefix its network commands (the tunnels' VXLAN devices) run behind.
+HOST_COMMANDS_KEY = "commands"
 HOST_EXAMPLE = "{name: hv1, uri: qemu+ssh://root@hv1/system, underlay: 192.0.2.11}"
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 #: libvirt's remote transports (libvirt docs/uri.rst, "Remote URIs"); none: a local daemon.
@@ -560,14 +562,17 @@ class _Checker:
             )
         if len(self.problems) > before:
             return None
-        return tuple(HostSpec(f["name"], f["uri"], f.get("underlay")) for f in hosts)
+        return tuple(
+            HostSpec(f["name"], f["uri"], f.get("underlay"), f.get(HOST_COMMANDS_KEY, ()))
+            for f in hosts
+        )
 
     def host(self, value: Any, path: Path_, several: bool) -> dict[str, Any]:
         """The valid fields of one host (name, uri, underlay); the others are reported."""
         if not isinstance(value, dict):
             self.problem(path, f"expected a host like `{HOST_EXAMPLE}`, got {_show(value)}")
             return {}
-        data = self.mapping(value, path, HOST_KEYS)
+        data = self.mapping(value, path, (*HOST_KEYS, HOST_COMMANDS_KEY))
         fields: dict[str, Any] = {}
         if "uri" not in data:
             self.problem(
@@ -587,6 +592,20 @@ class _Checker:
                 "tunnels of the lab networks reach it at (its address on the network between "
                 "the hosts, e.g. 192.0.2.11)",
             )
+        if HOST_COMMANDS_KEY in data:
+            commands = data[HOST_COMMANDS_KEY]
+            if (
+                isinstance(commands, list)
+                and commands
+                and all(isinstance(word, str) and word for word in commands)
+            ):
+                fields[HOST_COMMANDS_KEY] = tuple(commands)
+            else:
+                self.problem(
+                    (*path, HOST_COMMANDS_KEY),
+                    "expected the words of a command prefix that runs a command on the host "
+                    f"without ssh, e.g. [ip, netns, exec, hv2], got {_show(commands)}",
+                )
         return fields
 
     def libvirt_uri(self, value: Any, path: Path_) -> str | None:

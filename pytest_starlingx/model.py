@@ -253,12 +253,16 @@ Underlay = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 @dataclass(frozen=True)
 class HostSpec:
-    """One libvirt host of a lab: its name (what ``host:`` pins say), its libvirt URI, and the
-    underlay address its lab networks' tunnels use (needed once there are two hosts)."""
+    """One libvirt host of a lab: its name (what ``host:`` pins say), its libvirt URI, the
+    underlay address its lab networks' tunnels use (needed once there are two hosts) and, for
+    a host reached without ssh, the argv prefix its network commands run behind (``ip netns
+    exec <ns>`` for a host that is a network namespace of this machine; empty: here for a URI
+    without a host name, over ssh for ``qemu+ssh://``)."""
 
     name: str
     uri: str
     underlay: Underlay | None = None
+    commands: tuple[str, ...] = ()
 
 
 def default_host_name(uri: str) -> str:

@@ -208,7 +208,7 @@ def create_lab(
     resources: LabResources,
     hosts: Sequence[LabHost],
     placement: dict[str, str],
-) -> LabHandleBase:
+) -> LibvirtLab | SpanningLab:
     """Create a lab whose machines run on the hosts ``placement`` names (machines powered
     off); a lab placed on the first host only is the backend's ordinary lab.
 

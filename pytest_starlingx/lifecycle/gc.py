@@ -18,7 +18,9 @@ A lab is removed when all of these hold:
 
 Anything owned by another host is left alone, and an object without our owner record is never
 seen, let alone touched. Removal is the backend's idempotent ``destroy_lab`` followed by the
-lab's state files.
+lab's state files. A lab spanning several libvirt hosts is found on its first host (this one)
+and removed on every host its ledger names (``backends/multihost.py``); a host that cannot be
+reached fails the removal, naming it, and the lab stays for the next collection.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ from pytest_starlingx.ownership import Holder
 log = logging.getLogger("pytest_starlingx.lifecycle.gc")
 
 EMPTY_DIR_GRACE = 60.0  # seconds an empty lab directory may be a state file about to appear
+#: A lab's ledgers: its backend's, and that of a lab spanning hosts (``backends/multihost.py``,
+#: written before anything is made on any host).
+LEDGERS = ("owner.json", "hosts.json")
 
 BackendOpener = Callable[[str, Path], Backend]
 """Opens a backend by kind (libvirt, virtualbox) for labs of a given state dir."""
@@ -169,9 +174,10 @@ def survey(backends: Mapping[str, Backend], root: Path | None = None) -> list[La
         rec.state = _load_state(rec.lab_dir / "lab.json")
         if rec.state is None and not rec.kinds:
             rec.kinds = set(backends)
-        ledger_owner = _ledger_owner(rec.lab_dir / "owner.json")
-        if ledger_owner is not None:
-            rec.owners.append(ledger_owner)
+        for ledger in LEDGERS:
+            ledger_owner = _ledger_owner(rec.lab_dir / ledger)
+            if ledger_owner is not None:
+                rec.owners.append(ledger_owner)
         rec.leases = read_leases(rec.lab_dir)
     return sorted(records.values(), key=lambda r: (r.created, r.lab_id))
 
