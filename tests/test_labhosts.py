@@ -105,6 +105,12 @@ def test_ipv6_underlays_are_addresses_too():
             "/system or /session (e.g. qemu:///system or qemu+ssh://root@hv1/system)",
         ),
         (
+            "hosts: [{uri: 'qemu:///system', commands: 'ip netns exec hv2'}]",
+            "lab.yaml:2: hosts[0].commands: expected the words of a command prefix that runs a "
+            "command on the host without ssh, e.g. [ip, netns, exec, hv2], got "
+            "'ip netns exec hv2'",
+        ),
+        (
             "hosts: [{uri: hv1}]",
             "lab.yaml:2: hosts[0].uri: 'hv1' is not a libvirt URI (e.g. qemu:///system or "
             "qemu+ssh://root@hv1/system)",
@@ -288,9 +294,42 @@ class UntouchedBackend:
         raise AssertionError(f"the backend was used ({name})")
 
 
-def test_a_lab_with_hosts_is_refused_at_bring_up_before_anything_is_made(tmp_path, monkeypatch):
+def test_a_host_reached_without_ssh_gives_its_command_prefix():
+    lab = parse_lab(
+        TWO_HOSTS.replace(
+            "underlay: 198.18.0.2}", "underlay: 198.18.0.2, commands: [ip, netns, exec, hv2]}"
+        )
+    )
+    assert [h.commands for h in lab.hosts] == [(), ("ip", "netns", "exec", "hv2")]
+
+
+def test_a_lab_with_hosts_on_another_backend_is_refused_before_anything_is_made(
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv("STX_STATE_DIR", str(tmp_path / "state"))
     spec = parse_lab(TWO_HOSTS, source="lab.yaml")
-    with pytest.raises(StxError, match=r"across libvirt hosts is not built yet; remove `hosts:`"):
+    with pytest.raises(StxError, match=r"a lab with `hosts:` runs on libvirt only"):
         create_lab(spec, UntouchedBackend(), tmp_path / "artifacts")  # type: ignore[arg-type]
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_lab_whose_nodes_do_not_fit_its_hosts_is_refused_before_anything_is_made(
+    tmp_path, monkeypatch
+):
+    from pytest_starlingx import lab as lab_module
+    from pytest_starlingx.backends.libvirt import LibvirtBackend
+    from pytest_starlingx.host.capacity import HostFree
+
+    monkeypatch.setenv("STX_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(
+        lab_module,
+        "hosts_free",
+        lambda hosts: [HostFree("localhost", 8000, 2), HostFree("hv2", 600, 2)],
+    )
+    backend = LibvirtBackend.__new__(LibvirtBackend)  # never connected: nothing may be asked
+    spec = parse_lab(TWO_HOSTS, source="lab.yaml")
+    with pytest.raises(
+        StxError, match=r"worker-1 is pinned to hv2 \(nodes.worker-1.host\) but does not fit"
+    ):
+        create_lab(spec, backend, tmp_path / "artifacts")
     assert not (tmp_path / "state").exists()

@@ -276,7 +276,7 @@ def _check(
     elif first.uri != backend.config.uri:
         problems.append(
             f"the first host, {first.name}, is at {first.uri}, but the lab's libvirt backend is "
-            f"at {backend.config.uri} (--stx-uri, STX_LIBVIRT_URI); make them the same"
+            f"at {backend.config.uri} (--stx-libvirt-uri, stx-lab --uri); make them the same"
         )
     names = [h.name for h in hosts]
     for machine in resources.machines:
