@@ -304,7 +304,8 @@ class SpanningLab(LabHandleBase):
         self.hosts = ledger.lab_hosts()
         self.spans = ledger.network_spans()
         self._parts: dict[str, LibvirtLab] = {}
-        self._lock = threading.Lock()  # parts opened, spans opened: one thread at a time
+        self._parts_lock = threading.Lock()  # parts are opened by one thread at a time
+        self._spans_lock = threading.Lock()  # so are spans (two machines started at once)
 
     def host(self, machine: str) -> LabHost:
         """The host ``machine`` runs on."""
@@ -327,7 +328,7 @@ class SpanningLab(LabHandleBase):
 
     def _part(self, host: LabHost) -> LibvirtLab:
         """The part on ``host``, opened on first use."""
-        with self._lock:
+        with self._parts_lock:
             if host.name not in self._parts:
                 backend = self._backend(host)
                 with _on(host):
@@ -343,7 +344,7 @@ class SpanningLab(LabHandleBase):
 
     def open_spans(self, host: LabHost | None = None) -> None:
         """Make or mend every span, on ``host`` only or on all hosts (idempotent)."""
-        with self._lock:
+        with self._spans_lock:
             for span in self.spans:
                 open_span(span, None if host is None else [host.name])
 
@@ -355,7 +356,7 @@ class SpanningLab(LabHandleBase):
             backend = self._backend(host)
             with _on(host):
                 part = backend.create_lab(self.part_resources(host))
-            with self._lock:
+            with self._parts_lock:
                 self._parts[host.name] = part
         self.open_spans()
 
