@@ -143,6 +143,21 @@ def test_a_lab_spans_both_hosts_and_is_removed_from_both(
             transport.close()
         assert opened.state("node-0").value == "running"
         assert len(opened.mac_addresses("node-1")) == 4
+
+        # Snapshots are taken on each machine's host, restored together; the running one is
+        # resumed with its span on the bridge (the revert restarts its QEMU process).
+        opened.snapshot("s1")
+        assert {(i.machine, i.running) for i in opened.snapshots()} == {
+            ("node-0", True), ("node-1", False),
+        }  # fmt: skip
+        seen.clear()
+        opened.revert(
+            "s1", before_resume=lambda _: seen.append(vxlans(["-n", host2.namespace], lab_id))
+        )
+        assert seen == [bridges]
+        assert (opened.state("node-0").value, opened.state("node-1").value) == ("running", "off")
+        opened.delete_snapshot("s1")
+        assert opened.snapshots() == []
     finally:
         backend.destroy_lab(lab_id)
         backend.close()
