@@ -333,3 +333,11 @@ def test_a_lab_whose_nodes_do_not_fit_its_hosts_is_refused_before_anything_is_ma
     ):
         create_lab(spec, backend, tmp_path / "artifacts")
     assert not (tmp_path / "state").exists()
+
+
+def test_the_plugin_leaves_a_lab_with_hosts_to_its_placement_not_this_hosts_memory(monkeypatch):
+    from pytest_starlingx.plugin import factory
+
+    monkeypatch.setattr(factory, "mem_available_mib", lambda: 100)
+    assert factory.memory_shortfall(parse_lab("topology: standard\n")) is not None
+    assert factory.memory_shortfall(parse_lab(TWO_HOSTS)) is None
