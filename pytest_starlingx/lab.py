@@ -419,7 +419,9 @@ def create_lab(
 
     Custom stages at points the lab lacks, and a StarlingX ISO on a host whose hardware
     virtualisation does not work, are refused before anything is made (such an ISO's install
-    would not finish under software emulation in any useful time).
+    would not finish under software emulation in any useful time). A lab with ``hosts:`` is
+    placed on them first, and made on each host its nodes run on, its networks spanning them
+    (``backends/multihost.py``).
     """
     plan_stages(spec)  # a custom stage the lab has no place for fails before any VM exists
     spread = _spread(spec, backend) if spec.hosts else None
