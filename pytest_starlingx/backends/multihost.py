@@ -101,8 +101,19 @@ class LabHost:
     def of(cls, name: str, uri: str, underlay: str | None, prefix: Sequence[str] = ()) -> LabHost:
         """A host whose commands run behind ``prefix`` (an argv, no shell: ``ip netns exec
         <ns>`` for a host in a network namespace of this machine); without one, as its URI
-        says (here, or over ssh for ``qemu+ssh://``: ``HostCommands.for_uri``)."""
-        commands = HostCommands(name, tuple(prefix)) if prefix else HostCommands.for_uri(uri)
+        says (here, or over ssh for ``qemu+ssh://``: ``HostCommands.for_uri``); for another
+        remote URI, ``BackendError`` asking for a prefix."""
+        if prefix:
+            return cls(name, uri, underlay, HostCommands(name, tuple(prefix)))
+        try:
+            commands = HostCommands.for_uri(uri)
+        except BackendError as exc:
+            raise BackendError(
+                f"host {name}: the lab networks' tunnels are made there with iproute2, over "
+                f"ssh for a qemu+ssh:// URI, but {uri} is not one: use a qemu+ssh:// URI for "
+                "the host, or give the prefix its commands run behind (`commands:` in the lab "
+                "file)"
+            ) from exc
         return cls(name, uri, underlay, replace(commands, host=name))
 
     def span_host(self) -> SpanHost:

@@ -109,6 +109,8 @@ def test_a_host_runs_its_commands_behind_its_prefix_or_as_its_uri_says():
     assert ssh.commands.prefix[-1] == "root@hv3" and ssh.commands.remote_shell
     assert ssh.commands.host == "hv3"  # messages name the host as the lab file does
     assert LabHost.from_json(HV2.to_json()) == HV2
+    with pytest.raises(BackendError, match=r"host hv5: .* qemu\+tcp://hv5/system is not one: "):
+        LabHost.of("hv5", "qemu+tcp://hv5/system", "198.18.0.5")
     with pytest.raises(BackendError, match="host hv4: no underlay address"):
         LabHost.of("hv4", "qemu:///system", None).span_host()
 
