@@ -240,7 +240,9 @@ def create_lab(
             f"lab id {resources.lab_id} already exists (its ledger in {lab_dir}); destroy it "
             "first or pick another id"
         )
-    lab_dir.mkdir(parents=True, exist_ok=True)
+    for path in (lab_dir, lab_dir / "hosts"):  # libvirt's QEMU user reaches the parts' sockets
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o755)
     ledger = SpanLedger(
         path=lab_dir / SPAN_LEDGER,
         owner=Owner(resources.lab_name, resources.lab_id, state_dir=str(backend.config.state_dir)),
