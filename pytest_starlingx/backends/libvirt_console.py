@@ -182,14 +182,14 @@ class ConsoleStreamTransport:
         try:
             conn, stream = self._open_console()
         except libvirt.libvirtError as exc:
-            raise BackendError(exc.get_error_message()) from exc
+            raise BackendError(exc.get_error_message() or str(exc)) from exc
         with self._cond:
             self._conn, self._stream, self._ended = conn, stream, False
         try:
             stream.eventAddCallback(_EVENTS, self._on_event, None)
         except libvirt.libvirtError as exc:
             self._drop()
-            raise BackendError(exc.get_error_message()) from exc
+            raise BackendError(exc.get_error_message() or str(exc)) from exc
 
     def _stale(self) -> bool:
         with self._cond:
