@@ -6,13 +6,24 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import libvirt
 import pytest
-from libvirt_helpers import TEST_ROOT, everything, lab_resources, new_lab_id, ours
+from libvirt_helpers import (
+    READY,
+    TEST_ROOT,
+    everything,
+    lab_resources,
+    new_lab_id,
+    ours,
+    read_until,
+    shell,
+)
+from libvirt_relay import Relay
 
 from pytest_starlingx.backends.base import OWNER_NAMESPACE, NetworkSpec
 from pytest_starlingx.backends.libvirt import (
@@ -345,3 +356,31 @@ def test_remote_files_refuse_gateways_and_nat_networks(remote_backend, remote_la
     with pytest.raises(BackendError, match=r"NAT network oam.*remote files"):
         remote_lab_factory(dataclasses.replace(res, networks=nat))
     assert not remote_backend.lab_dir(res.lab_id).exists()
+
+
+def test_a_console_stream_comes_back_after_libvirtd_went_away(
+    remote_backend, used_lab_ids, tiny_iso, tmp_path, caplog
+):
+    relay = Relay(tmp_path / "libvirt.sock")  # dropping it is a libvirtd restart to its clients
+    relay.start()
+    backend = LibvirtBackend(dataclasses.replace(remote_backend.config, uri=relay.uri))
+    lab_id = new_lab_id()
+    used_lab_ids.add(lab_id)
+    try:
+        lab = backend.create_lab(lab_resources(1, lab_id, cdrom=tiny_iso))
+        console = lab.console("node-0")
+        lab.power_on("node-0", before_resume=lambda _m: console.connect())
+        read_until(console, READY)
+        with caplog.at_level(logging.WARNING, "pytest_starlingx.backend"):
+            relay.stop()
+            threading.Timer(2.0, relay.start).start()
+            assert b"back-2" in shell(console, "echo back-$((1+1))")
+        assert f"reconnected to libvirt at {relay.uri}" in caplog.text
+        lab.reset("node-0")  # the same QEMU process: the reopened stream sees it boot again
+        read_until(console, READY)
+        assert b"back-2" in lab.console_log("node-0")
+        console.close()
+    finally:
+        backend.destroy_lab(lab_id)
+        backend.close()
+        relay.stop()
