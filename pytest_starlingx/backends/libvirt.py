@@ -613,8 +613,13 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
             cached = {}
         if key in cached:
             return bool(cached[key]["kvm"])
-        probe_dir, timeout = self._probe_dir(), self.config.kvm_probe_timeout
-        works = self.call("probing KVM", lambda c: probe_kvm(c, probe_dir, timeout))
+        timeout = self.config.kvm_probe_timeout
+        if self.config.uses_remote_files:  # the serial through libvirt's console stream
+            with _op("probing KVM"):
+                works = self.consoles.run(lambda c: probe_kvm(c, None, timeout))
+        else:
+            probe_dir = self._probe_dir()
+            works = self.call("probing KVM", lambda c: probe_kvm(c, probe_dir, timeout))
         cached[key] = {"kvm": works, "checked": datetime.now(UTC).isoformat(timespec="seconds")}
         write_json_atomic(cache, cached)
         return works
@@ -1283,15 +1288,7 @@ class LibvirtLab(LabHandleBase):
         self.resources.machine(machine)
 
         def open_console(conn: libvirt.virConnect) -> tuple[libvirt.virConnect, libvirt.virStream]:
-            dom = self._domain(conn, machine)
-            stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
-            try:
-                dom.openConsole(None, stream, 0)
-            except libvirt.libvirtError:
-                with contextlib.suppress(libvirt.libvirtError):
-                    stream.abort()
-                raise
-            return conn, stream
+            return conn, _open_console(conn, self._domain(conn, machine))
 
         return ConsoleStreamTransport(
             lambda: self.backend.consoles.run(open_console),
@@ -1388,6 +1385,18 @@ def _create_volume(conn: libvirt.virConnect, pool_name: str, name: str, xml: str
     return str(vol.path())
 
 
+def _open_console(conn: libvirt.virConnect, dom: libvirt.virDomain) -> libvirt.virStream:
+    """A non-blocking stream joined to the domain's first serial console."""
+    stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+    try:
+        dom.openConsole(None, stream, 0)
+    except libvirt.libvirtError:
+        with contextlib.suppress(libvirt.libvirtError):
+            stream.abort()
+        raise
+    return stream
+
+
 def _define_domain(conn: libvirt.virConnect, name: str, xml: str) -> None:
     if _existing(lambda: conn.lookupByName(name)) is None:
         conn.defineXML(xml)
@@ -1445,18 +1454,23 @@ def _raise_if_lost(conn: libvirt.virConnect, exc: libvirt.libvirtError) -> None:
         raise exc
 
 
-def probe_kvm(conn: libvirt.virConnect, work_dir: Path, timeout: float) -> bool:
+def probe_kvm(
+    conn: libvirt.virConnect, work_dir: Path | None, timeout: float, domain_type: str = "kvm"
+) -> bool:
     """Whether a KVM guest really runs: boot a tiny transient domain and watch its serial.
 
     On some hosts /dev/kvm exists and SeaBIOS runs, yet a Linux kernel hangs without a byte
     of output; so when a host kernel is at hand (local libvirt) the probe boots it without
     a root file system and waits for its panic, else it waits for SeaBIOS to finish POST.
+    The serial goes to a file in ``work_dir``; with ``work_dir`` None (remote files) it is a
+    pty read through libvirt's console stream (``conn`` opened after the event loop started).
     A libvirt error on a connection that died is raised, not taken for an answer: the caller
     reconnects and probes again (the domain of the probe cut off is destroyed first).
+    ``domain_type`` ``qemu`` checks the probe itself (software emulation always answers).
     """
     name = f"stx-kvm-probe-{os.getpid()}"
     try:
-        conn.getDomainCapabilities(None, "x86_64", "q35", "kvm", 0)
+        conn.getDomainCapabilities(None, "x86_64", "q35", domain_type, 0)
     except libvirt.libvirtError as exc:
         _raise_if_lost(conn, exc)
         logger.info("KVM probe: libvirt offers no KVM domains: %s", exc.get_error_message())
@@ -1465,9 +1479,10 @@ def probe_kvm(conn: libvirt.virConnect, work_dir: Path, timeout: float) -> bool:
     if leftover is not None:  # the guest of a probe cut off by a lost connection
         _existing(leftover.destroy)
     kernels = sorted(Path("/boot").glob("vmlinuz-*"))
-    log = work_dir / f"kvm-probe-{os.getpid()}.log"
-    log.unlink(missing_ok=True)
-    root = ET.Element("domain", type="kvm")
+    log = None if work_dir is None else work_dir / f"kvm-probe-{os.getpid()}.log"
+    if log is not None:
+        log.unlink(missing_ok=True)
+    root = ET.Element("domain", type=domain_type)
     _sub(root, "name", name)
     _metadata(root, Owner("kvm-probe", "probe"))
     _sub(root, "memory", "128", unit="MiB")
@@ -1483,33 +1498,70 @@ def probe_kvm(conn: libvirt.virConnect, work_dir: Path, timeout: float) -> bool:
         markers = (b"No bootable device",)
     for event in ("poweroff", "reboot", "crash"):
         _sub(root, f"on_{event}", "destroy")
-    serial = _sub(_sub(root, "devices"), "serial", type="file")
-    _sub(serial, "source", path=str(log))
+    if log is None:
+        _sub(_sub(root, "devices"), "serial", type="pty")
+    else:
+        _sub(_sub(_sub(root, "devices"), "serial", type="file"), "source", path=str(log))
     started = time.monotonic()
     try:
-        dom = conn.createXML(_tostring(root), 0)
+        dom = conn.createXML(_tostring(root), 0 if log else libvirt.VIR_DOMAIN_START_PAUSED)
     except libvirt.libvirtError as exc:
         _raise_if_lost(conn, exc)
         logger.info("KVM probe: a KVM guest does not start: %s", exc.get_error_message())
         return False
+    output = _ProbeOutput(conn, dom, log)
     try:
         while time.monotonic() - started < timeout:
-            output = log.read_bytes() if log.exists() else b""
-            if any(marker in output for marker in markers):
+            if any(marker in output.read() for marker in markers):
                 logger.info("KVM probe: KVM works (%.1fs)", time.monotonic() - started)
                 return True
             if not dom.isActive():
                 break
-            time.sleep(_POLL)
         logger.info("KVM probe: no kernel output from a KVM guest within %.0fs", timeout)
         return False
     except libvirt.libvirtError as exc:
         _raise_if_lost(conn, exc)
         if _is_gone(exc):
-            output = log.read_bytes() if log.exists() else b""
-            return any(marker in output for marker in markers)
+            return any(marker in output.read(wait=False) for marker in markers)
         raise error("probing KVM", exc) from exc
     finally:
+        output.close()
         with contextlib.suppress(libvirt.libvirtError):
             dom.destroy()
-        log.unlink(missing_ok=True)
+
+
+class _ProbeOutput:
+    """What the probe's guest printed: its log file, or libvirt's console stream of its pty
+    (attached while the guest is paused, then resumed, so nothing is missed)."""
+
+    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, log: Path | None):
+        self.log = log
+        self.seen = b""
+        self._stream = None
+        if log is None:
+            self._stream = ConsoleStreamTransport(
+                lambda: (conn, _open_console(conn, dom)),
+                name="the KVM probe",
+                alive=lambda: bool(_existing(dom.isActive)),
+                connect_timeout=5,
+            )
+            self._stream.connect()
+            dom.resume()
+
+    def read(self, wait: bool = True) -> bytes:
+        """Everything so far, after waiting up to a poll interval for more."""
+        if self._stream is None:
+            assert self.log is not None
+            if wait:
+                time.sleep(_POLL)
+            self.seen = self.log.read_bytes() if self.log.exists() else b""
+        else:
+            with contextlib.suppress(EOFError):  # the guest is gone: what it printed stays
+                self.seen += self._stream.read(65536, _POLL if wait else 0)
+        return self.seen
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        if self.log is not None:
+            self.log.unlink(missing_ok=True)

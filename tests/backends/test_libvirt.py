@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -32,6 +33,7 @@ from pytest_starlingx.backends.libvirt import (
     LibvirtConfig,
     LibvirtLab,
     bridge_name,
+    probe_kvm,
 )
 from pytest_starlingx.backends.libvirt_images import complete_volume, image_digest, uploader_tag
 from pytest_starlingx.errors import BackendError
@@ -384,3 +386,23 @@ def test_a_console_stream_comes_back_after_libvirtd_went_away(
         backend.destroy_lab(lab_id)
         backend.close()
         relay.stop()
+
+
+def test_the_kvm_probe_reads_a_remote_guest_through_the_console_stream(remote_backend):
+    """The probe's serial as a pty and its stream (under TCG, which always answers)."""
+    conn = remote_backend.consoles.conn
+    started = time.monotonic()
+    assert probe_kvm(conn, None, 60, domain_type="qemu")
+    print(f"\nKVM probe over the console stream, under TCG: {time.monotonic() - started:.1f}s")
+    assert not any(d.name().startswith("stx-kvm-probe") for d in conn.listAllDomains())
+    state = TEST_ROOT / f"kvm-{os.getpid()}"
+    state.mkdir()
+    config = dataclasses.replace(
+        remote_backend.config, domain_type=DomainType.AUTO, state_dir=state, kvm_probe_timeout=10
+    )
+    auto = LibvirtBackend(config)
+    try:
+        assert auto.domain_type() in (DomainType.KVM, DomainType.QEMU)  # through the stream
+    finally:
+        auto.close()
+        shutil.rmtree(state, ignore_errors=True)
