@@ -41,9 +41,12 @@ libvirt's QEMU user can reach sockets and disks; libvirt's global config is neve
 Teardown removes only these files; other layers may keep their own files in the lab dir::
 
     kvm-probe.json               result of the KVM probe, per libvirt host
+    image-digests.json           sha256 of CD images uploaded (remote files), by path, size, mtime
+    image-cache-<uri hash>.lock  held while an image is uploaded to a host (remote files)
     labs/<id>/owner.json         ledger: owner, URI, the LabResources, pool, volumes, gateways
     labs/<id>/run/<m>.sock       serial console socket of machine <m>
-    labs/<id>/run/<m>.serial.log everything machine <m> printed (written by virtlogd)
+    labs/<id>/run/<m>.serial.log everything machine <m> printed (written by virtlogd; in
+                                 remote-files mode, what its console streams read)
     labs/<id>/run/<ns>.relay.*   a gateway relay's state (pid, start, ports) and log
     labs/<id>/run/<ns>.uplink.*  a gateway uplink process's state (pid, start) and log
     labs/<id>/run/gateways.lock  held while the ledger's gateways change
@@ -500,10 +503,7 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
         """The path on the libvirt host of ``image`` (a local file) in its image cache,
         uploaded unless it is there (``libvirt_images``). Uploads from this machine's
         processes to one host run one at a time."""
-        try:
-            digest = image_digest(image)
-        except OSError as exc:
-            raise BackendError(f"cannot read image {image}: {exc}") from exc
+        digest = self._image_digest(image)
         with self._image_cache_lock():
             self.call(
                 f"creating the image cache {self.config.image_cache} at {self.cache_pool_path()}",
@@ -554,6 +554,24 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
             removed = self.call(f"removing the image cache {name}", clear)
         logger.info("removed the image cache of %s (%d volumes)", self.config.uri, len(removed))
         return removed
+
+    def _image_digest(self, image: Path) -> str:
+        """The image's sha256, computed once per path, size and modification time (a
+        StarlingX ISO takes seconds to hash)."""
+        record = self.config.state_dir / "image-digests.json"
+        try:
+            info = image.stat()
+            key = f"{image.resolve()} {info.st_size} {info.st_mtime_ns}"
+            try:
+                known = json.loads(record.read_text())
+            except (OSError, ValueError):
+                known = {}
+            if key not in known:
+                known[key] = image_digest(image)
+                write_json_atomic(record, known)
+        except OSError as exc:
+            raise BackendError(f"cannot read image {image}: {exc}") from exc
+        return str(known[key])
 
     def _image_cache_lock(self) -> FileLock:
         key = hashlib.sha256(self.config.uri.encode()).hexdigest()[:12]

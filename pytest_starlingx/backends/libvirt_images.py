@@ -133,6 +133,7 @@ def cached_image(conn: libvirt.virConnect, pool_name: str, image: Path, digest: 
         with contextlib.suppress(libvirt.libvirtError):
             pool.storageVolLookupByName(name).delete(0)
     base = f"{digest}.{uploader_tag(Holder.me())}"
+    logger.info("image %s: uploading %d MiB to the libvirt host's cache", image.name, size >> 20)
     vol = pool.createXML(_volume_xml(base + _DATA, size), 0)
     started = _upload(conn, vol, image, size)
     pool.createXML(_volume_xml(base + _DONE, 0), 0)
