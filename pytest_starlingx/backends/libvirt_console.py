@@ -251,17 +251,17 @@ class ConsoleStreamTransport:
                     break
                 chunks.append(data)
         received = b"".join(chunks)
-        if received and self._log is not None:
-            try:
-                with self._log.open("ab") as log:
-                    log.write(received)
-            except OSError as exc:
-                logger.warning("console of %s: cannot write %s: %s", self.name, self._log, exc)
         with self._cond:
             if stream is not self._stream:
                 return  # an old stream's last words
             self._buffer += received
             self._cond.notify_all()
+        if received and self._log is not None:  # this thread alone writes: in order
+            try:
+                with self._log.open("ab") as log:
+                    log.write(received)
+            except OSError as exc:
+                logger.warning("console of %s: cannot write %s: %s", self.name, self._log, exc)
         if ended:
             logger.debug("console of %s: the console stream ended", self.name)
             self._end(stream)
