@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = (
         _add_validate, _add_show, _add_doctor, _add_host_setup, _add_up, _add_down, _add_list,
         _add_console, _add_ssh, _add_env, _add_export, _add_golden, _add_snapshot, _add_gc,
-        _add_sim,
+        _add_image_cache, _add_sim,
     )  # fmt: skip
     for add in commands:
         add(sub)
@@ -123,6 +123,16 @@ def _add_golden(sub: Subparsers) -> None:
     rm.add_argument("key", metavar="KEY|all")
     rm.add_argument("--uri", default=None, help="libvirt connection URI")
     rm.set_defaults(handler=_golden_rm)
+
+
+def _add_image_cache(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "image-cache", help="a libvirt host's cache of uploaded images (remote-files labs)"
+    )
+    cache = p.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    clear = cache.add_parser("clear", help="remove the cache, unless a domain uses it")
+    clear.add_argument("--uri", default=None, help=URI_HELP)
+    clear.set_defaults(handler=_image_cache_clear)
 
 
 def _add_snapshot(sub: Subparsers) -> None:
@@ -264,6 +274,12 @@ def _golden_rm(args: argparse.Namespace) -> int:
     from pytest_starlingx.commands import golden_rm
 
     return golden_rm(args.key, args.uri)
+
+
+def _image_cache_clear(args: argparse.Namespace) -> int:
+    from pytest_starlingx.commands import image_cache_clear
+
+    return image_cache_clear(args.uri)
 
 
 def _snapshot_list(args: argparse.Namespace) -> int:

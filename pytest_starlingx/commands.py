@@ -207,6 +207,23 @@ def golden_rm(key: str, uri: str | None) -> int:
     return status
 
 
+def image_cache_clear(uri: str | None) -> int:
+    """Remove the image cache of the libvirt host at ``uri`` (``LibvirtBackend``'s)."""
+    from pytest_starlingx.backends.libvirt import LibvirtBackend
+
+    backend = make_backend("libvirt", uri)
+    assert isinstance(backend, LibvirtBackend)
+    try:
+        removed = backend.clear_image_cache()
+    finally:
+        backend.close()
+    images = [name for name in removed if name.endswith(".iso")]
+    where = f"{backend.config.uri}:{backend.cache_pool_path()}"
+    print(f"removed the image cache at {where} ({len(images)} image(s))" if removed
+          else f"no image cache at {where}")  # fmt: skip
+    return 0
+
+
 def snapshot_list(target: str, uri: str | None) -> int:
     """The per-stage snapshots of a lab, oldest first."""
     state = _one(target)

@@ -137,3 +137,9 @@ def test_validate_rejects_a_custom_stage_at_a_point_the_topology_lacks(tmp_path)
         "controller-0:unlock, controller-0:add-hosts, controller-1:power-on, "
         "controller-1:install, controller-1:configure, controller-1:unlock"
     ]
+
+
+def test_image_cache_clear_names_the_libvirt_host_it_cannot_reach():
+    done = stx_lab("image-cache", "clear", "--uri", "qemu+unix:///system?socket=/nonexistent/s")
+    assert done.returncode == 1
+    assert "stx-lab image-cache: error: connecting to libvirt at qemu+unix:" in done.stderr

@@ -395,17 +395,19 @@ class LabHandleBase(ABC):
             self.resources.machine(name)
         return names
 
+    def _alive(self, machine: str) -> bool:
+        """Whether the machine runs or is paused (its console may come back)."""
+        try:
+            return self.state(machine) in (PowerState.RUNNING, PowerState.PAUSED)
+        except BackendError:
+            return False
+
     def _socket_transport(self, machine: str) -> UnixSocketTransport:
         """An unconnected transport to the machine's console socket, alive while it runs."""
         self.resources.machine(machine)
-
-        def alive() -> bool:
-            try:
-                return self.state(machine) in (PowerState.RUNNING, PowerState.PAUSED)
-            except BackendError:
-                return False
-
-        return UnixSocketTransport(self.socket_path(machine), name=machine, alive=alive)
+        return UnixSocketTransport(
+            self.socket_path(machine), name=machine, alive=lambda: self._alive(machine)
+        )
 
     def power_on(self, machine: str, before_resume: BeforeResume | None = None) -> None:
         """Start paused, call ``before_resume(machine)``, resume; a running machine is left

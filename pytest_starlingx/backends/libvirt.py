@@ -41,9 +41,12 @@ libvirt's QEMU user can reach sockets and disks; libvirt's global config is neve
 Teardown removes only these files; other layers may keep their own files in the lab dir::
 
     kvm-probe.json               result of the KVM probe, per libvirt host
+    image-digests.json           sha256 of CD images uploaded (remote files), by path, size, mtime
+    image-cache-<uri hash>.lock  held while an image is uploaded to a host (remote files)
     labs/<id>/owner.json         ledger: owner, URI, the LabResources, pool, volumes, gateways
     labs/<id>/run/<m>.sock       serial console socket of machine <m>
-    labs/<id>/run/<m>.serial.log everything machine <m> printed (written by virtlogd)
+    labs/<id>/run/<m>.serial.log everything machine <m> printed (written by virtlogd; in
+                                 remote-files mode, what its console streams read)
     labs/<id>/run/<ns>.relay.*   a gateway relay's state (pid, start, ports) and log
     labs/<id>/run/<ns>.uplink.*  a gateway uplink process's state (pid, start) and log
     labs/<id>/run/gateways.lock  held while the ledger's gateways change
@@ -67,14 +70,31 @@ libvirtd restarts. Guests and their console sockets outlive libvirtd; every libv
 through :meth:`LibvirtBackend.call`, which reopens a lost connection (``libvirt_conn``) and
 repeats the step, looked up by name again (each step checks the state before acting).
 
-The console socket and log are local files: with a remote URI (``qemu+ssh://``) everything but
-:meth:`LibvirtLab.console` / :meth:`LibvirtLab.console_log` works the same, with paths on the
-remote host.
+Remote files. With a URI naming another host (``qemu+ssh://host/system``), or with
+``LibvirtConfig.remote_files=True``, nothing of a lab's machines is on this machine; everything
+goes through libvirt's API (the mode is recorded in the ledger, so whoever opens the lab later
+uses it too):
+
+* the per-lab pool is at ``<remote_pool_dir>/<pool name>`` on the libvirt host
+  (``LibvirtConfig.remote_pool_dir``, default ``/var/lib/libvirt/images``);
+* a CD image is uploaded into the host's image cache (``libvirt_images``: a pool
+  ``stx-image-cache`` that belongs to no lab, one volume per image digest, uploaded once) and
+  the domain's CD is that volume's path on the host;
+* the serial port is a ``<serial type='pty'>`` without a log, reached through libvirt's
+  console stream (``libvirt_console``); :meth:`LibvirtLab.console_log` returns what this
+  machine's streams read, which they append to ``labs/<id>/run/<m>.serial.log`` here (output
+  while no stream is open, e.g. between a power-on and the console's attach, is not in it);
+* gateways (and so NAT networks) are refused with a ``BackendError``: they are made on the
+  libvirt host's bridge from this machine.
+
+With a remote URI and ``remote_files=False`` the console socket and log paths are on the remote
+host: everything but :meth:`LibvirtLab.console` / :meth:`LibvirtLab.console_log` works.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -87,7 +107,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -118,6 +138,13 @@ from pytest_starlingx.backends.gateway import (
     remove_gateway,
 )
 from pytest_starlingx.backends.libvirt_conn import Connection, error, is_alive
+from pytest_starlingx.backends.libvirt_console import ConsoleStreamTransport, start_event_loop
+from pytest_starlingx.backends.libvirt_images import (
+    CACHE_POOL,
+    cache_pool_xml,
+    cached_image,
+    image_digest,
+)
 from pytest_starlingx.errors import BackendError, LeakError
 from pytest_starlingx.files import write_json_atomic
 from pytest_starlingx.settings import DEFAULT_LIBVIRT_URI, DEFAULT_STATE_DIR
@@ -174,11 +201,25 @@ class LibvirtConfig:
     kvm_probe_timeout: float = 20.0  # seconds a probe guest gets to boot a kernel under KVM
     disk_cache: str = "unsafe"  # labs are throwaway: no host flushes, fastest installs
     reconnect_timeout: float = 60.0  # seconds a restarted libvirtd gets to answer again
+    #: Whether a lab's files live on the libvirt host, reached through libvirt's API only
+    #: (see "Remote files" above); None: when the URI names another host. True forces it on a
+    #: local libvirtd (the tests do), False forces local files.
+    remote_files: bool | None = None
+    #: In remote-files mode, the directory on the libvirt host holding the per-lab pools
+    #: (``<dir>/<pool name>``) and the image cache (``<dir>/stx-image-cache``).
+    remote_pool_dir: str = "/var/lib/libvirt/images"
+    #: The image cache's pool on the libvirt host, at ``<remote_pool_dir>/<image_cache>``.
+    image_cache: str = CACHE_POOL
 
     @property
     def is_local(self) -> bool:
         """True when libvirt runs on this host (console sockets are reachable)."""
         return urlsplit(self.uri).hostname in (None, "", "localhost")
+
+    @property
+    def uses_remote_files(self) -> bool:
+        """Whether new labs keep their files on the libvirt host (``remote_files``)."""
+        return not self.is_local if self.remote_files is None else self.remote_files
 
 
 # --------------------------------------------------------------------------- errors
@@ -257,7 +298,7 @@ def network_xml(spec: NetworkSpec, name: str, bridge: str, owner: Owner) -> str:
     return _tostring(root)
 
 
-def pool_xml(name: str, path: Path) -> str:
+def pool_xml(name: str, path: Path | str) -> str:
     """A directory storage pool."""
     root = ET.Element("pool", type="dir")
     _sub(root, "name", name)
@@ -286,9 +327,10 @@ class DomainPlan:
     domain_type: DomainType
     volumes: tuple[str, ...]  # paths, one per spec disk
     networks: tuple[str, ...]  # libvirt network names, one per spec NIC
-    socket: Path
-    log: Path
+    socket: Path | None  # the serial console's unix socket; None: a pty (remote files)
+    log: Path | None  # virtlogd's log of the serial console, beside its socket
     disk_cache: str
+    cdrom: str | None = None  # the CD image's path on the libvirt host, if not spec.cdrom
 
 
 def domain_xml(spec: MachineSpec, plan: DomainPlan, owner: Owner) -> str:
@@ -325,16 +367,20 @@ def domain_xml(spec: MachineSpec, plan: DomainPlan, owner: Owner) -> str:
     if spec.cdrom is not None:
         cdrom = _sub(devices, "disk", type="file", device="cdrom")
         _sub(cdrom, "driver", name="qemu", type="raw")
-        _sub(cdrom, "source", file=str(spec.cdrom))
+        _sub(cdrom, "source", file=plan.cdrom or str(spec.cdrom))
         _sub(cdrom, "target", dev=next(targets), bus="sata")
         _sub(cdrom, "readonly")
     for nic, network in zip(spec.nics, plan.networks, strict=True):
         iface = _sub(devices, "interface", type="network")
         _sub(iface, "source", network=network)
         _sub(iface, "model", type=nic.model)
-    serial = _sub(devices, "serial", type="unix")
-    _sub(serial, "source", mode="bind", path=str(plan.socket))
-    _sub(serial, "log", file=str(plan.log), append="on")
+    if plan.socket is None:  # reached through libvirt's console stream
+        serial = _sub(devices, "serial", type="pty")
+    else:
+        serial = _sub(devices, "serial", type="unix")
+        _sub(serial, "source", mode="bind", path=str(plan.socket))
+        if plan.log is not None:
+            _sub(serial, "log", file=str(plan.log), append="on")
     _sub(serial, "target", port="0")
     _sub(_sub(devices, "video"), "model", type="vga")
     _sub(devices, "controller", type="usb", model="none")
@@ -394,6 +440,8 @@ class Ledger(LedgerBase):
     pool: str
     pool_owned: bool
     volumes: list[str] = field(default_factory=list)  # paths of volumes we created
+    remote_files: bool = False  # files on the libvirt host (console stream, uploaded CD)
+    pool_path: str = ""  # the per-lab pool's directory on the libvirt host ("": older ledger)
     # network spec name -> GatewayRecord.to_json(), recorded before the gateway is made
     gateways: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -416,6 +464,8 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
         self.config = config or LibvirtConfig()
         self.libvirt = Connection(self.config.uri, self.config.reconnect_timeout)
         self._domain_type: DomainType | None = None
+        self._consoles: Connection | None = None
+        self._consoles_lock = threading.Lock()
         #: The backends of the parts of labs spanning hosts (``backends/multihost.py``), by
         #: URI and state directory; closed with this one.
         self.host_backends: dict[tuple[str, Path], LibvirtBackend] = {}
@@ -434,11 +484,124 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
             return self.libvirt.run(action)
 
     def close(self) -> None:
-        """Close the libvirt connection (and those of the hosts of labs spanning hosts)."""
+        """Close the libvirt connections (and those of the hosts of labs spanning hosts)."""
         for backend in self.host_backends.values():
             backend.close()
         self.host_backends.clear()
         self.libvirt.close()
+        if self._consoles is not None:
+            self._consoles.close()
+
+    @property
+    def consoles(self) -> Connection:
+        """The connection console streams run on, opened on first use after libvirt's event
+        loop (``libvirt_console``); the others never depend on that loop."""
+        with self._consoles_lock:
+            if self._consoles is None:
+                start_event_loop()
+                self._consoles = Connection(self.config.uri, self.config.reconnect_timeout)
+            return self._consoles
+
+    # ---------------------------------------------------------------- image cache
+
+    def cache_pool_path(self) -> PurePosixPath:
+        """The image cache's directory on the libvirt host."""
+        return PurePosixPath(self.config.remote_pool_dir) / self.config.image_cache
+
+    def cached_image(self, image: Path) -> str:
+        """The path on the libvirt host of ``image`` (a local file) in its image cache,
+        uploaded unless it is there (``libvirt_images``). Uploads from this machine's
+        processes to one host run one at a time."""
+        digest = self._image_digest(image)
+        with self._image_cache_lock():
+            self.call(
+                f"creating the image cache {self.config.image_cache} at {self.cache_pool_path()}",
+                self._create_cache_pool,
+            )
+            return self.call(
+                f"uploading {image} to the image cache of {self.config.uri}",
+                partial(
+                    cached_image, pool_name=self.config.image_cache, image=image, digest=digest
+                ),
+            )
+
+    def clear_image_cache(self) -> list[str]:
+        """Remove the host's image cache, its volumes and pool, when no domain uses it; the
+        volumes removed. ``BackendError`` names the domains using it (left alone)."""
+        prefix = f"{self.cache_pool_path()}/"
+
+        def users(conn: libvirt.virConnect) -> list[str]:
+            found = []
+            for dom in conn.listAllDomains():
+                xml = _existing(partial(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE))
+                sources = [] if xml is None else ET.fromstring(xml).iterfind("devices/disk/source")
+                if any(src.get("file", "").startswith(prefix) for src in sources):
+                    found.append(dom.name())
+            return sorted(found)
+
+        with self._image_cache_lock():
+            using = self.call("listing the domains that use the image cache", users)
+            if using:
+                raise BackendError(
+                    f"the image cache {self.config.image_cache} of {self.config.uri} is used by "
+                    f"{', '.join(using)}; remove their labs first"
+                )
+
+            name = self.config.image_cache
+
+            def clear(conn: libvirt.virConnect) -> list[str]:
+                pool = _existing(lambda: conn.storagePoolLookupByName(name))
+                if pool is None:
+                    return []
+                self._check_cache_pool(pool)
+                if not pool.isActive():
+                    pool.create(libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
+                names = sorted(pool.listVolumes())
+                _remove_pool(conn, name)
+                return names
+
+            removed = self.call(f"removing the image cache {name}", clear)
+        logger.info("removed the image cache of %s (%d volumes)", self.config.uri, len(removed))
+        return removed
+
+    def _image_digest(self, image: Path) -> str:
+        """The image's sha256, computed once per path, size and modification time (a
+        StarlingX ISO takes seconds to hash)."""
+        record = self.config.state_dir / "image-digests.json"
+        try:
+            info = image.stat()
+            key = f"{image.resolve()} {info.st_size} {info.st_mtime_ns}"
+            try:
+                known = json.loads(record.read_text())
+            except (OSError, ValueError):
+                known = {}
+            if key not in known:
+                known[key] = image_digest(image)
+                write_json_atomic(record, known)
+        except OSError as exc:
+            raise BackendError(f"cannot read image {image}: {exc}") from exc
+        return str(known[key])
+
+    def _image_cache_lock(self) -> FileLock:
+        key = hashlib.sha256(self.config.uri.encode()).hexdigest()[:12]
+        return FileLock(self.config.state_dir / f"image-cache-{key}.lock")
+
+    def _create_cache_pool(self, conn: libvirt.virConnect) -> None:
+        name = self.config.image_cache
+        pool = _existing(lambda: conn.storagePoolLookupByName(name))
+        if pool is not None:
+            self._check_cache_pool(pool)
+        _create_pool(conn, name, cache_pool_xml(name, self.cache_pool_path()))
+
+    def _check_cache_pool(self, pool: libvirt.virStoragePool) -> None:
+        """Refuse a pool called like the cache that is not at the cache's path."""
+        target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+        if target != str(self.cache_pool_path()):
+            raise BackendError(
+                f"storage pool {self.config.image_cache} is at {target}, not at "
+                f"{self.cache_pool_path()} (LibvirtConfig.remote_pool_dir): not our image "
+                "cache, left alone"
+            )
 
     # ---------------------------------------------------------------- labs spanning hosts
 
@@ -497,8 +660,13 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
             cached = {}
         if key in cached:
             return bool(cached[key]["kvm"])
-        probe_dir, timeout = self._probe_dir(), self.config.kvm_probe_timeout
-        works = self.call("probing KVM", lambda c: probe_kvm(c, probe_dir, timeout))
+        timeout = self.config.kvm_probe_timeout
+        if self.config.uses_remote_files:  # the serial through libvirt's console stream
+            with _op("probing KVM"):
+                works = self.consoles.run(lambda c: probe_kvm(c, None, timeout))
+        else:
+            probe_dir = self._probe_dir()
+            works = self.call("probing KVM", lambda c: probe_kvm(c, probe_dir, timeout))
         cached[key] = {"kvm": works, "checked": datetime.now(UTC).isoformat(timespec="seconds")}
         write_json_atomic(cache, cached)
         return works
@@ -516,21 +684,31 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
         lab_dir = self.lab_dir(res.lab_id)
         for path in (self.config.state_dir, lab_dir.parent, lab_dir, lab_dir / "run"):
             _make_dir(path)
+        remote = self.config.uses_remote_files
         logger.info(
-            "creating lab %s (id %s): %d networks, %d machines, domain type %s",
+            "creating lab %s (id %s): %d networks, %d machines, domain type %s%s",
             res.lab_name,
             res.lab_id,
             len(res.networks),
             len(res.machines),
             domain_type,
+            ", files on the libvirt host" if remote else "",
+        )
+        pool = self.config.pool or f"{name_prefix(res.lab_name, res.lab_id)}disks"
+        pool_path = (
+            str(PurePosixPath(self.config.remote_pool_dir) / pool)
+            if remote
+            else str(lab_dir / "disks")
         )
         return Ledger(
             path=self.ledger_path(res.lab_id),
             owner=Owner(res.lab_name, res.lab_id, state_dir=str(self.config.state_dir)),
             resources=res,
             uri=self.config.uri,
-            pool=self.config.pool or f"{name_prefix(res.lab_name, res.lab_id)}disks",
+            pool=pool,
             pool_owned=self.config.pool is None,
+            remote_files=remote,
+            pool_path=pool_path if self.config.pool is None else "",
         )
 
     def _handle(self, ledger: Ledger) -> LibvirtLab:
@@ -568,6 +746,12 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
         nat = [n.name for n in res.networks if n.nat]
         if not nat:
             return
+        if self.config.uses_remote_files:
+            raise BackendError(
+                f"NAT network {', '.join(nat)}: libvirt at {self.config.uri} keeps the lab's "
+                "files on its host (remote files); a NAT network's way out is a gateway, "
+                "which that mode cannot make yet"
+            )
         if not self.config.is_local:
             raise BackendError(
                 f"NAT network {', '.join(nat)}: libvirt at {self.config.uri} is remote; a NAT "
@@ -613,7 +797,7 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
         if ledger is not None and not ledger.pool_owned:
             for path in ledger.volumes:
                 self._teardown(remaining, f"volume {path}", partial(_remove_volume, path=path))
-        for name in self._owned_pools(lab_id):
+        for name in self._owned_pools(lab_id, ledger):
             self._teardown(remaining, f"storage pool {name}", partial(_remove_pool, name=name))
         for name in (n for k, n in owned if k == "network"):
             self._teardown(remaining, f"network {name}", partial(_remove_network, name=name))
@@ -633,17 +817,22 @@ class LibvirtBackend(LabBackendBase[Ledger, "LibvirtLab"]):
         with contextlib.suppress(OSError):
             (lab_dir / "disks").rmdir()
 
-    def _owned_pools(self, lab_id: str) -> list[str]:
-        """Our per-lab pool: named ``stx-*-<id>-disks`` with its target in our lab dir."""
-        target = str(self.lab_dir(lab_id) / "disks")
+    def _owned_pools(self, lab_id: str, ledger: Ledger | None) -> list[str]:
+        """Our per-lab pool: named ``stx-*-<id>-disks`` with its target in our lab dir or, in
+        remote-files mode, the one the ledger records (or ``<remote_pool_dir>/<name>``)."""
+        local = str(self.lab_dir(lab_id) / "disks")
+        remote_dir = PurePosixPath(self.config.remote_pool_dir)
+
+        def ours(pool: libvirt.virStoragePool) -> bool:
+            name = pool.name()
+            if not name.endswith(f"-{lab_id}-disks"):
+                return False
+            target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+            recorded = {ledger.pool_path} if ledger is not None and ledger.pool_path else set()
+            return target in {local, str(remote_dir / name), *recorded}
 
         def pools(conn: libvirt.virConnect) -> list[str]:
-            return [
-                pool.name()
-                for pool in conn.listAllStoragePools()
-                if pool.name().endswith(f"-{lab_id}-disks")
-                and ET.fromstring(pool.XMLDesc(0)).findtext("target/path") == target
-            ]
+            return [pool.name() for pool in conn.listAllStoragePools() if ours(pool)]
 
         return self.call("listing storage pools", pools)
 
@@ -782,6 +971,7 @@ class LibvirtLab(LabHandleBase):
         object unless it is there already: a step cut short by a libvirtd restart runs again.
         """
         res, owner, call = self.resources, self.ledger.owner, self.backend.call
+        remote = self.ledger.remote_files
         domain_type = self.backend.domain_type()
         net_names = {}
         for index, spec in enumerate(res.networks):
@@ -790,6 +980,7 @@ class LibvirtLab(LabHandleBase):
             call(f"creating network {name}", partial(_create_network, name=name, xml=xml))
             net_names[spec.name] = name
         self._pool()
+        images: dict[Path, str] = {}  # local CD image -> its path on the libvirt host
         for machine in res.machines:
             volumes = []
             for index, disk in enumerate(machine.disks):
@@ -803,14 +994,20 @@ class LibvirtLab(LabHandleBase):
                 if not self.ledger.pool_owned:
                     self.ledger.volumes.append(path)
                     self.ledger.save()
+            cdrom = None
+            if remote and machine.cdrom is not None:
+                if machine.cdrom not in images:
+                    images[machine.cdrom] = self.backend.cached_image(machine.cdrom)
+                cdrom = images[machine.cdrom]
             plan = DomainPlan(
                 name=self.prefix + machine.name,
                 domain_type=domain_type,
                 volumes=tuple(volumes),
                 networks=tuple(net_names[nic.network] for nic in machine.nics),
-                socket=self.socket_path(machine.name),
-                log=self.log_path(machine.name),
+                socket=None if remote else self.socket_path(machine.name),
+                log=None if remote else self.log_path(machine.name),
                 disk_cache=self.backend.config.disk_cache,
+                cdrom=cdrom,
             )
             xml = domain_xml(machine, plan, owner)
             call(
@@ -825,7 +1022,7 @@ class LibvirtLab(LabHandleBase):
         """Create our per-lab pool, or check that the configured one is active."""
         pool = self.ledger.pool
         if self.ledger.pool_owned:
-            path = self.backend.lab_dir(self.lab_id) / "disks"
+            path = self.ledger.pool_path or str(self.backend.lab_dir(self.lab_id) / "disks")
             self.backend.call(
                 f"creating storage pool {pool} at {path}",
                 lambda c: _create_pool(c, pool, pool_xml(pool, path)),
@@ -979,6 +1176,12 @@ class LibvirtLab(LabHandleBase):
         self, network: str, address: str, targets: tuple[tuple[str, int], ...], uplink: bool
     ) -> Gateway:
         namespace, host_veth, bridge = self._gateway_names(network)
+        if self.ledger.remote_files:
+            raise BackendError(
+                f"gateway of network {network}: lab {self.lab_id} keeps its files on the "
+                f"libvirt host (remote files, {self.ledger.uri}); a gateway is made on that "
+                "host's bridge from this machine, which that mode cannot do yet"
+            )
         if not self.backend.config.is_local:
             raise BackendError(
                 f"gateway of network {network}: libvirt at {self.backend.config.uri} is remote; "
@@ -1100,7 +1303,10 @@ class LibvirtLab(LabHandleBase):
     # ---------------------------------------------------------------- console
 
     def console(self, machine: str) -> Transport:
-        """An unconnected transport to the machine's serial console socket."""
+        """An unconnected transport to the machine's serial console: its socket, or libvirt's
+        console stream in remote-files mode (which logs what it reads to the console log)."""
+        if self.ledger.remote_files:
+            return self._stream_transport(machine)
         transport = self._socket_transport(machine)
         if not self.backend.config.is_local:
             raise BackendError(
@@ -1110,7 +1316,8 @@ class LibvirtLab(LabHandleBase):
         return transport
 
     def console_log(self, machine: str) -> bytes:
-        """The serial log, including virtlogd's rotated parts (``.N``, oldest first)."""
+        """The serial log, including virtlogd's rotated parts (``.N``, oldest first); in
+        remote-files mode what this machine's console streams read, kept in the same file."""
         path = self.log_path(machine)
         rotated = sorted(
             path.parent.glob(f"{path.name}.[0-9]*"),
@@ -1122,6 +1329,20 @@ class LibvirtLab(LabHandleBase):
             with contextlib.suppress(FileNotFoundError):
                 parts.append(part.read_bytes())
         return b"".join(parts)
+
+    def _stream_transport(self, machine: str) -> ConsoleStreamTransport:
+        """An unconnected transport on libvirt's console stream of the machine's pty serial."""
+        self.resources.machine(machine)
+
+        def open_console(conn: libvirt.virConnect) -> tuple[libvirt.virConnect, libvirt.virStream]:
+            return conn, _open_console(conn, self._domain(conn, machine))
+
+        return ConsoleStreamTransport(
+            lambda: self.backend.consoles.run(open_console),
+            name=machine,
+            alive=lambda: self._alive(machine),
+            log=self.log_path(machine),
+        )
 
     # ---------------------------------------------------------------- snapshots
 
@@ -1211,6 +1432,18 @@ def _create_volume(conn: libvirt.virConnect, pool_name: str, name: str, xml: str
     return str(vol.path())
 
 
+def _open_console(conn: libvirt.virConnect, dom: libvirt.virDomain) -> libvirt.virStream:
+    """A non-blocking stream joined to the domain's first serial console."""
+    stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+    try:
+        dom.openConsole(None, stream, 0)
+    except libvirt.libvirtError:
+        with contextlib.suppress(libvirt.libvirtError):
+            stream.abort()
+        raise
+    return stream
+
+
 def _define_domain(conn: libvirt.virConnect, name: str, xml: str) -> None:
     if _existing(lambda: conn.lookupByName(name)) is None:
         conn.defineXML(xml)
@@ -1268,18 +1501,23 @@ def _raise_if_lost(conn: libvirt.virConnect, exc: libvirt.libvirtError) -> None:
         raise exc
 
 
-def probe_kvm(conn: libvirt.virConnect, work_dir: Path, timeout: float) -> bool:
+def probe_kvm(
+    conn: libvirt.virConnect, work_dir: Path | None, timeout: float, domain_type: str = "kvm"
+) -> bool:
     """Whether a KVM guest really runs: boot a tiny transient domain and watch its serial.
 
     On some hosts /dev/kvm exists and SeaBIOS runs, yet a Linux kernel hangs without a byte
     of output; so when a host kernel is at hand (local libvirt) the probe boots it without
     a root file system and waits for its panic, else it waits for SeaBIOS to finish POST.
+    The serial goes to a file in ``work_dir``; with ``work_dir`` None (remote files) it is a
+    pty read through libvirt's console stream (``conn`` opened after the event loop started).
     A libvirt error on a connection that died is raised, not taken for an answer: the caller
     reconnects and probes again (the domain of the probe cut off is destroyed first).
+    ``domain_type`` ``qemu`` checks the probe itself (software emulation always answers).
     """
     name = f"stx-kvm-probe-{os.getpid()}"
     try:
-        conn.getDomainCapabilities(None, "x86_64", "q35", "kvm", 0)
+        conn.getDomainCapabilities(None, "x86_64", "q35", domain_type, 0)
     except libvirt.libvirtError as exc:
         _raise_if_lost(conn, exc)
         logger.info("KVM probe: libvirt offers no KVM domains: %s", exc.get_error_message())
@@ -1288,9 +1526,10 @@ def probe_kvm(conn: libvirt.virConnect, work_dir: Path, timeout: float) -> bool:
     if leftover is not None:  # the guest of a probe cut off by a lost connection
         _existing(leftover.destroy)
     kernels = sorted(Path("/boot").glob("vmlinuz-*"))
-    log = work_dir / f"kvm-probe-{os.getpid()}.log"
-    log.unlink(missing_ok=True)
-    root = ET.Element("domain", type="kvm")
+    log = None if work_dir is None else work_dir / f"kvm-probe-{os.getpid()}.log"
+    if log is not None:
+        log.unlink(missing_ok=True)
+    root = ET.Element("domain", type=domain_type)
     _sub(root, "name", name)
     _metadata(root, Owner("kvm-probe", "probe"))
     _sub(root, "memory", "128", unit="MiB")
@@ -1306,33 +1545,70 @@ def probe_kvm(conn: libvirt.virConnect, work_dir: Path, timeout: float) -> bool:
         markers = (b"No bootable device",)
     for event in ("poweroff", "reboot", "crash"):
         _sub(root, f"on_{event}", "destroy")
-    serial = _sub(_sub(root, "devices"), "serial", type="file")
-    _sub(serial, "source", path=str(log))
+    if log is None:
+        _sub(_sub(root, "devices"), "serial", type="pty")
+    else:
+        _sub(_sub(_sub(root, "devices"), "serial", type="file"), "source", path=str(log))
     started = time.monotonic()
     try:
-        dom = conn.createXML(_tostring(root), 0)
+        dom = conn.createXML(_tostring(root), 0 if log else libvirt.VIR_DOMAIN_START_PAUSED)
     except libvirt.libvirtError as exc:
         _raise_if_lost(conn, exc)
         logger.info("KVM probe: a KVM guest does not start: %s", exc.get_error_message())
         return False
+    output = _ProbeOutput(conn, dom, log)
     try:
         while time.monotonic() - started < timeout:
-            output = log.read_bytes() if log.exists() else b""
-            if any(marker in output for marker in markers):
+            if any(marker in output.read() for marker in markers):
                 logger.info("KVM probe: KVM works (%.1fs)", time.monotonic() - started)
                 return True
             if not dom.isActive():
                 break
-            time.sleep(_POLL)
         logger.info("KVM probe: no kernel output from a KVM guest within %.0fs", timeout)
         return False
     except libvirt.libvirtError as exc:
         _raise_if_lost(conn, exc)
         if _is_gone(exc):
-            output = log.read_bytes() if log.exists() else b""
-            return any(marker in output for marker in markers)
+            return any(marker in output.read(wait=False) for marker in markers)
         raise error("probing KVM", exc) from exc
     finally:
+        output.close()
         with contextlib.suppress(libvirt.libvirtError):
             dom.destroy()
-        log.unlink(missing_ok=True)
+
+
+class _ProbeOutput:
+    """What the probe's guest printed: its log file, or libvirt's console stream of its pty
+    (attached while the guest is paused, then resumed, so nothing is missed)."""
+
+    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, log: Path | None):
+        self.log = log
+        self.seen = b""
+        self._stream = None
+        if log is None:
+            self._stream = ConsoleStreamTransport(
+                lambda: (conn, _open_console(conn, dom)),
+                name="the KVM probe",
+                alive=lambda: bool(_existing(dom.isActive)),
+                connect_timeout=5,
+            )
+            self._stream.connect()
+            dom.resume()
+
+    def read(self, wait: bool = True) -> bytes:
+        """Everything so far, after waiting up to a poll interval for more."""
+        if self._stream is None:
+            assert self.log is not None
+            if wait:
+                time.sleep(_POLL)
+            self.seen = self.log.read_bytes() if self.log.exists() else b""
+        else:
+            with contextlib.suppress(EOFError):  # the guest is gone: what it printed stays
+                self.seen += self._stream.read(65536, _POLL if wait else 0)
+        return self.seen
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        if self.log is not None:
+            self.log.unlink(missing_ok=True)

@@ -56,9 +56,33 @@ def backend(state_dir: Path, used_lab_ids: set[str]) -> Iterator[LibvirtBackend]
     assert not leaked, f"objects left behind: {sorted(leaked)}"
 
 
-@pytest.fixture
-def lab_factory(backend: LibvirtBackend, used_lab_ids: set[str]) -> Iterator:
-    """Create labs; every lab created is destroyed at the end of the test."""
+@pytest.fixture(scope="session")
+def remote_backend(
+    backend: LibvirtBackend, state_dir: Path, used_lab_ids: set[str]
+) -> Iterator[LibvirtBackend]:
+    """A backend in remote-files mode on the local system libvirt (console streams, pools and
+    an image cache of its own under ``TEST_ROOT``), sharing ``backend``'s state dir.
+
+    At the end, destroys this session's labs and removes the image cache and its directory.
+    """
+    remote_dir = TEST_ROOT / f"remote-{os.getpid()}"
+    config = LibvirtConfig(
+        state_dir=state_dir,
+        domain_type=DomainType.QEMU,
+        remote_files=True,
+        remote_pool_dir=str(remote_dir),
+        image_cache=f"stx-image-cache-test-{os.getpid()}",
+    )
+    be = LibvirtBackend(config)
+    yield be
+    for lab_id in used_lab_ids:
+        be.destroy_lab(lab_id)
+    be.clear_image_cache()
+    be.close()
+    shutil.rmtree(remote_dir, ignore_errors=True)
+
+
+def _factory(backend: LibvirtBackend, used_lab_ids: set[str]) -> Iterator:
     created = []
 
     def make(resources: LabResources) -> LibvirtLab:
@@ -69,6 +93,18 @@ def lab_factory(backend: LibvirtBackend, used_lab_ids: set[str]) -> Iterator:
     yield make
     for lab_id in created:
         backend.destroy_lab(lab_id)
+
+
+@pytest.fixture
+def lab_factory(backend: LibvirtBackend, used_lab_ids: set[str]) -> Iterator:
+    """Create labs; every lab created is destroyed at the end of the test."""
+    yield from _factory(backend, used_lab_ids)
+
+
+@pytest.fixture
+def remote_lab_factory(remote_backend: LibvirtBackend, used_lab_ids: set[str]) -> Iterator:
+    """Create labs in remote-files mode; each is destroyed at the end of the test."""
+    yield from _factory(remote_backend, used_lab_ids)
 
 
 @pytest.fixture(scope="session")

@@ -65,16 +65,19 @@ class Harness:
     labelled_networks: bool  # whether networks carry an owner record (are owned objects)
 
 
-@pytest.fixture(params=["libvirt", "virtualbox"])
+@pytest.fixture(params=["libvirt", "libvirt-remote-files", "virtualbox"])
 def harness(request: pytest.FixtureRequest) -> Harness:
-    """Each backend in turn."""
+    """Each backend in turn; libvirt also in remote-files mode (console stream, uploaded CD,
+    pools through the API), against the local libvirtd."""
     if request.param == "libvirt":
-        return _libvirt_harness(request)
+        return _libvirt_harness(request, "backend", "lab_factory")
+    if request.param == "libvirt-remote-files":
+        return _libvirt_harness(request, "remote_backend", "remote_lab_factory")
     return _virtualbox_harness(request)
 
 
-def _libvirt_harness(request: pytest.FixtureRequest) -> Harness:
-    backend: LibvirtBackend = request.getfixturevalue("backend")
+def _libvirt_harness(request: pytest.FixtureRequest, backend_name: str, factory: str) -> Harness:
+    backend: LibvirtBackend = request.getfixturevalue(backend_name)
     used: set[str] = request.getfixturevalue("used_lab_ids")
 
     @contextlib.contextmanager
@@ -91,7 +94,7 @@ def _libvirt_harness(request: pytest.FixtureRequest) -> Harness:
     return Harness(
         kind="libvirt",
         backend=backend,
-        make=request.getfixturevalue("lab_factory"),
+        make=request.getfixturevalue(factory),
         used=used.add,
         leftovers=lambda lab_id: ours(everything(backend.conn), lab_id),
         foreign_machine=foreign_machine,

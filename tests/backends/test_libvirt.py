@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import os
+import shutil
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import libvirt
 import pytest
-from libvirt_helpers import everything, lab_resources, new_lab_id, ours
+from libvirt_helpers import (
+    READY,
+    TEST_ROOT,
+    everything,
+    lab_resources,
+    new_lab_id,
+    ours,
+    read_until,
+    shell,
+)
+from libvirt_relay import Relay
 
-from pytest_starlingx.backends.base import OWNER_NAMESPACE
+from pytest_starlingx.backends.base import OWNER_NAMESPACE, NetworkSpec
 from pytest_starlingx.backends.libvirt import (
     DomainType,
     LibvirtBackend,
     LibvirtConfig,
+    LibvirtLab,
     bridge_name,
+    probe_kvm,
 )
+from pytest_starlingx.backends.libvirt_images import complete_volume, image_digest, uploader_tag
 from pytest_starlingx.errors import BackendError
+from pytest_starlingx.ownership import Holder
 
 
 @pytest.mark.parametrize("machines", [1, 2, 4, 6])
@@ -233,3 +252,157 @@ def test_kvm_probe_is_bounded_and_cached(state_dir: Path):
     print(f"\nKVM probe: {first} in {probe_seconds:.1f}s")
     backend.close()
     again.close()
+
+
+# ------------------------------------------------------------------ remote files
+
+
+def _cache(backend: LibvirtBackend) -> set[str]:
+    pool = backend.conn.storagePoolLookupByName(backend.config.image_cache)
+    return set(pool.listVolumes())
+
+
+def _cd(backend: LibvirtBackend, lab: LibvirtLab, machine: str) -> str:
+    root = ET.fromstring(backend.conn.lookupByName(lab.domain_name(machine)).XMLDesc(0))
+    return root.find("devices/disk[@device='cdrom']/source").get("file")
+
+
+def test_remote_files_keep_nothing_here_and_an_upload_serves_later_labs(
+    remote_backend, remote_lab_factory, tiny_iso, caplog
+):
+    digest = image_digest(tiny_iso)
+    first = remote_lab_factory(lab_resources(1, new_lab_id(), cdrom=tiny_iso))
+    with caplog.at_level(logging.INFO, "pytest_starlingx.backend"):
+        second = remote_lab_factory(lab_resources(1, new_lab_id(), cdrom=tiny_iso))
+    assert "in the cache of the libvirt host" in caplog.text
+    assert "uploaded" not in caplog.text  # the second lab found the first one's upload
+    cache_dir = f"{remote_backend.config.remote_pool_dir}/{remote_backend.config.image_cache}/"
+    path = _cd(remote_backend, first, "node-0")
+    assert path.startswith(cache_dir + digest + ".") and path.endswith(".iso")
+    assert _cd(remote_backend, second, "node-0") == path
+    assert len([n for n in _cache(remote_backend) if n.startswith(digest)]) == 2  # .iso, .done
+
+    for lab in (first, second):
+        pool = remote_backend.conn.storagePoolLookupByName(lab.ledger.pool)
+        target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+        assert target == f"{remote_backend.config.remote_pool_dir}/{lab.ledger.pool}"
+        root = ET.fromstring(remote_backend.conn.lookupByName(lab.domain_name("node-0")).XMLDesc(0))
+        assert root.find("devices/serial").get("type") == "pty"
+        assert root.find("devices/serial/log") is None
+        assert all(
+            src.get("file", "").startswith((target + "/", cache_dir))
+            for src in root.iterfind("devices/disk/source")
+        )
+        assert sorted(p.name for p in remote_backend.lab_dir(lab.lab_id).rglob("*")) == [
+            "owner.json",
+            "run",
+        ]  # no disks, socket or log here
+    first.destroy()
+    second.destroy()
+    assert {n for n in _cache(remote_backend) if n.startswith(digest)}  # not a lab's: kept
+    other = remote_lab_factory(lab_resources(1, new_lab_id(), cdrom=tiny_iso))
+    with pytest.raises(BackendError, match=f"used by {other.domain_name('node-0')}"):
+        remote_backend.clear_image_cache()
+
+
+def test_an_interrupted_upload_is_never_taken_for_a_complete_one(
+    remote_backend, monkeypatch, tmp_path
+):
+    image = TEST_ROOT / f"image-{new_lab_id()}.iso"  # libvirtd reads nothing of it: any bytes
+    image.write_bytes(os.urandom(3 * 2**20 + 17))
+    try:
+        digest = image_digest(image)
+        real_send_all = libvirt.virStream.sendAll
+
+        def cut_short(stream, handler, opaque):
+            stream.send(handler(stream, 2**20, opaque))  # one MiB arrives, then the end
+            raise RuntimeError("killed mid-upload")
+
+        monkeypatch.setattr(libvirt.virStream, "sendAll", cut_short)
+        with pytest.raises(RuntimeError, match="killed"):
+            remote_backend.cached_image(image)
+        monkeypatch.setattr(libvirt.virStream, "sendAll", real_send_all)
+        mine = f"{digest}.{uploader_tag(Holder.me())}"
+        assert {n for n in _cache(remote_backend) if n.startswith(digest)} == {mine + ".iso"}
+        assert complete_volume(_cache(remote_backend), digest) is None
+
+        gone = f"{digest}.{uploader_tag(Holder(Holder.me().host, 2**22 + 7, 1))}.iso"
+        pool = remote_backend.conn.storagePoolLookupByName(remote_backend.config.image_cache)
+        pool.createXML(
+            f"<volume><name>{gone}</name><capacity>{image.stat().st_size}</capacity></volume>", 0
+        )  # a process of this host killed mid-upload
+
+        path = remote_backend.cached_image(image)
+        assert {n for n in _cache(remote_backend) if n.startswith(digest)} == {
+            mine + ".iso",
+            mine + ".done",
+        }  # both cut-short uploads removed, a complete one made
+        vol = remote_backend.conn.storageVolLookupByPath(path)
+        stream = remote_backend.conn.newStream(0)
+        vol.download(stream, 0, 0, 0)
+        chunks: list[bytes] = []
+        stream.recvAll(lambda _s, data, acc: acc.append(data), chunks)
+        stream.finish()
+        assert b"".join(chunks) == image.read_bytes()
+        assert remote_backend.cached_image(image) == path  # complete: used as it is
+    finally:
+        image.unlink()
+
+
+def test_remote_files_refuse_gateways_and_nat_networks(remote_backend, remote_lab_factory):
+    lab = remote_lab_factory(lab_resources(1, new_lab_id()))
+    with pytest.raises(BackendError, match=r"remote files.*cannot do yet"):
+        lab.open_gateway("oam", "10.10.10.1/24", [("10.10.10.3", 22)])
+    res = lab_resources(1, new_lab_id())
+    nat = (NetworkSpec("oam", nat=True, gateway="10.10.10.1/24"), *res.networks[1:])
+    with pytest.raises(BackendError, match=r"NAT network oam.*remote files"):
+        remote_lab_factory(dataclasses.replace(res, networks=nat))
+    assert not remote_backend.lab_dir(res.lab_id).exists()
+
+
+def test_a_console_stream_comes_back_after_libvirtd_went_away(
+    remote_backend, used_lab_ids, tiny_iso, tmp_path, caplog
+):
+    relay = Relay(tmp_path / "libvirt.sock")  # dropping it is a libvirtd restart to its clients
+    relay.start()
+    backend = LibvirtBackend(dataclasses.replace(remote_backend.config, uri=relay.uri))
+    lab_id = new_lab_id()
+    used_lab_ids.add(lab_id)
+    try:
+        lab = backend.create_lab(lab_resources(1, lab_id, cdrom=tiny_iso))
+        console = lab.console("node-0")
+        lab.power_on("node-0", before_resume=lambda _m: console.connect())
+        read_until(console, READY)
+        with caplog.at_level(logging.WARNING, "pytest_starlingx.backend"):
+            relay.stop()
+            threading.Timer(2.0, relay.start).start()
+            assert b"back-2" in shell(console, "echo back-$((1+1))")
+        assert f"reconnected to libvirt at {relay.uri}" in caplog.text
+        lab.reset("node-0")  # the same QEMU process: the reopened stream sees it boot again
+        read_until(console, READY)
+        assert b"back-2" in lab.console_log("node-0")
+        console.close()
+    finally:
+        backend.destroy_lab(lab_id)
+        backend.close()
+        relay.stop()
+
+
+def test_the_kvm_probe_reads_a_remote_guest_through_the_console_stream(remote_backend):
+    """The probe's serial as a pty and its stream (under TCG, which always answers)."""
+    conn = remote_backend.consoles.conn
+    started = time.monotonic()
+    assert probe_kvm(conn, None, 60, domain_type="qemu")
+    print(f"\nKVM probe over the console stream, under TCG: {time.monotonic() - started:.1f}s")
+    assert not any(d.name().startswith("stx-kvm-probe") for d in conn.listAllDomains())
+    state = TEST_ROOT / f"kvm-{os.getpid()}"
+    state.mkdir()
+    config = dataclasses.replace(
+        remote_backend.config, domain_type=DomainType.AUTO, state_dir=state, kvm_probe_timeout=10
+    )
+    auto = LibvirtBackend(config)
+    try:
+        assert auto.domain_type() in (DomainType.KVM, DomainType.QEMU)  # through the stream
+    finally:
+        auto.close()
+        shutil.rmtree(state, ignore_errors=True)
