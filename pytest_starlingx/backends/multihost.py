@@ -39,8 +39,11 @@ the part of the machine's host; an error there is a ``BackendError`` naming the 
 snapshot pauses its running machines on every host before it takes any part's snapshot, so
 the snapshot is still of one instant (``LabHandleBase.snapshot``).
 
-Consoles are the parts' console sockets; a part on a remote host needs console and storage
-access over libvirt's own streams (the libvirt backend's, not this module's business).
+A part on a host elsewhere (``qemu+ssh://``) keeps its files there, as the libvirt backend
+does for a remote URI ("Remote files" in ``backends/libvirt.py``: its disks in a pool there,
+the ISO uploaded to that host's image cache, the console over libvirt's stream);
+:attr:`LabHost.remote_files` forces that mode on a host of this machine (the tests' second
+host), or local files on another.
 """
 
 from __future__ import annotations
@@ -96,6 +99,9 @@ class LabHost:
     uri: str
     underlay: str | None
     commands: HostCommands
+    #: Whether its part keeps its files on the host, reached through libvirt's API only
+    #: (``LibvirtConfig.remote_files``); None: when its URI names another host.
+    remote_files: bool | None = None
 
     @classmethod
     def of(cls, name: str, uri: str, underlay: str | None, prefix: Sequence[str] = ()) -> LabHost:
@@ -132,13 +138,14 @@ class LabHost:
             "uri": self.uri,
             "underlay": self.underlay,
             "commands": self.commands.to_json(),
+            "remote_files": self.remote_files,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabHost:
         """The inverse of :meth:`to_json`."""
         commands = HostCommands.from_json(data["commands"])
-        return cls(data["name"], data["uri"], data["underlay"], commands)
+        return cls(data["name"], data["uri"], data["underlay"], commands, data["remote_files"])
 
 
 @dataclass
@@ -186,8 +193,8 @@ def host_backend(backend: LibvirtBackend, lab_id: str, host: LabHost, first: boo
     with _PARTS:
         if key not in backend.host_backends:
             config: LibvirtConfig = replace(backend.config, uri=host.uri, state_dir=state_dir)
-            if not first:
-                config = replace(config, pool=None)  # a pool the lab backend names is its host's
+            if not first:  # a pool the lab backend names is on its host; files as the host's
+                config = replace(config, pool=None, remote_files=host.remote_files)
             with _on(host):
                 backend.host_backends[key] = HostBackend(config)
         found = backend.host_backends[key]

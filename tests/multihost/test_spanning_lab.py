@@ -4,6 +4,7 @@ one error. The tiny guest, no StarlingX; root, iproute2 and libvirt's daemons.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -232,3 +234,45 @@ def test_a_host_lost_mid_bring_up_is_one_error_naming_it(
         assert (state / "labs" / lab_id / "hosts.json").exists()  # for the next gc
     finally:
         backend.close()
+
+
+def test_a_part_on_a_host_elsewhere_keeps_its_files_there(
+    host2: SecondHost, tiny_iso: Path, state: Path
+) -> None:
+    """The second host's part in remote-files mode, as a qemu+ssh:// host's would be: its
+    disks in a pool there, the ISO uploaded to its image cache, its console over libvirt's
+    stream."""
+    backend = backend_at(state)
+    lab_id = new_lab_id()
+    here, there = lab_hosts(host2)
+    hosts = [here, dataclasses.replace(there, remote_files=True)]
+    try:
+        lab = multihost.create_lab(
+            backend,
+            lab_resources(2, lab_id, cdrom=tiny_iso),
+            hosts,
+            {"node-0": host2.token, "node-1": HERE},
+        )
+        transport = lab.console("node-0")
+        try:
+            lab.power_on("node-0", before_resume=lambda _: transport.connect())
+            read_until(transport, READY)
+        finally:
+            transport.close()
+        conn = libvirt.open(host2.uri)
+        try:
+            xml = conn.lookupByName(f"stx-t-{lab_id}-node-0").XMLDesc(0)
+        finally:
+            conn.close()
+        devices = ET.fromstring(xml).find("devices")
+        assert devices is not None
+        sources = [s.get("file", "") for s in devices.iterfind("disk/source")]
+        assert sources[-1].startswith("/var/lib/libvirt/images/stx-image-cache/")  # the CD
+        assert all(s.startswith("/var/lib/libvirt/images/") for s in sources)  # on that host
+        assert [s.get("type") for s in devices.iterfind("serial")] == ["pty"]  # its stream
+    finally:
+        backend.destroy_lab(lab_id)
+        backend.close()
+    assert objects(SYSTEM_URI, lab_id) == set() and objects(host2.uri, lab_id) == set()
+    assert vxlans([], lab_id) == {} and vxlans(["-n", host2.namespace], lab_id) == {}
+    assert not (state / "labs" / lab_id).exists()
