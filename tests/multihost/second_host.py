@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
+import pytest
 
 from pytest_starlingx.backends.span import UNDERLAY_MTU, HostCommands, SpanHost
 
@@ -56,6 +57,14 @@ TEST_ROOT = Path("/var/tmp/pytest-starlingx-tests")
 UNDERLAY_RANGE = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544
 UNDERLAY_IFNAME = "underlay0"
 SYSTEM_URI = "qemu:///system"  # this host's libvirtd
+#: The mark of tests that make a second host: skipped where one cannot be made.
+NEEDS_SECOND_HOST = pytest.mark.skipif(
+    os.geteuid() != 0
+    or shutil.which("ip") is None
+    or shutil.which("unshare") is None
+    or not Path("/usr/sbin/libvirtd").exists(),
+    reason="a second libvirt host needs root, iproute2, util-linux and libvirtd",
+)
 START_TIMEOUT = 60.0  # seconds libvirtd gets to answer (a busy 2-core host)
 STOP_TIMEOUT = 10.0  # seconds processes get to exit after SIGTERM, then after SIGKILL
 WAIT = 30.0  # seconds one command may take

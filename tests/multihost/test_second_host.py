@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -14,7 +13,7 @@ from pathlib import Path
 import libvirt
 import pytest
 from libvirt_helpers import READY, everything, lab_resources, new_lab_id, ours, read_until
-from second_host import SYSTEM_URI, WAIT, SecondHost, leftovers, run, second_host
+from second_host import NEEDS_SECOND_HOST, SYSTEM_URI, WAIT, SecondHost, leftovers, run, second_host
 
 from pytest_starlingx.backends.libvirt import (
     CPU_SHARES,
@@ -34,13 +33,7 @@ from pytest_starlingx.backends.span import (
 )
 from pytest_starlingx.errors import BackendError
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0
-    or shutil.which("ip") is None
-    or shutil.which("unshare") is None
-    or not Path("/usr/sbin/libvirtd").exists(),
-    reason="a second libvirt host needs root, iproute2, util-linux and libvirtd",
-)
+pytestmark = NEEDS_SECOND_HOST
 
 PAYLOAD = LAB_MTU - 28  # an ICMP echo filling a 1500-byte IPv4 packet: 1472 bytes
 PING = """

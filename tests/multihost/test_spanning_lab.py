@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 import libvirt
 import pytest
 from libvirt_helpers import READY, everything, lab_resources, new_lab_id, ours, read_until
-from second_host import SYSTEM_URI, TEST_ROOT, SecondHost, run, second_host
+from second_host import NEEDS_SECOND_HOST, SYSTEM_URI, TEST_ROOT, SecondHost, run, second_host
 
 from pytest_starlingx.backends import multihost
 from pytest_starlingx.backends.libvirt import DomainType, LibvirtBackend, LibvirtConfig
@@ -27,13 +26,7 @@ from pytest_starlingx.backends.multihost import LabHost, SpanningLab
 from pytest_starlingx.errors import BackendError, LeakError
 from pytest_starlingx.lifecycle.gc import Backends, collect, survey
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0
-    or shutil.which("ip") is None
-    or shutil.which("unshare") is None
-    or not Path("/usr/sbin/libvirtd").exists(),
-    reason="a second libvirt host needs root, iproute2, util-linux and libvirtd",
-)
+pytestmark = NEEDS_SECOND_HOST
 
 HERE = "here"
 CHILD = """
@@ -87,6 +80,13 @@ def vxlans(ip_prefix: list[str], lab_id: str) -> dict[str, str | None]:
         for link in links
         if link["ifname"].startswith(f"stx{lab_id}v")
     }
+
+
+def assert_nothing_left(host2: SecondHost, state: Path, lab_id: str) -> None:
+    """No libvirt object or VXLAN device of the lab on either host, no state of it here."""
+    assert objects(SYSTEM_URI, lab_id) == set() and objects(host2.uri, lab_id) == set()
+    assert vxlans([], lab_id) == {} and vxlans(["-n", host2.namespace], lab_id) == {}
+    assert not (state / "labs" / lab_id).exists()
 
 
 def objects(uri: str, lab_id: str) -> set[str]:
@@ -163,9 +163,7 @@ def test_a_lab_spans_both_hosts_and_is_removed_from_both(
     finally:
         backend.destroy_lab(lab_id)
         backend.close()
-    assert objects(SYSTEM_URI, lab_id) == set() and objects(host2.uri, lab_id) == set()
-    assert vxlans([], lab_id) == {} and vxlans(["-n", host2.namespace], lab_id) == {}
-    assert not (state / "labs" / lab_id).exists()
+    assert_nothing_left(host2, state, lab_id)
 
 
 def test_kill_9_mid_creation_then_gc_leaves_nothing_on_either_host(
@@ -202,9 +200,7 @@ def test_kill_9_mid_creation_then_gc_leaves_nothing_on_either_host(
     finally:
         backends.close()
     assert [r.lab_id for r, _ in result.removed] == [lab_id], result.lines()
-    assert objects(SYSTEM_URI, lab_id) == set() and objects(host2.uri, lab_id) == set()
-    assert vxlans([], lab_id) == {} and vxlans(["-n", host2.namespace], lab_id) == {}
-    assert not (state / "labs" / lab_id).exists()
+    assert_nothing_left(host2, state, lab_id)
 
 
 def test_a_host_lost_mid_bring_up_is_one_error_naming_it(
@@ -273,6 +269,4 @@ def test_a_part_on_a_host_elsewhere_keeps_its_files_there(
     finally:
         backend.destroy_lab(lab_id)
         backend.close()
-    assert objects(SYSTEM_URI, lab_id) == set() and objects(host2.uri, lab_id) == set()
-    assert vxlans([], lab_id) == {} and vxlans(["-n", host2.namespace], lab_id) == {}
-    assert not (state / "labs" / lab_id).exists()
+    assert_nothing_left(host2, state, lab_id)
