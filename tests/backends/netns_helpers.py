@@ -190,42 +190,52 @@ def sweep(prefixes: tuple[str, ...], run_dir: Path) -> None:
 
 PING = """
 import os, socket, struct, sys, time
-target = sys.argv[1]
+target, size = sys.argv[1], int(sys.argv[2])
 
 def checksum(data):
+    data += b"\\0" * (len(data) % 2)
     total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
 
-ident, payload = os.getpid() & 0xFFFF, b"stx-ping"
+ident, payload = os.getpid() & 0xFFFF, bytes(i % 251 for i in range(size))
 header = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
 packet = struct.pack("!BBHHH", 8, 0, checksum(header + payload), ident, 1) + payload
 sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+sock.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER, IP_PMTUDISC_DO: DF, never fragment
 sock.settimeout(1)
-deadline = time.monotonic() + float(sys.argv[2])
-sock.sendto(packet, (target, 0))
-while time.monotonic() < deadline:
+deadline = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < deadline:  # the first requests may go before ARP is answered
+    sock.sendto(packet, (target, 0))
     try:
-        data, (peer, _) = sock.recvfrom(2048)
+        data, (peer, _) = sock.recvfrom(4096)
     except TimeoutError:
         continue
     offset = (data[0] & 0x0F) * 4
     kind, _, _, rid, _ = struct.unpack("!BBHHH", data[offset:offset + 8])
-    if peer == target and kind == 0 and rid == ident:
-        print(f"reply from {peer}")
+    if peer == target and kind == 0 and rid == ident and data[offset + 8:] == payload:
+        print(f"{len(data)} bytes from {peer}")
         sys.exit(0)
 print(f"no reply from {target}")
 sys.exit(1)
 """
 
 
-def ping(namespace: str, address: str, timeout: float = 5.0) -> bool:
-    """Whether ``address`` answers one ICMP echo request sent from ``namespace`` (a raw
-    socket: root, no ping binary needed)."""
-    argv = ["ip", "netns", "exec", namespace, sys.executable, "-c", PING, address, str(timeout)]
+def ping_reply(namespace: str, address: str, timeout: float, size: int = 8) -> str | None:
+    """From ``namespace``, ICMP echoes of ``size`` payload bytes with DF (a raw socket: root,
+    no ping binary needed) to ``address``, one a second, until a full reply comes back (its
+    line, ``<IP packet size> bytes from <address>``) or ``timeout`` seconds pass (None)."""
+    argv = ["ip", "netns", "exec", namespace, sys.executable, "-c", PING, address, str(size),
+            str(timeout)]  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + WAIT)
-    return proc.returncode == 0
+    assert proc.returncode in (0, 1), f"ping {address} from {namespace}: {proc.stderr}"
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def ping(namespace: str, address: str, timeout: float = 5.0) -> bool:
+    """Whether ``address`` answers ICMP echoes sent from ``namespace`` within ``timeout``."""
+    return ping_reply(namespace, address, timeout) is not None
 
 
 CONNECT = """

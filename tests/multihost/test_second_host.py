@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import libvirt
 import pytest
 from libvirt_helpers import READY, everything, lab_resources, new_lab_id, ours, read_until
-from second_host import NEEDS_SECOND_HOST, SYSTEM_URI, WAIT, SecondHost, leftovers, run, second_host
+from netns_helpers import ping_reply
+from second_host import NEEDS_SECOND_HOST, SYSTEM_URI, SecondHost, leftovers, run, second_host
 
 from pytest_starlingx.backends.libvirt import (
     CPU_SHARES,
@@ -36,50 +35,12 @@ from pytest_starlingx.errors import BackendError
 pytestmark = NEEDS_SECOND_HOST
 
 PAYLOAD = LAB_MTU - 28  # an ICMP echo filling a 1500-byte IPv4 packet: 1472 bytes
-PING = """
-import os, socket, struct, sys, time
-target, size = sys.argv[1], int(sys.argv[2])
-
-def checksum(data):
-    data += b"\\0" * (len(data) % 2)
-    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-ident, payload = os.getpid() & 0xFFFF, bytes(i % 251 for i in range(size))
-header = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
-packet = struct.pack("!BBHHH", 8, 0, checksum(header + payload), ident, 1) + payload
-sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-sock.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER, IP_PMTUDISC_DO: DF, never fragment
-sock.settimeout(1)
-deadline = time.monotonic() + float(sys.argv[3])
-while time.monotonic() < deadline:  # the first requests may go before ARP is answered
-    sock.sendto(packet, (target, 0))
-    try:
-        data, (peer, _) = sock.recvfrom(4096)
-    except TimeoutError:
-        continue
-    offset = (data[0] & 0x0F) * 4
-    kind, _, _, rid, _ = struct.unpack("!BBHHH", data[offset:offset + 8])
-    if peer == target and kind == 0 and rid == ident and data[offset + 8:] == payload:
-        print(f"{len(data)} bytes from {peer}")
-        sys.exit(0)
-print(f"no reply from {target}")
-sys.exit(1)
-"""
 
 
 def ping(namespace: str, address: str, timeout: float = 10.0) -> str | None:
-    """From ``namespace``: ICMP echoes of :data:`PAYLOAD` bytes with DF to ``address`` until
-    a full reply comes back (its line) or ``timeout`` seconds pass (None)."""
-    argv = [
-        "ip", "netns", "exec", namespace, sys.executable, "-c", PING, address, str(PAYLOAD),
-        str(timeout),
-    ]  # fmt: skip
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=WAIT, check=False)
-    assert proc.returncode in (0, 1), f"ping {address} from {namespace}: {proc.stderr}"
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    """From ``namespace``: :data:`PAYLOAD`-byte ICMP echoes with DF to ``address``; the reply's
+    line, or None when none came within ``timeout`` seconds."""
+    return ping_reply(namespace, address, timeout, PAYLOAD)
 
 
 def vxlan_devices(ip_prefix: list[str]) -> dict[str, int]:
