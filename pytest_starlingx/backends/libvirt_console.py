@@ -5,8 +5,9 @@ instead: the first serial port is a ``<serial type='pty'>`` and ``virDomainOpenC
 a ``virStream`` to it (what ``virsh console`` does). The stream is non-blocking and read from
 libvirt's event loop (:func:`start_event_loop`, one thread per process, as in libvirt-python's
 ``examples/consolecallback.py``): its callback appends what arrives to a buffer that
-:meth:`ConsoleStreamTransport.read` waits on, and to a local log file, which stands in for
-virtlogd's log (on the libvirt host, out of reach).
+:meth:`ConsoleStreamTransport.read` waits on, after writing it to a local log file (so that
+whatever a reader has seen is in the log), which stands in for virtlogd's log (on the libvirt
+host, out of reach).
 
 The transport keeps the socket transport's behaviour (``transport.UnixSocketTransport``):
 
@@ -254,17 +255,26 @@ class ConsoleStreamTransport:
         with self._cond:
             if stream is not self._stream:
                 return  # an old stream's last words
+        if received and self._log is not None:
+            self._append_log(
+                self._log, received
+            )  # before readers see it: what was read is in the log
+        with self._cond:
+            if stream is not self._stream:
+                return
             self._buffer += received
             self._cond.notify_all()
-        if received and self._log is not None:  # this thread alone writes: in order
-            try:
-                with self._log.open("ab") as log:
-                    log.write(received)
-            except OSError as exc:
-                logger.warning("console of %s: cannot write %s: %s", self.name, self._log, exc)
         if ended:
             logger.debug("console of %s: the console stream ended", self.name)
             self._end(stream)
+
+    def _append_log(self, path: Path, data: bytes) -> None:
+        """Append to the local log (libvirt's event thread alone writes it: in order)."""
+        try:
+            with path.open("ab") as log:
+                log.write(data)
+        except OSError as exc:
+            logger.warning("console of %s: cannot write %s: %s", self.name, path, exc)
 
     def _end(self, stream: libvirt.virStream | None) -> None:
         """Mark ``stream`` ended if it is the current one and let go of it."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -216,6 +217,20 @@ def test_reads_what_the_stream_delivers_and_logs_it(tmp_path):
     assert stream.sent == b"root\r"
     console.transport.close()
     assert stream.aborted and stream.callback is None
+
+
+def test_what_a_read_returns_is_in_the_log_already(tmp_path):
+    console = Console(tmp_path)
+    os.mkfifo(console.log)  # the log's write waits for the test to read the FIFO
+    console.transport.connect()
+    writer = threading.Thread(
+        target=console.streams[-1].deliver, args=(b"STX-GUEST-READY",), daemon=True
+    )
+    writer.start()
+    assert console.transport.read(100, 0.3) == b""  # not published before it is logged
+    assert console.log.read_bytes() == b"STX-GUEST-READY"
+    writer.join(5)
+    assert console.transport.read(100, 5) == b"STX-GUEST-READY"
 
 
 def test_a_read_waits_for_data_without_polling(tmp_path):

@@ -253,12 +253,13 @@ class Sampler(threading.Thread):
                 self.argv_seen += 1
                 if any(s in argv for s in self.secrets):
                     self.leaks.add(f"argv of pid {cmdline.parent.name}: {argv[:80]!r}")
-            for path in (self.state / "labs").glob("*/**/*"):
-                if "disks" in path.parts or path.name == "lab.json" or path.is_socket():
-                    continue
-                if path.is_file():
+            # os.walk, not glob: labs' directories come and go while it walks
+            for top, dirs, names in os.walk(self.state / "labs"):
+                if "disks" in dirs:
+                    dirs.remove("disks")
+                for path in (Path(top) / n for n in names if n != "lab.json"):
                     try:
-                        data = path.read_bytes()
+                        data = path.read_bytes() if path.is_file() else b""  # no socket, FIFO
                     except OSError:
                         continue
                     if any(s in data for s in self.secrets):
