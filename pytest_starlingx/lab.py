@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal
 from pytest_starlingx.access import Endpoint, LabFacts, open_endpoints
 from pytest_starlingx.backends.base import Backend, LabHandle, PowerState
 from pytest_starlingx.console import LOGIN, Console, Result
-from pytest_starlingx.errors import StxError
+from pytest_starlingx.errors import BackendError, StxError
 from pytest_starlingx.files import place
 from pytest_starlingx.host.capacity import hosts_free, parallel_cap
 from pytest_starlingx.lifecycle.state import (
@@ -41,6 +41,7 @@ from pytest_starlingx.model import (
     password_problems,
 )
 from pytest_starlingx.placement import place as place_nodes
+from pytest_starlingx.platform_api import ApiUnavailable, PlatformApi
 from pytest_starlingx.resources import lab_resources
 from pytest_starlingx.ssh import ANSWER_TIMEOUT, LabSsh, SshSession
 from pytest_starlingx.stages.base import (
@@ -215,8 +216,10 @@ class Lab:
                 console.add_secret(password)
         self.machines = {n.name: _Machine(handle, n.name, consoles[n.name]) for n in spec.nodes}
         self.bringup = Bringup(
-            spec, consoles, self.machines, passwords, StepRecorder(spec.name), DoneStages(state)
-        )
+            spec, consoles, self.machines, passwords, StepRecorder(spec.name), DoneStages(state),
+            api=PlatformApi(self._api_urls, passwords["admin"]),
+        )  # fmt: skip
+        self._no_way_in: str | None = None  # why the lab has no gateway, once known
         self.nodes = {n.name: Node(self, n.name) for n in spec.nodes}
         #: Stages run at once; the host's CPU and memory decide (see capacity.py).
         self.max_parallel = parallel_cap(spec)
@@ -320,6 +323,19 @@ class Lab:
             facts = LabFacts.of(self.spec, self.passwords)
             self._endpoints = open_endpoints(facts, self.handle, self.state.path.parent)
         return self._endpoints
+
+    def _api_urls(self) -> tuple[str, str]:
+        """keystone's and sysinv's URLs from the host; :class:`ApiUnavailable` (for good) where
+        the backend gives the lab no gateway."""
+        if self._no_way_in is None:
+            try:
+                endpoints = self.endpoints
+            except BackendError as exc:
+                self._no_way_in = str(exc)
+                log.info("lab %s: %s; host lists on the console", self.name, exc)
+            else:
+                return endpoints["keystone"].url, endpoints["sysinv"].url
+        raise ApiUnavailable(self._no_way_in)
 
     def ssh(self, node: str | None = None, timeout: float | None = None) -> SshSession:
         """A new SSH session as sysadmin (a context manager; ``.run(command, deadline)``, and

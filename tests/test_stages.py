@@ -13,6 +13,7 @@ from pytest_starlingx.errors import LabConfigError, StageError
 from pytest_starlingx.lab import plan_stages
 from pytest_starlingx.labfile import parse_lab
 from pytest_starlingx.model import resolve_lab, stage_plan
+from pytest_starlingx.platform_api import ApiUnavailable
 from pytest_starlingx.stages import base, custom, shells
 from pytest_starlingx.stages.base import Bringup, Stage, run_stages
 from pytest_starlingx.stages.custom import CustomStage, from_lab_file, insert
@@ -363,6 +364,32 @@ def test_nodes_waiting_at_once_share_one_host_listing():
     assert all(rows[0]["availability"] == "available" for rows in listings)
     b.hosts()  # a caller that wants the list as it is now gets a fresh one
     assert b.sent == ["host-list --nowrap"] * 2
+
+
+class Api:
+    """sysinv's REST API as the bring-up sees it: rows, or no answer while ``rows`` is None."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, str]] | None = None
+
+    def hosts(self) -> list[dict[str, str]]:
+        if self.rows is None:
+            raise ApiUnavailable("GET /v1/ihosts/: [Errno 111] Connection refused")
+        return self.rows
+
+
+def test_host_lists_come_from_the_api_and_from_the_console_while_it_does_not_answer():
+    b = SlowSysinv()
+    b.api = api = Api()  # type: ignore[assignment]
+    api.rows = [{"id": "1", "hostname": "controller-0", "availability": "degraded"}]
+    assert b.hosts() == api.rows
+    assert b.sent == []  # no CLI on the controller
+    api.rows = None  # e.g. the controller reboots
+    assert [row["availability"] for row in b.hosts()] == ["available"]
+    assert b.sent == ["host-list --nowrap"]
+    api.rows = [{"id": "1", "hostname": "controller-0", "availability": "available"}]
+    b.hosts()
+    assert b.sent == ["host-list --nowrap"] * 2  # the API is left alone for a while
 
 
 def test_a_pipeline_stage_is_named_in_plain_words():

@@ -13,6 +13,7 @@ from typing import Protocol, TypedDict, Unpack
 from pytest_starlingx.console import CommandFailed, Console
 from pytest_starlingx.errors import StageError, StxError
 from pytest_starlingx.model import LabSpec
+from pytest_starlingx.platform_api import ApiUnavailable, PlatformApi
 from pytest_starlingx.stages.shells import Shells, retry_while
 from pytest_starlingx.system_output import parse_table, parse_yaml_properties
 from pytest_starlingx.timings import StepRecorder
@@ -47,6 +48,7 @@ UNLOCK_RETRY_EVERY = 10.0  # seconds between unlocks refused for an applying app
 #: auto-recovery gives up the task says "..., threshold reached, Lock/Unlock to retry".
 RE_ENABLING = "re-enabling"
 POLL_HOSTS_EVERY = 5.0  # seconds between host-list polls of a thread waiting for hosts
+API_RETRY_AFTER = 30.0  # seconds of console host-lists after the REST API did not answer
 
 
 class Machine(Protocol):
@@ -86,11 +88,15 @@ class Bringup:
     done: Done | MutableSet[str] = field(default_factory=set)
     facts: dict[str, str] = field(default_factory=dict)  # e.g. interface names found
     cancelled: threading.Event = field(default_factory=threading.Event)
+    #: sysinv's REST API from the host, where the lab has a way in: host lists without
+    #: starting the CLI on the controller (whose CPU serves the network boots meanwhile).
+    api: PlatformApi | None = None
     shells: Shells = field(init=False)
     #: The last ``host-list``: when it was asked (monotonic) and its rows, shared by the
     #: threads that wait for hosts so that N waiting nodes cost one listing, not N.
     _host_list: tuple[float, list[dict[str, str]]] | None = None
     _host_list_lock: threading.Lock = field(default_factory=threading.Lock)
+    _api_quiet_until = 0.0  # monotonic time before which the API is not asked again
 
     def __post_init__(self) -> None:
         self.shells = Shells(self.consoles, self.passwords, self.done, self.deadline)
@@ -119,7 +125,9 @@ class Bringup:
         )  # fmt: skip
 
     def hosts(self, fresh_within: float = 0.0) -> list[dict[str, str]]:
-        """``system host-list`` as records. With ``fresh_within``, a listing another thread
+        """``system host-list`` as records: from sysinv's REST API where it answers (:attr:`api`;
+        the rows also carry ``mgmt_mac``), else on the console. With ``fresh_within``, a
+        listing another thread
         asked for at most that many seconds before this call is shared instead of listing
         again: every ``system`` command costs the controller seconds of CPU (cgtsclient's
         start-up), which the controller's other work (serving network boots) needs."""
@@ -128,9 +136,24 @@ class Bringup:
             if self._host_list and self._host_list[0] >= asked - fresh_within:
                 return self._host_list[1]
             started = time.monotonic()
-            rows = parse_table(self.system("host-list --nowrap"))
+            rows = self._api_hosts()
+            if rows is None:
+                rows = parse_table(self.system("host-list --nowrap"))
             self._host_list = (started, rows)
             return rows
+
+    def _api_hosts(self) -> list[dict[str, str]] | None:
+        """The host list from the REST API; None where it does not answer (the console's
+        ``system host-list`` then says why: the API is down, a controller reboots)."""
+        if self.api is None or time.monotonic() < self._api_quiet_until:
+            return None
+        try:
+            return self.api.hosts()
+        except ApiUnavailable as exc:
+            # not up yet, or rebooting: the console for a while, not a failed request per poll
+            self._api_quiet_until = time.monotonic() + API_RETRY_AFTER
+            log.debug("%s: host-list over the API: %s; on the console", self.spec.name, exc)
+            return None
 
     def host_show(self, host: str) -> dict[str, str]:
         """``system host-show`` as a mapping (read as yaml: no wrapped cells)."""

@@ -70,7 +70,10 @@ def _discover(b: Bringup, nodes: Sequence[NodeSpec]) -> dict[str, str]:
         for row in b.hosts():
             if row["hostname"] != NOT_ASSIGNED or row["id"] in macs:
                 continue
-            macs[row["id"]] = b.host_show(row["id"]).get("mgmt_mac", "").lower()
+            mac = row.get("mgmt_mac", NOT_ASSIGNED)  # in the API's rows, not the CLI's
+            if mac == NOT_ASSIGNED:
+                mac = b.host_show(row["id"]).get("mgmt_mac", "")
+            macs[row["id"]] = mac.lower()
             if macs[row["id"]] in wanted:
                 found[wanted[macs[row["id"]]]] = row["id"]
         return len(found) == len(wanted)

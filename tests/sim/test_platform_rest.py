@@ -26,6 +26,9 @@ from test_platform_support import DUPLEX_YML, PASSWORD, ROOTFS, Controller, free
 sys.path.insert(0, str(ROOTFS / "usr" / "lib"))
 from stxsim import endpoints
 
+from pytest_starlingx.platform_api import ApiUnavailable, PlatformApi
+from pytest_starlingx.system_output import parse_table as parse_host_list
+
 pytestmark = pytest.mark.fast  # needs no VM: host processes only
 
 #: A host in `GET /v1/ihosts`: starlingx/config sysinv api/controllers/v1/host.py (r/stx.10.0)
@@ -309,6 +312,31 @@ def test_one_host_by_uuid_id_or_name_and_404_for_an_unknown_one(standard: Contro
     assert json.loads(reply.body["error_message"]) == {
         "faultstring": "The resource could not be found."
     }
+
+
+def test_the_plugins_host_list_over_the_api_is_what_system_host_list_prints(
+    standard: Controller,
+) -> None:
+    """What the plugin polls while hosts install (``platform_api``): host-list's rows, with
+    each host's mgmt MAC, which finds a network-booted host among the unnamed ones."""
+    c0 = standard
+    urls = (c0.urls["STXSIM_KEYSTONE"], c0.urls["STXSIM_API"])
+    rows = PlatformApi(lambda: urls, PASSWORD).hosts()
+    printed = parse_host_list(c0.ok("host-list", "--nowrap"))
+    assert [{k: v for k, v in row.items() if k != "mgmt_mac"} for row in rows] == printed
+    assert [row["hostname"] for row in rows] == ["controller-0", "worker-0", "None"]
+    assert [row["mgmt_mac"] for row in rows] == [c0.macs[1], WORKER_MAC, NEW_MAC]
+
+
+def test_the_plugins_api_client_says_when_it_gets_no_answer(simplex: Controller) -> None:
+    """A wrong password or nothing listening: ``ApiUnavailable`` (the plugin then lists the
+    hosts on the console, whose CLI says what is wrong)."""
+    urls = (simplex.urls["STXSIM_KEYSTONE"], simplex.urls["STXSIM_API"])
+    with pytest.raises(ApiUnavailable, match="HTTP 401"):
+        PlatformApi(lambda: urls, "not-" + PASSWORD).hosts()
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ApiUnavailable, match="refused"):
+        PlatformApi(lambda: (closed, closed), PASSWORD).hosts()
 
 
 def test_once_unlocked_the_apis_answer_on_the_oam_floating_address(c0: Controller) -> None:
