@@ -14,14 +14,11 @@ yet given a name), and the ``mgmt_mac`` that ``host-show`` would be asked for.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
-
-log = logging.getLogger("pytest_starlingx.platform_api")
 
 #: host-list's columns (cgtsclient ``ihost_shell.do_host_list``) and the MAC that finds a
 #: network-booted host among the unnamed ones.
@@ -59,19 +56,22 @@ class PlatformApi:
         API does not answer."""
         keystone, sysinv = self._urls()
         with self._lock:
-            for attempt in (1, 2):
-                if self._token is None:
-                    self._token = self._new_token(keystone)
-                status, body, _headers = self._exchange(
-                    "GET", f"{sysinv}/v1/ihosts/", {"X-Auth-Token": self._token}, None
-                )
-                if status == 401 and attempt == 1:  # expired or from before a restart
-                    self._token = None
-                    continue
-                if status != 200:
-                    raise ApiUnavailable(f"GET /v1/ihosts/: HTTP {status}")
-                return [_row(host) for host in body.get("ihosts", [])]
-        raise ApiUnavailable("GET /v1/ihosts/: the new token was refused")
+            status, body = self._get_hosts(keystone, sysinv)
+            if status == 401:  # the token expired, or is from before a restart: once more
+                self._token = None
+                status, body = self._get_hosts(keystone, sysinv)
+        if status != 200:
+            raise ApiUnavailable(f"GET /v1/ihosts/: HTTP {status}")
+        return [_row(host) for host in body.get("ihosts", [])]
+
+    def _get_hosts(self, keystone: str, sysinv: str) -> tuple[int, Any]:
+        """``GET /v1/ihosts/`` with the kept token, or a new one (the caller holds the lock)."""
+        if self._token is None:
+            self._token = self._new_token(keystone)
+        status, body, _headers = self._exchange(
+            "GET", f"{sysinv}/v1/ihosts/", {"X-Auth-Token": self._token}, None
+        )
+        return status, body
 
     def _new_token(self, keystone: str) -> str:
         domain = {"name": DOMAIN}

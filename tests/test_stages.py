@@ -380,7 +380,7 @@ class Api:
 
 def test_host_lists_come_from_the_api_and_from_the_console_while_it_does_not_answer():
     b = SlowSysinv()
-    b.api = api = Api()  # type: ignore[assignment]
+    b.api = api = Api()
     api.rows = [{"id": "1", "hostname": "controller-0", "availability": "degraded"}]
     assert b.hosts() == api.rows
     assert b.sent == []  # no CLI on the controller

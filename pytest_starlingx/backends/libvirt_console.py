@@ -255,10 +255,8 @@ class ConsoleStreamTransport:
         with self._cond:
             if stream is not self._stream:
                 return  # an old stream's last words
-        if received and self._log is not None:
-            self._append_log(
-                self._log, received
-            )  # before readers see it: what was read is in the log
+        if received and self._log is not None:  # before readers see it: they read it logged
+            self._append_log(self._log, received)
         with self._cond:
             if stream is not self._stream:
                 return

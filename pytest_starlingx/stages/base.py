@@ -13,7 +13,7 @@ from typing import Protocol, TypedDict, Unpack
 from pytest_starlingx.console import CommandFailed, Console
 from pytest_starlingx.errors import StageError, StxError
 from pytest_starlingx.model import LabSpec
-from pytest_starlingx.platform_api import ApiUnavailable, PlatformApi
+from pytest_starlingx.platform_api import ApiUnavailable
 from pytest_starlingx.stages.shells import Shells, retry_while
 from pytest_starlingx.system_output import parse_table, parse_yaml_properties
 from pytest_starlingx.timings import StepRecorder
@@ -67,6 +67,13 @@ class Machine(Protocol):
         """MAC address of the node's NIC on ``network`` (oam, mgmt, data0, data1)."""
 
 
+class HostsApi(Protocol):
+    """sysinv's REST API from the host (``platform_api.PlatformApi``)."""
+
+    def hosts(self) -> list[dict[str, str]]:
+        """host-list's rows; ``ApiUnavailable`` when the API does not answer."""
+
+
 class Done(Protocol):
     """Which stages are finished; persisted by the lab layer so a re-run resumes."""
 
@@ -90,7 +97,7 @@ class Bringup:
     cancelled: threading.Event = field(default_factory=threading.Event)
     #: sysinv's REST API from the host, where the lab has a way in: host lists without
     #: starting the CLI on the controller (whose CPU serves the network boots meanwhile).
-    api: PlatformApi | None = None
+    api: HostsApi | None = None
     shells: Shells = field(init=False)
     #: The last ``host-list``: when it was asked (monotonic) and its rows, shared by the
     #: threads that wait for hosts so that N waiting nodes cost one listing, not N.
@@ -127,10 +134,10 @@ class Bringup:
     def hosts(self, fresh_within: float = 0.0) -> list[dict[str, str]]:
         """``system host-list`` as records: from sysinv's REST API where it answers (:attr:`api`;
         the rows also carry ``mgmt_mac``), else on the console. With ``fresh_within``, a
-        listing another thread
-        asked for at most that many seconds before this call is shared instead of listing
-        again: every ``system`` command costs the controller seconds of CPU (cgtsclient's
-        start-up), which the controller's other work (serving network boots) needs."""
+        listing another thread asked for at most that many seconds before this call is shared
+        instead of listing again: every ``system`` command costs the controller seconds of CPU
+        (cgtsclient's start-up), which the controller's other work (serving network boots)
+        needs."""
         asked = time.monotonic()
         with self._host_list_lock:
             if self._host_list and self._host_list[0] >= asked - fresh_within:
