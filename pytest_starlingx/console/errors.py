@@ -43,6 +43,10 @@ class ConsoleClosed(NodeConsoleError):
     """The console closed (EOF) or the VM stopped while output was awaited."""
 
 
+class KernelPanic(NodeConsoleError):
+    """The node's kernel panicked and the console has been silent since: it will not go on."""
+
+
 class MenuError(NodeConsoleError):
     """The boot menu on screen has no entry with the wanted text."""
 

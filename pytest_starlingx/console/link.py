@@ -24,7 +24,7 @@ from typing import Self
 from pexpect import EOF, TIMEOUT
 from pexpect.spawnbase import SpawnBase
 
-from pytest_starlingx.console.errors import ConsoleClosed, ConsoleTimeout, E, secs
+from pytest_starlingx.console.errors import ConsoleClosed, ConsoleTimeout, E, KernelPanic, secs
 from pytest_starlingx.console.screen import Screen
 from pytest_starlingx.console.transcript import MASK, Secrets, Transcript
 from pytest_starlingx.transport import Transport
@@ -33,6 +33,9 @@ from pytest_starlingx.waits import Deadline, Progress
 log = logging.getLogger("pytest_starlingx.console")
 
 TAIL_LINES = 30
+#: The last line Linux prints on a panic (torvalds/linux kernel/panic.c); the node then stays
+#: halted unless its kernel was booted with panic=N.
+PANIC_END = re.compile(r"---\[ end Kernel panic - not syncing")
 
 KEYS: dict[str, bytes] = {
     "up": b"\x1b[A",
@@ -326,6 +329,11 @@ class ConsoleLink:
         """When output last came (``time.monotonic()``)."""
         return self._last_output
 
+    def _panicked(self) -> bool:
+        """The last line is the end of a kernel panic and nothing came for ``poll_every`` s."""
+        silent = time.monotonic() - self._last_output >= self.poll_every
+        return silent and any(PANIC_END.search(line) for line in self.tail(1))
+
     def found_now(self, pattern: re.Pattern[str]) -> bool:
         """True when output not matched yet holds ``pattern`` (matched up to it); no waiting."""
         try:
@@ -369,10 +377,15 @@ class ConsoleLink:
             return Match(index, self._child.match, self._child.before)
 
     def check_waiting(self, what: str, deadline: Deadline) -> None:
-        """Raise when the deadline has expired or the VM has stopped."""
+        """Raise when the deadline has expired, the VM has stopped or its kernel panicked."""
         if deadline.expired:
             raise self.error(
                 ConsoleTimeout, f"waited {secs(deadline.elapsed)} for {what} (timeout reached)"
+            )
+        if self._panicked():
+            raise self.error(
+                KernelPanic,
+                f"the kernel panicked (after {secs(deadline.elapsed)} waiting for {what})",
             )
         if self._alive is not None and not self._alive():
             raise self.error(

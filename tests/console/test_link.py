@@ -8,7 +8,13 @@ import threading
 import pytest
 from console_fakes import Device
 
-from pytest_starlingx.console import LOGIN, ConsoleClosed, ConsoleTimeout, strip_ansi
+from pytest_starlingx.console import (
+    LOGIN,
+    ConsoleClosed,
+    ConsoleTimeout,
+    KernelPanic,
+    strip_ansi,
+)
 from pytest_starlingx.errors import ConsoleError
 from pytest_starlingx.waits import Deadline
 
@@ -115,6 +121,34 @@ def test_dead_vm_fails_the_wait_early(make_console):
     with pytest.raises(ConsoleClosed, match="the VM is not running any more"):
         console.expect(LOGIN, deadline)
     assert deadline.elapsed < 5
+
+
+PANIC = (
+    b"[    0.000000] Kernel panic - not syncing: IO-APIC + timer doesn't work!\r\n"
+    b"[    0.000000]  </TASK>\r\n"
+    b"[    0.000000] ---[ end Kernel panic - not syncing: IO-APIC + timer doesn't work! ]---\r\n"
+)
+
+
+def test_a_kernel_panic_fails_the_wait_once_the_console_stays_silent(make_console):
+    device = Device()
+    console = make_console(device.transport, poll_every=0.2)
+    device.write(b"Loading StarlingX ...\r\n" + PANIC)
+    deadline = Deadline(60)
+    with console.stage("unlock"), pytest.raises(KernelPanic) as info:
+        console.expect(LOGIN, deadline, what="the login prompt after the unlock reboot")
+    assert deadline.elapsed < 5
+    assert "the kernel panicked" in str(info.value)
+    assert "stage 'unlock'" in str(info.value)
+    assert "IO-APIC + timer doesn't work!" in info.value.tail[-1]
+
+
+def test_a_panic_message_followed_by_more_output_is_not_a_panic(make_console):
+    device = Device()
+    console = make_console(device.transport, poll_every=0.1)
+    device.write(PANIC + b"[sysadmin@controller-0 ~(keystone_admin)]$ ")
+    with pytest.raises(ConsoleTimeout):
+        console.expect(LOGIN, Deadline(0.5))
 
 
 def test_long_waits_log_progress(make_console, caplog, monkeypatch):

@@ -117,16 +117,15 @@ def _install(
     config = _pxe_config(c0, node)
     assert "KERNEL rel-24.09/bzImage-std" in config
     assert " ks=http://pxecontroller:8080/feed/rel-24.09/kickstart/kickstart.cfg " in config
-    assert config.rstrip().endswith(
-        "instdev=/dev/sda console=ttyS0,115200 user_namespace.enable=1\n  IPAPPEND 2"
-    )
+    options = "instdev=/dev/sda console=ttyS0,115200 user_namespace.enable=1 no_timer_check"
+    assert config.rstrip().endswith(f"{options}\n  IPAPPEND 2")
     # the UEFI twin GRUB reads through its .cfg link, filled the same way
     efi = _pxe_path(c0, node).with_name("efi-" + _pxe_path(c0, node).name)
     assert os.readlink(str(efi) + ".cfg") == str(efi)
     efi_config = efi.read_text()
     assert "linux rel-24.09/bzImage-std " in efi_config
     assert " BOOTIF=$net_default_mac " in efi_config
-    assert "instdev=/dev/sda console=ttyS0,115200 user_namespace.enable=1\n" in efi_config
+    assert f"{options}\n" in efi_config
     assert "initrd rel-24.09/initrd" in efi_config
     agent = node.start("stx-agent", "--pxe")
     out, _ = agent.communicate(timeout=20)
