@@ -123,6 +123,8 @@ def test_installed_node_facts(controller: Node) -> None:
     assert "enp1s0" in run(c, "ls /sys/class/net")
     assert "reboot_after=0" in run(c, "cat /run/stx-sim/knobs").split()
     assert 'SW_VERSION="24.09"' in run(c, "cat /etc/build.info").split()
+    # the installed disk's GRUB passes what a KVM guest's kernel sets itself (DESIGN.md)
+    assert "no_timer_check" in run(c, "cat /proc/cmdline").split()
 
 
 def test_sysadmin_is_unprivileged_and_uses_sudo(controller: Node) -> None:
