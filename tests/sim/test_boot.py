@@ -202,10 +202,12 @@ def test_netboot_of_a_second_node(controller: Node, make_node: NodeFactory) -> N
     macs = re.findall(r"^\d+ ([0-9a-f:]{17}) (169\.254\.202\.\d+) ", leases, re.M)
     assert len(macs) == 2, leases  # both firmwares took a pxeboot lease
     node.console.expect("Waiting for this node to be configured.", 30)  # the retry
-    # What sysinv does for a worker: metal's template, filled as pxeboot-update.sh does, for
-    # each node; the retrying menu then boots it.
+    # What sysinv does for a worker: metal's template, filled as pxeboot-update.sh does (and
+    # the simulator's no_timer_check, DESIGN.md "Emulation"), for each node; the retrying menu
+    # then boots it.
+    options = "instdev=/dev/sda console=ttyS0,115200 user_namespace.enable=1 no_timer_check"
     fill = (
-        "sed -e 's#xxxAPPEND_OPTIONSxxx#instdev=/dev/sda console=ttyS0,115200#;"
+        f"sed -e 's#xxxAPPEND_OPTIONSxxx#{options}#;"
         "s#xxxBASE_URLxxx#http://pxecontroller:8080#g' "
         "/var/pxeboot/pxelinux.cfg.files/pxe-worker-install-24.09"
     )
