@@ -316,7 +316,9 @@ class LabHandle(Protocol):
         """A new, unconnected byte channel to the machine's first serial port."""
 
     def console_log(self, machine: str) -> bytes:
-        """Everything the machine's serial port printed since the lab was created."""
+        """Everything the machine's serial port printed since the lab was created. The
+        hypervisor's logger may write it a moment after a console read returned the bytes
+        (libvirt's virtlogd writes the log apart from the console socket)."""
 
     def set_boot_order(self, machine: str, order: Sequence[BootDevice]) -> None:
         """Boot order used from the next power-on."""

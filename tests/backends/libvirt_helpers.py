@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import libvirt
@@ -114,6 +115,19 @@ def read_until(transport: Transport, text: str, timeout: float = BOOT_TIMEOUT) -
             pytest.fail(f"no {text!r} on the console within {timeout}s; tail: {seen[-500:]!r}")
         seen += transport.read(4096, min(remaining, 1.0))
     return seen
+
+
+def log_holding(read_log: Callable[[], bytes], texts: Sequence[str], timeout: float = 30) -> bytes:
+    """The console log once it holds every one of ``texts``: a hypervisor's logger (libvirt's
+    virtlogd) writes it apart from the console, a moment after a reader saw the bytes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = read_log()
+        if all(text.encode() in log for text in texts):
+            return log
+        if time.monotonic() > deadline:
+            pytest.fail(f"the console log lacks one of {texts} after {timeout}s: {log[-300:]!r}")
+        time.sleep(0.2)
 
 
 def shell(transport: Transport, command: str) -> bytes:

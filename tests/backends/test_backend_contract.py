@@ -20,6 +20,7 @@ from libvirt_helpers import (
     READY,
     everything,
     lab_resources,
+    log_holding,
     new_lab_id,
     ours,
     read_until,
@@ -248,8 +249,7 @@ def test_boot_console_power_snapshots_and_boot_order(harness, tiny_iso):
         assert LOADER.encode() in first
         assert lab.state("node-0") is PowerState.RUNNING
         assert lab.state("node-1") is PowerState.OFF
-        log = lab.console_log("node-0")
-        assert LOADER.encode() in log and READY.encode() in log
+        log_holding(lambda: lab.console_log("node-0"), (LOADER, READY))
         out = shell(console, "strings /sys/firmware/dmi/entries/11-0/raw")
         assert b"stx-sim:node=0,fail=none" in out  # the spec's SMBIOS OEM strings
         lab.power_on("node-0")  # already running: left alone
